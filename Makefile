@@ -1,0 +1,100 @@
+# multiproc — one Makefile for every module. Modules are discovered
+# (scripts/modules.sh), never listed by hand. CI calls these targets only.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+MODULES   := $(shell scripts/modules.sh)
+PREFIX    := github.com/multiproc/multiproc
+PKGS      := $(addsuffix /...,$(addprefix $(PREFIX)/,$(MODULES)))
+BIN       := $(CURDIR)/.bin
+FUZZTIME  ?= 10s
+TESTFLAGS ?=
+STATICCHECK_VERSION := v0.8.2
+
+export GOFLAGS := -buildvcs=false
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z0-9_/%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install what a fresh machine lacks (protoc, python3 check).
+	@scripts/ensure-deps.sh
+
+.PHONY: demo
+demo: ## The main job: a parallel workload across worker processes.
+	$(GO) run $(PREFIX)/tools/cmd/mp demo $(DEMOFLAGS)
+
+.PHONY: test
+test: deps ## Test every module in workspace mode (one go test call).
+	$(GO) test -count=1 $(TESTFLAGS) $(PKGS)
+
+.PHONY: test-modules
+test-modules: $(addprefix test/,$(MODULES)) ## Test each module alone with GOWORK=off.
+
+test/%:
+	cd $* && GOWORK=off $(GO) test -count=1 ./...
+
+.PHONY: build-modules
+build-modules: $(addprefix build/,$(MODULES)) ## Build and vet each module alone with GOWORK=off (catches forbidden deps).
+
+build/%:
+	cd $* && GOWORK=off $(GO) vet ./...
+
+.PHONY: test-race
+test-race: deps ## Test every module under the race detector.
+	$(GO) test -count=1 -race $(TESTFLAGS) $(PKGS)
+
+.PHONY: test-fuzz
+test-fuzz: ## Run each fuzz target for FUZZTIME (default 10s).
+	@for mod in $(MODULES); do \
+	  for pkg in $$(cd $$mod && $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' ./...); do \
+	    for f in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$pkg/*_test.go | awk '{print $$2}'); do \
+	      echo "== fuzz $$pkg $$f ($(FUZZTIME))"; \
+	      (cd $$pkg && $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) .) || exit 1; \
+	    done; \
+	  done; \
+	done
+
+.PHONY: bench
+bench: ## Benchmarks with the baseline kit's keys, beside CPython and the floors.
+	$(GO) run $(PREFIX)/tools/cmd/mp bench $(BENCHFLAGS)
+
+.PHONY: lint
+lint: check-deps build-modules ## go vet, staticcheck, gofmt and the dependency-direction check.
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+	@unformatted=$$(gofmt -l $(MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+.PHONY: check-deps
+check-deps: ## Fail when a lower module imports a higher one.
+	scripts/check-deps.sh
+
+.PHONY: generate
+generate: deps ## Regenerate *.pb.go with local protoc and the pinned protoc-gen-go.
+	@mkdir -p $(BIN)
+	cd proto && $(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	cd proto && protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go -I . \
+	  --go_out=. --go_opt=paths=source_relative $$(find . -name '*.proto' | sort)
+
+.PHONY: go-work
+go-work: ## Regenerate go.work from the modules present.
+	scripts/gen-go-work.sh
+
+.PHONY: tidy
+tidy: ## go mod tidy in every module.
+	@for mod in $(MODULES); do echo "== tidy $$mod"; (cd $$mod && GOWORK=off $(GO) mod tidy); done
+
+.PHONY: check-clean
+check-clean: generate go-work ## Fail when generated code, go.work or go.mod drift.
+	@for mod in $(MODULES); do (cd $$mod && GOWORK=off $(GO) mod tidy); done
+	@if [ -n "$$(git status --porcelain -- go.work '*.pb.go' '*/go.mod' '*/go.sum' '**/go.mod' '**/go.sum')" ]; then \
+	  echo "check-clean: generated files drifted; run make generate go-work tidy and commit:"; \
+	  git status --porcelain -- go.work '*.pb.go' '*/go.mod' '*/go.sum'; git diff --stat; exit 1; fi
+	@echo "check-clean: generated code, go.work and go.mod files are in sync"
+
+.PHONY: clean
+clean: ## Remove build outputs.
+	rm -rf $(BIN) demo-out

@@ -1,0 +1,748 @@
+package ipc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// DefaultMaxFrameSize is the largest frame a Conn accepts unless
+	// MaxFrameSize says otherwise.
+	DefaultMaxFrameSize int64 = 256 << 20
+	// smallFrame is CPython's threshold: frames up to this size go out in
+	// one write together with their header.
+	smallFrame = 16 << 10
+	readBufSize = 64 << 10
+	// bigPipe is the size a pipe is grown to (F_SETPIPE_SZ) the first time a
+	// frame larger than its default 64 KiB buffer is sent through it.
+	bigPipe = 1 << 20
+	// maxFDsPerMessage is the kernel's SCM_MAX_FD.
+	maxFDsPerMessage = 253
+)
+
+var pastDeadline = time.Unix(1, 0)
+
+// An Option configures a Conn.
+type Option func(*options)
+
+type options struct {
+	maxFrame int64
+	codec    Codec
+	socket   bool // Pipe: use a socketpair even where pipes are faster
+}
+
+func defaultOptions() options {
+	return options{maxFrame: DefaultMaxFrameSize, codec: DefaultCodec}
+}
+
+// MaxFrameSize sets the largest frame the Conn sends or accepts. A peer
+// that announces a larger frame gets a *FrameTooLargeError and no memory
+// of that size is allocated. n <= 0 means DefaultMaxFrameSize.
+func MaxFrameSize(n int64) Option {
+	return func(o *options) {
+		if n <= 0 {
+			n = DefaultMaxFrameSize
+		}
+		o.maxFrame = n
+	}
+}
+
+// WithCodec sets the codec used by Send and Recv.
+func WithCodec(c Codec) Option {
+	return func(o *options) {
+		if c != nil {
+			o.codec = c
+		}
+	}
+}
+
+// Socketpair makes Pipe use a unix socketpair even for a duplex pipe,
+// which is needed to pass open files (SendFiles) over it.
+func Socketpair() Option { return func(o *options) { o.socket = true } }
+
+// transport is what a Conn reads from and writes to: an *os.File (pipe or
+// socketpair end) or a net.Conn (accepted or dialled socket).
+type transport interface {
+	SyscallConn() (syscall.RawConn, error)
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+	Close() error
+}
+
+type fdBatch struct {
+	off   int64 // stream offset of the first byte read with these files
+	files []*os.File
+}
+
+type pending struct {
+	buf   []byte // the frame's body, len == frame size
+	have  int    // bytes of buf already filled
+	start int64  // stream offset of the frame's header
+}
+
+// Conn is a framed, bidirectional connection with CPython's wire format:
+// every message is one frame, a 4-byte big-endian signed length followed by
+// the payload (-1 and an 8-byte length for frames over 2 GiB). A CPython
+// multiprocessing.connection peer reads a frame sent with SendBytes with
+// recv_bytes() and the other way round.
+//
+// A Conn is safe for concurrent use: concurrent senders never interleave
+// their frames, and concurrent receivers each get whole frames. Every
+// blocking method takes a context; cancelling a receive loses nothing (a
+// frame cut off by cancellation is resumed by the next receive), while
+// cancelling a send in the middle of a frame breaks the sending direction
+// (ErrBroken), since the peer has already read part of it.
+type Conn struct {
+	r, w   transport // nil when not readable / writable; may be equal
+	rraw   syscall.RawConn
+	wraw   syscall.RawConn
+	socket bool // r is a unix socket: reads collect passed files
+	pipeW  bool // w is a pipe (may be grown with F_SETPIPE_SZ)
+	opts   options
+
+	rmu     sync.Mutex
+	rbuf    []byte
+	rpos    int
+	rend    int
+	rstream int64 // stream offset of rbuf[rend]
+	eof     bool
+	rerr    error
+	pend    *pending
+	fdq     []fdBatch
+	oob     []byte
+
+	wmu   sync.Mutex
+	wbuf  []byte
+	werr  error
+	grown bool
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newConn(r, w transport, socket, pipeW bool, opts []Option) (*Conn, error) {
+	c := &Conn{r: r, w: w, socket: socket, pipeW: pipeW, opts: defaultOptions()}
+	for _, o := range opts {
+		o(&c.opts)
+	}
+	if r != nil {
+		raw, err := r.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		c.rraw = raw
+	}
+	if w != nil {
+		raw, err := w.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		c.wraw = raw
+	}
+	return c, nil
+}
+
+// NewConn makes a Conn from open files: r to read from and w to write to
+// (either may be nil for a one-way Conn; both may be the same socket). The
+// Conn takes ownership of the files (it works on non-blocking duplicates
+// registered with the runtime's poller, so that every wait can be
+// cancelled, and closes the originals).
+func NewConn(r, w *os.File, opts ...Option) (*Conn, error) {
+	if r == nil && w == nil {
+		return nil, errors.New("ipc: NewConn needs a file to read or to write")
+	}
+	if r != nil && r == w {
+		t, err := transportFromFile(r, false)
+		if err != nil {
+			return nil, err
+		}
+		return newConn(t, t, true, false, opts)
+	}
+	var rt, wt transport
+	socket, pipeW := false, false
+	if r != nil {
+		socket = isSocket(r)
+		t, err := transportFromFile(r, false)
+		if err != nil {
+			return nil, err
+		}
+		rt = t
+	}
+	if w != nil {
+		pipeW = isPipe(w)
+		t, err := transportFromFile(w, false)
+		if err != nil {
+			if rt != nil {
+				rt.Close()
+			}
+			return nil, err
+		}
+		wt = t
+	}
+	return newConn(rt, wt, socket, pipeW, opts)
+}
+
+func fileMode(f *os.File) uint32 {
+	var st unix.Stat_t
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
+		return 0
+	}
+	return st.Mode & unix.S_IFMT
+}
+
+func isSocket(f *os.File) bool { return fileMode(f) == unix.S_IFSOCK }
+func isPipe(f *os.File) bool   { return fileMode(f) == unix.S_IFIFO }
+
+// Readable reports whether the Conn can receive.
+func (c *Conn) Readable() bool { return c.r != nil }
+
+// Writable reports whether the Conn can send.
+func (c *Conn) Writable() bool { return c.w != nil }
+
+// Closed reports whether Close has been called.
+func (c *Conn) Closed() bool { return c.closed.Load() }
+
+// Close closes the Conn. Blocked senders and receivers return ErrClosed.
+// Files received with SendFiles that were never collected are closed too.
+// Close is idempotent.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		if c.r != nil {
+			c.closeErr = c.r.Close()
+		}
+		if c.w != nil && c.w != c.r {
+			if err := c.w.Close(); c.closeErr == nil {
+				c.closeErr = err
+			}
+		}
+		c.rmu.Lock()
+		for _, b := range c.fdq {
+			for _, f := range b.files {
+				f.Close()
+			}
+		}
+		c.fdq = nil
+		c.rmu.Unlock()
+	})
+	return c.closeErr
+}
+
+// ---------------------------------------------------------------- sending
+
+func appendHeader(b []byte, n int) []byte {
+	if int64(n) > 0x7FFFFFFF {
+		b = binary.BigEndian.AppendUint32(b, 0xFFFFFFFF)
+		return binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return binary.BigEndian.AppendUint32(b, uint32(n))
+}
+
+func (c *Conn) checkSend(sizes ...int) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.w == nil {
+		return ErrReadOnly
+	}
+	for _, n := range sizes {
+		if int64(n) > c.opts.maxFrame {
+			return &FrameTooLargeError{Size: int64(n), Max: c.opts.maxFrame}
+		}
+	}
+	return nil
+}
+
+// SendBytes sends b as one frame. An empty b is a legal, empty frame.
+func (c *Conn) SendBytes(ctx context.Context, b []byte) error {
+	if err := c.checkSend(len(b)); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if len(b) <= smallFrame {
+		c.wbuf = append(appendHeader(c.wbuf[:0], len(b)), b...)
+		return c.write(ctx, nil, c.wbuf)
+	}
+	c.growPipe(len(b))
+	var hdr [12]byte
+	return c.write(ctx, nil, appendHeader(hdr[:0], len(b)), b)
+}
+
+// SendFrames sends several frames at once, in order, with as few system
+// calls as their sizes allow; no other sender's frame comes between them.
+// Queues and pools use it to batch small messages.
+func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
+	sizes := make([]int, len(frames))
+	total := 0
+	for i, f := range frames {
+		sizes[i] = len(f)
+		total += len(f) + 12
+	}
+	if err := c.checkSend(sizes...); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	c.growPipe(total)
+	buf := c.wbuf[:0]
+	for _, f := range frames {
+		buf = appendHeader(buf, len(f))
+		if len(f) > readBufSize {
+			if err := c.write(ctx, nil, buf, f); err != nil {
+				return err
+			}
+			buf = buf[:0]
+			continue
+		}
+		buf = append(buf, f...)
+	}
+	if len(buf) > 0 {
+		return c.write(ctx, nil, buf)
+	}
+	c.wbuf = buf[:0]
+	return nil
+}
+
+// Send encodes v with the Conn's codec and sends it as one frame.
+func (c *Conn) Send(ctx context.Context, v any) error {
+	b, err := c.opts.codec.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.SendBytes(ctx, b)
+}
+
+func (c *Conn) growPipe(n int) {
+	if !c.pipeW || c.grown || n <= 64<<10 {
+		return
+	}
+	c.grown = true
+	c.wraw.Control(func(fd uintptr) {
+		// Best effort: an unprivileged user past pipe-user-pages-soft keeps
+		// the default size, which is slower but correct.
+		unix.FcntlInt(fd, unix.F_SETPIPE_SZ, bigPipe)
+	})
+}
+
+// write writes the buffers in order (with oob, SCM_RIGHTS data, on the
+// first write), honouring ctx. Called with wmu held.
+func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
+	var stop func() bool
+	var fired chan struct{}
+	if ctx.Done() != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			c.w.SetWriteDeadline(pastDeadline)
+			close(fired)
+		})
+	}
+	wrote := false
+	var werr error
+	for _, b := range bufs {
+		off := 0
+		for off < len(b) || (oob != nil && len(b) == 0) {
+			var n int
+			var err error
+			rerr := c.wraw.Write(func(fd uintptr) bool {
+				for {
+					if oob != nil {
+						n, err = unix.SendmsgN(int(fd), b[off:], oob, nil, 0)
+					} else {
+						n, err = unix.Write(int(fd), b[off:])
+					}
+					if err != unix.EINTR {
+						break
+					}
+				}
+				return err != unix.EAGAIN
+			})
+			if rerr != nil {
+				err = rerr
+			}
+			if err != nil {
+				werr = err
+				break
+			}
+			oob = nil
+			off += n
+			wrote = wrote || n > 0
+		}
+		if werr != nil {
+			break
+		}
+	}
+	if stop != nil && !stop() {
+		<-fired
+		c.w.SetWriteDeadline(time.Time{})
+		if werr != nil && errors.Is(werr, os.ErrDeadlineExceeded) {
+			werr = ctx.Err()
+		}
+	}
+	if werr != nil {
+		werr = c.mapErr(werr)
+		if wrote {
+			c.werr = ErrBroken
+			return errors.Join(ErrBroken, werr)
+		}
+		return werr
+	}
+	return nil
+}
+
+func (c *Conn) mapErr(err error) error {
+	if c.closed.Load() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// -------------------------------------------------------------- receiving
+
+func (c *Conn) checkRecv() error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.r == nil {
+		return ErrWriteOnly
+	}
+	return nil
+}
+
+// RecvBytes receives one frame. At a clean end of stream (the peer closed
+// between frames) it returns io.EOF; if the peer closed in the middle of a
+// frame it returns ErrTruncated.
+func (c *Conn) RecvBytes(ctx context.Context) ([]byte, error) {
+	if err := c.checkRecv(); err != nil {
+		return nil, err
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	msg, _, err := c.recvFrame(ctx, nil)
+	return msg, err
+}
+
+// RecvBytesInto receives one frame into buf and returns its length. If the
+// frame does not fit, it returns a *BufferTooShortError that carries the
+// whole message: the frame is consumed and nothing is lost.
+func (c *Conn) RecvBytesInto(ctx context.Context, buf []byte) (int, error) {
+	if err := c.checkRecv(); err != nil {
+		return 0, err
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	msg, _, err := c.recvFrame(ctx, buf)
+	if err != nil {
+		return 0, err
+	}
+	if len(msg) > len(buf) {
+		return 0, &BufferTooShortError{Msg: msg}
+	}
+	if len(msg) > 0 && &msg[0] != &buf[0] {
+		copy(buf, msg)
+	}
+	return len(msg), nil
+}
+
+// Recv receives one frame and decodes it into v (a pointer) with the
+// Conn's codec.
+func (c *Conn) Recv(ctx context.Context, v any) error {
+	b, err := c.RecvBytes(ctx)
+	if err != nil {
+		return err
+	}
+	return c.opts.codec.Unmarshal(b, v)
+}
+
+// Poll waits until a receive would not block: a frame (or part of one) is
+// buffered or readable, or the peer closed. It consumes nothing. It returns
+// false and ctx's error when ctx ends first.
+func (c *Conn) Poll(ctx context.Context) (bool, error) {
+	return c.poll(ctx, false)
+}
+
+// Ready reports, without blocking, whether a receive would not block.
+func (c *Conn) Ready() bool {
+	ok, _ := c.poll(context.Background(), true)
+	return ok
+}
+
+func (c *Conn) poll(ctx context.Context, nonblock bool) (bool, error) {
+	if err := c.checkRecv(); err != nil {
+		return false, err
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.rend > c.rpos || c.pend != nil || c.eof || c.rerr != nil {
+		return true, nil
+	}
+	n, err := c.fill(ctx, nonblock)
+	switch {
+	case n > 0:
+		return true, nil
+	case err == io.EOF:
+		return true, nil
+	case err == errWouldBlock:
+		return false, nil
+	case err != nil:
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return true, nil // the next receive reports the error
+	}
+	return false, nil
+}
+
+// buffered returns the number of bytes buffered but not yet consumed.
+func (c *Conn) buffered() int { return c.rend - c.rpos }
+
+// recvFrame returns the next frame's body (in into when it fits, else in a
+// new slice) and the stream offset of its header. Called with rmu held.
+func (c *Conn) recvFrame(ctx context.Context, into []byte) ([]byte, int64, error) {
+	if c.rerr != nil {
+		return nil, 0, c.rerr
+	}
+	if p := c.pend; p != nil {
+		if err := c.readBody(ctx, p); err != nil {
+			return nil, 0, err
+		}
+		c.pend = nil
+		return p.buf, p.start, nil
+	}
+	// The header: 4 bytes, or 12 for the large-frame escape.
+	need := 4
+	for c.buffered() < need {
+		if c.buffered() >= 4 && need == 4 {
+			break
+		}
+		if _, err := c.fill(ctx, false); err != nil {
+			if err == io.EOF {
+				if c.buffered() == 0 {
+					return nil, 0, io.EOF
+				}
+				c.rerr = ErrTruncated
+			} else if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+				c.rerr = err
+			}
+			return nil, 0, err
+		}
+		if c.buffered() >= 4 && int32(binary.BigEndian.Uint32(c.rbuf[c.rpos:])) == -1 {
+			need = 12
+		}
+	}
+	start := c.rstream - int64(c.buffered())
+	n := int64(int32(binary.BigEndian.Uint32(c.rbuf[c.rpos:])))
+	hlen := 4
+	if n == -1 {
+		if c.buffered() < 12 {
+			// Loop above guarantees 12 bytes when the escape was seen.
+			return nil, 0, ErrBadFrame
+		}
+		u := binary.BigEndian.Uint64(c.rbuf[c.rpos+4:])
+		if u > 1<<62 {
+			c.rerr = &FrameTooLargeError{Size: 1 << 62, Max: c.opts.maxFrame}
+			return nil, 0, c.rerr
+		}
+		n = int64(u)
+		hlen = 12
+	} else if n < 0 {
+		c.rerr = ErrBadFrame
+		return nil, 0, c.rerr
+	}
+	if n > c.opts.maxFrame {
+		c.rerr = &FrameTooLargeError{Size: n, Max: c.opts.maxFrame}
+		return nil, 0, c.rerr
+	}
+	c.rpos += hlen
+	var buf []byte
+	if int64(cap(into)) >= n {
+		buf = into[:n]
+	} else {
+		buf = make([]byte, n)
+	}
+	if int64(c.buffered()) >= n {
+		copy(buf, c.rbuf[c.rpos:c.rpos+int(n)])
+		c.rpos += int(n)
+		return buf, start, nil
+	}
+	p := &pending{buf: buf, start: start}
+	p.have = copy(buf, c.rbuf[c.rpos:c.rend])
+	c.rpos, c.rend = 0, 0
+	if err := c.readBody(ctx, p); err != nil {
+		if errors.Is(err, ErrTruncated) || ctx.Err() == nil {
+			return nil, 0, err
+		}
+		// Cancelled: keep what was read (in our own memory, never the
+		// caller's buffer) so the next receive resumes the frame.
+		if len(into) > 0 && &p.buf[0] == &into[0] {
+			own := make([]byte, len(p.buf))
+			copy(own, p.buf[:p.have])
+			p.buf = own
+		}
+		c.pend = p
+		return nil, 0, err
+	}
+	return p.buf, start, nil
+}
+
+// readBody reads the rest of a frame body straight into p.buf.
+func (c *Conn) readBody(ctx context.Context, p *pending) error {
+	for p.have < len(p.buf) {
+		if c.buffered() > 0 {
+			k := copy(p.buf[p.have:], c.rbuf[c.rpos:c.rend])
+			c.rpos += k
+			p.have += k
+			continue
+		}
+		n, err := c.readRaw(ctx, p.buf[p.have:], false)
+		p.have += n
+		if err != nil {
+			if err == io.EOF {
+				c.rerr = ErrTruncated
+				return ErrTruncated
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+var errWouldBlock = errors.New("ipc: would block")
+
+// fill reads more bytes into rbuf. Called with rmu held.
+func (c *Conn) fill(ctx context.Context, nonblock bool) (int, error) {
+	if c.eof {
+		return 0, io.EOF
+	}
+	if c.rbuf == nil {
+		c.rbuf = make([]byte, readBufSize)
+	}
+	if c.rpos == c.rend {
+		c.rpos, c.rend = 0, 0
+	} else if c.rpos > 0 && len(c.rbuf)-c.rend < 16 {
+		c.rend = copy(c.rbuf, c.rbuf[c.rpos:c.rend])
+		c.rpos = 0
+	}
+	n, err := c.readRaw(ctx, c.rbuf[c.rend:], nonblock)
+	c.rend += n
+	if err == io.EOF {
+		c.eof = true
+	}
+	return n, err
+}
+
+// readRaw performs one read from the transport, honouring ctx, and
+// collects any files passed with the bytes. It returns io.EOF at end of
+// stream. Called with rmu held.
+func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error) {
+	var stop func() bool
+	var fired chan struct{}
+	if !nonblock && ctx.Done() != nil {
+		if ctx.Err() != nil {
+			nonblock = true
+		} else {
+			fired = make(chan struct{})
+			stop = context.AfterFunc(ctx, func() {
+				c.r.SetReadDeadline(pastDeadline)
+				close(fired)
+			})
+		}
+	}
+	var n int
+	var err error
+	var files []*os.File
+	rerr := c.rraw.Read(func(fd uintptr) bool {
+		for {
+			if c.socket {
+				if c.oob == nil {
+					c.oob = make([]byte, unix.CmsgSpace(maxFDsPerMessage*4))
+				}
+				var oobn int
+				n, oobn, _, _, err = unix.Recvmsg(int(fd), p, c.oob, unix.MSG_CMSG_CLOEXEC)
+				if oobn > 0 {
+					files = append(files, parseRights(c.oob[:oobn])...)
+				}
+			} else {
+				n, err = unix.Read(int(fd), p)
+			}
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if n < 0 {
+			n = 0
+		}
+		return nonblock || err != unix.EAGAIN
+	})
+	if rerr != nil {
+		err = rerr
+	}
+	if len(files) > 0 {
+		c.fdq = append(c.fdq, fdBatch{off: c.rstream, files: files})
+	}
+	c.rstream += int64(n)
+	if stop != nil && !stop() {
+		<-fired
+		c.r.SetReadDeadline(time.Time{})
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = ctx.Err()
+		}
+	}
+	switch {
+	case err == unix.EAGAIN:
+		if nonblock && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, errWouldBlock
+	case err != nil:
+		return n, c.mapErr(err)
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// parseRights wraps every fd in SCM_RIGHTS control messages in an *os.File
+// at once, so none leaks.
+func parseRights(oob []byte) []*os.File {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for i := range msgs {
+		fds, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "ipc-received"))
+		}
+	}
+	return files
+}

@@ -1,0 +1,28 @@
+package benchfmt
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParse(t *testing.T) {
+	out := `goos: linux
+BenchmarkKit/pipe.rtt.bytes16-2         	  100000	     10234 ns/op	        10.23 us	       0 B/op
+BenchmarkKit/pipe.rtt.bytes16-2         	  120000	     9000 ns/op	        9.00 us
+BenchmarkKit/pipe.rtt.bytes16-2         	  110000	     9500 ns/op	        9.50 us
+BenchmarkKit/pipe.tput.1MiB-2           	    1000	   1000000 ns/op	 1048.58 MB/s	         3.10 GB/s
+BenchmarkOther-2                        	    1000	      1000 ns/op
+PASS`
+	got := Parse(strings.NewReader(out), "same", map[string]string{"pipe.rtt.bytes16": "rtt"})
+	want := []Result{
+		{Key: "pipe.rtt.bytes16@same", Desc: "rtt", Unit: "us", Better: "lower", Median: 9.5, Min: 9, Max: 10.23,
+			Values: []float64{10.23, 9, 9.5}, Iters: 110000},
+		{Key: "pipe.tput.1MiB@same", Unit: "GB/s", Better: "higher", Median: 3.1, Min: 3.1, Max: 3.1,
+			Values: []float64{3.1}, Iters: 1000},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("Parse (-want +got):\n%s", d)
+	}
+}
