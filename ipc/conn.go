@@ -21,7 +21,7 @@ const (
 	DefaultMaxFrameSize int64 = 256 << 20
 	// smallFrame is CPython's threshold: frames up to this size go out in
 	// one write together with their header.
-	smallFrame = 16 << 10
+	smallFrame  = 16 << 10
 	readBufSize = 64 << 10
 	// bigPipe is the size a pipe is grown to (F_SETPIPE_SZ) the first time a
 	// frame larger than its default 64 KiB buffer is sent through it.
