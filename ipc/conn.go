@@ -132,25 +132,36 @@ type Conn struct {
 }
 
 func newConn(r, w transport, socket, pipeW bool, opts []Option) (*Conn, error) {
-	c := &Conn{r: r, w: w, socket: socket, pipeW: pipeW, opts: defaultOptions()}
+	c := new(Conn)
+	return c, c.init(r, w, socket, pipeW, opts)
+}
+
+// adopt moves a freshly made Conn's state into the zero Conn c.
+func (c *Conn) adopt(nc *Conn) {
+	c.r, c.w, c.rraw, c.wraw = nc.r, nc.w, nc.rraw, nc.wraw
+	c.socket, c.pipeW, c.opts = nc.socket, nc.pipeW, nc.opts
+}
+
+func (c *Conn) init(r, w transport, socket, pipeW bool, opts []Option) error {
+	c.r, c.w, c.socket, c.pipeW, c.opts = r, w, socket, pipeW, defaultOptions()
 	for _, o := range opts {
 		o(&c.opts)
 	}
 	if r != nil {
 		raw, err := r.SyscallConn()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.rraw = raw
 	}
 	if w != nil {
 		raw, err := w.SyscallConn()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.wraw = raw
 	}
-	return c, nil
+	return nil
 }
 
 // NewConn makes a Conn from open files: r to read from and w to write to

@@ -10,10 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// HandleKind is the kind under which a Conn travels to a child process
-// (see MultiprocHandle and the process package).
-const HandleKind = "ipc.Conn"
-
 const (
 	hReadable = 1 << iota
 	hWritable
@@ -23,22 +19,23 @@ const (
 )
 
 // MultiprocHandle describes the Conn so that another process can rebuild
-// it with ConnFromHandle: the files it needs (duplicates, owned by the
-// caller, who must close them) and a small descriptor. The process package
-// calls it when a Conn is an argument of a child. A Conn with buffered
-// unread data cannot be handed over, since the bytes would be lost.
+// it with MultiprocAttach (or ConnFromHandle): the files it needs
+// (duplicates, owned by the caller, who must close them) and a small
+// descriptor. The process package calls it when a Conn is an argument of a
+// child. A Conn with buffered unread data cannot be handed over, since the
+// bytes would be lost.
 //
 // The Conn stays usable in this process; usually the parent closes its
 // copy after the child has started.
-func (c *Conn) MultiprocHandle() (kind string, files []*os.File, desc []byte, err error) {
+func (c *Conn) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 	if c.closed.Load() {
-		return "", nil, nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	c.rmu.Lock()
 	unread := c.buffered() > 0 || c.pend != nil || len(c.fdq) > 0
 	c.rmu.Unlock()
 	if unread {
-		return "", nil, nil, errors.New("ipc: connection has received data not yet read; it cannot be handed to another process")
+		return nil, nil, errors.New("ipc: connection has received data not yet read; it cannot be handed to another process")
 	}
 	var flags byte
 	if c.r != nil {
@@ -70,12 +67,12 @@ func (c *Conn) MultiprocHandle() (kind string, files []*os.File, desc []byte, er
 			for _, f := range files {
 				f.Close()
 			}
-			return "", nil, nil, err
+			return nil, nil, err
 		}
 		files = append(files, f)
 	}
 	desc = binary.BigEndian.AppendUint64([]byte{1, flags}, uint64(c.opts.maxFrame))
-	return HandleKind, files, desc, nil
+	return files, desc, nil
 }
 
 func dupTransport(t transport) (*os.File, error) {
@@ -93,6 +90,18 @@ func dupTransport(t transport) (*os.File, error) {
 		return nil, os.NewSyscallError("dup", derr)
 	}
 	return os.NewFile(uintptr(nfd), "ipc-handle"), nil
+}
+
+// MultiprocAttach makes the zero Conn c the Conn that MultiprocHandle
+// described in another process. It takes ownership of files. The process
+// package calls it in a child for a *Conn parameter.
+func (c *Conn) MultiprocAttach(files []*os.File, desc []byte) error {
+	nc, err := ConnFromHandle(files, desc)
+	if err != nil {
+		return err
+	}
+	c.adopt(nc)
+	return nil
 }
 
 // ConnFromHandle rebuilds a Conn from the files and descriptor that

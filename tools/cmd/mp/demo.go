@@ -56,7 +56,7 @@ func demoPython(ctx context.Context, w io.Writer, n int) error {
 		return err
 	}
 	defer ours.Close()
-	_, files, _, err := theirs.MultiprocHandle()
+	files, _, err := theirs.MultiprocHandle()
 	theirs.Close()
 	if err != nil {
 		return err
