@@ -190,27 +190,64 @@ func runBench(stdout, stderr io.Writer, o benchOpts) error {
 	runAll := filepath.Join(kit, "run_all.sh")
 	_, kitErr := os.Stat(runAll)
 	_, pyErr := exec.LookPath("python3")
+	kitOut := filepath.Join(out, "kit")
+	source := "CPython and floors measured in this run"
 	if o.noCPython || kitErr != nil || pyErr != nil {
 		if !o.noCPython {
-			fmt.Fprintf(stderr, "== CPython kit not run (kit %s: %v; python3: %v); multiproc's figures only\n", kit, kitErr, pyErr)
+			fmt.Fprintf(stderr, "== CPython kit not run (kit %s: %v; python3: %v)\n", kit, kitErr, pyErr)
 		}
-		for _, r := range results {
-			fmt.Fprintf(stdout, "%-34s %12.4g %s\n", r.Key, r.Median, r.Unit)
+		// Fall back to the kit's stored baseline, and say so: figures from
+		// another run are only indicative.
+		kitOut = filepath.Join(kit, "results", "baseline")
+		source = "CPython and floors from the kit's STORED baseline (" + kitOut + "), not this run: indicative only"
+	} else {
+		args := []string{runAll}
+		if o.quick {
+			args = append(args, "--quick")
 		}
-		return nil
+		logPath := filepath.Join(out, "kit.log")
+		fmt.Fprintf(stderr, "== CPython kit and floors: bash %s (log: %s, takes minutes)\n", strings.Join(args, " "), logPath)
+		logf, err := os.Create(logPath)
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command("bash", args...)
+		cmd.Env = append(os.Environ(), "RESULTS_DIR="+kitOut)
+		cmd.Stdout = logf
+		cmd.Stderr = io.MultiWriter(logf, stderr)
+		err = cmd.Run()
+		logf.Close()
+		if err != nil {
+			return fmt.Errorf("baseline kit failed (see %s): %w", logPath, err)
+		}
 	}
-	args := []string{runAll, "--md"}
-	if o.quick {
-		args = append(args, "--quick")
+	paths, _ := filepath.Glob(filepath.Join(kitOut, "*.json"))
+	paths = append(paths, golib)
+	suites, err := benchfmt.LoadSuites(paths...)
+	if err != nil {
+		return err
 	}
-	args = append(args, golib)
-	fmt.Fprintf(stderr, "== CPython kit and floors: bash %s\n", strings.Join(args, " "))
-	cmd := exec.Command("bash", args...)
-	cmd.Env = append(os.Environ(), "RESULTS_DIR="+filepath.Join(out, "kit"))
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("baseline kit: %w", err)
+	rows := benchfmt.Rows(suites)
+	var md bytes.Buffer
+	fmt.Fprintf(&md, "%s\n\n", source)
+	benchfmt.WriteTable(&md, rows)
+	if err := os.WriteFile(filepath.Join(out, "report.md"), md.Bytes(), 0o644); err != nil {
+		return err
 	}
+	rj, _ := json.MarshalIndent(rows, "", "  ")
+	if err := os.WriteFile(filepath.Join(out, "report.json"), rj, 0o644); err != nil {
+		return err
+	}
+	svg, err := os.Create(filepath.Join(out, "ratios.svg"))
+	if err != nil {
+		return err
+	}
+	if err := benchfmt.WriteSVG(svg, rows, "multiproc speed-up over CPython multiprocessing (log scale)"); err != nil {
+		svg.Close()
+		return err
+	}
+	svg.Close()
+	stdout.Write(md.Bytes())
+	fmt.Fprintf(stderr, "== wrote %s/{golib.json,report.md,report.json,ratios.svg}\n", out)
 	return nil
 }

@@ -26,3 +26,24 @@ PASS`
 		t.Errorf("Parse (-want +got):\n%s", d)
 	}
 }
+
+func TestRows(t *testing.T) {
+	suites := map[string]map[string]Result{
+		"cpython": {"pipe.rtt.bytes16": {Key: "pipe.rtt.bytes16", Unit: "us", Better: "lower", Median: 60}},
+		"golib":   {"pipe.rtt.bytes16": {Key: "pipe.rtt.bytes16", Unit: "us", Better: "lower", Median: 12}},
+		"limits": {
+			"rtt.pipe.block":       {Unit: "us", Better: "lower", Median: 10},
+			"rtt.socketpair.block": {Unit: "us", Better: "lower", Median: 14},
+		},
+	}
+	got := Rows(suites)
+	want := []Row{{Op: "Pipe round trip, 16 B", Key: "pipe.rtt.bytes16", Unit: "us", CPython: 60, Multi: 12,
+		Floor: 10, FloorKey: "rtt.pipe.block", SpeedUp: 5, OverFloor: 1.2}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("Rows (-want +got):\n%s", d)
+	}
+	var svg strings.Builder
+	if err := WriteSVG(&svg, got, "t"); err != nil || !strings.Contains(svg.String(), "5.00x") {
+		t.Errorf("WriteSVG: %v\n%s", err, svg.String())
+	}
+}
