@@ -18,3 +18,10 @@ replace (
 )
 
 // --- end of generated replaces ---
+
+require (
+	github.com/multiproc/multiproc/internal/mptest v0.0.0
+	golang.org/x/sys v0.50.0
+)
+
+require go.uber.org/goleak v1.3.0 // indirect
