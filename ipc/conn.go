@@ -80,7 +80,7 @@ type transport interface {
 }
 
 type fdBatch struct {
-	off   int64 // stream offset of the first byte read with these files
+	end   int64 // stream offset just past the read that brought the files
 	files []*os.File
 }
 
@@ -103,12 +103,13 @@ type pending struct {
 // cancelling a send in the middle of a frame breaks the sending direction
 // (ErrBroken), since the peer has already read part of it.
 type Conn struct {
-	r, w   transport // nil when not readable / writable; may be equal
-	rraw   syscall.RawConn
-	wraw   syscall.RawConn
-	socket bool // r is a unix socket: reads collect passed files
-	pipeW  bool // w is a pipe (may be grown with F_SETPIPE_SZ)
-	opts   options
+	r, w    transport // nil when not readable / writable; may be equal
+	rraw    syscall.RawConn
+	wraw    syscall.RawConn
+	socket  bool // r is a unix socket: reads collect passed files
+	wsocket bool // w is a unix socket: SendFiles works
+	pipeW   bool // w is a pipe (may be grown with F_SETPIPE_SZ)
+	opts    options
 
 	rmu     sync.Mutex
 	rbuf    []byte
@@ -120,6 +121,9 @@ type Conn struct {
 	pend    *pending
 	fdq     []fdBatch
 	oob     []byte
+	// kick is an eventfd (made on the first blocking receive) that wakes a
+	// receiver blocked in poll(2): written by Close and by cancellation.
+	kick atomic.Int32
 
 	wmu   sync.Mutex
 	wbuf  []byte
@@ -139,11 +143,16 @@ func newConn(r, w transport, socket, pipeW bool, opts []Option) (*Conn, error) {
 // adopt moves a freshly made Conn's state into the zero Conn c.
 func (c *Conn) adopt(nc *Conn) {
 	c.r, c.w, c.rraw, c.wraw = nc.r, nc.w, nc.rraw, nc.wraw
-	c.socket, c.pipeW, c.opts = nc.socket, nc.pipeW, nc.opts
+	c.socket, c.wsocket, c.pipeW, c.opts = nc.socket, nc.wsocket, nc.pipeW, nc.opts
+	c.kick.Store(-1)
 }
 
 func (c *Conn) init(r, w transport, socket, pipeW bool, opts []Option) error {
 	c.r, c.w, c.socket, c.pipeW, c.opts = r, w, socket, pipeW, defaultOptions()
+	c.kick.Store(-1)
+	// Whatever the caller believed, a unix socket is what the transport is.
+	_, c.socket = r.(*net.UnixConn)
+	_, c.wsocket = w.(*net.UnixConn)
 	for _, o := range opts {
 		o(&c.opts)
 	}
@@ -235,6 +244,11 @@ func (c *Conn) Closed() bool { return c.closed.Load() }
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		// Wake a receiver blocked in poll(2) first: closing the transport
+		// waits until no system call uses its descriptor any more.
+		if k := c.kick.Load(); k >= 0 {
+			unix.Write(int(k), kickBytes[:])
+		}
 		if c.r != nil {
 			c.closeErr = c.r.Close()
 		}
@@ -250,6 +264,9 @@ func (c *Conn) Close() error {
 			}
 		}
 		c.fdq = nil
+		if k := c.kick.Swap(-1); k >= 0 {
+			unix.Close(int(k))
+		}
 		c.rmu.Unlock()
 	})
 	return c.closeErr
@@ -447,30 +464,36 @@ func (c *Conn) checkRecv() error {
 
 // RecvBytes receives one frame. At a clean end of stream (the peer closed
 // between frames) it returns io.EOF; if the peer closed in the middle of a
-// frame it returns ErrTruncated.
+// frame it returns ErrTruncated. Files passed with the frame (SendFiles)
+// are closed: use RecvFiles to keep them.
 func (c *Conn) RecvBytes(ctx context.Context) ([]byte, error) {
 	if err := c.checkRecv(); err != nil {
 		return nil, err
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	msg, _, err := c.recvFrame(ctx, nil)
+	msg, start, err := c.recvFrame(ctx, nil, c.opts.maxFrame)
+	if err == nil {
+		closeFiles(c.takeFiles(start))
+	}
 	return msg, err
 }
 
 // RecvBytesInto receives one frame into buf and returns its length. If the
 // frame does not fit, it returns a *BufferTooShortError that carries the
-// whole message: the frame is consumed and nothing is lost.
+// whole message: the frame is consumed and nothing is lost. To receive at
+// an offset (CPython's recv_bytes_into(buf, offset)), pass buf[offset:].
 func (c *Conn) RecvBytesInto(ctx context.Context, buf []byte) (int, error) {
 	if err := c.checkRecv(); err != nil {
 		return 0, err
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	msg, _, err := c.recvFrame(ctx, buf)
+	msg, start, err := c.recvFrame(ctx, buf, c.opts.maxFrame)
 	if err != nil {
 		return 0, err
 	}
+	closeFiles(c.takeFiles(start))
 	if len(msg) > len(buf) {
 		return 0, &BufferTooShortError{Msg: msg}
 	}
@@ -488,6 +511,21 @@ func (c *Conn) Recv(ctx context.Context, v any) error {
 		return err
 	}
 	return c.opts.codec.Unmarshal(b, v)
+}
+
+// recvLimited receives one frame of at most max bytes (the handshake reads
+// with CPython's 256-byte cap).
+func (c *Conn) recvLimited(ctx context.Context, max int64) ([]byte, error) {
+	if err := c.checkRecv(); err != nil {
+		return nil, err
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	msg, start, err := c.recvFrame(ctx, nil, min(max, c.opts.maxFrame))
+	if err == nil {
+		closeFiles(c.takeFiles(start))
+	}
+	return msg, err
 }
 
 // Poll waits until a receive would not block: a frame (or part of one) is
@@ -509,32 +547,135 @@ func (c *Conn) poll(ctx context.Context, nonblock bool) (bool, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.rend > c.rpos || c.pend != nil || c.eof || c.rerr != nil {
+	if c.readyLocked() {
 		return true, nil
 	}
-	n, err := c.fill(ctx, nonblock)
-	switch {
-	case n > 0:
-		return true, nil
-	case err == io.EOF:
-		return true, nil
-	case err == errWouldBlock:
-		return false, nil
-	case err != nil:
+	return c.waitReadable(ctx, nonblock)
+}
+
+// waitReadable waits until the transport is readable (or hung up) without
+// reading from it, so that a Poll never pulls part of a frame out of a
+// pipe that another process reads too. Called with rmu held.
+func (c *Conn) waitReadable(ctx context.Context, nonblock bool) (bool, error) {
+	kfd := -1
+	if !nonblock {
+		kfd = c.kickFD()
+		if c.closed.Load() {
+			return false, ErrClosed
+		}
+	}
+	var stop func() bool
+	var fired chan struct{}
+	if !nonblock && ctx.Done() != nil {
 		if ctx.Err() != nil {
+			nonblock = true
+		} else {
+			fired = make(chan struct{})
+			stop = context.AfterFunc(ctx, func() {
+				c.r.SetReadDeadline(pastDeadline)
+				if kfd >= 0 {
+					unix.Write(kfd, kickBytes[:])
+				}
+				close(fired)
+			})
+		}
+	}
+	phase := !nonblock && kfd >= 0
+	ready, kicked := false, false
+	rerr := c.rraw.Read(func(fd uintptr) bool {
+		if phase {
+			phase = false
+			switch pollIn(int(fd), kfd) {
+			case pollReady:
+				ready = true
+				return true
+			case pollKicked:
+				kicked = true
+				return true
+			}
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, _ := pollFDs(pfd, 0)
+		ready = n > 0
+		return ready || nonblock
+	})
+	if stop != nil && !stop() {
+		<-fired
+		c.r.SetReadDeadline(time.Time{})
+		if kfd >= 0 {
+			var b [8]byte
+			unix.Read(kfd, b[:])
+		}
+		if !ready {
 			return false, ctx.Err()
 		}
-		return true, nil // the next receive reports the error
+	}
+	switch {
+	case ready:
+		return true, nil
+	case kicked:
+		return false, ErrClosed
+	case rerr != nil:
+		if errors.Is(rerr, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, c.mapErr(rerr)
+	case nonblock && ctx.Err() != nil:
+		return false, ctx.Err()
 	}
 	return false, nil
+}
+
+// readyLocked reports whether a receive can make progress without reading
+// the transport. Called with rmu held.
+func (c *Conn) readyLocked() bool {
+	return c.rend > c.rpos || c.pend != nil || c.eof || c.rerr != nil
 }
 
 // buffered returns the number of bytes buffered but not yet consumed.
 func (c *Conn) buffered() int { return c.rend - c.rpos }
 
+// consumed returns the stream offset of the first byte not yet consumed.
+func (c *Conn) consumed() int64 { return c.rstream - int64(c.buffered()) }
+
+// takeFiles returns the files that arrived with the frame that started at
+// stream offset start and has just been consumed, and closes files that
+// arrived with earlier bytes. The kernel ends a read right after the bytes
+// of a sendmsg that carried SCM_RIGHTS, so the last byte of the read that
+// brought a batch of files belongs to the frame the sender attached them to.
+// Called with rmu held.
+func (c *Conn) takeFiles(start int64) []*os.File {
+	if len(c.fdq) == 0 {
+		return nil
+	}
+	end := c.consumed()
+	var mine []*os.File
+	i := 0
+	for ; i < len(c.fdq) && c.fdq[i].end <= end; i++ {
+		if c.fdq[i].end > start {
+			mine = append(mine, c.fdq[i].files...)
+		} else {
+			closeFiles(c.fdq[i].files)
+		}
+		c.fdq[i] = fdBatch{}
+	}
+	c.fdq = c.fdq[i:]
+	if len(c.fdq) == 0 {
+		c.fdq = nil
+	}
+	return mine
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
 // recvFrame returns the next frame's body (in into when it fits, else in a
-// new slice) and the stream offset of its header. Called with rmu held.
-func (c *Conn) recvFrame(ctx context.Context, into []byte) ([]byte, int64, error) {
+// new slice) and the stream offset of its header. A frame larger than max
+// is refused before anything is allocated. Called with rmu held.
+func (c *Conn) recvFrame(ctx context.Context, into []byte, max int64) ([]byte, int64, error) {
 	if c.rerr != nil {
 		return nil, 0, c.rerr
 	}
@@ -548,16 +689,15 @@ func (c *Conn) recvFrame(ctx context.Context, into []byte) ([]byte, int64, error
 	// The header: 4 bytes, or 12 for the large-frame escape.
 	need := 4
 	for c.buffered() < need {
-		if c.buffered() >= 4 && need == 4 {
-			break
-		}
 		if _, err := c.fill(ctx, false); err != nil {
 			if err == io.EOF {
 				if c.buffered() == 0 {
 					return nil, 0, io.EOF
 				}
 				c.rerr = ErrTruncated
-			} else if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+				return nil, 0, c.rerr
+			}
+			if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 				c.rerr = err
 			}
 			return nil, 0, err
@@ -566,17 +706,25 @@ func (c *Conn) recvFrame(ctx context.Context, into []byte) ([]byte, int64, error
 			need = 12
 		}
 	}
-	start := c.rstream - int64(c.buffered())
+	if int32(binary.BigEndian.Uint32(c.rbuf[c.rpos:])) == -1 && c.buffered() < 12 {
+		need = 12
+		for c.buffered() < need {
+			if _, err := c.fill(ctx, false); err != nil {
+				if err == io.EOF {
+					c.rerr = ErrTruncated
+					return nil, 0, c.rerr
+				}
+				return nil, 0, err
+			}
+		}
+	}
+	start := c.consumed()
 	n := int64(int32(binary.BigEndian.Uint32(c.rbuf[c.rpos:])))
 	hlen := 4
 	if n == -1 {
-		if c.buffered() < 12 {
-			// Loop above guarantees 12 bytes when the escape was seen.
-			return nil, 0, ErrBadFrame
-		}
 		u := binary.BigEndian.Uint64(c.rbuf[c.rpos+4:])
 		if u > 1<<62 {
-			c.rerr = &FrameTooLargeError{Size: 1 << 62, Max: c.opts.maxFrame}
+			c.rerr = &FrameTooLargeError{Size: 1 << 62, Max: max}
 			return nil, 0, c.rerr
 		}
 		n = int64(u)
@@ -585,8 +733,8 @@ func (c *Conn) recvFrame(ctx context.Context, into []byte) ([]byte, int64, error
 		c.rerr = ErrBadFrame
 		return nil, 0, c.rerr
 	}
-	if n > c.opts.maxFrame {
-		c.rerr = &FrameTooLargeError{Size: n, Max: c.opts.maxFrame}
+	if n > max {
+		c.rerr = &FrameTooLargeError{Size: n, Max: max}
 		return nil, 0, c.rerr
 	}
 	c.rpos += hlen
@@ -606,6 +754,9 @@ func (c *Conn) recvFrame(ctx context.Context, into []byte) ([]byte, int64, error
 	c.rpos, c.rend = 0, 0
 	if err := c.readBody(ctx, p); err != nil {
 		if errors.Is(err, ErrTruncated) || ctx.Err() == nil {
+			if !errors.Is(err, ErrClosed) && c.rerr == nil {
+				c.rerr = err
+			}
 			return nil, 0, err
 		}
 		// Cancelled: keep what was read (in our own memory, never the
@@ -634,6 +785,7 @@ func (c *Conn) readBody(ctx context.Context, p *pending) error {
 		p.have += n
 		if err != nil {
 			if err == io.EOF {
+				c.eof = true
 				c.rerr = ErrTruncated
 				return ErrTruncated
 			}
@@ -643,7 +795,20 @@ func (c *Conn) readBody(ctx context.Context, p *pending) error {
 	return nil
 }
 
-var errWouldBlock = errors.New("ipc: would block")
+var (
+	errWouldBlock = errors.New("ipc: would block")
+	errKicked     = errors.New("ipc: receive interrupted")
+	// kickBytes is the 8-byte value written to the kick eventfd (any
+	// non-zero value in either byte order).
+	kickBytes = [8]byte{1}
+)
+
+// blockingPhase bounds how long a receiver waits in poll(2), on its own
+// thread like a blocking read, before it parks in the runtime's netpoller.
+// A blocked poll(2) wakes as fast as a blocking read (the netpoller's
+// wake-up costs several microseconds per message); parking afterwards
+// frees the thread of a receiver that waits long.
+const blockingPhase = 50 // milliseconds
 
 // fill reads more bytes into rbuf. Called with rmu held.
 func (c *Conn) fill(ctx context.Context, nonblock bool) (int, error) {
@@ -667,10 +832,63 @@ func (c *Conn) fill(ctx context.Context, nonblock bool) (int, error) {
 	return n, err
 }
 
+// kickFD returns the Conn's kick eventfd, making it on first use, or -1.
+// Called with rmu held.
+func (c *Conn) kickFD() int {
+	if k := c.kick.Load(); k >= 0 {
+		return int(k)
+	}
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return -1
+	}
+	c.kick.Store(int32(fd))
+	return fd
+}
+
+type pollResult int
+
+const (
+	pollReady pollResult = iota
+	pollKicked
+	pollTimeout
+)
+
+// pollIn waits in poll(2) until fd is readable (or hung up), kfd is
+// kicked, or blockingPhase passes.
+func pollIn(fd, kfd int) pollResult {
+	pfd := [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(kfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd[:], blockingPhase)
+		if err == unix.EINTR {
+			continue
+		}
+		switch {
+		case err != nil || n == 0:
+			return pollTimeout
+		case pfd[1].Revents != 0:
+			return pollKicked
+		}
+		return pollReady
+	}
+}
+
 // readRaw performs one read from the transport, honouring ctx, and
 // collects any files passed with the bytes. It returns io.EOF at end of
 // stream. Called with rmu held.
+//
+// A blocking read first waits in poll(2) on the descriptor and the kick
+// eventfd (so that Close and cancellation can wake it), then, after
+// blockingPhase, in the runtime's netpoller with a read deadline for
+// cancellation.
 func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error) {
+	kfd := -1
+	if !nonblock {
+		kfd = c.kickFD()
+		if c.closed.Load() {
+			return 0, ErrClosed
+		}
+	}
 	var stop func() bool
 	var fired chan struct{}
 	if !nonblock && ctx.Done() != nil {
@@ -680,10 +898,14 @@ func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error
 			fired = make(chan struct{})
 			stop = context.AfterFunc(ctx, func() {
 				c.r.SetReadDeadline(pastDeadline)
+				if kfd >= 0 {
+					unix.Write(kfd, kickBytes[:])
+				}
 				close(fired)
 			})
 		}
 	}
+	phase := !nonblock && kfd >= 0
 	var n int
 	var err error
 	var files []*os.File
@@ -701,30 +923,47 @@ func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error
 			} else {
 				n, err = unix.Read(int(fd), p)
 			}
-			if err != unix.EINTR {
-				break
+			if n < 0 {
+				n = 0
 			}
-		}
-		if n < 0 {
-			n = 0
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EAGAIN && phase {
+				switch pollIn(int(fd), kfd) {
+				case pollReady:
+					continue
+				case pollKicked:
+					err = errKicked
+					return true
+				}
+				phase = false
+			}
+			break
 		}
 		return nonblock || err != unix.EAGAIN
 	})
 	if rerr != nil {
 		err = rerr
 	}
-	if len(files) > 0 {
-		c.fdq = append(c.fdq, fdBatch{off: c.rstream, files: files})
-	}
 	c.rstream += int64(n)
+	if len(files) > 0 {
+		c.fdq = append(c.fdq, fdBatch{end: c.rstream, files: files})
+	}
 	if stop != nil && !stop() {
 		<-fired
 		c.r.SetReadDeadline(time.Time{})
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		if kfd >= 0 {
+			var b [8]byte
+			unix.Read(kfd, b[:])
+		}
+		if err != nil && (err == errKicked || errors.Is(err, os.ErrDeadlineExceeded)) {
 			err = ctx.Err()
 		}
 	}
 	switch {
+	case err == errKicked:
+		return 0, ErrClosed
 	case err == unix.EAGAIN:
 		if nonblock && ctx.Err() != nil {
 			return 0, ctx.Err()
