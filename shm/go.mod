@@ -20,6 +20,7 @@ replace (
 // --- end of generated replaces ---
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/multiproc/multiproc/internal/mptest v0.0.0
 	golang.org/x/sys v0.50.0
 )

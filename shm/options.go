@@ -6,6 +6,7 @@ type Option func(*options)
 
 type options struct {
 	untracked bool
+	byteSlots bool
 }
 
 // Untracked creates a named segment that is never registered with the
