@@ -47,7 +47,7 @@ func normName(name string) (string, error) {
 
 // autoName returns a name as CPython's SharedMemory makes them: "psm_" and
 // 8 lowercase hex digits.
-func autoName() string {
+var autoName = func() string {
 	const hex = "0123456789abcdef"
 	var b [12]byte
 	copy(b[:], "psm_")

@@ -147,3 +147,144 @@ func TestAutoName(t *testing.T) {
 		}
 	}
 }
+
+// _TestSharedMemory.test_shared_memory_basics: auto-named creation retries
+// when the generated name is taken.
+func TestAutoNameCollision(t *testing.T) {
+	checkLeaks(t)
+	taken, err := Create("", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Unlink()
+	defer taken.Close()
+	orig := autoName
+	defer func() { autoName = orig }()
+	calls := 0
+	autoName = func() string {
+		calls++
+		if calls <= 2 {
+			return taken.Name()
+		}
+		return orig()
+	}
+	s, err := Create("", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Unlink()
+	defer s.Close()
+	if calls != 3 || s.Name() == taken.Name() {
+		t.Errorf("%d names generated, got %q", calls, s.Name())
+	}
+}
+
+var _ = mptest.RegisterHelper("shm-segment", func() {
+	var named, anon Segment
+	childAttach(&named, &anon)
+	fmt.Printf("%s %d %q %d %s\n", named.Name(), named.Size(), anon.Name(), anon.Size(), named.Bytes()[:5])
+	copy(named.Bytes(), "child")
+	copy(anon.Bytes()[100:], "anon!")
+	named.Close()
+	anon.Close()
+})
+
+// Segments handed to a child by handle share memory; a named segment
+// travels by fd, so it works even after its name is unlinked.
+func TestSegmentToChild(t *testing.T) {
+	checkLeaks(t)
+	mptest.CheckChildren(t)
+	name := testName(t)
+	named, err := Create(name, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer named.Close()
+	anon, err := New(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	copy(named.Bytes(), "hello")
+	if err := named.Unlink(); err != nil {
+		t.Fatal(err)
+	}
+	out := runChild(t, "shm-segment", named, anon)
+	if want := name + " 1000 \"\" 4096 hello\n"; out != want {
+		t.Errorf("child printed %q, want %q", out, want)
+	}
+	if string(named.Bytes()[:5]) != "child" || string(anon.Bytes()[100:105]) != "anon!" {
+		t.Errorf("child's writes not visible: %q %q", named.Bytes()[:5], anon.Bytes()[100:105])
+	}
+	var s Segment
+	if err := s.MultiprocAttach(nil, []byte{segHandleV1}); !errors.Is(err, ErrBadHandle) {
+		t.Errorf("bad handle: %v", err)
+	}
+	named.Close()
+	if _, _, err := named.MultiprocHandle(); !errors.Is(err, ErrClosed) {
+		t.Errorf("handle of a closed segment: %v", err)
+	}
+}
+
+// python3's SharedMemory(name=...) attaches to a Go segment and sees its
+// bytes, and the other way round.
+func TestSharedMemoryPythonInterop(t *testing.T) {
+	checkLeaks(t)
+	for _, v := range pythons(t) {
+		t.Run(v, func(t *testing.T) {
+			py := pyCmd(t, v)
+			// Go creates, python attaches, reads and writes.
+			s, err := Create(testName(t), 5000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Unlink()
+			defer s.Close()
+			copy(s.Bytes()[4990:], "from Go")
+			out := runPython(t, py, `
+shm = attach(sys.argv[1])
+print(shm.name, shm.size, bytes(shm.buf[4990:4997]).decode())
+shm.buf[:6] = b'python'
+shm.close()
+`, s.Name())
+			if want := s.Name() + " 5000 from Go\n"; out != want {
+				t.Errorf("python printed %q, want %q", out, want)
+			}
+			if got := string(s.Bytes()[:6]); got != "python" {
+				t.Errorf("python's write: %q", got)
+			}
+
+			// Python creates; Go attaches, reads and writes; python sees it.
+			name := testName(t)
+			runPython(t, py, `
+shm = shared_memory.SharedMemory(name=sys.argv[1], create=True, size=3000)
+untrack(shm)
+shm.buf[:9] = b'py-create'
+shm.close()
+`, name)
+			p, err := Open(name)
+			if err != nil {
+				os.Remove("/dev/shm/" + name)
+				t.Fatal(err)
+			}
+			defer p.Unlink()
+			defer p.Close()
+			st, _ := os.Stat("/dev/shm/" + name)
+			if p.Size() != 3000 || string(p.Bytes()[:9]) != "py-create" || st.Mode().Perm() != 0o600 {
+				t.Errorf("size %d, %q, mode %v", p.Size(), p.Bytes()[:9], st.Mode().Perm())
+			}
+			if _, err := Create(name, 10); !errors.Is(err, fs.ErrExist) {
+				t.Errorf("Create over python's segment: %v", err)
+			}
+			copy(p.Bytes()[2000:], "go-wrote")
+			out = runPython(t, py, `
+shm = attach(sys.argv[1])
+print(bytes(shm.buf[2000:2008]).decode())
+shm.close()
+`, name)
+			if out != "go-wrote\n" {
+				t.Errorf("python read %q", out)
+			}
+		})
+	}
+}
