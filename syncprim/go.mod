@@ -18,3 +18,13 @@ replace (
 )
 
 // --- end of generated replaces ---
+
+require (
+	github.com/multiproc/multiproc/internal/mptest v0.0.0
+	github.com/multiproc/multiproc/shm v0.0.0
+)
+
+require (
+	go.uber.org/goleak v1.3.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)

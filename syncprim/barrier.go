@@ -1,0 +1,360 @@
+package syncprim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/multiproc/multiproc/shm"
+	"github.com/multiproc/multiproc/syncprim/internal/futex"
+)
+
+// Barrier states (Python's threading.Barrier).
+const (
+	barrierFilling   = 0
+	barrierDraining  = 1
+	barrierResetting = -1
+	barrierBroken    = -2
+)
+
+// barrierMem is the shared layout of a Barrier: its state and count,
+// guarded by an embedded lock, and a futex word that every state change
+// bumps (a broadcast-only condition variable).
+type barrierMem struct {
+	magic   uint32
+	parties uint32
+	state   int32
+	count   uint32
+	timeout int64 // default timeout of Wait in ns, 0 for none
+	seq     uint32
+	_       uint32
+	lock    lockMem
+}
+
+// BarrierSize is the number of bytes a Barrier occupies.
+const BarrierSize = align
+
+// WithAction sets a Barrier's action: a function run once per pass, by the
+// last party to arrive, before any party is released. An action is a Go
+// function, so it belongs to this process's handle: set the same action in
+// every process (SetAction on an attached Barrier). A failing action (error
+// or panic) breaks the barrier.
+func WithAction(f func() error) Option { return func(o *options) { o.action = f } }
+
+// WithTimeout sets a Barrier's default timeout, applied to a Wait whose
+// context has no deadline. It is stored in shared memory, so it holds in
+// every process.
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// A Barrier makes a fixed number of parties wait for each other, like
+// Python's multiprocessing.Barrier: each Wait returns once all parties have
+// called Wait, with a distinct index in 0..parties-1 (the order of arrival;
+// the last to arrive runs the action). The barrier is then reusable for the
+// next pass. Everything a party did before its Wait happens before every
+// party's return from that pass.
+//
+// A Wait whose context ends (timeout or cancellation) before the pass
+// completes breaks the barrier for everyone: that Wait and all the others
+// return ErrBrokenBarrier (the former wrapping the context's error too),
+// and so does every Wait until Reset. A Wait cancelled before it could
+// arrive (while the previous pass drains) returns the context's error and
+// changes nothing. Abort breaks the barrier; Reset repairs it, breaking
+// current waiters.
+//
+// What a Barrier cannot detect: a party that dies is not noticed. If it
+// died before arriving, the others wait until their contexts end (which
+// breaks the barrier); if it died while waiting in a pass it still counts
+// as arrived, and the barrier cannot drain — later Waits block until their
+// contexts end. Use timeouts (WithTimeout) with parties that may die.
+//
+// A Barrier must not be copied after first use. Its methods are safe for
+// concurrent use by goroutines and processes; Close is not concurrent with
+// anything else.
+type Barrier struct {
+	m      atomic.Pointer[barrierMem]
+	reg    *region
+	spin   futex.Spinner
+	action atomic.Pointer[func() error]
+}
+
+// NewBarrier creates a barrier for parties parties (at least 1).
+func NewBarrier(parties int, opts ...Option) (*Barrier, error) {
+	if parties < 1 || parties > 1<<30 {
+		return nil, fmt.Errorf("syncprim: barrier of %d parties", parties)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.timeout < 0 {
+		return nil, fmt.Errorf("syncprim: negative barrier timeout %v", o.timeout)
+	}
+	r, err := newRegion(BarrierSize, &o)
+	if err != nil {
+		return nil, err
+	}
+	m := (*barrierMem)(r.p)
+	m.parties = uint32(parties)
+	m.timeout = int64(o.timeout)
+	r.publish(kindBarrier)
+	b := &Barrier{reg: r}
+	b.m.Store(m)
+	if o.action != nil {
+		b.SetAction(o.action)
+	}
+	return b, nil
+}
+
+// OpenBarrier reaches the Barrier created in seg at offset with InSegment.
+// Its action, if any, must be set with SetAction.
+func OpenBarrier(seg *shm.Segment, offset int) (*Barrier, error) {
+	r, err := openRegion(seg, offset, BarrierSize, kindBarrier)
+	if err != nil {
+		return nil, err
+	}
+	b := &Barrier{reg: r}
+	b.m.Store((*barrierMem)(r.p))
+	return b, nil
+}
+
+// SetAction sets the action this process runs when its party is the last
+// to arrive (see WithAction); nil removes it.
+func (b *Barrier) SetAction(f func() error) {
+	if f == nil {
+		b.action.Store(nil)
+		return
+	}
+	b.action.Store(&f)
+}
+
+// Parties returns the number of parties.
+func (b *Barrier) Parties() int {
+	m := b.m.Load()
+	if m == nil {
+		return 0
+	}
+	return int(m.parties)
+}
+
+// Waiting returns the number of parties waiting in the current pass (a
+// snapshot; Python's n_waiting).
+func (b *Barrier) Waiting() int {
+	m := b.m.Load()
+	if m == nil {
+		return 0
+	}
+	b.lock(m)
+	defer m.lock.unlock()
+	if m.state == barrierFilling {
+		return int(m.count)
+	}
+	return 0
+}
+
+// Broken reports whether the barrier is broken.
+func (b *Barrier) Broken() bool {
+	m := b.m.Load()
+	if m == nil {
+		return false
+	}
+	b.lock(m)
+	defer m.lock.unlock()
+	return m.state == barrierBroken
+}
+
+// lock takes the barrier's internal lock. The lock is only held for
+// bookkeeping, so it is taken without regard to contexts; if a process
+// died holding it the state may be half-updated, and the barrier breaks.
+func (b *Barrier) lock(m *barrierMem) {
+	me := uint64(futex.Self())
+	if atomic.CompareAndSwapUint64(&m.lock.owner, 0, me) {
+		return
+	}
+	if err := m.lock.lockSlow(context.Background(), &b.spin); err == ErrOwnerDead {
+		m.breakLocked()
+	}
+}
+
+func (m *lockMem) unlock() {
+	if !atomic.CompareAndSwapUint64(&m.owner, uint64(futex.Self()), 0) {
+		m.unlockSlow()
+	}
+}
+
+func (m *barrierMem) notifyAll() { bumpAll(&m.seq) }
+
+func (m *barrierMem) breakLocked() {
+	m.state = barrierBroken
+	m.notifyAll()
+}
+
+// waitChange releases the internal lock, sleeps until the state may have
+// changed (or ctx ends), and re-takes the lock.
+func (b *Barrier) waitChange(ctx context.Context, m *barrierMem) error {
+	s := atomic.LoadUint32(&m.seq)
+	m.lock.unlock()
+	var err error
+	if !b.spin.Spin(func() bool { return atomic.LoadUint32(&m.seq) != s }) {
+		for atomic.LoadUint32(&m.seq) == s {
+			if _, err = sleep(ctx, &m.seq, s, 0); err != nil {
+				break
+			}
+		}
+	}
+	b.lock(m)
+	return err
+}
+
+// Wait waits until all parties have called Wait in this pass and returns
+// this party's index, 0..Parties()-1. It returns ErrBrokenBarrier when the
+// barrier is or becomes broken (by Abort, Reset, a failed action, or any
+// party's context ending while it waits: see Barrier); the error of the
+// action, when this party ran it and it failed; or ctx's error alone when
+// ctx ended before this party could arrive.
+func (b *Barrier) Wait(ctx context.Context) (int, error) {
+	m := b.m.Load()
+	if m == nil {
+		return -1, ErrClosed
+	}
+	if d := time.Duration(m.timeout); d > 0 {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+	}
+	stop := wakeOnDone(ctx, &m.seq)
+	defer stop()
+	b.lock(m)
+	defer m.lock.unlock()
+	// Wait while the previous pass drains or a reset completes.
+	for m.state == barrierDraining || m.state == barrierResetting {
+		if err := b.waitChange(ctx, m); err != nil {
+			return -1, err
+		}
+	}
+	if m.state == barrierBroken {
+		return -1, ErrBrokenBarrier
+	}
+	index := int(m.count)
+	m.count++
+	defer func() {
+		m.count--
+		if m.count == 0 && (m.state == barrierDraining || m.state == barrierResetting) {
+			m.state = barrierFilling
+			m.notifyAll()
+		}
+	}()
+	if index+1 == int(m.parties) {
+		if err := b.runAction(m); err != nil {
+			m.breakLocked()
+			return index, err
+		}
+		m.state = barrierDraining
+		m.notifyAll()
+		return index, nil
+	}
+	for m.state == barrierFilling {
+		if err := b.waitChange(ctx, m); err != nil {
+			if m.state != barrierFilling {
+				break
+			}
+			m.breakLocked()
+			return index, fmt.Errorf("%w: %w", ErrBrokenBarrier, err)
+		}
+	}
+	if m.state < 0 {
+		return index, ErrBrokenBarrier
+	}
+	return index, nil
+}
+
+// runAction runs this process's action with the internal lock held; a
+// panic breaks the barrier before it propagates.
+func (b *Barrier) runAction(m *barrierMem) (err error) {
+	f := b.action.Load()
+	if f == nil {
+		return nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			m.breakLocked()
+		}
+	}()
+	err = (*f)()
+	ok = true
+	if err != nil {
+		return fmt.Errorf("syncprim: barrier action: %w", err)
+	}
+	return nil
+}
+
+// Reset returns the barrier to its initial, unbroken state. Parties
+// waiting in the current pass return ErrBrokenBarrier.
+func (b *Barrier) Reset() error {
+	m := b.m.Load()
+	if m == nil {
+		return ErrClosed
+	}
+	b.lock(m)
+	defer m.lock.unlock()
+	if m.count > 0 {
+		if m.state == barrierFilling || m.state == barrierBroken {
+			m.state = barrierResetting
+		}
+	} else {
+		m.state = barrierFilling
+	}
+	m.notifyAll()
+	return nil
+}
+
+// Abort breaks the barrier: current and future Waits return
+// ErrBrokenBarrier until Reset.
+func (b *Barrier) Abort() error {
+	m := b.m.Load()
+	if m == nil {
+		return ErrClosed
+	}
+	b.lock(m)
+	defer m.lock.unlock()
+	m.breakLocked()
+	return nil
+}
+
+// Close releases this process's handle, as Lock.Close does.
+func (b *Barrier) Close() error {
+	if b.m.Swap(nil) == nil {
+		return nil
+	}
+	return b.reg.close()
+}
+
+// MultiprocHandle describes the barrier for another process (see
+// Lock.MultiprocHandle). The action is not part of it.
+func (b *Barrier) MultiprocHandle() (files []*os.File, desc []byte, err error) {
+	if b.m.Load() == nil {
+		return nil, nil, ErrClosed
+	}
+	return b.reg.handle(kindBarrier)
+}
+
+// MultiprocAttach makes the zero Barrier b a handle to the barrier
+// described by MultiprocHandle in another process. It takes ownership of
+// files.
+func (b *Barrier) MultiprocAttach(files []*os.File, desc []byte) error {
+	if b.m.Load() != nil {
+		closeFiles(files)
+		return fmt.Errorf("%w: MultiprocAttach on a Barrier in use", ErrBadHandle)
+	}
+	r, err := attachRegion(files, desc, kindBarrier)
+	if err != nil {
+		return err
+	}
+	b.reg = r
+	b.m.Store((*barrierMem)(r.p))
+	return nil
+}

@@ -1,0 +1,23 @@
+// Package futex holds the low-level pieces that syncprim's primitives are
+// made of: FUTEX_WAIT/FUTEX_WAKE on shared (not process-private) 32-bit
+// words, an adaptive spinner, and process identities (pid plus start time)
+// with a liveness check that pid reuse cannot fool.
+//
+// Everything here operates on raw pointers into shared memory. Callers
+// guarantee that every address is 4-byte aligned (8-byte for 64-bit words)
+// and stays mapped for the duration of each call.
+package futex
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrTimeout is returned by Wait when its timeout elapsed.
+var ErrTimeout = errors.New("futex: timeout")
+
+// ErrUnsupported is returned on systems without futex(2).
+var ErrUnsupported = errors.New("futex: not supported on this system")
+
+// Forever is the timeout of a Wait that only a wake-up ends.
+const Forever time.Duration = -1

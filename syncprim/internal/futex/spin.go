@@ -1,0 +1,101 @@
+package futex
+
+import (
+	"runtime"
+	"sync/atomic"
+)
+
+// Spin tuning. One iteration is a check plus one PAUSE, about 25 ns on the
+// reference machine (a KVM guest), so MaxSpin is about 50 µs: longer than a
+// cross-CPU futex hand-off (about 32 µs), so that a probing spin can see a
+// peer that was asleep answer.
+const (
+	MaxSpin  = 2048
+	minSpin  = 16
+	initSpin = 128
+	// maxBackoff bounds the number of slow paths between two probes once
+	// spinning has stopped paying.
+	maxBackoff = 1024
+)
+
+// numCPU is the number of CPUs this process may run on (runtime.NumCPU
+// honours the affinity mask at start-up).
+var numCPU = runtime.NumCPU()
+
+// CanSpin reports whether spinning can ever help: never with one usable CPU
+// (taskset to one CPU, or GOMAXPROCS=1), where the peer cannot run while we
+// spin.
+func CanSpin() bool {
+	return numCPU > 1 && runtime.GOMAXPROCS(0) > 1
+}
+
+// A Spinner decides how long a waiter spins before it sleeps in the kernel,
+// from how recent spins went. The zero value is ready to use. It is
+// process-local (it lives in the primitive's Go handle, not in shared
+// memory), and safe for concurrent use; its counters are hints, so races
+// between goroutines only blur the estimate.
+//
+// A spin that succeeds raises the budget to about twice what it needed; one
+// that fails halves it. Below a minimum, spinning stops, and a waiter
+// probes with a full-length spin after 1, 2, 4, ... up to maxBackoff slow
+// paths, so that a change of placement (the peer moved to another CPU) is
+// noticed while the cost of probing on a shared CPU stays negligible.
+type Spinner struct {
+	budget  atomic.Int32 // iterations for the next spin; 0: spinning is off
+	skip    atomic.Int32 // slow paths left before the next probe
+	backoff atomic.Int32 // current probe interval
+	started atomic.Bool
+}
+
+// Spin calls done up to the current budget times, pausing between calls,
+// and reports whether done returned true. It returns false at once when
+// spinning cannot help.
+func (s *Spinner) Spin(done func() bool) bool {
+	if !CanSpin() {
+		return false
+	}
+	if !s.started.Load() {
+		if s.started.CompareAndSwap(false, true) {
+			s.budget.Store(initSpin)
+			s.backoff.Store(1)
+		}
+	}
+	b := s.budget.Load()
+	probing := false
+	if b == 0 {
+		if s.skip.Add(-1) > 0 {
+			return false
+		}
+		b, probing = MaxSpin, true
+	}
+	for i := int32(0); i < b; i++ {
+		if done() {
+			s.success(i, probing)
+			return true
+		}
+		pause(1)
+	}
+	s.failure(b, probing)
+	return false
+}
+
+func (s *Spinner) success(i int32, probing bool) {
+	want := min(MaxSpin, 2*i+minSpin)
+	if probing || want > s.budget.Load() {
+		s.budget.Store(want)
+	}
+	if probing {
+		s.backoff.Store(1)
+	}
+}
+
+func (s *Spinner) failure(b int32, probing bool) {
+	nb := b / 2
+	if probing || nb < minSpin {
+		nb = 0
+		bo := min(s.backoff.Load()*2, maxBackoff)
+		s.backoff.Store(bo)
+		s.skip.Store(bo)
+	}
+	s.budget.Store(nb)
+}
