@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"os"
 	"strconv"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 )
 
 // An ID names a process for as long as it lives and afterwards: its pid in
