@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
@@ -169,15 +170,18 @@ func (b *Barrier) Broken() bool {
 // died holding it the state may be half-updated, and the barrier breaks.
 func (b *Barrier) lock(m *barrierMem) {
 	me := uint64(futex.Self())
-	if atomic.CompareAndSwapUint64(&m.lock.owner, 0, me) {
-		return
+	if !atomic.CompareAndSwapUint64(&m.lock.owner, 0, me) {
+		if err := m.lock.lockSlow(context.Background(), &b.spin); err == ErrOwnerDead {
+			raceAcquire(unsafe.Pointer(&m.lock))
+			m.breakLocked()
+			return
+		}
 	}
-	if err := m.lock.lockSlow(context.Background(), &b.spin); err == ErrOwnerDead {
-		m.breakLocked()
-	}
+	raceAcquire(unsafe.Pointer(&m.lock))
 }
 
 func (m *lockMem) unlock() {
+	raceRelease(unsafe.Pointer(m))
 	if !atomic.CompareAndSwapUint64(&m.owner, uint64(futex.Self()), 0) {
 		m.unlockSlow()
 	}

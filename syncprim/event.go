@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
@@ -71,6 +72,7 @@ func (e *Event) Set() error {
 	if m == nil {
 		return ErrClosed
 	}
+	raceRelease(unsafe.Pointer(m))
 	if atomic.SwapUint32(&m.flag, 1) == 0 && atomic.LoadUint32(&m.nwait) != 0 {
 		bumpAll(&m.seq)
 	}
@@ -100,7 +102,13 @@ func (e *Event) Wait(ctx context.Context) error {
 	if m == nil {
 		return ErrClosed
 	}
-	isSet := func() bool { return atomic.LoadUint32(&m.flag) != 0 }
+	isSet := func() bool {
+		if atomic.LoadUint32(&m.flag) != 0 {
+			raceAcquire(unsafe.Pointer(m))
+			return true
+		}
+		return false
+	}
 	if isSet() {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
@@ -75,12 +76,17 @@ func NewLock(opts ...Option) (*Lock, error) {
 func (l *Lock) Acquire(ctx context.Context) error {
 	m := l.m.Load()
 	if m != nil && atomic.CompareAndSwapUint64(&m.owner, 0, uint64(futex.Self())) {
+		raceAcquire(unsafe.Pointer(m))
 		return nil
 	}
 	if m == nil {
 		return ErrClosed
 	}
-	return m.lockSlow(ctx, &l.spin)
+	err := m.lockSlow(ctx, &l.spin)
+	if err == nil || err == ErrOwnerDead {
+		raceAcquire(unsafe.Pointer(m))
+	}
+	return err
 }
 
 // TryAcquire takes the lock if it is free and reports whether it did
@@ -91,7 +97,11 @@ func (l *Lock) TryAcquire() (bool, error) {
 	if m == nil {
 		return false, ErrClosed
 	}
-	return m.tryLock()
+	ok, err := m.tryLock()
+	if ok {
+		raceAcquire(unsafe.Pointer(m))
+	}
+	return ok, err
 }
 
 // Release releases the lock. It returns ErrNotHeld when the calling process
@@ -101,6 +111,7 @@ func (l *Lock) Release() error {
 	if m == nil {
 		return ErrClosed
 	}
+	raceRelease(unsafe.Pointer(m))
 	if atomic.CompareAndSwapUint64(&m.owner, uint64(futex.Self()), 0) {
 		return nil
 	}

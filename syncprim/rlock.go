@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
@@ -77,6 +78,7 @@ func (m *rlockMem) tryTake(me uint64, flag uint64) bool {
 	}
 	if v == 0 && atomic.CompareAndSwapUint64(&m.owner, 0, me|flag) {
 		atomic.StoreUint32(&m.count, 1)
+		raceAcquire(unsafe.Pointer(m))
 		return true
 	}
 	return false
@@ -151,6 +153,7 @@ func (m *rlockMem) takeOver(v, me uint64) bool {
 	defer rlockMu.Unlock()
 	if atomic.CompareAndSwapUint64(&m.owner, v, me|v&waitersFlag) {
 		atomic.StoreUint32(&m.count, 1)
+		raceAcquire(unsafe.Pointer(m))
 		return true
 	}
 	return false
@@ -212,6 +215,7 @@ func (m *rlockMem) release(all bool) (uint32, error) {
 		rlockMu.Unlock()
 		return n, nil
 	}
+	raceRelease(unsafe.Pointer(m))
 	v = atomic.SwapUint64(&m.owner, 0)
 	rlockMu.Unlock()
 	if v&waitersFlag != 0 {

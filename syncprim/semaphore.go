@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
@@ -98,6 +99,7 @@ func (m *semMem) take() bool {
 			return false
 		}
 		if atomic.CompareAndSwapUint32(&m.value, v, v-1) {
+			raceAcquire(unsafe.Pointer(m))
 			return true
 		}
 	}
@@ -179,6 +181,7 @@ func (s *Semaphore) Release() error {
 		if v >= atomic.LoadUint32(&m.max) {
 			return ErrOverRelease
 		}
+		raceRelease(unsafe.Pointer(m))
 		if atomic.CompareAndSwapUint32(&m.value, v, v+1) {
 			break
 		}
