@@ -136,15 +136,18 @@ func (x *Value) GetData() []byte {
 
 // HandleRef is an argument that carries open files (a Conn, a Queue, a
 // Lock, a shared memory segment). Its files travel beside the bootstrap
-// message; fds lists their positions in that table.
+// message; files lists their positions in that table.
 type HandleRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Kind is the name the handle's type registered with process.
+	// Kind names the handle's Go type, for diagnostics only.
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	// Files are indexes into the inherited-file table (0 is the child's fd 3).
+	// Files are indexes into the inherited-file table: the files a Starter
+	// hands to the child after the bootstrap itself (with spawn, index 0 is
+	// the child's fd 4; fd 3 holds the bootstrap message).
 	Files []uint32 `protobuf:"varint,2,rep,packed,name=files,proto3" json:"files,omitempty"`
-	// Descriptor is the handle's own description of itself.
-	Descriptor_   []byte `protobuf:"bytes,3,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	// Desc is the handle's own description of itself (MultiprocHandle's
+	// desc).
+	Desc          []byte `protobuf:"bytes,3,opt,name=desc,proto3" json:"desc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,9 +196,9 @@ func (x *HandleRef) GetFiles() []uint32 {
 	return nil
 }
 
-func (x *HandleRef) GetDescriptor_() []byte {
+func (x *HandleRef) GetDesc() []byte {
 	if x != nil {
-		return x.Descriptor_
+		return x.Desc
 	}
 	return nil
 }
@@ -297,20 +300,31 @@ type Bootstrap struct {
 	// LogLevel is the parent's zap level, so the child logs alike.
 	LogLevel int32 `protobuf:"zigzag32,5,opt,name=log_level,json=logLevel,proto3" json:"log_level,omitempty"`
 	Daemon   bool  `protobuf:"varint,6,opt,name=daemon,proto3" json:"daemon,omitempty"`
-	// Lifeline is the index of the read end of the lifeline pipe in the
-	// inherited-file table; EOF on it means the parent is gone.
-	Lifeline uint32 `protobuf:"varint,7,opt,name=lifeline,proto3" json:"lifeline,omitempty"`
-	// Tracker is the index of the resource tracker's connection, or -1.
-	Tracker   int32 `protobuf:"zigzag32,8,opt,name=tracker,proto3" json:"tracker,omitempty"`
-	ParentPid int64 `protobuf:"varint,9,opt,name=parent_pid,json=parentPid,proto3" json:"parent_pid,omitempty"`
+	// Status is the index, in the inherited-file table, of the child's end
+	// of a unix socketpair whose other end only the parent holds. The child
+	// writes ChildStatus frames (4-byte big-endian length + message) on it;
+	// the parent never writes, so EOF on it means the parent is gone however
+	// it died: it is also the child's lifeline.
+	Status    uint32 `protobuf:"varint,7,opt,name=status,proto3" json:"status,omitempty"`
+	ParentPid int64  `protobuf:"varint,9,opt,name=parent_pid,json=parentPid,proto3" json:"parent_pid,omitempty"`
 	// ParentStartTime is the parent's start time in clock ticks since boot
 	// (/proc/<pid>/stat field 22), so pid reuse cannot fool liveness checks.
 	ParentStartTime uint64 `protobuf:"varint,10,opt,name=parent_start_time,json=parentStartTime,proto3" json:"parent_start_time,omitempty"`
 	StartMethod     string `protobuf:"bytes,11,opt,name=start_method,json=startMethod,proto3" json:"start_method,omitempty"`
 	// Ident is the child's identity path, e.g. [1, 2] for "Process-1:2".
 	Ident []uint32 `protobuf:"varint,12,rep,packed,name=ident,proto3" json:"ident,omitempty"`
-	// Env are extra variables for the child's environment (KEY=VALUE).
-	Env           []string `protobuf:"bytes,13,rep,name=env,proto3" json:"env,omitempty"`
+	// Env are extra variables for the child's environment (KEY=VALUE),
+	// applied by the child itself when a Starter could not put them in the
+	// environment at exec time (a warm forkserver process).
+	Env []string `protobuf:"bytes,13,rep,name=env,proto3" json:"env,omitempty"`
+	// Inherited are the handles that higher modules hand to every child
+	// (process.RegisterInherited), e.g. the resource tracker's connection.
+	Inherited []*Inherited `protobuf:"bytes,14,rep,name=inherited,proto3" json:"inherited,omitempty"`
+	// TermGraceNs is how long the child's function may take to return after
+	// SIGTERM (or its parent's death, for a daemon) cancelled its context,
+	// before the child dies of SIGTERM anyway. 0 means the default; negative
+	// means at once.
+	TermGraceNs   int64 `protobuf:"varint,15,opt,name=term_grace_ns,json=termGraceNs,proto3" json:"term_grace_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -387,16 +401,9 @@ func (x *Bootstrap) GetDaemon() bool {
 	return false
 }
 
-func (x *Bootstrap) GetLifeline() uint32 {
+func (x *Bootstrap) GetStatus() uint32 {
 	if x != nil {
-		return x.Lifeline
-	}
-	return 0
-}
-
-func (x *Bootstrap) GetTracker() int32 {
-	if x != nil {
-		return x.Tracker
+		return x.Status
 	}
 	return 0
 }
@@ -436,12 +443,81 @@ func (x *Bootstrap) GetEnv() []string {
 	return nil
 }
 
-// ChildStatus is the last message a child sends on its status connection.
+func (x *Bootstrap) GetInherited() []*Inherited {
+	if x != nil {
+		return x.Inherited
+	}
+	return nil
+}
+
+func (x *Bootstrap) GetTermGraceNs() int64 {
+	if x != nil {
+		return x.TermGraceNs
+	}
+	return 0
+}
+
+// Inherited is one handle passed to every child under a key.
+type Inherited struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Handle        *HandleRef             `protobuf:"bytes,2,opt,name=handle,proto3" json:"handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inherited) Reset() {
+	*x = Inherited{}
+	mi := &file_process_v1_bootstrap_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inherited) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inherited) ProtoMessage() {}
+
+func (x *Inherited) ProtoReflect() protoreflect.Message {
+	mi := &file_process_v1_bootstrap_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inherited.ProtoReflect.Descriptor instead.
+func (*Inherited) Descriptor() ([]byte, []int) {
+	return file_process_v1_bootstrap_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Inherited) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Inherited) GetHandle() *HandleRef {
+	if x != nil {
+		return x.Handle
+	}
+	return nil
+}
+
+// ChildStatus is a message a child sends on its status connection: one
+// with started set once it has decoded its bootstrap and arguments, and,
+// when there is something to report, one more just before it exits.
 type ChildStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Started is sent as soon as the child has read its bootstrap message and
-	// found its function; a child that dies before sending it failed to
-	// start.
+	// Started is sent as soon as the child has read its bootstrap message,
+	// found its function and rebuilt its arguments; a child that exits 0
+	// without sending it never ran its function.
 	Started bool `protobuf:"varint,1,opt,name=started,proto3" json:"started,omitempty"`
 	// Error is set when the function returned an error or panicked.
 	Error *v1.RemoteError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
@@ -455,7 +531,7 @@ type ChildStatus struct {
 
 func (x *ChildStatus) Reset() {
 	*x = ChildStatus{}
-	mi := &file_process_v1_bootstrap_proto_msgTypes[4]
+	mi := &file_process_v1_bootstrap_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +543,7 @@ func (x *ChildStatus) String() string {
 func (*ChildStatus) ProtoMessage() {}
 
 func (x *ChildStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_process_v1_bootstrap_proto_msgTypes[4]
+	mi := &file_process_v1_bootstrap_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +556,7 @@ func (x *ChildStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildStatus.ProtoReflect.Descriptor instead.
 func (*ChildStatus) Descriptor() ([]byte, []int) {
-	return file_process_v1_bootstrap_proto_rawDescGZIP(), []int{4}
+	return file_process_v1_bootstrap_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ChildStatus) GetStarted() bool {
@@ -518,33 +594,35 @@ const file_process_v1_bootstrap_proto_rawDesc = "" +
 	"\x1aprocess/v1/bootstrap.proto\x12\x14multiproc.process.v1\x1a\x16common/v1/common.proto\"W\n" +
 	"\x05Value\x12:\n" +
 	"\bencoding\x18\x01 \x01(\x0e2\x1e.multiproc.process.v1.EncodingR\bencoding\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"U\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"I\n" +
 	"\tHandleRef\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
-	"\x05files\x18\x02 \x03(\rR\x05files\x12\x1e\n" +
-	"\n" +
-	"descriptor\x18\x03 \x01(\fR\n" +
-	"descriptor\"\x82\x01\n" +
+	"\x05files\x18\x02 \x03(\rR\x05files\x12\x12\n" +
+	"\x04desc\x18\x03 \x01(\fR\x04desc\"\x82\x01\n" +
 	"\bArgument\x123\n" +
 	"\x05value\x18\x01 \x01(\v2\x1b.multiproc.process.v1.ValueH\x00R\x05value\x129\n" +
 	"\x06handle\x18\x02 \x01(\v2\x1f.multiproc.process.v1.HandleRefH\x00R\x06handleB\x06\n" +
-	"\x04kind\"\x8a\x03\n" +
+	"\x04kind\"\xe8\x03\n" +
 	"\tBootstrap\x12\x1a\n" +
 	"\bfunction\x18\x01 \x01(\tR\bfunction\x122\n" +
 	"\x04args\x18\x02 \x03(\v2\x1e.multiproc.process.v1.ArgumentR\x04args\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
 	"\aauthkey\x18\x04 \x01(\fR\aauthkey\x12\x1b\n" +
 	"\tlog_level\x18\x05 \x01(\x11R\blogLevel\x12\x16\n" +
-	"\x06daemon\x18\x06 \x01(\bR\x06daemon\x12\x1a\n" +
-	"\blifeline\x18\a \x01(\rR\blifeline\x12\x18\n" +
-	"\atracker\x18\b \x01(\x11R\atracker\x12\x1d\n" +
+	"\x06daemon\x18\x06 \x01(\bR\x06daemon\x12\x16\n" +
+	"\x06status\x18\a \x01(\rR\x06status\x12\x1d\n" +
 	"\n" +
 	"parent_pid\x18\t \x01(\x03R\tparentPid\x12*\n" +
 	"\x11parent_start_time\x18\n" +
 	" \x01(\x04R\x0fparentStartTime\x12!\n" +
 	"\fstart_method\x18\v \x01(\tR\vstartMethod\x12\x14\n" +
 	"\x05ident\x18\f \x03(\rR\x05ident\x12\x10\n" +
-	"\x03env\x18\r \x03(\tR\x03env\"\xa1\x01\n" +
+	"\x03env\x18\r \x03(\tR\x03env\x12=\n" +
+	"\tinherited\x18\x0e \x03(\v2\x1f.multiproc.process.v1.InheritedR\tinherited\x12\"\n" +
+	"\rterm_grace_ns\x18\x0f \x01(\x03R\vtermGraceNsJ\x04\b\b\x10\tR\atrackerR\blifeline\"V\n" +
+	"\tInherited\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x127\n" +
+	"\x06handle\x18\x02 \x01(\v2\x1f.multiproc.process.v1.HandleRefR\x06handle\"\xa1\x01\n" +
 	"\vChildStatus\x12\x18\n" +
 	"\astarted\x18\x01 \x01(\bR\astarted\x126\n" +
 	"\x05error\x18\x02 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\x12\x1b\n" +
@@ -569,27 +647,30 @@ func file_process_v1_bootstrap_proto_rawDescGZIP() []byte {
 }
 
 var file_process_v1_bootstrap_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_process_v1_bootstrap_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_process_v1_bootstrap_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_process_v1_bootstrap_proto_goTypes = []any{
 	(Encoding)(0),          // 0: multiproc.process.v1.Encoding
 	(*Value)(nil),          // 1: multiproc.process.v1.Value
 	(*HandleRef)(nil),      // 2: multiproc.process.v1.HandleRef
 	(*Argument)(nil),       // 3: multiproc.process.v1.Argument
 	(*Bootstrap)(nil),      // 4: multiproc.process.v1.Bootstrap
-	(*ChildStatus)(nil),    // 5: multiproc.process.v1.ChildStatus
-	(*v1.RemoteError)(nil), // 6: multiproc.common.v1.RemoteError
+	(*Inherited)(nil),      // 5: multiproc.process.v1.Inherited
+	(*ChildStatus)(nil),    // 6: multiproc.process.v1.ChildStatus
+	(*v1.RemoteError)(nil), // 7: multiproc.common.v1.RemoteError
 }
 var file_process_v1_bootstrap_proto_depIdxs = []int32{
 	0, // 0: multiproc.process.v1.Value.encoding:type_name -> multiproc.process.v1.Encoding
 	1, // 1: multiproc.process.v1.Argument.value:type_name -> multiproc.process.v1.Value
 	2, // 2: multiproc.process.v1.Argument.handle:type_name -> multiproc.process.v1.HandleRef
 	3, // 3: multiproc.process.v1.Bootstrap.args:type_name -> multiproc.process.v1.Argument
-	6, // 4: multiproc.process.v1.ChildStatus.error:type_name -> multiproc.common.v1.RemoteError
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	5, // 4: multiproc.process.v1.Bootstrap.inherited:type_name -> multiproc.process.v1.Inherited
+	2, // 5: multiproc.process.v1.Inherited.handle:type_name -> multiproc.process.v1.HandleRef
+	7, // 6: multiproc.process.v1.ChildStatus.error:type_name -> multiproc.common.v1.RemoteError
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_process_v1_bootstrap_proto_init() }
@@ -607,7 +688,7 @@ func file_process_v1_bootstrap_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_process_v1_bootstrap_proto_rawDesc), len(file_process_v1_bootstrap_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

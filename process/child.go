@@ -1,0 +1,511 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"reflect"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	commonpb "github.com/multiproc/multiproc/proto/common/v1"
+	pb "github.com/multiproc/multiproc/proto/process/v1"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// Init turns the running program into a child's registered function when
+// it was started as a multiproc child, and returns at once otherwise. Call
+// it first thing in main (and in TestMain), before any other work:
+//
+//	func main() {
+//		process.Init()
+//		...
+//	}
+//
+// In a child Init never returns: it reads the bootstrap message, rebuilds
+// the arguments, runs the function and exits (0 on success; 1 when the
+// function returned an error or panicked, which the parent's Wait reports
+// with the text and stack; the code given to Exit; -15 when terminated).
+// In the parent it costs one environment lookup.
+func Init() {
+	v, ok := os.LookupEnv(envChild)
+	if !ok {
+		return
+	}
+	os.Unsetenv(envChild)
+	fd0, n, err := parseChildEnv(v)
+	if err != nil {
+		childFatal(fmt.Errorf("process: bad %s=%q: %w", envChild, v, err))
+	}
+	closeStrays(fd0 + n)
+	files := make([]*os.File, n)
+	for i := range files {
+		fd := fd0 + 1 + i
+		unix.CloseOnExec(fd) // a grandchild gets only what it is given
+		files[i] = os.NewFile(uintptr(fd), "inherited-"+strconv.Itoa(i))
+	}
+	b, err := readBootstrap(fd0)
+	if err != nil {
+		st := openStatus(files, 0)
+		st.startupError(fmt.Sprintf("process: read bootstrap message: %v", err))
+		os.Exit(1)
+	}
+	RunChild(b, files)
+}
+
+// closeStrays closes the fds this process inherited without being given
+// them: fds the parent had opened without close-on-exec (or inherited
+// itself), which syscall.ForkExec passes on, unlike Python's spawn
+// (close_fds). They are told apart from the Go runtime's own fds, opened
+// since exec, by their close-on-exec flag, which the runtime always sets.
+// fds 0 to last are the child's stdio, bootstrap and inherited table.
+func closeStrays(last int) {
+	d, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	var buf [4096]byte
+	var strays []int
+	for {
+		n, err := unix.ReadDirent(d, buf[:])
+		if err != nil || n <= 0 {
+			break
+		}
+		_, _, names := unix.ParseDirent(buf[:n], -1, nil)
+		for _, name := range names {
+			fd, err := strconv.Atoi(name)
+			if err != nil || fd <= last || fd == d {
+				continue
+			}
+			if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+				strays = append(strays, fd)
+			}
+		}
+	}
+	unix.Close(d)
+	for _, fd := range strays {
+		unix.Close(fd)
+	}
+}
+
+func parseChildEnv(v string) (fd0, n int, err error) {
+	a, b, ok := strings.Cut(v, ":")
+	if !ok {
+		return 0, 0, errors.New("want <fd>:<count>")
+	}
+	if fd0, err = strconv.Atoi(a); err != nil || fd0 < 3 {
+		return 0, 0, errors.New("bad fd")
+	}
+	if n, err = strconv.Atoi(b); err != nil || n < 0 || n > 4096 {
+		return 0, 0, errors.New("bad count")
+	}
+	return fd0, n, nil
+}
+
+// childFatal is the last resort when there is no status socket to report
+// on: the child's stderr is all that is left.
+func childFatal(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
+// RunChild runs a child from its bootstrap message and inherited-file
+// table, then exits; it never returns. Init calls it for spawned children;
+// a Starter whose children are not exec'd (a forkserver's warm process)
+// calls it with what it received. It takes ownership of files.
+func RunChild(bootstrap []byte, files []*os.File) {
+	os.Exit(runChild(bootstrap, files))
+}
+
+func runChild(b []byte, files []*os.File) int {
+	boot, err := parseBootstrap(b, len(files))
+	if err != nil {
+		openStatus(files, 0).startupError(err.Error())
+		return 1
+	}
+	st := openStatus(files, int(boot.Status))
+	files[boot.Status] = nil
+	s := current()
+	s.child = true
+	s.name = boot.Name
+	s.ident = boot.Ident
+	s.daemon = boot.Daemon
+	s.method = boot.StartMethod
+	s.level = zapcore.Level(boot.LogLevel)
+	s.authkey = boot.Authkey
+	s.parent = &ParentProcess{Pid: int(boot.ParentPid), StartTime: boot.ParentStartTime, lifeline: st.fd}
+	if st.fd >= 0 {
+		s.parent.gone = make(chan struct{})
+	}
+	for _, kv := range boot.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && os.Getenv(k) != v {
+			os.Setenv(k, v)
+		}
+	}
+	f, ok := lookup(boot.Function)
+	if !ok {
+		st.startupError(fmt.Sprintf("%v: %q is not registered in this binary (register it at package level, not conditionally)", ErrUnknownFunction, boot.Function))
+		return 1
+	}
+	args, err := decodeArgs(f, boot.Args, files)
+	if err != nil {
+		st.startupError(err.Error())
+		return 1
+	}
+	inh.Lock()
+	inh.table = files
+	inh.received = map[string]*pb.HandleRef{}
+	for _, in := range boot.Inherited {
+		inh.received[in.Key] = in.Handle
+	}
+	inh.Unlock()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var terminated atomic.Bool
+	grace := time.Duration(boot.TermGraceNs)
+	if grace == 0 {
+		grace = defaultTermGrace
+	}
+	terminate := func() {
+		if terminated.Swap(true) {
+			return
+		}
+		cancel()
+		if grace < 0 {
+			dieOfSignal(syscall.SIGTERM)
+		}
+		time.AfterFunc(grace, func() { dieOfSignal(syscall.SIGTERM) })
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		terminate()
+	}()
+	go func() {
+		st.waitParentGone()
+		if s.parent.gone != nil {
+			close(s.parent.gone)
+		}
+		if boot.Daemon {
+			terminate()
+		}
+	}()
+	st.send(&pb.ChildStatus{Started: true})
+
+	err, rerr := call(ctx, f, args)
+	var ec *exitCodeError
+	if terminated.Load() {
+		if errors.As(err, &ec) {
+			return ec.code
+		}
+		dieOfSignal(syscall.SIGTERM)
+	}
+	// Like Python's exit: terminate daemonic children, wait for the others.
+	Shutdown(context.Background())
+	switch {
+	case rerr != nil:
+		st.send(&pb.ChildStatus{Error: rerr})
+		return 1
+	case err == nil:
+		return 0
+	case errors.As(err, &ec):
+		return ec.code
+	}
+	st.send(&pb.ChildStatus{Error: remoteError(err)})
+	return 1
+}
+
+const maxReport = 64 << 10
+
+func truncate(s string) string {
+	if len(s) > maxReport {
+		return s[:maxReport] + "\n... (truncated)"
+	}
+	return s
+}
+
+func remoteError(err error) *commonpb.RemoteError {
+	re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: truncate(err.Error())}
+	switch {
+	case errors.Is(err, context.Canceled):
+		re.Kind = kindCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		re.Kind = kindDeadline
+	}
+	return re
+}
+
+// call runs f; a panic (or runtime.Goexit) becomes a RemoteError.
+func call(ctx context.Context, f *Func, args []reflect.Value) (err error, rerr *commonpb.RemoteError) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		r := recover()
+		msg := "the function called runtime.Goexit"
+		if r != nil {
+			msg = fmt.Sprint(r)
+		}
+		rerr = &commonpb.RemoteError{Type: "panic", Message: truncate(msg), Stack: truncate(string(debug.Stack())), Panicked: r != nil}
+	}()
+	in := append([]reflect.Value{reflect.ValueOf(ctx)}, args...)
+	out := f.fn.Call(in)
+	returned = true
+	if f.retErr && !out[0].IsNil() {
+		return out[0].Interface().(error), nil
+	}
+	return nil, nil
+}
+
+// dieOfSignal ends the process by sig with the default disposition, so
+// that the parent sees it killed by sig (exit code -sig).
+func dieOfSignal(sig syscall.Signal) {
+	signal.Reset(sig)
+	unix.Tgkill(os.Getpid(), unix.Gettid(), sig)
+	// The signal is delivered on return from tgkill; in case it was
+	// blocked on this thread, send it to the process as well.
+	unix.Kill(os.Getpid(), sig)
+	time.Sleep(time.Second)
+	os.Exit(128 + int(sig))
+}
+
+// parseBootstrap decodes and checks a bootstrap message against the size
+// of the inherited-file table.
+func parseBootstrap(b []byte, nfiles int) (*pb.Bootstrap, error) {
+	if len(b) > maxBootstrap {
+		return nil, fmt.Errorf("process: bootstrap message of %d bytes is over the limit", len(b))
+	}
+	boot := new(pb.Bootstrap)
+	if err := proto.Unmarshal(b, boot); err != nil {
+		return nil, fmt.Errorf("process: bad bootstrap message: %w", err)
+	}
+	if boot.Function == "" {
+		return nil, errors.New("process: bad bootstrap message: no function")
+	}
+	if int(boot.Status) >= nfiles {
+		return nil, fmt.Errorf("process: bad bootstrap message: status index %d, %d files", boot.Status, nfiles)
+	}
+	used := map[uint32]bool{boot.Status: true}
+	check := func(h *pb.HandleRef) error {
+		if h == nil {
+			return errors.New("process: bad bootstrap message: empty handle")
+		}
+		for _, x := range h.Files {
+			if int(x) >= nfiles || used[x] {
+				return fmt.Errorf("process: bad bootstrap message: file index %d (of %d) out of range or used twice", x, nfiles)
+			}
+			used[x] = true
+		}
+		return nil
+	}
+	for i, a := range boot.Args {
+		switch k := a.GetKind().(type) {
+		case *pb.Argument_Handle:
+			if err := check(k.Handle); err != nil {
+				return nil, err
+			}
+		case *pb.Argument_Value:
+			if k.Value == nil {
+				return nil, fmt.Errorf("process: bad bootstrap message: argument %d has no value", i)
+			}
+		default:
+			return nil, fmt.Errorf("process: bad bootstrap message: argument %d is empty", i)
+		}
+	}
+	for _, in := range boot.Inherited {
+		if err := check(in.GetHandle()); err != nil {
+			return nil, err
+		}
+	}
+	return boot, nil
+}
+
+// decodeArgs rebuilds the function's arguments: values are decoded, handles
+// are attached to the files (which they then own).
+func decodeArgs(f *Func, args []*pb.Argument, table []*os.File) ([]reflect.Value, error) {
+	if len(args) != len(f.params) {
+		return nil, fmt.Errorf("%w: %s takes %d arguments, the bootstrap has %d", ErrBadArgs, f, len(f.params), len(args))
+	}
+	out := make([]reflect.Value, len(args))
+	for i, a := range args {
+		p := f.params[i]
+		switch k := a.Kind.(type) {
+		case *pb.Argument_Value:
+			v, err := decodeValue(p.t, k.Value)
+			if err != nil {
+				return nil, fmt.Errorf("process: %s: argument %d: %w", f.name, i, err)
+			}
+			out[i] = v
+		case *pb.Argument_Handle:
+			if !p.handle {
+				return nil, fmt.Errorf("%w: %s: argument %d is a handle (%s) but the parameter is a %v", ErrBadArgs, f.name, i, k.Handle.Kind, p.t)
+			}
+			files, err := tableFiles(table, k.Handle.Files)
+			if err != nil {
+				return nil, fmt.Errorf("process: %s: argument %d: %w", f.name, i, err)
+			}
+			v := reflect.New(p.t.Elem())
+			if err := v.Interface().(attacher).MultiprocAttach(files, k.Handle.Desc); err != nil {
+				return nil, fmt.Errorf("process: %s: argument %d (%v): attach: %w", f.name, i, p.t, err)
+			}
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+var protoMessageType = reflect.TypeFor[proto.Message]()
+
+// decodeValue decodes one plain argument of type t, by the rule the
+// parent's codec applied (ipc.DefaultCodec).
+func decodeValue(t reflect.Type, v *pb.Value) (reflect.Value, error) {
+	switch v.Encoding {
+	case pb.Encoding_ENCODING_RAW:
+		if t.Kind() != reflect.Slice || t.Elem().Kind() != reflect.Uint8 {
+			return reflect.Value{}, fmt.Errorf("raw bytes for a %v parameter", t)
+		}
+		return reflect.ValueOf(v.Data).Convert(t), nil
+	case pb.Encoding_ENCODING_PROTO:
+		if t.Kind() != reflect.Pointer || !t.Implements(protoMessageType) {
+			return reflect.Value{}, fmt.Errorf("a protobuf message for a %v parameter", t)
+		}
+		m := reflect.New(t.Elem())
+		if err := proto.Unmarshal(v.Data, m.Interface().(proto.Message)); err != nil {
+			return reflect.Value{}, fmt.Errorf("decode %v: %w", t, err)
+		}
+		return m, nil
+	case pb.Encoding_ENCODING_GOB:
+		pv := reflect.New(t)
+		if err := gob.NewDecoder(bytes.NewReader(v.Data)).Decode(pv.Interface()); err != nil {
+			return reflect.Value{}, fmt.Errorf("decode %v: %w", t, err)
+		}
+		return pv.Elem(), nil
+	}
+	return reflect.Value{}, fmt.Errorf("unknown encoding %v", v.Encoding)
+}
+
+// ---------------------------------------------------------------- status
+
+// statusConn is the child's end of the status socket: frames out, and EOF
+// in when the parent is gone.
+type statusConn struct {
+	fd   int // -1 if none
+	file *os.File
+	raw  syscall.RawConn
+	mu   sync.Mutex
+}
+
+// openStatus takes files[i] as the status socket: a non-blocking,
+// close-on-exec duplicate in the runtime poller. A missing or unusable
+// file gives a statusConn that reports nothing.
+func openStatus(files []*os.File, i int) *statusConn {
+	c := &statusConn{fd: -1}
+	if i < 0 || i >= len(files) || files[i] == nil {
+		return c
+	}
+	f := files[i]
+	defer f.Close()
+	fd, err := rawFD(f)
+	if err != nil {
+		return c
+	}
+	nfd, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return c
+	}
+	var st unix.Stat_t
+	if unix.Fstat(nfd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(nfd)
+		return c
+	}
+	unix.SetNonblock(nfd, true)
+	c.file = os.NewFile(uintptr(nfd), "multiproc-status")
+	raw, err := c.file.SyscallConn()
+	if err != nil {
+		c.file.Close()
+		return c
+	}
+	c.fd, c.raw = nfd, raw
+	return c
+}
+
+func (c *statusConn) startupError(msg string) {
+	if c.fd < 0 {
+		childFatal(errors.New(msg))
+	}
+	c.send(&pb.ChildStatus{StartupError: truncate(msg)})
+}
+
+// send writes one frame; errors (a parent that is gone) are ignored.
+func (c *statusConn) send(st *pb.ChildStatus) {
+	if c.fd < 0 {
+		return
+	}
+	body, err := proto.Marshal(st)
+	if err != nil {
+		return
+	}
+	buf := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(body)), uint32(len(body)))
+	buf = append(buf, body...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(buf) > 0 {
+		var n int
+		var werr error
+		err := c.raw.Write(func(fd uintptr) bool {
+			n, werr = unix.Write(int(fd), buf)
+			return werr != unix.EAGAIN
+		})
+		if err != nil || werr != nil || n <= 0 {
+			return
+		}
+		buf = buf[n:]
+	}
+}
+
+// waitParentGone blocks until the parent's end of the socket is closed.
+func (c *statusConn) waitParentGone() {
+	if c.fd < 0 {
+		select {} // no lifeline: nothing will ever tell
+	}
+	var b [64]byte
+	for {
+		var n int
+		var rerr error
+		err := c.raw.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), b[:])
+			return rerr != unix.EAGAIN
+		})
+		if err != nil || rerr != nil || n == 0 {
+			return
+		}
+	}
+}
+
+// lifelineBroken polls the status socket without blocking: readable means
+// EOF, since the parent never writes on it.
+func lifelineBroken(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n > 0 && fds[0].Revents != 0
+	}
+}
