@@ -125,7 +125,13 @@ type Conn struct {
 	// receiver blocked in poll(2): written by Close and by cancellation.
 	kick atomic.Int32
 
+	rop readOp
+	rfn func(uintptr) bool // c.doRead, bound once
+
 	wmu   sync.Mutex
+	wop   writeOp
+	wfn   func(uintptr) bool // c.doWrite, bound once
+	hdr   [12]byte
 	wbuf  []byte
 	werr  error
 	grown bool
@@ -145,11 +151,13 @@ func (c *Conn) adopt(nc *Conn) {
 	c.r, c.w, c.rraw, c.wraw = nc.r, nc.w, nc.rraw, nc.wraw
 	c.socket, c.wsocket, c.pipeW, c.opts = nc.socket, nc.wsocket, nc.pipeW, nc.opts
 	c.kick.Store(-1)
+	c.rfn, c.wfn = c.doRead, c.doWrite
 }
 
 func (c *Conn) init(r, w transport, socket, pipeW bool, opts []Option) error {
 	c.r, c.w, c.socket, c.pipeW, c.opts = r, w, socket, pipeW, defaultOptions()
 	c.kick.Store(-1)
+	c.rfn, c.wfn = c.doRead, c.doWrite
 	// Whatever the caller believed, a unix socket is what the transport is.
 	_, c.socket = r.(*net.UnixConn)
 	_, c.wsocket = w.(*net.UnixConn)
@@ -312,8 +320,7 @@ func (c *Conn) SendBytes(ctx context.Context, b []byte) error {
 		return c.write(ctx, nil, c.wbuf)
 	}
 	c.growPipe(len(b))
-	var hdr [12]byte
-	return c.write(ctx, nil, appendHeader(hdr[:0], len(b)), b)
+	return c.write(ctx, nil, appendHeader(c.hdr[:0], len(b)), b)
 }
 
 // SendFrames sends several frames at once, in order, with as few system
@@ -375,6 +382,34 @@ func (c *Conn) growPipe(n int) {
 	})
 }
 
+// writeOp is the state of the write in progress, kept in the Conn (under
+// wmu) so that the callback handed to the runtime is bound once and a send
+// allocates nothing.
+type writeOp struct {
+	b   []byte
+	oob []byte
+	n   int
+	err error
+}
+
+func (c *Conn) doWrite(fd uintptr) bool {
+	op := &c.wop
+	for {
+		if op.oob != nil {
+			op.n, op.err = unix.SendmsgN(int(fd), op.b, op.oob, nil, 0)
+		} else {
+			op.n, op.err = unix.Write(int(fd), op.b)
+		}
+		if op.err != unix.EINTR {
+			break
+		}
+	}
+	if op.n < 0 {
+		op.n = 0
+	}
+	return op.err != unix.EAGAIN
+}
+
 // write writes the buffers in order (with oob, SCM_RIGHTS data, on the
 // first write), honouring ctx. Called with wmu held.
 func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
@@ -392,39 +427,27 @@ func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
 	}
 	wrote := false
 	var werr error
+	op := &c.wop
 	for _, b := range bufs {
 		off := 0
 		for off < len(b) || (oob != nil && len(b) == 0) {
-			var n int
-			var err error
-			rerr := c.wraw.Write(func(fd uintptr) bool {
-				for {
-					if oob != nil {
-						n, err = unix.SendmsgN(int(fd), b[off:], oob, nil, 0)
-					} else {
-						n, err = unix.Write(int(fd), b[off:])
-					}
-					if err != unix.EINTR {
-						break
-					}
-				}
-				return err != unix.EAGAIN
-			})
-			if rerr != nil {
-				err = rerr
+			op.b, op.oob, op.n, op.err = b[off:], oob, 0, nil
+			if rerr := c.wraw.Write(c.wfn); rerr != nil {
+				op.err = rerr
 			}
-			if err != nil {
-				werr = err
+			if op.err != nil {
+				werr = op.err
 				break
 			}
 			oob = nil
-			off += n
-			wrote = wrote || n > 0
+			off += op.n
+			wrote = wrote || op.n > 0
 		}
 		if werr != nil {
 			break
 		}
 	}
+	op.b, op.oob = nil, nil
 	if stop != nil && !stop() {
 		<-fired
 		c.w.SetWriteDeadline(time.Time{})
@@ -873,6 +896,65 @@ func pollIn(fd, kfd int) pollResult {
 	}
 }
 
+// readOp is the state of the read in progress, kept in the Conn (under
+// rmu) so that the callback handed to the runtime is bound once and a
+// receive allocates nothing.
+type readOp struct {
+	p        []byte
+	n        int
+	err      error
+	files    []*os.File
+	kfd      int
+	phase    bool // wait in poll(2) before the netpoller
+	nonblock bool
+	// pollFirst: the last read had to wait, so wait before reading (saves
+	// a read that would fail with EAGAIN on every message of a ping-pong).
+	pollFirst bool
+	waited    bool
+}
+
+func (c *Conn) doRead(fd uintptr) bool {
+	op := &c.rop
+	for {
+		if op.phase && op.pollFirst {
+			switch pollIn(int(fd), op.kfd) {
+			case pollKicked:
+				op.err = errKicked
+				return true
+			case pollTimeout:
+				op.phase = false
+			}
+		}
+		if c.socket {
+			if c.oob == nil {
+				c.oob = make([]byte, unix.CmsgSpace(maxFDsPerMessage*4))
+			}
+			var oobn int
+			op.n, oobn, _, _, op.err = unix.Recvmsg(int(fd), op.p, c.oob, unix.MSG_CMSG_CLOEXEC)
+			if oobn > 0 {
+				op.files = append(op.files, parseRights(c.oob[:oobn])...)
+			}
+		} else {
+			op.n, op.err = unix.Read(int(fd), op.p)
+		}
+		if op.n < 0 {
+			op.n = 0
+		}
+		switch op.err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			if op.phase {
+				op.pollFirst, op.waited = true, true
+				continue
+			}
+			op.waited = !op.nonblock
+			return op.nonblock
+		}
+		return true
+	}
+}
+
 // readRaw performs one read from the transport, honouring ctx, and
 // collects any files passed with the bytes. It returns io.EOF at end of
 // stream. Called with rmu held.
@@ -905,50 +987,23 @@ func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error
 			})
 		}
 	}
-	phase := !nonblock && kfd >= 0
-	var n int
-	var err error
-	var files []*os.File
-	rerr := c.rraw.Read(func(fd uintptr) bool {
-		for {
-			if c.socket {
-				if c.oob == nil {
-					c.oob = make([]byte, unix.CmsgSpace(maxFDsPerMessage*4))
-				}
-				var oobn int
-				n, oobn, _, _, err = unix.Recvmsg(int(fd), p, c.oob, unix.MSG_CMSG_CLOEXEC)
-				if oobn > 0 {
-					files = append(files, parseRights(c.oob[:oobn])...)
-				}
-			} else {
-				n, err = unix.Read(int(fd), p)
-			}
-			if n < 0 {
-				n = 0
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err == unix.EAGAIN && phase {
-				switch pollIn(int(fd), kfd) {
-				case pollReady:
-					continue
-				case pollKicked:
-					err = errKicked
-					return true
-				}
-				phase = false
-			}
-			break
-		}
-		return nonblock || err != unix.EAGAIN
-	})
+	op := &c.rop
+	op.p, op.n, op.err, op.kfd = p, 0, nil, kfd
+	op.nonblock, op.phase = nonblock, !nonblock && kfd >= 0
+	op.waited = false
+	if !op.phase {
+		op.pollFirst = false
+	}
+	rerr := c.rraw.Read(c.rfn)
+	n, err := op.n, op.err
+	op.p, op.pollFirst = nil, op.waited
 	if rerr != nil {
 		err = rerr
 	}
 	c.rstream += int64(n)
-	if len(files) > 0 {
-		c.fdq = append(c.fdq, fdBatch{end: c.rstream, files: files})
+	if len(op.files) > 0 {
+		c.fdq = append(c.fdq, fdBatch{end: c.rstream, files: op.files})
+		op.files = nil
 	}
 	if stop != nil && !stop() {
 		<-fired
