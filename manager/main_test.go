@@ -1,0 +1,84 @@
+package manager_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/manager"
+)
+
+func TestMain(m *testing.M) { mptest.Main(m) }
+
+// testServer is a server listening on a unix socket in a temporary
+// directory, with a client connected to it.
+type testServer struct {
+	srv     *manager.Server
+	client  *manager.Client
+	network string
+	addr    string
+	key     []byte
+	served  chan error
+}
+
+func startServer(t testing.TB, network string) *testServer {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "m.sock")
+	}
+	l, err := manager.Listen(network, addr, manager.WithAuthkey(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{srv: manager.NewServer(), network: network, addr: l.Addr().String(), key: key, served: make(chan error, 1)}
+	go func() { ts.served <- ts.srv.Serve(context.Background(), l) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := manager.Connect(ctx, network, ts.addr, manager.WithAuthkey(key))
+	if err != nil {
+		ts.srv.Close()
+		t.Fatal(err)
+	}
+	ts.client = c
+	t.Cleanup(func() {
+		c.Close()
+		ts.srv.Close()
+		if err := <-ts.served; !errors.Is(err, manager.ErrClosed) {
+			t.Errorf("Serve returned %v, want ErrClosed", err)
+		}
+	})
+	return ts
+}
+
+// pipeServer serves one end of an ipc.Pipe and returns a client on the other.
+func pipeServer(t testing.TB) (*manager.Server, *manager.Client) {
+	t.Helper()
+	a, b, err := ipc.Pipe(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := manager.NewServer()
+	done := make(chan struct{})
+	go func() { srv.ServeConn(context.Background(), a); close(done) }()
+	c := manager.NewClient(b)
+	t.Cleanup(func() {
+		c.Close()
+		<-done
+		srv.Close()
+	})
+	return srv, c
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
