@@ -365,7 +365,9 @@ func NewArray[T any](ctx context.Context, c *Client, items []T) (*Array[T], erro
 }
 
 // Get returns a[i].
-func (a *Array[T]) Get(ctx context.Context, i int) (T, error) { return callAs[T](ctx, &a.base, "Get", i) }
+func (a *Array[T]) Get(ctx context.Context, i int) (T, error) {
+	return callAs[T](ctx, &a.base, "Get", i)
+}
 
 // Set sets a[i] = v.
 func (a *Array[T]) Set(ctx context.Context, i int, v T) error {
@@ -534,7 +536,9 @@ func (s *Semaphore) TryAcquire(ctx context.Context) (bool, error) {
 func (s *Semaphore) Release(ctx context.Context) error { return callNone(ctx, &s.base, "Release") }
 
 // Value returns the current value.
-func (s *Semaphore) Value(ctx context.Context) (int, error) { return callAs[int](ctx, &s.base, "Value") }
+func (s *Semaphore) Value(ctx context.Context) (int, error) {
+	return callAs[int](ctx, &s.base, "Value")
+}
 
 // Free drops the proxy's reference to the semaphore object.
 func (s *Semaphore) Free(ctx context.Context) error { return s.base.Release(ctx) }
@@ -629,7 +633,9 @@ func (b *Barrier) Abort(ctx context.Context) error { return callNone(ctx, &b.bas
 func (b *Barrier) Reset(ctx context.Context) error { return callNone(ctx, &b.base, "Reset") }
 
 // Parties returns the number of parties.
-func (b *Barrier) Parties(ctx context.Context) (int, error) { return callAs[int](ctx, &b.base, "Parties") }
+func (b *Barrier) Parties(ctx context.Context) (int, error) {
+	return callAs[int](ctx, &b.base, "Parties")
+}
 
 // NWaiting returns the number of callers waiting.
 func (b *Barrier) NWaiting(ctx context.Context) (int, error) {
@@ -637,4 +643,6 @@ func (b *Barrier) NWaiting(ctx context.Context) (int, error) {
 }
 
 // Broken reports whether the barrier is broken.
-func (b *Barrier) Broken(ctx context.Context) (bool, error) { return callAs[bool](ctx, &b.base, "Broken") }
+func (b *Barrier) Broken(ctx context.Context) (bool, error) {
+	return callAs[bool](ctx, &b.base, "Broken")
+}

@@ -37,9 +37,9 @@ var (
 	proxierType = reflect.TypeFor[proxier]()
 )
 
-func intValue(i int64) *pb.Value     { return &pb.Value{Kind: &pb.Value_Int{Int: i}} }
-func boolValue(b bool) *pb.Value     { return &pb.Value{Kind: &pb.Value_Bool{Bool: b}} }
-func strValue(s string) *pb.Value    { return &pb.Value{Kind: &pb.Value_String_{String_: s}} }
+func intValue(i int64) *pb.Value      { return &pb.Value{Kind: &pb.Value_Int{Int: i}} }
+func boolValue(b bool) *pb.Value      { return &pb.Value{Kind: &pb.Value_Bool{Bool: b}} }
+func strValue(s string) *pb.Value     { return &pb.Value{Kind: &pb.Value_String_{String_: s}} }
 func doubleValue(f float64) *pb.Value { return &pb.Value{Kind: &pb.Value_Double{Double: f}} }
 func listValue(items []*pb.Value) *pb.Value {
 	return &pb.Value{Kind: &pb.Value_List{List: &pb.List{Items: items}}}
