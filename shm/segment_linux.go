@@ -68,7 +68,7 @@ func sysNewAnon(size int) (int, []byte, error) {
 	return fd, mem, nil
 }
 
-func sysCreate(name string, size int) (int, []byte, error) {
+func sysCreate(name string, size int, init []byte) (int, []byte, error) {
 	path := shmDir + name
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -79,8 +79,22 @@ func sysCreate(name string, size int) (int, []byte, error) {
 		unix.Unlink(path)
 		return -1, nil, err
 	}
-	if err := unix.Ftruncate(fd, int64(size)); err != nil {
-		return fail(wrapSys("ftruncate", err))
+	if init != nil {
+		for off := 0; off < len(init); {
+			n, err := unix.Pwrite(fd, init[off:], int64(off))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return fail(wrapSys("write", err))
+			}
+			off += n
+		}
+	}
+	if len(init) != size {
+		if err := unix.Ftruncate(fd, int64(size)); err != nil {
+			return fail(wrapSys("ftruncate", err))
+		}
 	}
 	mem, err := sysMap(fd, size)
 	if err != nil {
