@@ -24,14 +24,14 @@ const (
 // guarded by an embedded lock, and a futex word that every state change
 // bumps (a broadcast-only condition variable).
 type barrierMem struct {
-	magic   uint32
-	parties uint32
-	state   int32
-	count   uint32
-	timeout int64 // default timeout of Wait in ns, 0 for none
-	seq     uint32
-	_       uint32
-	lock    lockMem
+	magic    uint32
+	parties  uint32
+	state    int32
+	count    uint32
+	timeout  int64 // default timeout of Wait in ns, 0 for none
+	seq      uint32
+	watchers uint32 // goroutines in awaitWaiting: arrivals bump seq
+	lock     lockMem
 }
 
 // BarrierSize is the number of bytes a Barrier occupies.
@@ -244,6 +244,9 @@ func (b *Barrier) Wait(ctx context.Context) (int, error) {
 	}
 	index := int(m.count)
 	m.count++
+	if atomic.LoadUint32(&m.watchers) != 0 {
+		m.notifyAll()
+	}
 	defer func() {
 		m.count--
 		if m.count == 0 && (m.state == barrierDraining || m.state == barrierResetting) {
@@ -292,6 +295,27 @@ func (b *Barrier) runAction(m *barrierMem) (err error) {
 	ok = true
 	if err != nil {
 		return fmt.Errorf("syncprim: barrier action: %w", err)
+	}
+	return nil
+}
+
+// awaitWaiting blocks until k parties wait in the current pass, or ctx
+// ends (for tests: Python's n_waiting without polling).
+func (b *Barrier) awaitWaiting(ctx context.Context, k int) error {
+	m := b.m.Load()
+	if m == nil {
+		return ErrClosed
+	}
+	atomic.AddUint32(&m.watchers, 1)
+	defer atomic.AddUint32(&m.watchers, ^uint32(0))
+	stop := wakeOnDone(ctx, &m.seq)
+	defer stop()
+	b.lock(m)
+	defer m.lock.unlock()
+	for m.state != barrierFilling || int(m.count) < k {
+		if err := b.waitChange(ctx, m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
