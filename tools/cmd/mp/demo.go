@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 )
 
 func demoCmd() *cobra.Command {
@@ -18,9 +22,10 @@ func demoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the demo: multiproc at work across real processes",
-		Long: `demo shows multiproc at work. Today it has a Go process and a python3
-process talk over one connection in CPython's own wire format: the Python side
-is plain multiprocessing.connection, unchanged.`,
+		Long: `demo shows multiproc at work. Today a Go process listens on a unix socket
+with an authkey, and a python3 process connects with CPython's own
+multiprocessing.connection.Client: the two run CPython's HMAC challenge
+handshake in both directions, then exchange messages in CPython's wire format.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return demoPython(cmd.Context(), cmd.OutOrStdout(), messages)
@@ -30,11 +35,17 @@ is plain multiprocessing.connection, unchanged.`,
 	return cmd
 }
 
-// pyEcho is the python3 peer: CPython's own Connection on an inherited fd.
-const pyEcho = `
-import sys
-from multiprocessing.connection import Connection
-c = Connection(int(sys.argv[1]))
+// pyClient is the python3 peer: plain multiprocessing.connection.Client.
+// It reads the address and the hex authkey from stdin (not argv, which
+// other users can read), introduces itself, then echoes every message in
+// upper case until the Go side closes.
+const pyClient = `
+import sys, platform
+from multiprocessing.connection import Client
+address = sys.stdin.readline().strip()
+authkey = bytes.fromhex(sys.stdin.readline().strip())
+c = Client(address, authkey=authkey)
+c.send_bytes(('CPython %s authenticated' % platform.python_version()).encode())
 while True:
     try:
         b = c.recv_bytes()
@@ -51,47 +62,78 @@ func demoPython(ctx context.Context, w io.Writer, n int) error {
 	if err != nil {
 		return fmt.Errorf("the demo needs python3 on PATH: %w", err)
 	}
-	ours, theirs, err := ipc.Pipe(true, ipc.Socketpair())
+	dir, err := os.MkdirTemp("", "mp-demo-")
 	if err != nil {
 		return err
 	}
-	defer ours.Close()
-	files, _, err := theirs.MultiprocHandle()
-	theirs.Close()
+	defer os.RemoveAll(dir)
+	key := make([]byte, 32)
+	rand.Read(key)
+	address := filepath.Join(dir, "listener.sock")
+	l, err := ipc.Listen("unix", address, ipc.WithAuthkey(key))
 	if err != nil {
 		return err
 	}
-	// CPython's Connection expects a blocking descriptor.
-	for _, f := range files {
-		if raw, err := f.SyscallConn(); err == nil {
-			raw.Control(func(fd uintptr) { unix.SetNonblock(int(fd), false) })
-		}
-	}
-	cmd := exec.CommandContext(ctx, py, "-c", pyEcho, "3")
-	cmd.ExtraFiles = files
+	defer l.Close()
+
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "-c", pyClient)
+	cmd.Stdin = strings.NewReader(address + "\n" + hex.EncodeToString(key) + "\n")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	for _, f := range files {
-		f.Close()
+	waited := false
+	defer func() {
+		if !waited {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	fmt.Fprintf(w, "Go (pid %d) listens on %s with a 32-byte authkey\n", os.Getpid(), address)
+	actx, acancel := context.WithTimeout(ctx, 15*time.Second)
+	c, err := l.Accept(actx)
+	acancel()
+	if err != nil {
+		return fmt.Errorf("accepting the python3 client: %w", err)
 	}
-	fmt.Fprintf(w, "Go (pid %d) <-> python3 (pid %d), CPython's multiprocessing.connection framing\n", os.Getpid(), cmd.Process.Pid)
+	defer c.Close()
+	hello, err := c.RecvBytes(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "  python3 (pid %d) connected with multiprocessing.connection.Client: %s\n", cmd.Process.Pid, hello)
+	fmt.Fprintln(w, "  (HMAC challenge handshake both ways, CPython's wire format)")
+
+	// Someone without the key is turned away, on both sides.
+	go func() {
+		if c, err := l.Accept(ctx); err == nil {
+			c.Close()
+		}
+	}()
+	_, err = ipc.Dial(ctx, "unix", address, ipc.WithAuthkey([]byte("a guess")))
+	if !errors.Is(err, ipc.ErrAuthentication) {
+		return fmt.Errorf("a client with a wrong key was not refused: %v", err)
+	}
+	fmt.Fprintf(w, "  a client with the wrong key is refused: %v\n", err)
+
 	msg := []byte("hello from go")
-	reply, err := roundTrip(ctx, ours, msg)
+	reply, err := roundTrip(ctx, c, msg)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "  sent %q, python answered %q\n", msg, reply)
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		if _, err := roundTrip(ctx, ours, msg); err != nil {
+		if _, err := roundTrip(ctx, c, msg); err != nil {
 			return err
 		}
 	}
 	el := time.Since(start)
 	fmt.Fprintf(w, "  %d round trips in %v (%.1f µs each)\n", n, el.Round(time.Millisecond), float64(el.Microseconds())/float64(max(n, 1)))
-	ours.Close()
+	c.Close()
+	waited = true
 	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("python3 peer: %w", err)
 	}
@@ -105,3 +147,4 @@ func roundTrip(ctx context.Context, c *ipc.Conn, msg []byte) ([]byte, error) {
 	}
 	return c.RecvBytes(ctx)
 }
+

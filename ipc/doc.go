@@ -1,0 +1,65 @@
+// Package ipc provides framed connections between processes with CPython's
+// multiprocessing.connection wire format, so that a Go process and a Python
+// process (or two Go processes) exchange messages, authenticate each other
+// and pass open files.
+//
+// # Connections
+//
+// A [Conn] carries frames: each message is a 4-byte big-endian length and
+// the payload (an 8-byte length after -1 for frames over 2 GiB), exactly
+// what CPython's Connection.send_bytes writes. [Conn.SendBytes] and
+// [Conn.RecvBytes] move raw frames; [Conn.Send] and [Conn.Recv] encode
+// values with a [Codec] (protobuf for proto.Message, raw for []byte, gob
+// otherwise). Empty frames are legal. A frame larger than the Conn's
+// maximum ([MaxFrameSize]) is refused with a [*FrameTooLargeError] before
+// anything of that size is allocated. At a clean end of stream a receive
+// returns io.EOF; a stream cut inside a frame returns [ErrTruncated].
+//
+// [Pipe] returns a connected pair, like CPython's Pipe(duplex): two pipes
+// for a duplex pair (the fastest transport for small messages; a pipe grows
+// to 1 MiB when large frames go through it), or a unix socketpair with
+// [Socketpair], which can also pass files. A simplex pair is a read-only
+// and a write-only end ([ErrReadOnly], [ErrWriteOnly]).
+//
+// [Listen] and [Dial] connect over unix sockets (paths, and Linux abstract
+// names written "@name" or "\x00name") and TCP. With [WithAuthkey] both
+// sides run CPython's HMAC challenge handshake, which interoperates with
+// CPython 3.11 (HMAC-MD5) and 3.12+ ({sha256}-prefixed) peers in both
+// directions; [Strict] refuses the MD5 generation. A wrong key fails on
+// both sides with [ErrAuthentication]. PROTOCOL.md in this directory
+// describes every byte on the wire.
+//
+// [Conn.SendFiles] and [Conn.RecvFiles] pass open files (SCM_RIGHTS) with a
+// frame over a unix-socket Conn. Every received descriptor becomes an
+// *os.File at once; files that are never collected are closed, so none
+// leaks.
+//
+// [Wait] blocks until one of several Conns (or anything with a WaitFD
+// method, such as the process package's sentinels) is ready, like
+// multiprocessing.connection.wait.
+//
+// A Conn can be handed to a child process: [Conn.MultiprocHandle] returns
+// duplicates of its files and a small descriptor, and
+// [Conn.MultiprocAttach] (or [ConnFromHandle]) rebuilds it in the child.
+// The process package does this for Conn arguments.
+//
+// # Concurrency and cancellation
+//
+// A Conn is safe for concurrent use. Concurrent senders never interleave
+// their frames; concurrent receivers each get whole frames. Every blocking
+// call takes a context. Cancelling a receive loses nothing: a frame cut off
+// by cancellation is resumed by the next receive. Cancelling a send in the
+// middle of a frame breaks the sending direction ([ErrBroken]), since the
+// peer has already read part of it. Close wakes blocked receivers and
+// senders, which return [ErrClosed].
+//
+// A receive that has to wait first blocks in poll(2) on its own thread for
+// up to 50 ms (this wakes as fast as a blocking read; the runtime's
+// netpoller costs several microseconds per message), then parks in the
+// netpoller. Close and cancellation wake it in either phase.
+//
+// # Platform
+//
+// The package targets Linux (pipes, unix sockets, eventfd, SCM_RIGHTS,
+// abstract socket names).
+package ipc
