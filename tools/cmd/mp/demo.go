@@ -147,4 +147,3 @@ func roundTrip(ctx context.Context, c *ipc.Conn, msg []byte) ([]byte, error) {
 	}
 	return c.RecvBytes(ctx)
 }
-
