@@ -11,9 +11,13 @@ import (
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/manager"
+	"github.com/multiproc/multiproc/process"
 )
 
-func TestMain(m *testing.M) { mptest.Main(m) }
+func TestMain(m *testing.M) {
+	process.Init()
+	mptest.Main(m)
+}
 
 // testServer is a server listening on a unix socket in a temporary
 // directory, with a client connected to it.

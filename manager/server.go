@@ -413,7 +413,27 @@ func (sc *sconn) close() {
 	s := sc.s
 	sc.cancel()
 	sc.c.Close()
+	sc.release()
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+}
+
+// release waits for the connection's blocking calls (already cancelled),
+// drops its references and then releases the locks it held, in that
+// order: a client that acquires such a lock afterwards sees the dead
+// client's references gone.
+func (sc *sconn) release() {
+	s := sc.s
 	sc.calls.Wait()
+	s.mu.Lock()
+	var dead []*entry
+	for id, n := range sc.refs {
+		dead = s.decrefLocked(id, n, dead)
+	}
+	sc.refs = map[uint64]int64{}
+	s.mu.Unlock()
+	s.freeEntries(dead)
 	sc.mu.Lock()
 	held := make([]*lockCore, 0, len(sc.held))
 	for l := range sc.held {
@@ -423,15 +443,6 @@ func (sc *sconn) close() {
 	for _, l := range held {
 		l.connDied(sc)
 	}
-	s.mu.Lock()
-	delete(s.conns, sc)
-	var dead []*entry
-	for id, n := range sc.refs {
-		dead = s.decrefLocked(id, n, dead)
-	}
-	sc.refs = map[uint64]int64{}
-	s.mu.Unlock()
-	s.freeEntries(dead)
 }
 
 func (sc *sconn) reply(resp *pb.Response) {

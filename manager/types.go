@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"slices"
@@ -21,7 +20,7 @@ type options struct {
 	maxObjects  int
 	authkey     []byte
 	hasAuthkey  bool
-	initializer func(ctx context.Context) error
+	initializer string
 	network     string
 	address     string
 }
@@ -68,12 +67,6 @@ func WithAuthkey(key []byte) Option {
 		o.authkey = append([]byte(nil), key...)
 		o.hasAuthkey = true
 	}
-}
-
-// WithInitializer sets a function the server process runs before it
-// serves (CPython's start(initializer)). An error aborts the start.
-func WithInitializer(fn func(ctx context.Context) error) Option {
-	return func(o *options) { o.initializer = fn }
 }
 
 // WithAddress sets where Start's server listens: network "unix" (the

@@ -1244,6 +1244,154 @@ func (x *HandleDesc) GetTypeid() string {
 	return ""
 }
 
+// StartConfig is what Start sends to the server process it spawns.
+type StartConfig struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Network string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Authkey []byte                 `protobuf:"bytes,3,opt,name=authkey,proto3" json:"authkey,omitempty"`
+	// initializer names a function registered with RegisterInitializer.
+	Initializer   string `protobuf:"bytes,4,opt,name=initializer,proto3" json:"initializer,omitempty"`
+	MaxFrame      int64  `protobuf:"varint,5,opt,name=max_frame,json=maxFrame,proto3" json:"max_frame,omitempty"`
+	MaxObjects    int64  `protobuf:"varint,6,opt,name=max_objects,json=maxObjects,proto3" json:"max_objects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartConfig) Reset() {
+	*x = StartConfig{}
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartConfig) ProtoMessage() {}
+
+func (x *StartConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartConfig.ProtoReflect.Descriptor instead.
+func (*StartConfig) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StartConfig) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *StartConfig) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *StartConfig) GetAuthkey() []byte {
+	if x != nil {
+		return x.Authkey
+	}
+	return nil
+}
+
+func (x *StartConfig) GetInitializer() string {
+	if x != nil {
+		return x.Initializer
+	}
+	return ""
+}
+
+func (x *StartConfig) GetMaxFrame() int64 {
+	if x != nil {
+		return x.MaxFrame
+	}
+	return 0
+}
+
+func (x *StartConfig) GetMaxObjects() int64 {
+	if x != nil {
+		return x.MaxObjects
+	}
+	return 0
+}
+
+// StartReply is the server process's answer: where it listens, or why it
+// could not start.
+type StartReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartReply) Reset() {
+	*x = StartReply{}
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartReply) ProtoMessage() {}
+
+func (x *StartReply) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartReply.ProtoReflect.Descriptor instead.
+func (*StartReply) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StartReply) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *StartReply) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *StartReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_manager_v1_manager_proto protoreflect.FileDescriptor
 
 const file_manager_v1_manager_proto_rawDesc = "" +
@@ -1318,7 +1466,20 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
 	"\aauthkey\x18\x03 \x01(\fR\aauthkey\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\x04R\x02id\x12\x16\n" +
-	"\x06typeid\x18\x05 \x01(\tR\x06typeidB;Z9github.com/multiproc/multiproc/proto/manager/v1;managerv1b\x06proto3"
+	"\x06typeid\x18\x05 \x01(\tR\x06typeid\"\xbb\x01\n" +
+	"\vStartConfig\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
+	"\aauthkey\x18\x03 \x01(\fR\aauthkey\x12 \n" +
+	"\vinitializer\x18\x04 \x01(\tR\vinitializer\x12\x1b\n" +
+	"\tmax_frame\x18\x05 \x01(\x03R\bmaxFrame\x12\x1f\n" +
+	"\vmax_objects\x18\x06 \x01(\x03R\n" +
+	"maxObjects\"V\n" +
+	"\n" +
+	"StartReply\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05errorB;Z9github.com/multiproc/multiproc/proto/manager/v1;managerv1b\x06proto3"
 
 var (
 	file_manager_v1_manager_proto_rawDescOnce sync.Once
@@ -1332,7 +1493,7 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 	return file_manager_v1_manager_proto_rawDescData
 }
 
-var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(*Value)(nil),          // 0: multiproc.manager.v1.Value
 	(*List)(nil),           // 1: multiproc.manager.v1.List
@@ -1352,7 +1513,9 @@ var file_manager_v1_manager_proto_goTypes = []any{
 	(*Ping)(nil),           // 15: multiproc.manager.v1.Ping
 	(*Response)(nil),       // 16: multiproc.manager.v1.Response
 	(*HandleDesc)(nil),     // 17: multiproc.manager.v1.HandleDesc
-	(*v1.RemoteError)(nil), // 18: multiproc.common.v1.RemoteError
+	(*StartConfig)(nil),    // 18: multiproc.manager.v1.StartConfig
+	(*StartReply)(nil),     // 19: multiproc.manager.v1.StartReply
+	(*v1.RemoteError)(nil), // 20: multiproc.common.v1.RemoteError
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
 	1,  // 0: multiproc.manager.v1.Value.list:type_name -> multiproc.manager.v1.List
@@ -1375,7 +1538,7 @@ var file_manager_v1_manager_proto_depIdxs = []int32{
 	0,  // 17: multiproc.manager.v1.Call.args:type_name -> multiproc.manager.v1.Value
 	9,  // 18: multiproc.manager.v1.RefOps.ops:type_name -> multiproc.manager.v1.RefOp
 	0,  // 19: multiproc.manager.v1.Response.value:type_name -> multiproc.manager.v1.Value
-	18, // 20: multiproc.manager.v1.Response.error:type_name -> multiproc.common.v1.RemoteError
+	20, // 20: multiproc.manager.v1.Response.error:type_name -> multiproc.common.v1.RemoteError
 	21, // [21:21] is the sub-list for method output_type
 	21, // [21:21] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
@@ -1417,7 +1580,7 @@ func file_manager_v1_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

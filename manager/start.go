@@ -1,0 +1,241 @@
+package manager
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
+	pb "github.com/multiproc/multiproc/proto/manager/v1"
+)
+
+// serverFunc is the server process that Start spawns.
+var serverFunc = process.Register("multiproc.manager.server", runServerProcess)
+
+var initializers struct {
+	sync.RWMutex
+	m map[string]func(ctx context.Context) error
+}
+
+// RegisterInitializer registers a function that a server process started
+// by Start runs before it serves, when Start is given WithInitializer(name)
+// (CPython's start(initializer)). Register at package level, so that the
+// server process (the same binary, re-executed) has it too. It panics if
+// name is taken, and returns name.
+func RegisterInitializer(name string, fn func(ctx context.Context) error) string {
+	initializers.Lock()
+	defer initializers.Unlock()
+	if initializers.m == nil {
+		initializers.m = map[string]func(context.Context) error{}
+	}
+	if _, dup := initializers.m[name]; dup || name == "" || fn == nil {
+		panic(fmt.Sprintf("manager: RegisterInitializer(%q): empty, nil or already registered", name))
+	}
+	initializers.m[name] = fn
+	return name
+}
+
+// WithInitializer makes Start's server process run the initializer
+// registered under name before it serves. An error from it, or an unknown
+// name, makes Start fail.
+func WithInitializer(name string) Option {
+	return func(o *options) { o.initializer = name }
+}
+
+// Manager is a server process started by Start with a Client connected to
+// it (CPython's SyncManager after start()). The embedded Client's methods
+// create and reach shared objects; proxies made through it can be passed
+// to other processes.
+type Manager struct {
+	*Client
+	proc *process.Process
+
+	mu       sync.Mutex
+	shutdown bool
+	err      error
+}
+
+// Start spawns a manager server process (through the process package, so
+// the program must call process.Init first in main) and connects to it.
+// By default the server listens on a unix socket in a private temporary
+// directory with a fresh random authkey; WithAddress and WithAuthkey
+// choose others (e.g. "tcp", "127.0.0.1:0" for remote clients).
+//
+// The server process is a daemon: it dies with this process, however this
+// process ends. Shutdown (or Close) stops it.
+func Start(ctx context.Context, opts ...Option) (*Manager, error) {
+	o := defaultOptions()
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.network == "" {
+		o.network = "unix"
+	}
+	if !o.hasAuthkey {
+		o.authkey = make([]byte, 32)
+		rand.Read(o.authkey)
+	}
+	cfg, err := proto.Marshal(&pb.StartConfig{Network: o.network, Address: o.address, Authkey: o.authkey,
+		Initializer: o.initializer, MaxFrame: o.maxFrame, MaxObjects: int64(o.maxObjects)})
+	if err != nil {
+		return nil, err
+	}
+	mine, theirs, err := ipc.Pipe(true)
+	if err != nil {
+		return nil, err
+	}
+	defer mine.Close()
+	p := &process.Process{Func: serverFunc, Args: []any{theirs, cfg}, Daemon: true, Name: "Manager",
+		Logger: o.log, TermGrace: -1}
+	err = p.Start(ctx)
+	theirs.Close()
+	if err != nil {
+		return nil, fmt.Errorf("manager: start server process: %w", err)
+	}
+	fail := func(err error) (*Manager, error) {
+		p.Kill()
+		p.Wait()
+		return nil, err
+	}
+	b, err := mine.RecvBytes(ctx)
+	if err != nil {
+		if jerr := p.Join(context.Background()); jerr != nil {
+			err = jerr
+		}
+		p.Close()
+		return nil, fmt.Errorf("manager: server process did not start: %w", err)
+	}
+	reply := new(pb.StartReply)
+	if err := proto.Unmarshal(b, reply); err != nil {
+		return fail(fmt.Errorf("manager: bad reply from the server process: %w", err))
+	}
+	if reply.Error != "" {
+		return fail(fmt.Errorf("manager: server process: %s", reply.Error))
+	}
+	c, err := Connect(ctx, reply.Network, reply.Address, WithAuthkey(o.authkey), WithMaxFrame(o.maxFrame))
+	if err != nil {
+		return fail(err)
+	}
+	return &Manager{Client: c, proc: p}, nil
+}
+
+// Pid returns the server process's pid.
+func (m *Manager) Pid() int { return m.proc.Pid() }
+
+// Process returns the server process.
+func (m *Manager) Process() *process.Process { return m.proc }
+
+// Shutdown asks the server to stop and waits for its process to exit,
+// until ctx ends; then it terminates it and, past a grace of one second,
+// kills it (CPython's shutdown with shutdown_timeout). It returns nil when
+// the server exited cleanly or by SIGTERM. Shutdown is idempotent: later
+// calls return the first result.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shutdown {
+		return m.err
+	}
+	m.shutdown = true
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	m.Client.Shutdown(sctx) // the server may be gone already
+	cancel()
+	m.Client.Close()
+	err := m.proc.Join(ctx)
+	if err != nil && ctx.Err() != nil {
+		m.proc.Terminate()
+		gctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = m.proc.Join(gctx)
+		cancel()
+		if err != nil && gctx.Err() != nil {
+			m.proc.Kill()
+			err = m.proc.Join(context.Background())
+		}
+	}
+	m.proc.Close()
+	var ee *process.ExitError
+	if errors.As(err, &ee) {
+		if code, _ := m.proc.ExitCode(); code == -15 {
+			err = nil
+		}
+	}
+	m.err = err
+	return err
+}
+
+// Close is Shutdown with a one-second bound on the clean exit.
+func (m *Manager) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return m.Shutdown(ctx)
+}
+
+// runServerProcess is the body of the server process: listen, report the
+// address, serve until Shutdown or until the parent goes away.
+func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
+	signal.Ignore(os.Interrupt) // like CPython's manager server: ^C is for the parent
+	defer conn.Close()
+	reply := func(r *pb.StartReply) error {
+		b, _ := proto.Marshal(r)
+		return conn.SendBytes(ctx, b)
+	}
+	cfg := new(pb.StartConfig)
+	if err := proto.Unmarshal(cfgBytes, cfg); err != nil {
+		reply(&pb.StartReply{Error: "bad configuration: " + err.Error()})
+		return err
+	}
+	address := cfg.Address
+	if cfg.Network == "unix" && address == "" {
+		dir, err := os.MkdirTemp("", "multiproc-manager-")
+		if err != nil {
+			reply(&pb.StartReply{Error: err.Error()})
+			return err
+		}
+		defer os.RemoveAll(dir)
+		address = filepath.Join(dir, "manager.sock")
+	}
+	opts := []Option{WithAuthkey(cfg.Authkey), WithMaxFrame(cfg.MaxFrame), WithMaxObjects(int(cfg.MaxObjects))}
+	if cfg.Initializer != "" {
+		initializers.RLock()
+		fn := initializers.m[cfg.Initializer]
+		initializers.RUnlock()
+		if fn == nil {
+			err := fmt.Errorf("no initializer registered as %q", cfg.Initializer)
+			reply(&pb.StartReply{Error: err.Error()})
+			return err
+		}
+		if err := fn(ctx); err != nil {
+			reply(&pb.StartReply{Error: "initializer: " + err.Error()})
+			return err
+		}
+	}
+	l, err := Listen(cfg.Network, address, opts...)
+	if err != nil {
+		reply(&pb.StartReply{Error: err.Error()})
+		return err
+	}
+	srv := NewServer(opts...)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), l) }()
+	if err := reply(&pb.StartReply{Network: cfg.Network, Address: l.Addr().String()}); err != nil {
+		srv.Close()
+		<-served
+		return err
+	}
+	select {
+	case <-srv.Done():
+	case <-ctx.Done(): // the parent died, or terminated us
+	}
+	srv.Close()
+	<-served
+	return nil
+}
