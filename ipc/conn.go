@@ -869,6 +869,10 @@ func (c *Conn) kickFD() int {
 	return fd
 }
 
+// testHookParked, when set by a test, is called when a receiver leaves
+// poll(2) for the netpoller.
+var testHookParked atomic.Pointer[func()]
+
 type pollResult int
 
 const (
@@ -923,6 +927,9 @@ func (c *Conn) doRead(fd uintptr) bool {
 				return true
 			case pollTimeout:
 				op.phase = false
+				if h := testHookParked.Load(); h != nil {
+					(*h)()
+				}
 			}
 		}
 		if c.socket {

@@ -438,3 +438,49 @@ func TestRecvBytesIntoReuse(t *testing.T) {
 		}
 	}
 }
+
+// After the blocking phase a receiver parks in the netpoller: cancellation
+// and Close still wake it, and nothing is lost.
+func TestCancelAndCloseAfterBlockingPhase(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			parked := make(chan struct{}, 4)
+			hook := func() { parked <- struct{}{} }
+			testHookParked.Store(&hook)
+			defer testHookParked.Store(nil)
+			a, b := mustPipe(t, true, tr.opts...)
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { _, err := b.RecvBytes(ctx); errc <- err }()
+			<-parked
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled parked receive: %v", err)
+			}
+			a.SendBytes(context.Background(), []byte("still here"))
+			if got, err := b.RecvBytes(context.Background()); err != nil || string(got) != "still here" {
+				t.Fatalf("%q %v", got, err)
+			}
+			// A parked receiver gets data.
+			go func() {
+				got, err := b.RecvBytes(context.Background())
+				if err == nil && string(got) != "late" {
+					err = errors.New("got " + string(got))
+				}
+				errc <- err
+			}()
+			<-parked
+			a.SendBytes(context.Background(), []byte("late"))
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			// Close wakes a parked receiver.
+			go func() { _, err := b.RecvBytes(context.Background()); errc <- err }()
+			<-parked
+			b.Close()
+			if err := <-errc; !errors.Is(err, ErrClosed) {
+				t.Fatalf("Close of a parked receiver: %v", err)
+			}
+		})
+	}
+}
