@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm
 
 import (
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/multiproc/multiproc/internal/mptest"
 )
 
@@ -379,6 +382,29 @@ func FuzzShareableList(f *testing.F) {
 			l.get(i)
 			if i >= 0 && i < l.n {
 				l.format(i)
+			}
+		}
+		// Whatever decodes re-encodes (with byte-sized slots, since a
+		// foreign writer may have used them) and decodes to the same items.
+		if items, err := (&ShareableList{l: l}).Items(); err == nil {
+			size, write, err := encodeList(items, true)
+			if err != nil {
+				t.Fatalf("decoded items %v do not encode: %v", items, err)
+			}
+			l2 := write(make([]byte, size))
+			again, err := (&ShareableList{l: l2}).Items()
+			// A foreign "s" item with code 0 reads as raw bytes, NULs
+			// included, which then read back stripped, as bytes.
+			for i, it := range items {
+				if b, ok := it.([]byte); ok {
+					items[i] = bytes.TrimRight(b, "\x00")
+				}
+			}
+			if err != nil || !cmp.Equal(items, again, cmpopts.EquateNaNs(), cmpopts.EquateEmpty()) {
+				t.Fatalf("round trip: %v -> %v, %v", items, again, err)
+			}
+			if p, err := parseList(l2.buf); err != nil || !cmp.Equal(p.offs, l2.offs) || p.fmts != l2.fmts || p.codes != l2.codes {
+				t.Fatalf("encoder and decoder disagree on the layout: %v", err)
 			}
 		}
 		for i := 0; i < l.n && i < 16; i++ {
