@@ -28,6 +28,10 @@ func Self() ID {
 	if v := self.Load(); v != 0 {
 		return ID(v)
 	}
+	return selfSlow()
+}
+
+func selfSlow() ID {
 	pid := os.Getpid()
 	st, _, ok := procStat(pid)
 	if !ok {
