@@ -129,9 +129,12 @@ func parseList(buf []byte) (*listLayout, error) {
 	return l, nil
 }
 
-// format returns item i's format string without its NUL padding.
-func (l *listLayout) format(i int) []byte {
-	return bytes.TrimRight(l.buf[l.fmts+8*i:l.fmts+8*i+8], "\x00")
+// format returns a copy of item i's format string without its NUL
+// padding. Working on a copy matters: another process may rewrite the
+// format while it is being interpreted.
+func (l *listLayout) format(i int, dst *[8]byte) []byte {
+	copy(dst[:], l.buf[l.fmts+8*i:l.fmts+8*i+8])
+	return bytes.TrimRight(dst[:], "\x00")
 }
 
 // strWidth parses a "<n>s" format.
@@ -154,8 +157,8 @@ func (l *listLayout) check(i int) error {
 }
 
 // raw returns item i's bytes as its format describes them.
-func (l *listLayout) raw(i int) (f []byte, b []byte, err error) {
-	f = l.format(i)
+func (l *listLayout) raw(i int, fbuf *[8]byte) (f []byte, b []byte, err error) {
+	f = l.format(i, fbuf)
 	off := l.data + l.offs[i]
 	w := 8
 	switch string(f) {
@@ -176,7 +179,8 @@ func (l *listLayout) get(i int) (any, error) {
 	if err := l.check(i); err != nil {
 		return nil, err
 	}
-	f, b, err := l.raw(i)
+	var fbuf [8]byte
+	f, b, err := l.raw(i, &fbuf)
 	if err != nil {
 		return nil, err
 	}
@@ -201,9 +205,9 @@ func (l *listLayout) get(i int) (any, error) {
 		if !isStr {
 			return nil, fmt.Errorf("%w: item %d has code %d but format %q", ErrCorrupt, i, code, f)
 		}
-		b = bytes.TrimRight(b, "\x00")
+		b = bytes.TrimRight(bytes.Clone(b), "\x00") // a copy: the shared bytes may change
 		if code == codeBytes {
-			return bytes.Clone(b), nil
+			return b, nil
 		}
 		if !utf8.Valid(b) {
 			return nil, fmt.Errorf("%w: item %d is not valid UTF-8", ErrCorrupt, i)
@@ -320,7 +324,8 @@ func (l *listLayout) set(i int, v any) error {
 	// CPython keeps the format of a slot that already holds a str/bytes
 	// and writes as many bytes as it says; else the format becomes the
 	// capacity.
-	w, ok := strWidth(l.format(i))
+	var fbuf [8]byte
+	w, ok := strWidth(l.format(i, &fbuf))
 	if !ok || w > capacity {
 		w = capacity
 		putFormat(l.buf[fpos:], strconv.Itoa(capacity)+"s")
@@ -514,7 +519,8 @@ func (s *ShareableList) Raw(i int) ([]byte, error) {
 	if err := s.l.check(i); err != nil {
 		return nil, err
 	}
-	_, b, err := s.l.raw(i)
+	var fbuf [8]byte
+	_, b, err := s.l.raw(i, &fbuf)
 	return bytes.Clone(b), err
 }
 
@@ -526,7 +532,8 @@ func (s *ShareableList) Format() string {
 	}
 	var b []byte
 	for i := range s.l.n {
-		b = append(b, s.l.format(i)...)
+		var fbuf [8]byte
+		b = append(b, s.l.format(i, &fbuf)...)
 	}
 	return string(b)
 }

@@ -381,7 +381,8 @@ func FuzzShareableList(f *testing.F) {
 		for i := -1; i <= l.n && i < 64; i++ {
 			l.get(i)
 			if i >= 0 && i < l.n {
-				l.format(i)
+				var fb [8]byte
+				l.format(i, &fb)
 			}
 		}
 		// Whatever decodes re-encodes (with byte-sized slots, since a
