@@ -86,3 +86,5 @@ func ctxT(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func mptestFDs(t *testing.T) { mptest.CheckFDs(t) }
