@@ -362,32 +362,43 @@ func slotOf(it *item, i int, byteSlots bool) (int, error) {
 
 // encodeList computes the layout of items: the segment size, and a
 // function writing the list into a zeroed buffer of that size and
-// returning its layout. It does not keep items: they are converted again
-// while writing, which allocates nothing.
-func encodeList(items []any, byteSlots bool) (int, func([]byte) *listLayout, error) {
+// returning its layout, or an error for an item that cannot be stored. It
+// does not keep items: the first pass only sizes the string slots.
+func encodeList(items []any, byteSlots bool) (int, func([]byte) (*listLayout, error)) {
 	n := len(items)
 	k := 0
-	var it item
-	for i, v := range items {
-		if err := toItem(&it, v); err != nil {
-			return 0, nil, fmt.Errorf("%w (item %d)", err, i)
+	for _, v := range items {
+		count := -1
+		switch x := v.(type) {
+		case string:
+			count = len(x)
+			if !byteSlots {
+				count = utf8.RuneCountInString(x)
+			}
+		case []byte:
+			count = len(x)
 		}
-		slot, err := slotOf(&it, i, byteSlots)
-		if err != nil {
-			return 0, nil, err
+		if count < 0 {
+			k += 8
+		} else {
+			k += 8 * (count/8 + 1)
 		}
-		k += slot
 	}
 	data := 8 * (n + 2)
 	size := data + k + 9*n
-	write := func(buf []byte) *listLayout {
+	write := func(buf []byte) (*listLayout, error) {
 		l := &listLayout{buf: buf, n: n, offs: make([]int, n+1), data: data, fmts: data + k, codes: data + k + 8*n}
 		native.PutUint64(buf, uint64(n))
 		off := 0
 		var it item
 		for i, v := range items {
-			toItem(&it, v)
-			slot, _ := slotOf(&it, i, byteSlots)
+			if err := toItem(&it, v); err != nil {
+				return nil, fmt.Errorf("%w (item %d)", err, i)
+			}
+			slot, err := slotOf(&it, i, byteSlots)
+			if err != nil {
+				return nil, err
+			}
 			l.offs[i] = off
 			native.PutUint64(buf[8+8*i:], uint64(off))
 			f := buf[l.fmts+8*i : l.fmts+8*i+8]
@@ -418,9 +429,9 @@ func encodeList(items []any, byteSlots bool) (int, func([]byte) *listLayout, err
 		}
 		l.offs[n] = off
 		native.PutUint64(buf[8+8*n:], uint64(off))
-		return l
+		return l, nil
 	}
-	return size, write, nil
+	return size, write
 }
 
 var listBufs = sync.Pool{New: func() any { return new([]byte) }}
@@ -435,10 +446,7 @@ func NewShareableList(name string, items []any, opts ...Option) (*ShareableList,
 	for _, opt := range opts {
 		opt(&o)
 	}
-	size, write, err := encodeList(items, o.byteSlots)
-	if err != nil {
-		return nil, err
-	}
+	size, write := encodeList(items, o.byteSlots)
 	// Encode into ordinary memory and write it into the new file: much
 	// cheaper than faulting in each fresh page of the mapping.
 	bp := listBufs.Get().(*[]byte)
@@ -447,7 +455,11 @@ func NewShareableList(name string, items []any, opts ...Option) (*ShareableList,
 	}
 	buf := (*bp)[:size]
 	clear(buf)
-	l := write(buf)
+	l, err := write(buf)
+	if err != nil {
+		listBufs.Put(bp)
+		return nil, err
+	}
 	seg, err := create(name, size, buf, opts)
 	listBufs.Put(bp)
 	if err != nil {

@@ -322,6 +322,11 @@ func TestShareableListSlotSizing(t *testing.T) {
 	if _, err := NewShareableList(testName(t), []any{"ééééé"}); !errors.Is(err, ErrItemTooLarge) {
 		t.Fatalf("NewShareableList(ééééé) = %v, want ErrItemTooLarge", err)
 	}
+	for _, bad := range [][]any{{"ok", struct{}{}}, {"\xff"}, {make([]byte, maxSlot)}, {uint64(math.MaxUint64)}} {
+		if _, err := NewShareableList(testName(t), bad); err == nil {
+			t.Errorf("NewShareableList(%.20v) accepted", bad)
+		}
+	}
 	// 'encodés' is 7 characters and 8 bytes: slot 8, fits.
 	l, err := NewShareableList(testName(t), []any{"encodés"})
 	if err != nil {
@@ -356,14 +361,13 @@ sl.shm.close()
 // panic or touch memory outside the buffer, and whatever parses must stay
 // consistent when written to.
 func FuzzShareableList(f *testing.F) {
-	size, write, err := encodeList(refItems, false)
-	if err != nil {
+	size, write := encodeList(refItems, false)
+	ref := make([]byte, size)
+	if _, err := write(ref); err != nil {
 		f.Fatal(err)
 	}
-	ref := make([]byte, size)
-	write(ref)
 	f.Add(ref)
-	size, write, _ = encodeList([]any{"ééé", nil, 1.5, []byte("xxxxxxxxxxxxxxxxx")}, true)
+	size, write = encodeList([]any{"ééé", nil, 1.5, []byte("xxxxxxxxxxxxxxxxx")}, true)
 	b := make([]byte, size)
 	write(b)
 	f.Add(b)
@@ -388,11 +392,11 @@ func FuzzShareableList(f *testing.F) {
 		// Whatever decodes re-encodes (with byte-sized slots, since a
 		// foreign writer may have used them) and decodes to the same items.
 		if items, err := (&ShareableList{l: l}).Items(); err == nil {
-			size, write, err := encodeList(items, true)
+			size, write := encodeList(items, true)
+			l2, err := write(make([]byte, size))
 			if err != nil {
 				t.Fatalf("decoded items %v do not encode: %v", items, err)
 			}
-			l2 := write(make([]byte, size))
 			again, err := (&ShareableList{l: l2}).Items()
 			// A foreign "s" item with code 0 reads as raw bytes, NULs
 			// included, which then read back stripped, as bytes.
