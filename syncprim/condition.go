@@ -36,7 +36,7 @@ type lockCond struct{ l *Lock }
 func (l *Lock) condLock() condLocker { return lockCond{l} }
 
 func (c lockCond) held() bool {
-	m := c.l.m.Load()
+	m := c.l.m
 	return m != nil && m.heldByMe()
 }
 func (c lockCond) releaseAll() (uint32, error) { return 1, c.l.Release() }

@@ -48,7 +48,8 @@ const LockSize = align
 // concurrent use by goroutines and processes; Close is not concurrent with
 // anything else.
 type Lock struct {
-	m    atomic.Pointer[lockMem]
+	m    *lockMem // nil once closed
+	me   uint64   // futex.Self() of this process: a handle never changes process
 	reg  *region
 	spin futex.Spinner
 }
@@ -65,7 +66,7 @@ func NewLock(opts ...Option) (*Lock, error) {
 	}
 	r.publish(kindLock)
 	l := &Lock{reg: r}
-	l.m.Store((*lockMem)(r.p))
+	l.m, l.me = (*lockMem)(r.p), uint64(futex.Self())
 	return l, nil
 }
 
@@ -74,11 +75,15 @@ func NewLock(opts ...Option) (*Lock, error) {
 // previous holder died holding it; or ctx's error with the lock's state
 // unchanged. An available lock is taken even when ctx is already done.
 func (l *Lock) Acquire(ctx context.Context) error {
-	m := l.m.Load()
-	if m != nil && atomic.CompareAndSwapUint64(&m.owner, 0, uint64(futex.Self())) {
+	if m := l.m; m != nil && atomic.CompareAndSwapUint64(&m.owner, 0, l.me) {
 		raceAcquire(unsafe.Pointer(m))
 		return nil
 	}
+	return acquireSlow(l, ctx)
+}
+
+func acquireSlow(l *Lock, ctx context.Context) error {
+	m := l.m
 	if m == nil {
 		return ErrClosed
 	}
@@ -93,7 +98,7 @@ func (l *Lock) Acquire(ctx context.Context) error {
 // (Python's acquire(block=False)). A lock whose holder died is taken too
 // (reported as true with ErrOwnerDead).
 func (l *Lock) TryAcquire() (bool, error) {
-	m := l.m.Load()
+	m := l.m
 	if m == nil {
 		return false, ErrClosed
 	}
@@ -107,14 +112,21 @@ func (l *Lock) TryAcquire() (bool, error) {
 // Release releases the lock. It returns ErrNotHeld when the calling process
 // does not hold it. Release never blocks.
 func (l *Lock) Release() error {
-	m := l.m.Load()
+	if m := l.m; m != nil {
+		raceRelease(unsafe.Pointer(m))
+		if atomic.CompareAndSwapUint64(&m.owner, l.me, 0) {
+			return nil
+		}
+	}
+	return l.releaseSlow()
+}
+
+func (l *Lock) releaseSlow() error {
+	m := l.m
 	if m == nil {
 		return ErrClosed
 	}
 	raceRelease(unsafe.Pointer(m))
-	if atomic.CompareAndSwapUint64(&m.owner, uint64(futex.Self()), 0) {
-		return nil
-	}
 	return m.unlockSlow()
 }
 
@@ -139,14 +151,14 @@ func (l *Lock) Unlock() {
 
 // Locked reports whether some process holds the lock (a snapshot).
 func (l *Lock) Locked() bool {
-	m := l.m.Load()
+	m := l.m
 	return m != nil && atomic.LoadUint64(&m.owner) != 0
 }
 
 // Owner returns the pid of the process holding the lock, or 0 (a snapshot,
 // for diagnostics).
 func (l *Lock) Owner() int {
-	m := l.m.Load()
+	m := l.m
 	if m == nil {
 		return 0
 	}
@@ -161,16 +173,17 @@ func (l *Lock) Owner() int {
 // ErrClosed. Close is idempotent and must not run concurrently with other
 // methods.
 func (l *Lock) Close() error {
-	if l.m.Swap(nil) == nil {
+	if l.m == nil {
 		return nil
 	}
+	l.m = nil
 	return l.reg.close()
 }
 
 // MultiprocHandle describes the lock so that another process can attach it
 // (MultiprocAttach): the files are duplicates the caller owns and closes.
 func (l *Lock) MultiprocHandle() (files []*os.File, desc []byte, err error) {
-	if l.m.Load() == nil {
+	if l.m == nil {
 		return nil, nil, ErrClosed
 	}
 	return l.reg.handle(kindLock)
@@ -179,7 +192,7 @@ func (l *Lock) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 // MultiprocAttach makes the zero Lock l a handle to the lock MultiprocHandle
 // described in another process. It takes ownership of files.
 func (l *Lock) MultiprocAttach(files []*os.File, desc []byte) error {
-	if l.m.Load() != nil {
+	if l.m != nil {
 		closeFiles(files)
 		return fmt.Errorf("%w: MultiprocAttach on a Lock in use", ErrBadHandle)
 	}
@@ -188,7 +201,7 @@ func (l *Lock) MultiprocAttach(files []*os.File, desc []byte) error {
 		return err
 	}
 	l.reg = r
-	l.m.Store((*lockMem)(r.p))
+	l.m, l.me = (*lockMem)(r.p), uint64(futex.Self())
 	return nil
 }
 
@@ -315,6 +328,6 @@ func OpenLock(seg *shm.Segment, offset int) (*Lock, error) {
 		return nil, err
 	}
 	l := &Lock{reg: r}
-	l.m.Store((*lockMem)(r.p))
+	l.m, l.me = (*lockMem)(r.p), uint64(futex.Self())
 	return l, nil
 }
