@@ -69,6 +69,27 @@
 // Allocation happens in the creating process; a child that receives
 // Blocks maps the arena once, however many Blocks it receives.
 //
+// # Handing shared memory to child processes
+//
+// Segment, Value, Array, ShareableList and Block implement multiproc's
+// handle contract: MultiprocHandle returns duplicates of the file
+// descriptors the object needs (the caller owns and closes them) and a
+// small descriptor, and MultiprocAttach on a zero value in the child maps
+// the same memory from them. The process package does this for every
+// argument of a child; the fd travels, not the name, so a named segment
+// reaches the child even after it was unlinked, and an anonymous one never
+// needs a name at all. Blocks of one arena share a single mapping and fd
+// per process, whatever their number.
+//
+// # Concurrency
+//
+// The methods of Segment, Arena and Block are safe for concurrent use.
+// The shared bytes themselves are not synchronised by this package: use
+// the atomic methods of integer Values, a syncprim lock, or your own
+// protocol. Memory must not be touched after the Close that unmaps it
+// (it faults), so the Close of a Value, Array or ShareableList must not
+// race with its other methods.
+//
 // # Platforms
 //
 // Shared memory is implemented on Linux. On other systems the package
