@@ -1,8 +1,6 @@
 package ipc
 
 import (
-	"bytes"
-	"encoding/gob"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -58,11 +56,11 @@ func (defaultCodec) Marshal(v any) ([]byte, error) {
 		}
 		return b, nil
 	}
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(v); err != nil {
+	b, err := gobMarshal(v)
+	if err != nil {
 		return nil, fmt.Errorf("ipc: encode %T: %w", v, err)
 	}
-	return buf.Bytes(), nil
+	return b, nil
 }
 
 func (defaultCodec) Unmarshal(data []byte, v any) error {
@@ -76,7 +74,7 @@ func (defaultCodec) Unmarshal(data []byte, v any) error {
 		}
 		return nil
 	}
-	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(v); err != nil {
+	if err := gobUnmarshal(data, v); err != nil {
 		return fmt.Errorf("ipc: decode %T: %w", v, err)
 	}
 	return nil

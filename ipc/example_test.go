@@ -90,12 +90,14 @@ func ExampleListen() {
 	fmt.Println(err == io.EOF)
 
 	// A client with the wrong key is refused on both sides.
+	clientErr := make(chan error)
 	go func() {
 		_, err := ipc.Dial(ctx, "unix", l.Addr().String(), ipc.WithAuthkey([]byte("guess")))
-		fmt.Println("client:", err)
+		clientErr <- err
 	}()
 	_, err = l.Accept(ctx)
 	fmt.Println("server:", err)
+	fmt.Println("client:", <-clientErr)
 	// Output:
 	// authenticated hello
 	// true
