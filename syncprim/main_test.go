@@ -4,6 +4,10 @@ import (
 	"testing"
 
 	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/process"
 )
 
-func TestMain(m *testing.M) { mptest.Main(m) }
+func TestMain(m *testing.M) {
+	process.Init() // children started by the examples (process package)
+	mptest.Main(m)
+}
