@@ -204,7 +204,7 @@ func runChild(b []byte, files []*os.File) int {
 			terminate()
 		}
 	}()
-	st.send(&pb.ChildStatus{Started: true})
+	st.write(startedFrame)
 
 	err, rerr := call(ctx, f, args)
 	var ec *exitCodeError
@@ -290,9 +290,9 @@ func parseBootstrap(b []byte, nfiles int) (*pb.Bootstrap, error) {
 	if len(b) > maxBootstrap {
 		return nil, fmt.Errorf("process: bootstrap message of %d bytes is over the limit", len(b))
 	}
-	boot := new(pb.Bootstrap)
-	if err := proto.Unmarshal(b, boot); err != nil {
-		return nil, fmt.Errorf("process: bad bootstrap message: %w", err)
+	boot, err := decodeBootstrap(b)
+	if err != nil {
+		return nil, err
 	}
 	if boot.Function == "" {
 		return nil, errors.New("process: bad bootstrap message: no function")
@@ -461,7 +461,14 @@ func (c *statusConn) send(st *pb.ChildStatus) {
 		return
 	}
 	buf := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(body)), uint32(len(body)))
-	buf = append(buf, body...)
+	c.write(append(buf, body...))
+}
+
+// write writes a whole frame; errors (a parent that is gone) are ignored.
+func (c *statusConn) write(buf []byte) {
+	if c.fd < 0 {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(buf) > 0 {

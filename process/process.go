@@ -189,7 +189,7 @@ func (p *Process) Start(ctx context.Context) (err error) {
 	if grace == 0 {
 		grace = defaultTermGrace
 	}
-	parentStart, _ := procStartTime(os.Getpid())
+	parentStart := myStartTime()
 	boot := &pb.Bootstrap{
 		Function:        p.Func.name,
 		Name:            name,
@@ -291,6 +291,11 @@ func (p *Process) Start(ctx context.Context) (err error) {
 	}
 	return nil
 }
+
+var myStartTime = sync.OnceValue(func() uint64 {
+	t, _ := procStartTime(os.Getpid())
+	return t
+})
 
 func identString(ident []uint32) string {
 	parts := make([]string, len(ident))
