@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -163,7 +165,15 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 			d.SetDeadline(pastDeadline)
 			close(fired)
 		})
-		nc, err = l.l.Accept()
+		for {
+			nc, err = l.l.Accept()
+			// Another Accept's cancellation moves the shared deadline
+			// too: retry unless it was ours.
+			if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() != nil {
+				break
+			}
+			runtime.Gosched()
+		}
 		if !stop() {
 			<-fired
 			d.SetDeadline(time.Time{})
@@ -172,7 +182,13 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 			}
 		}
 	} else {
-		nc, err = l.l.Accept()
+		for {
+			nc, err = l.l.Accept()
+			if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			runtime.Gosched()
+		}
 	}
 	if err != nil {
 		if nc != nil {

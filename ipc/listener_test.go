@@ -317,3 +317,35 @@ func TestListenErrors(t *testing.T) {
 		t.Error("Dial to a missing socket succeeded")
 	}
 }
+
+// Concurrent Accepts: cancelling one leaves the others waiting.
+func TestConcurrentAcceptCancel(t *testing.T) {
+	l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"))
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	res := make(chan error, 2)
+	go func() { _, err := l.Accept(ctx1); res <- err }()
+	got := make(chan *Conn, 1)
+	go func() {
+		c, err := l.Accept(context.Background())
+		if err != nil {
+			res <- err
+			return
+		}
+		got <- c
+	}()
+	cancel1()
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Accept: %v", err)
+	}
+	c, err := Dial(context.Background(), "unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case s := <-got:
+		s.Close()
+	case err := <-res:
+		t.Fatalf("the other Accept failed: %v", err)
+	}
+}
