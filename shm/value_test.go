@@ -306,3 +306,49 @@ func TestNamedValueOpen(t *testing.T) {
 		t.Errorf("handle of a closed value: %v", err)
 	}
 }
+
+// A handle rebuilt as the wrong type is refused, and its files closed.
+func TestValueHandleMismatch(t *testing.T) {
+	checkLeaks(t)
+	v, err := NewValue[int64](1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	files, desc, err := v.MultiprocHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w Value[int32]
+	if err := w.MultiprocAttach(files, desc); !errors.Is(err, ErrBadHandle) {
+		t.Errorf("attach as int32: %v", err)
+	}
+	a, err := NewArray[uint16](3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	files, desc, err = a.MultiprocHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vv Value[uint16] // an Array of 3 is not a Value
+	if err := vv.MultiprocAttach(files, desc); !errors.Is(err, ErrBadHandle) {
+		t.Errorf("attach array as value: %v", err)
+	}
+	files, desc, _ = a.MultiprocHandle()
+	var b Array[uint16]
+	if err := b.MultiprocAttach(files, desc); err != nil || b.Len() != 3 {
+		t.Fatalf("attach array: %v, len %d", err, b.Len())
+	}
+	b.Set(2, 7)
+	b.Close()
+	if a.At(2) != 7 {
+		t.Error("write through the attached array not visible")
+	}
+	var s Value[string]
+	files, desc, _ = v.MultiprocHandle()
+	if err := s.MultiprocAttach(files, desc); !errors.Is(err, ErrUnsupportedType) {
+		t.Errorf("attach as string: %v", err)
+	}
+}
