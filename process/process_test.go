@@ -530,42 +530,46 @@ func TestManyTerminated(t *testing.T) {
 	}
 }
 
-// The sentinel (a pidfd) becomes readable when the child exits.
+var _ ipc.Waitable = process.Sentinel{}
+
+// The sentinel (a pidfd) becomes readable when the child exits; ipc.Wait
+// waits on sentinels and Conns together (_TestProcess.test_sentinel,
+// TestWait).
 func TestSentinel(t *testing.T) {
 	leakChecks(t)
 	p := start(t, fnBlock.Process())
-	readable := func(timeout int) bool {
-		fd, ready, err := p.Sentinel().WaitFD()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ready {
-			return true
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			n, err := unix.Poll(fds, timeout)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n > 0
-		}
+	q := start(t, fnBlock.Process())
+	a, b := pipe(t)
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	if ready, err := ipc.Wait(done, p.Sentinel(), q.Sentinel(), a); len(ready) != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait while running: %v %v", ready, err)
 	}
-	if readable(0) {
-		t.Fatal("sentinel readable while the child runs")
+	q.Terminate()
+	ready, err := ipc.Wait(ctxT(t), p.Sentinel(), q.Sentinel(), a)
+	if err != nil || len(ready) != 1 || ready[0] != q.Sentinel() {
+		t.Fatalf("Wait: %v %v, want q's sentinel", ready, err)
 	}
-	p.Terminate()
-	if !readable(30_000) {
-		t.Fatal("sentinel not readable after the child exited")
-	}
-	if got := exitCode(t, p); got != -15 {
+	if got := exitCode(t, q); got != -15 {
 		t.Fatalf("exit code %d", got)
 	}
-	if _, ready, err := p.Sentinel().WaitFD(); !ready || err != nil {
+	if _, ready, err := q.Sentinel().WaitFD(); !ready || err != nil {
 		t.Fatalf("after reaping: ready %v err %v", ready, err)
+	}
+	b.SendBytes(ctxT(t), []byte("x"))
+	if ready, err := ipc.Wait(ctxT(t), p.Sentinel(), a); err != nil || len(ready) != 1 || ready[0] != ipc.Waitable(a) {
+		t.Fatalf("Wait: %v %v, want the Conn", ready, err)
+	}
+	p.Kill()
+	if ready, err := ipc.Wait(ctxT(t), p.Sentinel()); err != nil || len(ready) != 1 {
+		t.Fatalf("Wait after Kill: %v %v", ready, err)
+	}
+	if got := exitCode(t, p); got != -9 {
+		t.Fatalf("exit code %d", got)
+	}
+	p.Close()
+	if _, err := ipc.Wait(ctxT(t), p.Sentinel()); !errors.Is(err, process.ErrClosed) {
+		t.Fatalf("Wait on a closed process's sentinel: %v", err)
 	}
 }
 

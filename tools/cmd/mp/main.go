@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/multiproc/multiproc/process"
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	process.Init() // mp starts children: in a child, this runs its function and exits
 	root := &cobra.Command{
 		Use:           "mp",
 		Short:         "multiproc: process-based parallelism for Go",
