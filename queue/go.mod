@@ -18,3 +18,14 @@ replace (
 )
 
 // --- end of generated replaces ---
+
+require (
+	github.com/multiproc/multiproc/ipc v0.0.0
+	github.com/multiproc/multiproc/shm v0.0.0
+	github.com/multiproc/multiproc/syncprim v0.0.0
+	go.uber.org/zap v1.28.0
+	golang.org/x/sys v0.50.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require go.uber.org/multierr v1.10.0 // indirect

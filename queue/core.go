@@ -1,0 +1,763 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/multiproc/multiproc/shm"
+	"github.com/multiproc/multiproc/syncprim"
+)
+
+// The shared layout: one anonymous segment holding a 4 KiB header and the
+// data ring. See doc.go ("Design") for the protocol; PROTOCOL notes are in
+// the comments of put, get and the repair functions.
+const (
+	magicWord = 0x5551504d // "MPQU"
+	layoutVer = 1
+	hdrSize   = 4096
+	frameHdr  = 8 // u32 payload length, u8 tag, 3 bytes zero
+
+	offMagic    = 0
+	offVersion  = 4
+	offKind     = 8
+	offMaxSize  = 16
+	offDataSize = 24
+	offMaxItem  = 32
+	offMinCap   = 40
+
+	offLockP = 64  // producers' lock
+	offLockC = 128 // consumers' lock
+
+	// Producer-private line (written under the producers' lock).
+	offTail       = 192
+	offJValidP    = 200
+	offJTail      = 208
+	offJPutSeq    = 216
+	offCachedHead = 224
+
+	// Consumer-private line (written under the consumers' lock).
+	offJValidC   = 256
+	offJHead     = 264
+	offJGetSeq   = 272
+	offCachedPut = 280
+
+	offPutSeq   = 320 // items ever put: published by producers
+	offHead     = 384 // ring position of the oldest frame: published by consumers
+	offGetSeq   = 392 // items ever taken
+	offCapacity = 448 // current ring size (a power of two), under both locks
+
+	offNotEmpty = 512 // futex words: bit 0 "someone may sleep", the rest a sequence
+	offNotFull  = 576
+	offJoin     = 640
+	offDone     = 648 // JoinableQueue: TaskDone calls so far
+)
+
+type kind uint32
+
+const (
+	kindQueue kind = iota + 1
+	kindSimple
+	kindJoinable
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindQueue:
+		return "Queue"
+	case kindSimple:
+		return "SimpleQueue"
+	case kindJoinable:
+		return "JoinableQueue"
+	}
+	return fmt.Sprintf("kind(%d)", uint32(k))
+}
+
+// Frame tags: how the payload was encoded.
+const (
+	tagRaw     = 1 // []byte as is
+	tagProto   = 2 // protobuf wire format
+	tagGob     = 3 // one gob stream
+	tagInt     = 4 // int64, 8 bytes little-endian
+	tagUint    = 5 // uint64
+	tagFloat   = 6 // float64 bits
+	tagComplex = 7 // two float64
+	tagBool    = 8 // one byte in 8
+	tagString  = 9 // the bytes of the string
+	maxTag     = tagString
+)
+
+// core is the untyped queue shared by Queue, SimpleQueue and
+// JoinableQueue: this process's handle to the segment.
+type core struct {
+	seg  *shm.Segment
+	data []byte // the ring area (dataSize bytes)
+	p, c *syncprim.Lock
+	kind kind
+
+	maxsize  uint64
+	dataSize uint64
+	maxItem  int64
+	minCap   uint64
+
+	// Words in shared memory.
+	tail, jValidP, jTail, jPutSeq, cachedHead *uint64
+	jValidC, jHead, jGetSeq, cachedPut        *uint64
+	putSeq, head, getSeq, capacity, done      *uint64
+	notEmpty, notFull, join                   *uint32
+
+	mu     sync.RWMutex // held shared by every operation, exclusively by Close
+	closed atomic.Bool
+	spin   spinner
+	race   raceToken
+	log    *zap.Logger
+}
+
+func (q *core) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&q.seg.Bytes()[off])) }
+func (q *core) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&q.seg.Bytes()[off])) }
+
+func (q *core) bind() {
+	q.data = q.seg.Bytes()[hdrSize:]
+	q.tail, q.jValidP, q.jTail, q.jPutSeq, q.cachedHead = q.u64(offTail), q.u64(offJValidP), q.u64(offJTail), q.u64(offJPutSeq), q.u64(offCachedHead)
+	q.jValidC, q.jHead, q.jGetSeq, q.cachedPut = q.u64(offJValidC), q.u64(offJHead), q.u64(offJGetSeq), q.u64(offCachedPut)
+	q.putSeq, q.head, q.getSeq, q.capacity, q.done = q.u64(offPutSeq), q.u64(offHead), q.u64(offGetSeq), q.u64(offCapacity), q.u64(offDone)
+	q.notEmpty, q.notFull, q.join = q.u32(offNotEmpty), q.u32(offNotFull), q.u32(offJoin)
+}
+
+// newCore creates the segment and its locks.
+func newCore(k kind, o *options) (*core, error) {
+	if !supported {
+		return nil, ErrUnsupported
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	seg, err := shm.New(hdrSize + int(o.dataSize))
+	if err != nil {
+		return nil, fmt.Errorf("queue: create segment: %w", err)
+	}
+	q := &core{seg: seg, kind: k, log: o.log}
+	m := seg.Bytes()
+	binary.LittleEndian.PutUint32(m[offVersion:], layoutVer)
+	binary.LittleEndian.PutUint32(m[offKind:], uint32(k))
+	binary.LittleEndian.PutUint64(m[offMaxSize:], uint64(o.maxsize))
+	binary.LittleEndian.PutUint64(m[offDataSize:], o.dataSize)
+	binary.LittleEndian.PutUint64(m[offMaxItem:], uint64(o.maxItem))
+	binary.LittleEndian.PutUint64(m[offMinCap:], o.minCap)
+	binary.LittleEndian.PutUint64(m[offCapacity:], o.minCap)
+	if q.p, err = syncprim.NewLock(syncprim.InSegment(seg, offLockP)); err == nil {
+		q.c, err = syncprim.NewLock(syncprim.InSegment(seg, offLockC))
+	}
+	if err != nil {
+		q.closeAll()
+		return nil, fmt.Errorf("queue: create locks: %w", err)
+	}
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&m[offMagic])), magicWord)
+	if err := q.load(k); err != nil {
+		q.closeAll()
+		return nil, err
+	}
+	return q, nil
+}
+
+// load reads and checks the header, and binds the shared words.
+func (q *core) load(k kind) error {
+	m := q.seg.Bytes()
+	if len(m) < hdrSize {
+		return fmt.Errorf("%w: segment of %d bytes", ErrBadHandle, len(m))
+	}
+	if atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[offMagic]))) != magicWord ||
+		binary.LittleEndian.Uint32(m[offVersion:]) != layoutVer {
+		return fmt.Errorf("%w: memory does not hold a queue of layout version %d", ErrBadHandle, layoutVer)
+	}
+	if got := kind(binary.LittleEndian.Uint32(m[offKind:])); got != k {
+		return fmt.Errorf("%w: the handle is a %v, not a %v", ErrBadHandle, got, k)
+	}
+	q.kind = k
+	q.maxsize = binary.LittleEndian.Uint64(m[offMaxSize:])
+	q.dataSize = binary.LittleEndian.Uint64(m[offDataSize:])
+	q.maxItem = int64(binary.LittleEndian.Uint64(m[offMaxItem:]))
+	q.minCap = binary.LittleEndian.Uint64(m[offMinCap:])
+	ds := q.dataSize
+	if ds == 0 || ds&(ds-1) != 0 || uint64(len(m)-hdrSize) != ds || q.minCap == 0 || q.minCap > ds ||
+		q.minCap&(q.minCap-1) != 0 || q.maxItem < 0 || uint64(q.maxItem)+frameHdr > ds || q.maxsize > 1<<62 {
+		return fmt.Errorf("%w: inconsistent queue header", ErrBadHandle)
+	}
+	q.bind()
+	if c := atomic.LoadUint64(q.capacity); c < q.minCap || c > ds || c&(c-1) != 0 {
+		return fmt.Errorf("%w: inconsistent queue header", ErrBadHandle)
+	}
+	if q.log == nil {
+		q.log = zap.NewNop()
+	}
+	return nil
+}
+
+func (q *core) closeAll() {
+	if q.p != nil {
+		q.p.Close()
+	}
+	if q.c != nil {
+		q.c.Close()
+	}
+	q.seg.Close()
+}
+
+// handle describes the queue for another process: the segment's fd and
+// descriptor behind a kind byte.
+func (q *core) handle() ([]*os.File, []byte, error) {
+	if !q.enter() {
+		return nil, nil, ErrClosed
+	}
+	defer q.mu.RUnlock()
+	files, sd, err := q.seg.MultiprocHandle()
+	if err != nil {
+		return nil, nil, fmt.Errorf("queue: %w", err)
+	}
+	desc := append([]byte{'Q', byte(q.kind)}, sd...)
+	return files, desc, nil
+}
+
+// attachCore rebuilds a handle from MultiprocHandle's files and descriptor.
+func attachCore(files []*os.File, desc []byte, k kind) (*core, error) {
+	if !supported {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, ErrUnsupported
+	}
+	if len(desc) < 2 || desc[0] != 'Q' || kind(desc[1]) != k {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, fmt.Errorf("%w: descriptor is not a %v", ErrBadHandle, k)
+	}
+	seg := new(shm.Segment)
+	if err := seg.MultiprocAttach(files, desc[2:]); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadHandle, err)
+	}
+	q := &core{seg: seg}
+	if err := q.load(k); err != nil {
+		seg.Close()
+		return nil, err
+	}
+	var err error
+	if q.p, err = syncprim.OpenLock(seg, offLockP); err == nil {
+		q.c, err = syncprim.OpenLock(seg, offLockC)
+	}
+	if err != nil {
+		q.closeAll()
+		return nil, fmt.Errorf("%w: %w", ErrBadHandle, err)
+	}
+	return q, nil
+}
+
+// enter marks an operation in flight; it fails once Close has begun.
+// The caller runs q.mu.RUnlock when done.
+func (q *core) enter() bool {
+	if q == nil {
+		return false
+	}
+	q.mu.RLock()
+	if q.closed.Load() {
+		q.mu.RUnlock()
+		return false
+	}
+	return true
+}
+
+// close releases this process's handle. Operations of other goroutines
+// of this process that are waiting return ErrClosed; Close waits for them.
+func (q *core) close() error {
+	if q == nil || !q.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	for _, w := range []*uint32{q.notEmpty, q.notFull, q.join} {
+		atomic.AddUint32(w, 2)
+		futexWakeAll(w)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var errs []error
+	errs = append(errs, q.p.Close(), q.c.Close(), q.seg.Close())
+	return errors.Join(errs...)
+}
+
+// lock takes l, repairing the queue when its previous holder died.
+func (q *core) lock(ctx context.Context, l *syncprim.Lock, producer bool) error {
+	err := l.Acquire(ctx)
+	if err == syncprim.ErrOwnerDead {
+		if producer {
+			q.repairP()
+		} else {
+			q.repairC()
+		}
+		return nil
+	}
+	return err
+}
+
+// repairP completes or discards the producer commit that a dead process
+// left behind. The journal holds absolute values, so replaying it is
+// idempotent: either the journal was not marked valid (the frame beyond
+// tail is invisible, as if the Put never happened) or it was (the frame
+// was complete before the journal was written, and the Put completes).
+func (q *core) repairP() {
+	if atomic.LoadUint64(q.jValidP) != 0 {
+		atomic.StoreUint64(q.tail, atomic.LoadUint64(q.jTail))
+		q.race.sync()
+		atomic.StoreUint64(q.putSeq, atomic.LoadUint64(q.jPutSeq))
+		atomic.StoreUint64(q.jValidP, 0)
+		q.log.Warn("queue: completed the Put of a process that died holding the producers' lock")
+	} else {
+		q.log.Warn("queue: a process died holding the producers' lock; its unfinished Put was discarded")
+	}
+	// The cached head is only ever behind the real one: still safe.
+	signal(q.notEmpty)
+}
+
+// repairC is repairP for the consumers' side: the Get of the dead process
+// either took its item (journal valid: the item is gone with the process)
+// or did not (the item stays for the next consumer).
+func (q *core) repairC() {
+	if atomic.LoadUint64(q.jValidC) != 0 {
+		q.race.sync()
+		atomic.StoreUint64(q.head, atomic.LoadUint64(q.jHead))
+		atomic.StoreUint64(q.getSeq, atomic.LoadUint64(q.jGetSeq))
+		atomic.StoreUint64(q.jValidC, 0)
+		q.log.Warn("queue: a process died holding the consumers' lock after taking an item; the item is lost")
+	} else {
+		q.log.Warn("queue: a process died holding the consumers' lock; the item it was taking stays queued")
+	}
+	signal(q.notFull)
+}
+
+// Crash points: tests make a child process die at one of them, holding a
+// lock in the middle of a commit, to check the repairs.
+const (
+	crashPutWritten    = iota + 1 // frame copied in, journal not valid
+	crashPutJournaled             // journal valid, nothing published
+	crashTakeCopied               // item copied out, journal not valid
+	crashTakeJournaled            // journal valid, nothing published
+)
+
+// crashAt is the crash point a test selected, 0 for none.
+var crashAt int
+
+func crashPoint(at int) {
+	if crashAt == at {
+		os.Exit(crashExitCode)
+	}
+}
+
+// crashExitCode is the exit code of a process stopped at a crash point.
+const crashExitCode = 77
+
+func pad8(n uint64) uint64 { return (n + 7) &^ 7 }
+
+// length returns the number of items queued, exactly: the difference of
+// two counters read while the second did not move.
+func (q *core) length() uint64 {
+	for {
+		g := atomic.LoadUint64(q.getSeq)
+		p := atomic.LoadUint64(q.putSeq)
+		if atomic.LoadUint64(q.getSeq) == g {
+			return p - g
+		}
+	}
+}
+
+// roomFor reports, without locks, whether a frame of need bytes might fit.
+func (q *core) roomFor(need uint64) bool {
+	if q.maxsize > 0 && q.length() >= q.maxsize {
+		return false
+	}
+	used := atomic.LoadUint64(q.tail) - atomic.LoadUint64(q.head)
+	return used+need <= q.dataSize
+}
+
+// put appends one frame. block selects Put (wait for room) or TryPut.
+func (q *core) put(ctx context.Context, tag uint8, payload []byte, block bool) error {
+	if !q.enter() {
+		return ErrClosed
+	}
+	defer q.mu.RUnlock()
+	n := int64(len(payload))
+	if n > q.maxItem {
+		return &ItemTooLargeError{Size: n, Max: q.maxItem}
+	}
+	need := frameHdr + pad8(uint64(n))
+	for {
+		if err := q.lock(ctx, q.p, true); err != nil {
+			return fmt.Errorf("%w: %w", ErrFull, err)
+		}
+		if q.closed.Load() {
+			q.p.Release()
+			return ErrClosed
+		}
+		if q.reserve(need) {
+			q.writeFrame(tag, payload, need)
+			q.p.Release()
+			signal(q.notEmpty)
+			return nil
+		}
+		q.p.Release()
+		if !block {
+			return ErrFull
+		}
+		if err := q.wait(ctx, q.notFull, func() bool { return q.roomFor(need) }); err != nil {
+			return waitErr(ErrFull, err)
+		}
+	}
+}
+
+// reserve checks, with the producers' lock held, that a frame of need
+// bytes may be appended now, growing the ring when it is too small.
+func (q *core) reserve(need uint64) bool {
+	put := atomic.LoadUint64(q.putSeq)
+	if q.maxsize > 0 && put-atomic.LoadUint64(q.getSeq) >= q.maxsize {
+		return false
+	}
+	tail := atomic.LoadUint64(q.tail)
+	capa := atomic.LoadUint64(q.capacity)
+	if tail-atomic.LoadUint64(q.cachedHead)+need <= capa {
+		return true
+	}
+	h := atomic.LoadUint64(q.head)
+	q.race.sync()
+	atomic.StoreUint64(q.cachedHead, h)
+	if tail-h+need <= capa {
+		return true
+	}
+	if tail-h+need > q.dataSize {
+		return false
+	}
+	q.grow(need)
+	return true
+}
+
+// grow doubles the ring until a frame of need bytes fits, with both
+// locks held (the producers' one by the caller). Positions are
+// monotonic and a byte at position p lives at p mod capacity, so going
+// from c to 2c moves exactly the bytes whose position has bit c set from
+// the lower half to the upper half, which no live byte occupies. The new
+// capacity is published last, in one word: a process dying mid-copy
+// leaves the old, intact layout.
+func (q *core) grow(need uint64) {
+	q.lock(context.Background(), q.c, false)
+	defer q.c.Release()
+	q.race.sync()
+	tail := atomic.LoadUint64(q.tail)
+	h := atomic.LoadUint64(q.head)
+	capa := atomic.LoadUint64(q.capacity)
+	for tail-h+need > capa {
+		for p := h; p < tail; {
+			end := min(tail, (p|(capa-1))+1)
+			if p&capa != 0 {
+				lo, hi := p&(capa-1), (end-1)&(capa-1)+1
+				copy(q.data[lo+capa:hi+capa], q.data[lo:hi])
+			}
+			p = end
+		}
+		capa *= 2
+		atomic.StoreUint64(q.capacity, capa)
+	}
+	q.race.sync()
+}
+
+// shrink returns the ring to its minimum size when the queue is empty and
+// the ring grew large, giving the pages back to the kernel. It takes both
+// locks (producers' first, as everywhere).
+func (q *core) shrink() {
+	if q.lock(context.Background(), q.p, true) != nil {
+		return
+	}
+	defer q.p.Release()
+	q.lock(context.Background(), q.c, false)
+	defer q.c.Release()
+	capa := atomic.LoadUint64(q.capacity)
+	if capa <= 4*q.minCap || atomic.LoadUint64(q.tail) != atomic.LoadUint64(q.head) {
+		return
+	}
+	atomic.StoreUint64(q.capacity, q.minCap)
+	releaseMemory(q.data[q.minCap:capa])
+}
+
+// writeFrame copies the frame in at tail and commits it: journal first
+// (absolute values, then the valid mark), then tail and putSeq (putSeq
+// publishes the item to consumers), then the journal is cleared.
+func (q *core) writeFrame(tag uint8, payload []byte, need uint64) {
+	tail := atomic.LoadUint64(q.tail)
+	capa := atomic.LoadUint64(q.capacity)
+	off := tail & (capa - 1)
+	binary.LittleEndian.PutUint64(q.data[off:], uint64(len(payload))|uint64(tag)<<32)
+	q.copyIn(tail+frameHdr, capa, payload)
+	crashPoint(crashPutWritten)
+	put := atomic.LoadUint64(q.putSeq) + 1
+	atomic.StoreUint64(q.jTail, tail+need)
+	atomic.StoreUint64(q.jPutSeq, put)
+	atomic.StoreUint64(q.jValidP, 1)
+	crashPoint(crashPutJournaled)
+	atomic.StoreUint64(q.tail, tail+need)
+	q.race.sync()
+	atomic.StoreUint64(q.putSeq, put)
+	atomic.StoreUint64(q.jValidP, 0)
+}
+
+func (q *core) copyIn(pos, capa uint64, p []byte) {
+	off := pos & (capa - 1)
+	n := copy(q.data[off:capa], p)
+	if n < len(p) {
+		copy(q.data, p[n:])
+	}
+}
+
+func (q *core) copyOut(pos, capa uint64, p []byte) {
+	off := pos & (capa - 1)
+	n := copy(p, q.data[off:capa])
+	if n < len(p) {
+		copy(p[n:], q.data)
+	}
+}
+
+// frame is one item taken off the ring: payloads of up to 16 bytes are
+// held inline (no allocation), longer ones in big.
+type frame struct {
+	tag   uint8
+	n     int
+	small [16]byte
+	big   []byte
+}
+
+func (f *frame) payload() []byte {
+	if f.big != nil {
+		return f.big
+	}
+	return f.small[:f.n]
+}
+
+var errCorrupt = errors.New("queue: corrupt frame in shared memory")
+
+// get takes the oldest frame. block selects Get (wait for an item) or
+// TryGet.
+func (q *core) get(ctx context.Context, block bool, f *frame) error {
+	if !q.enter() {
+		return ErrClosed
+	}
+	defer q.mu.RUnlock()
+	for {
+		if q.empty() {
+			if !block {
+				return ErrEmpty
+			}
+			if !q.spin.spin(q) {
+				if err := q.wait(ctx, q.notEmpty, func() bool { return !q.empty() }); err != nil {
+					return waitErr(ErrEmpty, err)
+				}
+			}
+			continue
+		}
+		if err := q.lock(ctx, q.c, false); err != nil {
+			return fmt.Errorf("%w: %w", ErrEmpty, err)
+		}
+		if q.closed.Load() {
+			q.c.Release()
+			return ErrClosed
+		}
+		ok, shrink, err := q.take(f)
+		q.c.Release()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		signal(q.notFull)
+		if shrink {
+			q.shrink()
+		}
+		return nil
+	}
+}
+
+// empty reports whether no item is queued (a lock-free snapshot).
+func (q *core) empty() bool {
+	return atomic.LoadUint64(q.putSeq) == atomic.LoadUint64(q.getSeq)
+}
+
+// take reads the frame at head into f and commits, with the consumers'
+// lock held. It reports false when the queue turned out empty.
+func (q *core) take(f *frame) (ok, shrink bool, err error) {
+	g := atomic.LoadUint64(q.getSeq)
+	if atomic.LoadUint64(q.cachedPut) == g {
+		p := atomic.LoadUint64(q.putSeq)
+		if p == g {
+			return false, false, nil
+		}
+		atomic.StoreUint64(q.cachedPut, p)
+	}
+	q.race.sync()
+	h := atomic.LoadUint64(q.head)
+	capa := atomic.LoadUint64(q.capacity)
+	hdr := binary.LittleEndian.Uint64(q.data[h&(capa-1):])
+	n, tag := int64(uint32(hdr)), uint8(hdr>>32)
+	need := frameHdr + pad8(uint64(n))
+	if n > q.maxItem || tag == 0 || tag > maxTag || need > atomic.LoadUint64(q.tail)-h {
+		return false, false, errCorrupt
+	}
+	f.tag, f.n, f.big = tag, int(n), nil
+	if n <= int64(len(f.small)) {
+		q.copyOut(h+frameHdr, capa, f.small[:n])
+	} else {
+		f.big = make([]byte, n)
+		q.copyOut(h+frameHdr, capa, f.big)
+	}
+	crashPoint(crashTakeCopied)
+	atomic.StoreUint64(q.jHead, h+need)
+	atomic.StoreUint64(q.jGetSeq, g+1)
+	atomic.StoreUint64(q.jValidC, 1)
+	crashPoint(crashTakeJournaled)
+	q.race.sync()
+	atomic.StoreUint64(q.head, h+need)
+	atomic.StoreUint64(q.getSeq, g+1)
+	atomic.StoreUint64(q.jValidC, 0)
+	shrink = capa > 4*q.minCap && atomic.LoadUint64(q.cachedPut) == g+1 && atomic.LoadUint64(q.putSeq) == g+1
+	return true, shrink, nil
+}
+
+// Waiting. Each futex word has bit 0 "someone may be asleep" and a
+// sequence number above it. A waiter sets the bit, then re-checks its
+// condition, then sleeps on the value with the bit set. A signaller
+// changes its state first, then clears the bit (bumping the sequence) and
+// wakes everyone if the bit was set. Whichever of the two comes second
+// sees the other's change, so no wake-up is lost; a waiter that died
+// leaves at most one needless wake-up behind (the bit is cleared by it).
+
+// signal wakes the waiters of w, if any may sleep.
+func signal(w *uint32) {
+	for {
+		v := atomic.LoadUint32(w)
+		if v&1 == 0 {
+			return
+		}
+		if atomic.CompareAndSwapUint32(w, v, v+1) {
+			futexWakeAll(w)
+			return
+		}
+	}
+}
+
+// wait sleeps on w until cond holds, the handle is closed (ErrClosed) or
+// ctx ends (ctx's error).
+func (q *core) wait(ctx context.Context, w *uint32, cond func() bool) error {
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		v := atomic.LoadUint32(w)
+		if v&1 == 0 {
+			if !atomic.CompareAndSwapUint32(w, v, v|1) {
+				continue
+			}
+			v |= 1
+		}
+		if q.closed.Load() {
+			return ErrClosed
+		}
+		if cond() {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		timeout := time.Duration(-1)
+		if dl, ok := ctx.Deadline(); ok {
+			if timeout = time.Until(dl); timeout <= 0 {
+				return context.DeadlineExceeded
+			}
+		}
+		if stop == nil && ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() {
+				atomic.AddUint32(w, 2)
+				futexWakeAll(w)
+			})
+			continue
+		}
+		if err := futexWait(w, v, timeout); err != nil {
+			return fmt.Errorf("queue: futex wait: %w", err)
+		}
+	}
+}
+
+// A spinner decides how long a consumer polls for an item before it
+// sleeps: an item that arrives within a few microseconds (a producer
+// running on another CPU) is then taken without two system calls. The
+// budget doubles on success and halves on failure; once spinning stops
+// paying it is off, with a probe every 64 slow paths. It never spins when
+// the process can use only one CPU.
+type spinner struct {
+	budget atomic.Int32
+	skip   atomic.Int32
+}
+
+const (
+	spinMax  = 8192
+	spinMin  = 64
+	spinInit = 1024
+)
+
+var canSpin = runtime.NumCPU() > 1
+
+func (s *spinner) spin(q *core) bool {
+	if !canSpin || runtime.GOMAXPROCS(0) < 2 {
+		return false
+	}
+	b := s.budget.Load()
+	if b == 0 {
+		b = spinInit
+		s.budget.Store(b)
+	}
+	if b < 0 {
+		if s.skip.Add(1)%64 != 0 {
+			return false
+		}
+		b = spinMax
+	}
+	for i := int32(0); i < b; i++ {
+		if !q.empty() || q.closed.Load() {
+			s.budget.Store(min(spinMax, max(spinMin, 2*i+spinMin)))
+			return true
+		}
+		if i&63 == 63 {
+			// Let the producer run if it shares our CPU after all.
+			runtime.Gosched()
+		}
+	}
+	if nb := b / 2; nb >= spinMin {
+		s.budget.Store(nb)
+	} else {
+		s.budget.Store(-1)
+	}
+	return false
+}
+
+// waitErr is the error of a Put or Get whose wait ended: ErrClosed as it
+// is, a context's end as ErrFull or ErrEmpty wrapping the context's error.
+func waitErr(sentinel, err error) error {
+	if err == ErrClosed || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", sentinel, err)
+}
