@@ -3,7 +3,7 @@ package syncprim
 import (
 	"errors"
 
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
+	"github.com/multiproc/multiproc/shm"
 )
 
 var (
@@ -39,7 +39,7 @@ var (
 	// not the expected primitive (wrong kind, size or version).
 	ErrBadHandle = errors.New("syncprim: bad handle")
 
-	// ErrUnsupported is returned on systems without futex(2) (everything
-	// but Linux).
-	ErrUnsupported = futex.ErrUnsupported
+	// ErrUnsupported is matched by the errors of constructors on systems
+	// without futex(2) and shared memory support (everything but Linux).
+	ErrUnsupported = shm.ErrUnsupported
 )

@@ -23,6 +23,7 @@ require (
 	github.com/multiproc/multiproc/internal/mptest v0.0.0
 	github.com/multiproc/multiproc/process v0.0.0
 	github.com/multiproc/multiproc/shm v0.0.0
+	golang.org/x/sys v0.50.0
 )
 
 require (
@@ -31,6 +32,5 @@ require (
 	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
