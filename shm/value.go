@@ -23,14 +23,14 @@ func checkType(root reflect.Type) error {
 		case reflect.Struct:
 			for i := range t.NumField() {
 				f := t.Field(i)
-				p := f.Name
-				if path != "" {
+				var p string
+				switch {
+				case path != "":
 					p = path + "." + f.Name
-				} else {
+				case t.Name() != "":
 					p = t.Name() + "." + f.Name
-					if t.Name() == "" {
-						p = f.Name
-					}
+				default:
+					p = f.Name
 				}
 				if err := walk(f.Type, p); err != nil {
 					return err
