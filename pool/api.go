@@ -1,0 +1,464 @@
+package pool
+
+import (
+	"context"
+	"iter"
+	"sync"
+)
+
+func (t *Task[A, R]) mapOpts(opts []MapOption) mapOptions {
+	var o mapOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// chunks splits in into chunks of cs tasks.
+func (p *Pool) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) {
+	var out []*chunk
+	for i := 0; i < n; i += cs {
+		e := min(i+cs, n)
+		c, err := p.newChunk(j, base+i, j.task.sliceIn(in, i, e), e-i)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Map runs the task on every item of in and returns the results in input
+// order (Python's Pool.map). The default chunksize is
+// ceil(len(in) / (4 × workers)). Map waits for every task, then returns
+// the error of the failed task with the lowest index (no fail-fast, as in
+// Python); the results of the tasks that succeeded are filled in even
+// then. When ctx ends, Map stops dispatching the call's tasks, cancels the
+// running ones (see the package documentation) and returns ctx.Err().
+func (t *Task[A, R]) Map(ctx context.Context, p *Pool, in []A, opts ...MapOption) ([]R, error) {
+	o := t.mapOpts(opts)
+	cs := o.chunksize
+	if cs < 1 {
+		w := 4 * p.o.workers
+		cs = (len(in) + w - 1) / w
+		cs = max(cs, 1)
+	}
+	s := &mapSink[R]{res: make([]R, len(in)), remaining: len(in), done: make(chan struct{}), progress: o.progress, errIdx: -1}
+	j, err := p.newJob(ctx, t.info, s)
+	if err != nil {
+		return nil, err
+	}
+	s.p, s.j = p, j
+	if len(in) == 0 {
+		p.endJob(j, nil)
+		return []R{}, nil
+	}
+	cks, err := p.chunks(j, in, len(in), cs, 0)
+	if err != nil {
+		p.endJob(j, nil)
+		return nil, err
+	}
+	p.submit(cks...)
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		p.endJob(j, ctx.Err())
+		<-s.done
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.aborted != nil {
+		return nil, s.aborted
+	}
+	return s.res, s.err
+}
+
+// Starmap is Map for a task of two arguments (Register2): Python's
+// Pool.starmap.
+func Starmap[A, B, R any](ctx context.Context, p *Pool, t *Task[Args2[A, B], R], in []Args2[A, B], opts ...MapOption) ([]R, error) {
+	return t.Map(ctx, p, in, opts...)
+}
+
+type mapSink[R any] struct {
+	p         *Pool
+	j         *job
+	mu        sync.Mutex
+	res       []R
+	err       error
+	errIdx    int
+	failed    int
+	remaining int
+	finished  bool
+	aborted   error
+	done      chan struct{}
+	progress  func(Progress)
+}
+
+func (s *mapSink[R]) record(idx int, err error) {
+	s.failed++
+	if s.errIdx < 0 || idx < s.errIdx {
+		s.err, s.errIdx = err, idx
+	}
+}
+
+func (s *mapSink[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	if out != nil {
+		copy(s.res[c.start:c.start+c.n], out.([]R))
+	}
+	for _, e := range errs {
+		s.record(c.start+e.idx, e.err)
+	}
+	if all != nil {
+		s.record(c.start, all)
+		s.failed += c.n - 1
+	}
+	s.remaining -= c.n
+	if s.progress != nil {
+		s.progress(Progress{Done: len(s.res) - s.remaining, Failed: s.failed, Total: len(s.res)})
+	}
+	end := s.remaining == 0
+	if end {
+		s.finished = true
+		close(s.done)
+	}
+	s.mu.Unlock()
+	if end {
+		s.p.endJob(s.j, nil)
+	}
+}
+
+func (s *mapSink[R]) abort(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		return
+	}
+	s.finished = true
+	s.aborted = err
+	close(s.done)
+}
+
+// chunkRes is one chunk's outcome in a stream.
+type chunkRes[R any] struct {
+	start, n int
+	out      []R
+	errs     []idxErr
+	all      error
+}
+
+type streamSink[R any] struct {
+	mu       sync.Mutex
+	ordered  bool
+	ready    map[int]*chunkRes[R] // ordered: by start
+	fifo     []*chunkRes[R]       // unordered
+	notify   chan struct{}
+	aborted  error
+	progress func(Progress)
+	done     int
+	failed   int
+	total    int
+}
+
+func (s *streamSink[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
+	r := &chunkRes[R]{start: c.start, n: c.n, errs: errs, all: all}
+	if out != nil {
+		r.out = out.([]R)
+	}
+	s.mu.Lock()
+	if s.aborted != nil {
+		s.mu.Unlock()
+		return
+	}
+	if s.ordered {
+		s.ready[c.start] = r
+	} else {
+		s.fifo = append(s.fifo, r)
+	}
+	s.done += c.n
+	if all != nil {
+		s.failed += c.n
+	} else {
+		s.failed += len(errs)
+	}
+	if s.progress != nil {
+		s.progress(Progress{Done: s.done, Failed: s.failed, Total: s.total})
+	}
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (s *streamSink[R]) abort(err error) {
+	s.mu.Lock()
+	if s.aborted == nil {
+		s.aborted = err
+	}
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// next waits for the chunk starting at start (ordered) or any chunk.
+func (s *streamSink[R]) next(ctx context.Context, start int) (*chunkRes[R], error) {
+	for {
+		s.mu.Lock()
+		if s.aborted != nil {
+			err := s.aborted
+			s.mu.Unlock()
+			return nil, err
+		}
+		if s.ordered {
+			if r, ok := s.ready[start]; ok {
+				delete(s.ready, start)
+				s.mu.Unlock()
+				return r, nil
+			}
+		} else if len(s.fifo) > 0 {
+			r := s.fifo[0]
+			s.fifo[0] = nil
+			s.fifo = s.fifo[1:]
+			s.mu.Unlock()
+			return r, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.notify:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Imap returns the results of the task over the items of in, in input
+// order, as a stream (Python's Pool.imap): each element is a result and
+// nil, or the zero R and the task's error; the stream goes on after a
+// failed task. in is read lazily, BufferSize chunks ahead of the
+// consumer, so an endless input works in bounded memory. The default
+// chunksize is 1. Stopping the iteration early (break) cancels the tasks
+// still running and returns at once; when ctx ends, the stream yields
+// ctx.Err() and stops. If the pool is not running, the stream yields
+// ErrClosed.
+func (t *Task[A, R]) Imap(ctx context.Context, p *Pool, in iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
+	return t.imap(ctx, p, in, true, opts)
+}
+
+// ImapUnordered is Imap with the results in the order they complete
+// (Python's Pool.imap_unordered).
+func (t *Task[A, R]) ImapUnordered(ctx context.Context, p *Pool, in iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
+	return t.imap(ctx, p, in, false, opts)
+}
+
+func (t *Task[A, R]) imap(ctx context.Context, p *Pool, in iter.Seq[A], ordered bool, opts []MapOption) iter.Seq2[R, error] {
+	o := t.mapOpts(opts)
+	return func(yield func(R, error) bool) {
+		var zero R
+		cs := max(o.chunksize, 1)
+		window := o.buffersize
+		if window < 1 {
+			window = max(2*p.o.workers, (minHeldTasks*2*p.o.workers+cs-1)/cs)
+		}
+		s := &streamSink[R]{ordered: ordered, notify: make(chan struct{}, 1), progress: o.progress}
+		if ordered {
+			s.ready = map[int]*chunkRes[R]{}
+		}
+		j, err := p.newJob(ctx, t.info, s)
+		if err != nil {
+			yield(zero, err)
+			return
+		}
+		defer p.endJob(j, nil)
+		next, stop := iter.Pull(in)
+		defer stop()
+		submitted, outstanding, nextOut := 0, 0, 0
+		inputDone := false
+		for {
+			// Top up to the window, in batches so that frames coalesce.
+			if !inputDone && outstanding <= window/2 {
+				var cks []*chunk
+				for !inputDone && outstanding < window {
+					buf := make([]A, 0, cs)
+					for len(buf) < cs {
+						a, ok := next()
+						if !ok {
+							inputDone = true
+							break
+						}
+						buf = append(buf, a)
+					}
+					if len(buf) == 0 {
+						break
+					}
+					c, err := p.newChunk(j, submitted, buf, len(buf))
+					if err != nil {
+						p.submit(cks...)
+						yield(zero, err)
+						return
+					}
+					cks = append(cks, c)
+					submitted += len(buf)
+					outstanding++
+				}
+				s.mu.Lock()
+				s.total = submitted
+				s.mu.Unlock()
+				p.submit(cks...)
+			}
+			if outstanding == 0 {
+				return
+			}
+			r, err := s.next(ctx, nextOut)
+			if err != nil {
+				yield(zero, err)
+				return
+			}
+			outstanding--
+			nextOut += r.n
+			ei := 0
+			for i := range r.n {
+				var e error
+				if r.all != nil {
+					e = r.all
+				} else {
+					for ei < len(r.errs) && r.errs[ei].idx < i {
+						ei++
+					}
+					if ei < len(r.errs) && r.errs[ei].idx == i {
+						e = r.errs[ei].err
+					}
+				}
+				if e != nil {
+					if !yield(zero, e) {
+						return
+					}
+				} else if !yield(r.out[i], nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Future is the pending result of one task (Submit, ApplyAsync).
+type Future[R any] struct {
+	done      chan struct{}
+	r         R
+	err       error
+	once      sync.Once
+	onSuccess func(R)
+	onError   func(error)
+	p         *Pool
+	j         *job
+}
+
+// Done returns a channel closed when the result is ready.
+func (f *Future[R]) Done() <-chan struct{} { return f.done }
+
+// Get waits for the result. When ctx ends first it returns ctx.Err(); the
+// task goes on (cancel the context given to Submit to cancel it).
+func (f *Future[R]) Get(ctx context.Context) (R, error) {
+	select {
+	case <-f.done:
+		return f.r, f.err
+	case <-ctx.Done():
+		var zero R
+		return zero, ctx.Err()
+	}
+}
+
+// Ready reports whether the result is ready.
+func (f *Future[R]) Ready() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (f *Future[R]) set(r R, err error) bool {
+	first := false
+	f.once.Do(func() {
+		first = true
+		f.r, f.err = r, err
+		if err == nil && f.onSuccess != nil {
+			f.onSuccess(r)
+		}
+		if err != nil && f.onError != nil {
+			f.onError(err)
+		}
+		close(f.done)
+	})
+	return first
+}
+
+func (f *Future[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
+	var r R
+	err := all
+	if err == nil && len(errs) > 0 {
+		err = errs[0].err
+	}
+	if err == nil {
+		r = out.([]R)[0]
+	}
+	if f.set(r, err) {
+		f.p.endJob(f.j, nil)
+	}
+}
+
+func (f *Future[R]) abort(err error) {
+	var zero R
+	f.set(zero, err)
+}
+
+// Submit runs the task on a (Python's apply_async) and returns its
+// future at once. Cancelling ctx cancels the task. Submitting to a pool
+// that is not running returns a Future whose error is ErrClosed.
+func (t *Task[A, R]) Submit(ctx context.Context, p *Pool, a A) *Future[R] {
+	return t.ApplyAsync(ctx, p, a, nil, nil)
+}
+
+// ApplyAsync is Submit with callbacks: onSuccess with the result or
+// onError with the error (either may be nil), called once, before Done is
+// closed, from the pool's result goroutine (they must return quickly).
+func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess func(R), onError func(error)) *Future[R] {
+	f := &Future[R]{done: make(chan struct{}), onSuccess: onSuccess, onError: onError, p: p}
+	j, err := p.newJob(ctx, t.info, f)
+	if err != nil {
+		f.abort(err)
+		return f
+	}
+	f.j = j
+	c, err := p.newChunk(j, 0, []A{a}, 1)
+	if err != nil {
+		p.endJob(j, err)
+		return f
+	}
+	p.submit(c)
+	return f
+}
+
+// Apply runs the task on a and waits for its result (Python's
+// Pool.apply). When ctx ends first, the task is cancelled and Apply
+// returns ctx.Err().
+func (t *Task[A, R]) Apply(ctx context.Context, p *Pool, a A) (R, error) {
+	f := t.Submit(ctx, p, a)
+	select {
+	case <-f.done:
+		return f.r, f.err
+	case <-ctx.Done():
+		if f.j != nil {
+			p.endJob(f.j, ctx.Err())
+		}
+		<-f.done
+		return f.r, f.err
+	}
+}

@@ -1,0 +1,82 @@
+package pool_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/pool"
+)
+
+// BenchmarkKit reports the baseline kit's pool.* keys (2 workers, like
+// CPython's Pool(2)).
+func BenchmarkKit(b *testing.B) {
+	ctx := context.Background()
+	const n = 100_000
+	in := ints(n)
+	b.Run("pool.lifecycle", func(b *testing.B) {
+		b.ReportAllocs()
+		var total time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			p, err := pool.New(ctx, pool.Workers(2))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := square.Map(ctx, p, []int{1, 2}); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(t0)
+		}
+		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms")
+	})
+	mapKey := func(name string, opts ...pool.MapOption) {
+		b.Run(name, func(b *testing.B) {
+			p := newPool(b, pool.Workers(2))
+			b.ReportAllocs()
+			var total time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := square.Map(ctx, p, in, opts...); err != nil {
+					b.Fatal(err)
+				}
+				total += time.Since(t0)
+			}
+			b.ReportMetric(float64(n*b.N)/total.Seconds(), "tasks/s")
+		})
+	}
+	mapKey("pool.map.default")
+	mapKey("pool.map.chunk1", pool.Chunksize(1))
+	b.Run("pool.imap_unordered", func(b *testing.B) {
+		p := newPool(b, pool.Workers(2))
+		b.ReportAllocs()
+		var total time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			for _, err := range square.ImapUnordered(ctx, p, slices.Values(in), pool.Chunksize(1)) {
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			total += time.Since(t0)
+		}
+		b.ReportMetric(float64(n*b.N)/total.Seconds(), "tasks/s")
+	})
+	b.Run("pool.apply_async.rtt", func(b *testing.B) {
+		p := newPool(b, pool.Workers(2))
+		b.ReportAllocs()
+		var total time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if _, err := square.Submit(ctx, p, 3).Get(ctx); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(t0)
+		}
+		b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
+	})
+}

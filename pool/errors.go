@@ -1,0 +1,130 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+var (
+	// ErrClosed is returned when work is submitted to a pool that was
+	// closed or terminated (Python's ValueError("Pool not running")).
+	ErrClosed = errors.New("pool: pool is not running")
+	// ErrRunning is returned by Join while the pool is still running:
+	// call Close or Terminate first (Python's ValueError("Pool is still
+	// running")).
+	ErrRunning = errors.New("pool: pool is still running; Close or Terminate it before Join")
+	// ErrTerminated is the error of every task that was pending or running
+	// when Terminate was called.
+	ErrTerminated = errors.New("pool: pool was terminated")
+	// ErrWorkerDied is matched (errors.Is) by a *WorkerDiedError: a worker
+	// process died while it held the task.
+	ErrWorkerDied = errors.New("pool: worker process died")
+	// ErrEncode is matched by a *RemoteError for a task whose argument or
+	// result could not be encoded (Python's MaybeEncodingError).
+	ErrEncode = errors.New("pool: value cannot be encoded")
+	// ErrNotRegistered is returned for a Task that was not made by
+	// Register at package level (the worker does not know it).
+	ErrNotRegistered = errors.New("pool: task is not registered in the worker")
+)
+
+// WorkerDiedError is the error of a task whose worker process died while
+// holding it (killed by a signal such as SIGKILL or SIGSEGV, the OOM
+// killer, or an exit from inside the task), after the retries the pool
+// was configured with.
+type WorkerDiedError struct {
+	Pid int // the worker's process id
+	// Code is the worker's exit code in Python's convention: the exit
+	// status, or minus the signal number.
+	Code int
+	// Signal is the signal that killed the worker, or 0.
+	Signal syscall.Signal
+	// Attempts is how many times the task was started.
+	Attempts int
+}
+
+func (e *WorkerDiedError) Error() string {
+	if e.Signal != 0 {
+		return fmt.Sprintf("pool: worker (pid %d) was killed by signal %d (%v) while running the task (%d attempts)",
+			e.Pid, int(e.Signal), e.Signal, e.Attempts)
+	}
+	return fmt.Sprintf("pool: worker (pid %d) exited with code %d while running the task (%d attempts)", e.Pid, e.Code, e.Attempts)
+}
+
+// Is makes errors.Is(err, ErrWorkerDied) true.
+func (e *WorkerDiedError) Is(target error) bool { return target == ErrWorkerDied }
+
+// TimeoutError is the error of a task that did not return before its
+// deadline (the TaskTimeout option): its worker was terminated (SIGTERM,
+// then SIGKILL after the kill grace) and replaced.
+// errors.Is(err, context.DeadlineExceeded) is true.
+type TimeoutError struct {
+	Pid     int // the worker that ran the task
+	Timeout string
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("pool: task exceeded its deadline (%s); worker pid %d was killed", e.Timeout, e.Pid)
+}
+
+// Is makes errors.Is(err, context.DeadlineExceeded) true.
+func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// RemoteError is a task's error or panic as it reaches the caller from the
+// worker process: the text of the error, its Go type and, for a panic,
+// the worker's stack. errors.Is(err, context.DeadlineExceeded) and
+// context.Canceled hold when the task's error was (or wrapped) one of
+// them, and errors.Is(err, ErrEncode) when the task's result (or argument)
+// could not be encoded.
+type RemoteError struct {
+	Task  string // the task's registered name
+	Index int    // the task's position in its call's input
+	Pid   int    // the worker's process id
+	// Type is the Go type of the task's error (e.g. "*fs.PathError"), or
+	// "panic".
+	Type     string
+	Message  string
+	Stack    string // the worker's stack when the task panicked
+	Panicked bool
+	// Kind is "deadline", "canceled", "encode" or "".
+	Kind string
+}
+
+func (e *RemoteError) Error() string {
+	what := "failed"
+	if e.Panicked {
+		what = "panicked"
+	}
+	return fmt.Sprintf("pool: task %s[%d] %s in worker pid %d: %s", e.Task, e.Index, what, e.Pid, e.Message)
+}
+
+// Is matches context.DeadlineExceeded, context.Canceled and ErrEncode by
+// Kind.
+func (e *RemoteError) Is(target error) bool {
+	switch target {
+	case context.DeadlineExceeded:
+		return e.Kind == kindDeadline
+	case context.Canceled:
+		return e.Kind == kindCanceled
+	case ErrEncode:
+		return e.Kind == kindEncode
+	}
+	return false
+}
+
+const (
+	kindDeadline = "deadline"
+	kindCanceled = "canceled"
+	kindEncode   = "encode"
+)
+
+// StartError reports that a worker could not be started (or that its
+// initializer failed). New returns it; once the pool runs, it is the
+// error of the tasks that were waiting when no worker could be started.
+type StartError struct {
+	Err error
+}
+
+func (e *StartError) Error() string { return "pool: starting a worker: " + e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }

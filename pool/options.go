@@ -1,0 +1,209 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/multiproc/multiproc/process"
+	"go.uber.org/zap"
+)
+
+// An Option configures a Pool (New, NewThreadPool).
+type Option func(*options) error
+
+type options struct {
+	workers     int
+	initTask    *taskInfo
+	initInput   []byte
+	initLocal   func() error
+	maxTasks    int
+	maxMemory   int64
+	maxAge      time.Duration
+	starter     process.Starter
+	log         *zap.Logger
+	retries     int
+	taskTimeout time.Duration
+	killGrace   time.Duration
+}
+
+// Workers sets the number of worker processes (goroutines for a
+// ThreadPool). The default is process.CPUCount(). n < 1 is an error
+// ("Number of processes must be at least 1").
+func Workers(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("pool: Workers(%d): number of processes must be at least 1", n)
+		}
+		o.workers = n
+		return nil
+	}
+}
+
+// Initializer runs task t with argument arg once in every worker, before
+// it takes any task (Python's initializer and initargs); its result is
+// discarded. A worker whose initializer fails is not used: New returns a
+// *StartError carrying the initializer's *RemoteError.
+func Initializer[A, R any](t *Task[A, R], arg A) Option {
+	return func(o *options) error {
+		if t == nil {
+			return errors.New("pool: Initializer: nil task")
+		}
+		in, err := t.in.encode(nil, []A{arg})
+		if err != nil {
+			return fmt.Errorf("pool: Initializer(%s): encoding the argument: %w", t.info.name, err)
+		}
+		o.initTask, o.initInput = t.info, in
+		o.initLocal = func() error {
+			_, errs := t.runLocal(contextBackground(), []A{arg}, nil)
+			if len(errs) > 0 {
+				return errs[0].err
+			}
+			return nil
+		}
+		return nil
+	}
+}
+
+// MaxTasksPerChild retires a worker after it has run n tasks and starts a
+// fresh one (Python's maxtasksperchild). A chunk is never split, so a
+// worker may run up to one chunk more than n. n < 1 is an error.
+// ThreadPool ignores it.
+func MaxTasksPerChild(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("pool: MaxTasksPerChild(%d): maxtasksperchild must be a positive integer", n)
+		}
+		o.maxTasks = n
+		return nil
+	}
+}
+
+// MaxMemory retires a worker whose resident set size (read from
+// /proc/<pid>/statm after each chunk it completes) is above bytes; it
+// finishes the tasks it holds and a fresh worker takes its place.
+// ThreadPool ignores it.
+func MaxMemory(bytes int64) Option {
+	return func(o *options) error {
+		if bytes < 1 {
+			return fmt.Errorf("pool: MaxMemory(%d): must be positive", bytes)
+		}
+		o.maxMemory = bytes
+		return nil
+	}
+}
+
+// MaxWorkerAge retires a worker that has run for d (it finishes the tasks
+// it holds first). ThreadPool ignores it.
+func MaxWorkerAge(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("pool: MaxWorkerAge(%v): must be positive", d)
+		}
+		o.maxAge = d
+		return nil
+	}
+}
+
+// WithStarter starts workers with s (process.Spawn by default; a
+// forkserver's Starter makes worker starts and replacements cheaper).
+func WithStarter(s process.Starter) Option {
+	return func(o *options) error {
+		if s == nil {
+			return errors.New("pool: WithStarter(nil)")
+		}
+		o.starter = s
+		return nil
+	}
+}
+
+// WithLogger sets the logger for the pool's diagnostics (worker starts,
+// deaths, replacements). The default is zap.NewNop().
+func WithLogger(l *zap.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			l = zap.NewNop()
+		}
+		o.log = l
+		return nil
+	}
+}
+
+// Retries makes a task whose worker died while holding it run again on
+// another worker, up to n more times, before it fails with a
+// *WorkerDiedError. The default is 0: a task runs at most once.
+func Retries(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("pool: Retries(%d): must not be negative", n)
+		}
+		o.retries = n
+		return nil
+	}
+}
+
+// TaskTimeout gives every task a deadline d from the moment a worker
+// starts it: the task's context carries the deadline, and if the task has
+// not returned shortly after it, its worker is sent SIGTERM, then SIGKILL
+// after the kill grace, and replaced; the task fails with a *TimeoutError
+// (errors.Is(err, context.DeadlineExceeded)). With a timeout, each task
+// costs one more small message. A ThreadPool only sets the deadline (a
+// goroutine cannot be killed).
+func TaskTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("pool: TaskTimeout(%v): must be positive", d)
+		}
+		o.taskTimeout = d
+		return nil
+	}
+}
+
+// KillGrace is how long a worker that was sent SIGTERM (task timeout,
+// cancelled task that does not return, Terminate) may take to exit before
+// it is sent SIGKILL. The default is one second.
+func KillGrace(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("pool: KillGrace(%v): must be positive", d)
+		}
+		o.killGrace = d
+		return nil
+	}
+}
+
+// A MapOption configures one call (Map, Imap, ImapUnordered, Submit...).
+type MapOption func(*mapOptions)
+
+type mapOptions struct {
+	chunksize  int
+	buffersize int
+	progress   func(Progress)
+}
+
+// Chunksize sends the input to workers in chunks of n tasks (n < 1 means
+// the default: for Map, ceil(len/(4×workers)) as in Python; for Imap and
+// ImapUnordered, 1). Larger chunks cost less per task; a worker that dies
+// loses its whole chunks.
+func Chunksize(n int) MapOption { return func(o *mapOptions) { o.chunksize = n } }
+
+// BufferSize bounds how many chunks of an Imap or ImapUnordered call are
+// submitted ahead of the results the caller has consumed (Python 3.14's
+// buffersize): the input iterator is read lazily, so an endless input
+// uses bounded memory. The default keeps every worker busy (at least 2
+// chunks per worker and 256 tasks per worker).
+func BufferSize(n int) MapOption { return func(o *mapOptions) { o.buffersize = n } }
+
+// Progress describes how far a call has come.
+type Progress struct {
+	Done   int // tasks finished, successfully or not
+	Failed int // tasks that failed
+	// Total is the number of tasks of a Map; for Imap and ImapUnordered it
+	// is the number submitted so far.
+	Total int
+}
+
+// OnProgress calls fn after each chunk of results arrives (from the
+// pool's result goroutine: fn must return quickly), e.g. to draw a
+// progress bar. Calls are serialized and Done never decreases.
+func OnProgress(fn func(Progress)) MapOption { return func(o *mapOptions) { o.progress = fn } }

@@ -1,0 +1,974 @@
+package pool
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
+	pb "github.com/multiproc/multiproc/proto/pool/v1"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+var selfPid = os.Getpid()
+
+func contextBackground() context.Context { return context.Background() }
+
+// Pool runs registered tasks on worker processes (New) or goroutines
+// (NewThreadPool). All methods, and the Task methods that take a Pool,
+// are safe for concurrent use by any number of goroutines.
+type Pool struct {
+	o      options
+	log    *zap.Logger
+	thread bool
+	cfg    []byte // encoded WorkerConfig
+
+	mu       sync.Mutex
+	state    int
+	ws       []*worker
+	starting int
+	queue    []*chunk
+	jobs     map[uint64]*job
+	seq      uint64
+	jobSeq   uint64
+	nworker  int
+	done     chan struct{}
+	doneOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+const (
+	stateRunning = iota
+	stateClosing
+	stateTerminated
+)
+
+// job is one call: a Map, an Imap stream, a Submit.
+type job struct {
+	id    uint64
+	task  *taskInfo
+	sink  sink
+	ctx   context.Context // the caller's context (ThreadPool: cancelled when the job ends)
+	stop  func() bool     // stops the AfterFunc on the caller's ctx
+	ended bool            // under Pool.mu
+	// cancel cancels ctx (ThreadPool only).
+	cancel context.CancelFunc
+}
+
+// sink receives a job's results. deliver and abort may be called
+// concurrently from several goroutines; after abort, or once the last
+// result arrived, further calls are ignored.
+type sink interface {
+	deliver(c *chunk, out any, errs []idxErr, all error)
+	abort(err error)
+}
+
+// chunk is a run of n consecutive tasks of a job, starting at input
+// index start.
+type chunk struct {
+	job      *job
+	seq      uint64
+	start, n int
+	in       any    // []A
+	frame    []byte // the encoded ToWorker message (process pools)
+	attempts int
+	order    uint64 // dispatch order on its worker, which runs chunks in that order
+}
+
+type killReason int
+
+const (
+	killNone killReason = iota
+	killTimeout
+	killCancel
+	killTerminate
+)
+
+// worker is the pool's side of one worker process (or goroutine).
+type worker struct {
+	p    *Pool
+	proc *process.Process
+	conn *ipc.Conn
+	pid  int
+	name string
+
+	// Under Pool.mu:
+	held      map[uint64]*chunk
+	heldTasks int
+	sent      int
+	order     uint64
+	retiring  bool
+	stopSent  bool
+	gone      bool // its connection ended or it is being removed
+	dead      bool
+	kill      killReason
+	timedSeq  uint64
+	timedIdx  int
+	runGen    uint64
+	runTimer  *time.Timer
+	killTimer *time.Timer
+	ageTimer  *time.Timer
+	needFlush bool
+
+	outMu   sync.Mutex
+	out     [][]byte
+	spare   [][]byte
+	writing bool
+
+	tq chan *chunk // ThreadPool: the worker goroutine's queue; closed to stop it
+}
+
+const (
+	// A worker is given more chunks while it holds fewer than
+	// minHeldChunks chunks or fewer than minHeldTasks tasks: enough to
+	// pipeline (and batch frames even at chunksize 1), few enough that a
+	// dying worker loses little.
+	minHeldChunks = 2
+	minHeldTasks  = 128
+	// resultBatch is how many result frames a worker buffers at most
+	// before writing them.
+	resultBatch = 64
+)
+
+// New starts a pool of worker processes and waits until each is ready
+// (its initializer, if any, has run). ctx bounds the start only. If a
+// worker cannot be started, the ones already started are stopped and New
+// returns a *StartError (or an option's validation error).
+//
+// Every program that uses a Pool must call process.Init() first thing in
+// main (and TestMain): workers are re-executions of the binary.
+func New(ctx context.Context, opts ...Option) (*Pool, error) {
+	p, err := newPool(opts, false)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &pb.WorkerConfig{TaskTimeoutNs: int64(p.o.taskTimeout)}
+	if p.o.initTask != nil {
+		cfg.Initializer, cfg.InitializerInput = p.o.initTask.name, p.o.initInput
+	}
+	if p.cfg, err = proto.Marshal(cfg); err != nil {
+		return nil, err
+	}
+	ws := make([]*worker, p.o.workers)
+	errs := make([]error, p.o.workers)
+	var wg sync.WaitGroup
+	for i := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws[i], errs[i] = p.startWorker(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, w := range ws {
+			if w != nil {
+				w.proc.Kill()
+				w.proc.Wait()
+				w.conn.Close()
+			}
+		}
+		for _, e := range errs {
+			if e != nil {
+				return nil, e
+			}
+		}
+	}
+	p.mu.Lock()
+	for _, w := range ws {
+		p.addWorkerLocked(w)
+	}
+	p.mu.Unlock()
+	return p, nil
+}
+
+// NewThreadPool returns a pool whose workers are goroutines of this
+// process (Python's ThreadPool): the same Tasks and calls as a process
+// Pool, no encoding, no crash isolation. A task's error reaches the caller
+// as the task returned it (a panic as a *RemoteError). MaxTasksPerChild,
+// MaxMemory, MaxWorkerAge, Retries and WithStarter have no effect;
+// TaskTimeout only sets the tasks' deadline.
+func NewThreadPool(ctx context.Context, opts ...Option) (*Pool, error) {
+	p, err := newPool(opts, true)
+	if err != nil {
+		return nil, err
+	}
+	if p.o.initLocal != nil {
+		for range p.o.workers {
+			if err := p.o.initLocal(); err != nil {
+				return nil, &StartError{Err: err}
+			}
+		}
+	}
+	p.mu.Lock()
+	for range p.o.workers {
+		w := &worker{p: p, held: map[uint64]*chunk{}, tq: make(chan *chunk, 4*minHeldTasks), pid: selfPid}
+		p.addWorkerLocked(w)
+	}
+	p.mu.Unlock()
+	return p, nil
+}
+
+func newPool(opts []Option, thread bool) (*Pool, error) {
+	o := options{
+		workers:   process.CPUCount(),
+		starter:   process.Spawn,
+		log:       zap.NewNop(),
+		killGrace: time.Second,
+	}
+	for _, f := range opts {
+		if err := f(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.workers < 1 {
+		o.workers = 1
+	}
+	return &Pool{o: o, log: o.log.Named("pool"), thread: thread, jobs: map[uint64]*job{}, done: make(chan struct{})}, nil
+}
+
+// Workers returns the number of workers the pool keeps.
+func (p *Pool) Workers() int { return p.o.workers }
+
+// Pids returns the process ids of the live workers (for a ThreadPool,
+// this process's pid once per worker).
+func (p *Pool) Pids() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var pids []int
+	for _, w := range p.ws {
+		if !w.gone {
+			pids = append(pids, w.pid)
+		}
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// startWorker starts one worker process and waits for its Ready message.
+func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
+	mine, theirs, err := ipc.Pipe(true)
+	if err != nil {
+		return nil, &StartError{Err: err}
+	}
+	p.mu.Lock()
+	p.nworker++
+	name := fmt.Sprintf("PoolWorker-%d", p.nworker)
+	p.mu.Unlock()
+	proc := workerFunc.Process(theirs, p.cfg)
+	proc.Name = name
+	proc.Daemon = true
+	proc.Starter = p.o.starter
+	proc.Logger = p.o.log
+	proc.TermGrace = p.o.killGrace
+	err = proc.Start(ctx)
+	theirs.Close()
+	if err != nil {
+		mine.Close()
+		return nil, &StartError{Err: err}
+	}
+	fail := func(err error) (*worker, error) {
+		proc.Kill()
+		if werr := proc.Wait(); err == nil {
+			err = werr
+		}
+		mine.Close()
+		return nil, &StartError{Err: err}
+	}
+	b, err := mine.RecvBytes(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+		// The worker died before it was ready: its exit says why.
+		werr := proc.Wait()
+		mine.Close()
+		if werr == nil {
+			werr = err
+		}
+		return nil, &StartError{Err: werr}
+	}
+	var m pb.FromWorker
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return fail(fmt.Errorf("pool: bad ready message: %w", err))
+	}
+	r := m.GetReady()
+	if r == nil {
+		return fail(errors.New("pool: the worker's first message is not Ready"))
+	}
+	if r.InitError != nil {
+		ie := r.InitError
+		rerr := &RemoteError{Task: p.o.initTask.name, Pid: proc.Pid(), Type: ie.Type, Message: ie.Message, Stack: ie.Stack, Panicked: ie.Panicked, Kind: ie.Kind}
+		proc.Wait()
+		mine.Close()
+		return nil, &StartError{Err: fmt.Errorf("initializer: %w", rerr)}
+	}
+	w := &worker{p: p, proc: proc, conn: mine, pid: proc.Pid(), name: name, held: map[uint64]*chunk{}}
+	p.log.Debug("worker started", zap.String("name", name), zap.Int("pid", w.pid))
+	return w, nil
+}
+
+// addWorkerLocked puts a ready worker to work.
+func (p *Pool) addWorkerLocked(w *worker) {
+	p.ws = append(p.ws, w)
+	p.wg.Add(1)
+	if p.thread {
+		go w.threadLoop()
+		return
+	}
+	go w.readLoop()
+	if p.o.maxAge > 0 {
+		w.ageTimer = time.AfterFunc(p.o.maxAge, func() {
+			p.mu.Lock()
+			if !w.gone && !w.retiring {
+				w.retiring = true
+				p.startWorkersLocked()
+			}
+			fl := p.dispatchLocked()
+			p.mu.Unlock()
+			flushAll(fl)
+		})
+	}
+}
+
+// startWorkersLocked starts replacements until the pool has its number
+// of active (not retiring) workers, counting those being started.
+func (p *Pool) startWorkersLocked() {
+	if p.thread || p.state == stateTerminated || (p.state == stateClosing && len(p.jobs) == 0) {
+		return
+	}
+	active := p.starting
+	for _, w := range p.ws {
+		if !w.gone && !w.retiring {
+			active++
+		}
+	}
+	for ; active < p.o.workers; active++ {
+		p.starting++
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			w, err := p.startWorker(context.Background())
+			p.mu.Lock()
+			p.starting--
+			var ds []delivery
+			if err != nil {
+				p.log.Warn("cannot start a worker", zap.Error(err))
+				ds = p.startFailedLocked(err)
+			} else if p.state == stateTerminated {
+				defer func() {
+					w.proc.Kill()
+					w.proc.Wait()
+					w.conn.Close()
+				}()
+			} else {
+				p.addWorkerLocked(w)
+			}
+			fl := p.dispatchLocked()
+			p.maybeDoneLocked()
+			p.mu.Unlock()
+			deliverAll(ds)
+			flushAll(fl)
+		}()
+	}
+}
+
+// startFailedLocked fails the queued tasks when no worker is left to run
+// them, so that nothing waits forever. The next submission tries again.
+func (p *Pool) startFailedLocked(err error) []delivery {
+	if p.starting > 0 {
+		return nil
+	}
+	for _, w := range p.ws {
+		if !w.gone {
+			return nil
+		}
+	}
+	var ds []delivery
+	for _, c := range p.queue {
+		if !c.job.ended {
+			ds = append(ds, delivery{c: c, all: err})
+		}
+	}
+	p.queue = nil
+	return ds
+}
+
+// delivery is a chunk's outcome, handed to its job's sink outside Pool.mu.
+type delivery struct {
+	c    *chunk
+	out  any
+	errs []idxErr
+	all  error
+}
+
+func deliverAll(ds []delivery) {
+	for _, d := range ds {
+		d.c.job.sink.deliver(d.c, d.out, d.errs, d.all)
+	}
+}
+
+func flushAll(ws []*worker) {
+	for _, w := range ws {
+		w.flush()
+	}
+}
+
+// newJob registers a call. The job ends when its sink got every result
+// (endJob), when ctx is done, or when the pool is terminated.
+func (p *Pool) newJob(ctx context.Context, t *taskInfo, s sink) (*job, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	j := &job{task: t, sink: s, ctx: ctx}
+	if p.thread {
+		j.ctx, j.cancel = context.WithCancel(ctx)
+	}
+	p.mu.Lock()
+	if p.state != stateRunning {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p.jobSeq++
+	j.id = p.jobSeq
+	p.jobs[j.id] = j
+	p.mu.Unlock()
+	if ctx.Done() != nil {
+		j.stop = context.AfterFunc(ctx, func() { p.endJob(j, ctx.Err()) })
+	}
+	return j, nil
+}
+
+// endJob ends a job: its queued chunks are dropped, workers running its
+// chunks are told to cancel them (and killed if they do not within the
+// kill grace), and its sink is aborted with cause (when not nil).
+func (p *Pool) endJob(j *job, cause error) {
+	p.mu.Lock()
+	if j.ended {
+		p.mu.Unlock()
+		return
+	}
+	j.ended = true
+	delete(p.jobs, j.id)
+	var fl []*worker
+	if !p.thread {
+		var cancelFrame []byte
+		for _, w := range p.ws {
+			if w.gone || !w.holds(j) {
+				continue
+			}
+			if cancelFrame == nil {
+				cancelFrame, _ = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Cancel{Cancel: &pb.Cancel{Job: j.id}}})
+			}
+			w.push(cancelFrame)
+			fl = append(fl, w)
+			time.AfterFunc(p.o.killGrace, func() {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if !w.gone && w.kill == killNone && w.holds(j) {
+					p.log.Info("killing a worker whose cancelled task does not return", zap.Int("pid", w.pid))
+					w.kill = killCancel
+					w.terminate()
+				}
+			})
+		}
+	}
+	fl = append(fl, p.dispatchLocked()...)
+	p.maybeDoneLocked()
+	p.mu.Unlock()
+	if j.stop != nil {
+		j.stop()
+	}
+	if j.cancel != nil {
+		j.cancel()
+	}
+	flushAll(fl)
+	if cause != nil {
+		j.sink.abort(cause)
+	}
+}
+
+func (w *worker) holds(j *job) bool {
+	for _, c := range w.held {
+		if c.job == j {
+			return true
+		}
+	}
+	return false
+}
+
+// newChunk makes a chunk of the tasks in (a []A) starting at index start.
+func (p *Pool) newChunk(j *job, start int, in any, n int) (*chunk, error) {
+	c := &chunk{job: j, start: start, n: n, in: in, seq: atomic.AddUint64(&chunkSeq, 1)}
+	if p.thread {
+		return c, nil
+	}
+	data, err := j.task.encodeIn(in)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %v", ErrEncode, j.task.name, start, start+n-1, err)
+	}
+	c.frame, err = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Chunk{Chunk: &pb.Chunk{
+		Seq: c.seq, Job: j.id, Task: j.task.name, Count: uint32(n), Inputs: data,
+	}}})
+	return c, err
+}
+
+var chunkSeq uint64
+
+// submit queues chunks of a job and hands out what workers can take.
+func (p *Pool) submit(cs ...*chunk) {
+	p.mu.Lock()
+	p.queue = append(p.queue, cs...)
+	p.startWorkersLocked()
+	fl := p.dispatchLocked()
+	p.mu.Unlock()
+	flushAll(fl)
+}
+
+func (w *worker) hasRoom() bool {
+	if w.gone || w.retiring || w.stopSent || w.kill != killNone {
+		return false
+	}
+	if m := w.p.o.maxTasks; m > 0 && w.sent >= m && !w.p.thread {
+		return false
+	}
+	return len(w.held) < minHeldChunks || w.heldTasks < minHeldTasks
+}
+
+// dispatchLocked hands queued chunks to workers with room (the least
+// loaded first), and asks idle workers that should stop to stop. It
+// returns the workers whose frames must be flushed once Pool.mu is
+// released.
+func (p *Pool) dispatchLocked() []*worker {
+	var fl []*worker
+	mark := func(w *worker) {
+		if !w.needFlush {
+			w.needFlush = true
+			fl = append(fl, w)
+		}
+	}
+	for len(p.queue) > 0 {
+		c := p.queue[0]
+		if c.job.ended {
+			p.queue[0] = nil
+			p.queue = p.queue[1:]
+			continue
+		}
+		var best *worker
+		for _, w := range p.ws {
+			if w.hasRoom() && (best == nil || w.heldTasks < best.heldTasks) {
+				best = w
+			}
+		}
+		if best == nil {
+			break
+		}
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		best.order++
+		c.order = best.order
+		best.held[c.seq] = c
+		best.heldTasks += c.n
+		best.sent += c.n
+		if m := p.o.maxTasks; m > 0 && best.sent >= m && !p.thread {
+			best.retiring = true
+			p.startWorkersLocked()
+		}
+		if p.thread {
+			best.tq <- c
+		} else {
+			best.push(c.frame)
+			mark(best)
+		}
+	}
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+	idleStop := p.state != stateRunning && len(p.jobs) == 0
+	for _, w := range p.ws {
+		if !w.gone && !w.stopSent && len(w.held) == 0 && (w.retiring || idleStop) {
+			w.stopSent = true
+			if p.thread {
+				close(w.tq)
+			} else {
+				w.push(stopFrame)
+				mark(w)
+			}
+		}
+	}
+	for _, w := range fl {
+		w.needFlush = false
+	}
+	return fl
+}
+
+var stopFrame, _ = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Stop{Stop: &pb.Stop{}}})
+
+// push queues a frame for the worker (in order); flush writes them.
+func (w *worker) push(frame []byte) {
+	w.outMu.Lock()
+	w.out = append(w.out, frame)
+	w.outMu.Unlock()
+}
+
+// flush writes the queued frames, several per system call. Whoever finds
+// no write in progress writes; frames queued meanwhile are written by the
+// same goroutine before it returns, so none is left behind.
+func (w *worker) flush() {
+	w.outMu.Lock()
+	if w.writing || len(w.out) == 0 {
+		w.outMu.Unlock()
+		return
+	}
+	w.writing = true
+	for len(w.out) > 0 {
+		frames := w.out
+		w.out = w.spare[:0]
+		w.outMu.Unlock()
+		err := w.conn.SendFrames(context.Background(), frames...)
+		clear(frames)
+		w.outMu.Lock()
+		w.spare = frames
+		if err != nil {
+			// The worker is dying or dead: its reader sees the end of its
+			// connection and the pool deals with the tasks it held.
+			w.out = w.out[:0]
+			w.outMu.Unlock()
+			w.p.log.Debug("cannot write to a worker", zap.Int("pid", w.pid), zap.Error(err))
+			w.proc.Kill()
+			w.outMu.Lock()
+			break
+		}
+	}
+	w.writing = false
+	w.outMu.Unlock()
+}
+
+// terminate sends SIGTERM, then SIGKILL after the kill grace. Called with
+// Pool.mu held.
+func (w *worker) terminate() {
+	if w.proc == nil {
+		return
+	}
+	w.proc.Terminate()
+	if w.killTimer == nil {
+		proc := w.proc
+		w.killTimer = time.AfterFunc(w.p.o.killGrace, func() { proc.Kill() })
+	}
+}
+
+// readLoop receives a worker's messages until its connection ends (the
+// worker exited or was killed), then reaps it and settles the tasks it
+// held.
+func (w *worker) readLoop() {
+	p := w.p
+	defer p.wg.Done()
+	for {
+		b, err := w.conn.RecvBytes(context.Background())
+		if err != nil {
+			break
+		}
+		var m pb.FromWorker
+		if err := proto.Unmarshal(b, &m); err != nil {
+			p.log.Error("bad message from a worker; killing it", zap.Int("pid", w.pid), zap.Error(err))
+			w.proc.Kill()
+			break
+		}
+		switch x := m.Msg.(type) {
+		case *pb.FromWorker_Result:
+			w.onResult(x.Result)
+		case *pb.FromWorker_Started:
+			w.onStarted(x.Started)
+		}
+		if !w.conn.Ready() {
+			p.mu.Lock()
+			fl := p.dispatchLocked()
+			p.mu.Unlock()
+			flushAll(fl)
+			// Let the goroutines just woken (callers waiting for results)
+			// run on this P before this goroutine blocks in poll(2)
+			// holding it.
+			runtime.Gosched()
+		}
+	}
+	p.mu.Lock()
+	w.gone = true
+	p.mu.Unlock()
+	// The connection ends when the worker exits; give it the kill grace
+	// in case it only closed the connection.
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.killGrace)
+	err := w.proc.Join(ctx)
+	cancel()
+	if ctx.Err() != nil && err == ctx.Err() {
+		w.proc.Kill()
+		err = w.proc.Join(context.Background())
+	}
+	code, _ := w.proc.ExitCode()
+	w.proc.Close()
+	w.conn.Close()
+	p.workerGone(w, code, err)
+}
+
+func (w *worker) onStarted(s *pb.Started) {
+	p := w.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.held[s.Seq] == nil || p.o.taskTimeout <= 0 {
+		return
+	}
+	w.runGen++
+	gen, seq, idx := w.runGen, s.Seq, int(s.Index)
+	if w.runTimer != nil {
+		w.runTimer.Stop()
+	}
+	// A little slack lets a task that honours its context's deadline
+	// return on its own first.
+	w.runTimer = time.AfterFunc(p.o.taskTimeout+timeoutSlack, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if w.runGen != gen || w.gone || w.kill != killNone || w.held[seq] == nil {
+			return
+		}
+		p.log.Info("task timed out; terminating its worker", zap.Int("pid", w.pid), zap.Duration("timeout", p.o.taskTimeout))
+		w.kill = killTimeout
+		w.timedSeq, w.timedIdx = seq, idx
+		w.terminate()
+	})
+}
+
+const timeoutSlack = 20 * time.Millisecond
+
+// onResult settles a chunk a worker answered.
+func (w *worker) onResult(r *pb.Result) {
+	p := w.p
+	p.mu.Lock()
+	c := w.held[r.Seq]
+	if c == nil {
+		p.mu.Unlock()
+		return
+	}
+	delete(w.held, r.Seq)
+	w.heldTasks -= c.n
+	w.runGen++
+	if w.runTimer != nil {
+		w.runTimer.Stop()
+		w.runTimer = nil
+	}
+	ended := c.job.ended
+	p.mu.Unlock()
+
+	if p.o.maxMemory > 0 {
+		if rss, err := rssOf(w.pid); err == nil && rss > p.o.maxMemory {
+			p.mu.Lock()
+			if !w.retiring {
+				p.log.Info("worker passed its memory cap; retiring it", zap.Int("pid", w.pid), zap.Int64("rss", rss))
+				w.retiring = true
+				p.startWorkersLocked()
+			}
+			p.mu.Unlock()
+		}
+	}
+	if ended || r.Cancelled {
+		return
+	}
+	var errs []idxErr
+	for _, te := range r.Errors {
+		e := te.Error
+		if e == nil || int(te.Index) >= c.n {
+			continue
+		}
+		errs = append(errs, idxErr{int(te.Index), &RemoteError{
+			Task: c.job.task.name, Index: c.start + int(te.Index), Pid: w.pid,
+			Type: e.Type, Message: e.Message, Stack: e.Stack, Panicked: e.Panicked, Kind: e.Kind,
+		}})
+	}
+	out, err := c.job.task.decodeOut(r.Outputs, c.n)
+	if err != nil && len(errs) < c.n {
+		c.job.sink.deliver(c, nil, nil, &RemoteError{Task: c.job.task.name, Index: c.start, Pid: w.pid,
+			Type: fmt.Sprintf("%T", err), Message: "pool: decoding the results: " + err.Error(), Kind: kindEncode})
+		return
+	}
+	c.job.sink.deliver(c, out, errs, nil)
+}
+
+// workerGone settles the tasks a dead worker held and replaces it.
+func (p *Pool) workerGone(w *worker, code int, exitErr error) {
+	p.mu.Lock()
+	w.dead = true
+	w.gone = true
+	for _, t := range []*time.Timer{w.runTimer, w.killTimer, w.ageTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	p.ws = slices.DeleteFunc(p.ws, func(x *worker) bool { return x == w })
+	held := make([]*chunk, 0, len(w.held))
+	for _, c := range w.held {
+		held = append(held, c)
+	}
+	// The worker runs its chunks in the order it got them: the first one
+	// held is the one it was running.
+	slices.SortFunc(held, func(a, b *chunk) int { return cmp.Compare(a.order, b.order) })
+	w.held = nil
+	unexpected := w.kill == killNone && !w.stopSent
+	if unexpected && len(held) > 0 {
+		p.log.Warn("worker died holding tasks", zap.Int("pid", w.pid), zap.Int("exitcode", code), zap.Error(exitErr))
+	} else {
+		p.log.Debug("worker exited", zap.Int("pid", w.pid), zap.Int("exitcode", code))
+	}
+	var ds []delivery
+	var requeue []*chunk
+	for i, c := range held {
+		if c.job.ended {
+			continue
+		}
+		switch {
+		case w.kill == killTerminate:
+		case w.kill == killTimeout && c.seq == w.timedSeq:
+			i := w.timedIdx
+			to := &TimeoutError{Pid: w.pid, Timeout: p.o.taskTimeout.String()}
+			one, err := p.subChunk(c, i, i+1)
+			if err == nil {
+				ds = append(ds, delivery{c: one, all: to})
+			}
+			for _, r := range [][2]int{{0, i}, {i + 1, c.n}} {
+				if r[1] > r[0] {
+					if sc, err := p.subChunk(c, r[0], r[1]); err == nil {
+						requeue = append(requeue, sc)
+					} else {
+						ds = append(ds, delivery{c: c, all: err})
+					}
+				}
+			}
+		case w.kill != killNone || !unexpected || i > 0:
+			// Not this chunk's fault (or never started): run it again.
+			requeue = append(requeue, c)
+		case c.attempts < p.o.retries:
+			c.attempts++
+			requeue = append(requeue, c)
+		default:
+			de := &WorkerDiedError{Pid: w.pid, Code: code, Attempts: c.attempts + 1}
+			if code < 0 {
+				de.Signal = signalOf(code)
+			}
+			ds = append(ds, delivery{c: c, all: de})
+		}
+	}
+	p.queue = append(requeue, p.queue...)
+	p.startWorkersLocked()
+	fl := p.dispatchLocked()
+	p.maybeDoneLocked()
+	p.mu.Unlock()
+	deliverAll(ds)
+	flushAll(fl)
+}
+
+// subChunk returns tasks i..j-1 of c as a new chunk.
+func (p *Pool) subChunk(c *chunk, i, j int) (*chunk, error) {
+	sc, err := p.newChunk(c.job, c.start+i, c.job.task.sliceIn(c.in, i, j), j-i)
+	if err != nil {
+		return nil, err
+	}
+	sc.attempts = c.attempts
+	return sc, nil
+}
+
+// maybeDoneLocked closes done once a closed or terminated pool has no
+// worker left.
+func (p *Pool) maybeDoneLocked() {
+	if p.state == stateRunning || p.starting > 0 || len(p.ws) > 0 {
+		return
+	}
+	p.doneOnce.Do(func() { close(p.done) })
+}
+
+// Close stops accepting work (submissions then fail with ErrClosed); the
+// work already submitted is finished, then the workers exit. Call Join to
+// wait for that. Close is idempotent, and a no-op after Terminate.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.state == stateRunning {
+		p.state = stateClosing
+	}
+	fl := p.dispatchLocked()
+	p.maybeDoneLocked()
+	p.mu.Unlock()
+	flushAll(fl)
+	return nil
+}
+
+// Terminate stops the pool now: pending and running tasks fail with
+// ErrTerminated, workers are sent SIGTERM (SIGKILL after the kill grace),
+// and Terminate returns once they are gone. Idempotent.
+func (p *Pool) Terminate() error {
+	p.mu.Lock()
+	if p.state == stateTerminated {
+		p.mu.Unlock()
+		return p.Join(context.Background())
+	}
+	p.state = stateTerminated
+	var jobs []*job
+	for _, j := range p.jobs {
+		j.ended = true
+		jobs = append(jobs, j)
+	}
+	clear(p.jobs)
+	p.queue = nil
+	for _, w := range p.ws {
+		w.kill = killTerminate
+		if p.thread {
+			if !w.stopSent {
+				w.stopSent = true
+				close(w.tq)
+			}
+		} else {
+			w.terminate()
+		}
+	}
+	p.maybeDoneLocked()
+	p.mu.Unlock()
+	for _, j := range jobs {
+		if j.stop != nil {
+			j.stop()
+		}
+		if j.cancel != nil {
+			j.cancel()
+		}
+		j.sink.abort(ErrTerminated)
+	}
+	return p.Join(context.Background())
+}
+
+// Join waits until every worker of a closed or terminated pool has exited
+// and the pool's goroutines are gone. It returns ErrRunning if neither
+// Close nor Terminate was called, and ctx.Err() if ctx ends first.
+func (p *Pool) Join(ctx context.Context) error {
+	p.mu.Lock()
+	st := p.state
+	p.mu.Unlock()
+	if st == stateRunning {
+		return ErrRunning
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.wg.Wait()
+	return nil
+}
+
+// Wait is Close followed by Join(context.Background()).
+func (p *Pool) Wait() error {
+	p.Close()
+	return p.Join(context.Background())
+}

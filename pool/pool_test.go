@@ -1,0 +1,627 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/pool"
+	"github.com/multiproc/multiproc/process"
+)
+
+var bg = context.Background()
+
+func squares(n int) []int {
+	v := make([]int, n)
+	for i := range v {
+		v[i] = i * i
+	}
+	return v
+}
+
+// _TestPool: map/imap order, chunksizes, empty input.
+func TestMapOrder(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(2))
+	tests := []struct {
+		name string
+		n    int
+		opts []pool.MapOption
+	}{
+		{"default", 1000, nil},
+		{"chunk1", 100, []pool.MapOption{pool.Chunksize(1)}},
+		{"chunk20", 1000, []pool.MapOption{pool.Chunksize(20)}},
+		{"chunk-bigger-than-input", 10, []pool.MapOption{pool.Chunksize(100)}},
+		{"empty", 0, nil},
+		{"empty-chunk1", 0, []pool.MapOption{pool.Chunksize(1)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := square.Map(bg, p, ints(tt.n), tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(squares(tt.n), got); diff != "" {
+				t.Errorf("Map (-want +got):\n%s", diff)
+			}
+			var st []int
+			for v, err := range square.Imap(bg, p, slices.Values(ints(tt.n)), tt.opts...) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				st = append(st, v)
+			}
+			if diff := cmp.Diff(squares(tt.n), st, cmpNilEmpty); diff != "" {
+				t.Errorf("Imap (-want +got):\n%s", diff)
+			}
+			var un []int
+			for v, err := range square.ImapUnordered(bg, p, slices.Values(ints(tt.n)), tt.opts...) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				un = append(un, v)
+			}
+			slices.Sort(un)
+			if diff := cmp.Diff(squares(tt.n), un, cmpNilEmpty); diff != "" {
+				t.Errorf("ImapUnordered (sorted) (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+var cmpNilEmpty = cmp.Comparer(func(a, b []int) bool { return slices.Equal(a, b) })
+
+func TestTypes(t *testing.T) {
+	p := newPool(t, pool.Workers(2))
+	got, err := concat.Map(bg, p, []pool.Args2[string, int]{{A: "ab", B: 2}, {A: "x", B: 0}, {A: "é", B: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"abab", "", "ééé"}, got); diff != "" {
+		t.Errorf("starmap (-want +got):\n%s", diff)
+	}
+	got2, err := pool.Starmap(bg, p, concat, []pool.Args2[string, int]{{A: "-", B: 5}})
+	if err != nil || got2[0] != "-----" {
+		t.Errorf("Starmap = %q, %v", got2, err)
+	}
+}
+
+func TestProgress(t *testing.T) {
+	p := newPool(t, pool.Workers(2))
+	var mu sync.Mutex
+	var seen []pool.Progress
+	_, err := fail.Map(bg, p, ints(100), pool.Chunksize(7), pool.OnProgress(func(pr pool.Progress) {
+		mu.Lock()
+		seen = append(seen, pr)
+		mu.Unlock()
+	}))
+	if !errors.Is(err, errBoomRemote) && err == nil {
+		t.Fatal("want an error")
+	}
+	last := seen[len(seen)-1]
+	if want := (pool.Progress{Done: 100, Failed: 10, Total: 100}); last != want {
+		t.Errorf("last progress = %+v, want %+v", last, want)
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i].Done < seen[i-1].Done {
+			t.Errorf("progress went back: %+v then %+v", seen[i-1], seen[i])
+		}
+	}
+}
+
+var errBoomRemote = errors.New("never matched: remote errors are *pool.RemoteError")
+
+// _TestPool test_map_no_failfast + test_traceback: errors carry the
+// worker's message; a panic carries its stack; Map waits for everything.
+func TestErrors(t *testing.T) {
+	p := newPool(t, pool.Workers(2))
+	got, err := fail.Map(bg, p, ints(100), pool.Chunksize(3))
+	var re *pool.RemoteError
+	if !errors.As(err, &re) {
+		t.Fatalf("Map error = %v (%T), want *pool.RemoteError", err, err)
+	}
+	if re.Index != 3 || !strings.Contains(re.Message, "task 3: boom") || re.Task != "test.fail" || re.Pid == os.Getpid() {
+		t.Errorf("RemoteError = %+v", re)
+	}
+	for i, v := range got {
+		if i%10 != 3 && v != i {
+			t.Errorf("result %d = %d: the successful tasks' results should be there", i, v)
+		}
+	}
+	// Imap yields each error in place and goes on.
+	var nerr, nok int
+	for v, err := range fail.Imap(bg, p, slices.Values(ints(50)), pool.Chunksize(4)) {
+		if err != nil {
+			nerr++
+			if !errors.As(err, &re) || re.Index%10 != 3 {
+				t.Errorf("Imap error %v", err)
+			}
+		} else {
+			if v%10 == 3 {
+				t.Errorf("Imap: %d should have failed", v)
+			}
+			nok++
+		}
+	}
+	if nerr != 5 || nok != 45 {
+		t.Errorf("Imap: %d errors, %d results; want 5, 45", nerr, nok)
+	}
+
+	_, err = panicky.Apply(bg, p, "kaboom")
+	if !errors.As(err, &re) || !re.Panicked || re.Message != "kaboom" || !strings.Contains(re.Stack, "panicInTask") {
+		t.Errorf("panic: %v %+v", err, re)
+	}
+	// The pool is still fine.
+	if v, err := square.Apply(bg, p, 9); err != nil || v != 81 {
+		t.Errorf("Apply after errors = %d, %v", v, err)
+	}
+}
+
+// _TestPoolWorkerErrors test_unpickleable_result: a result that cannot be
+// encoded fails that task only, 20 times over, without losing workers.
+func TestUnencodableResult(t *testing.T) {
+	p := newPool(t, pool.Workers(2))
+	pids := p.Pids()
+	for range 20 {
+		got, err := unencodable.Map(bg, p, ints(4), pool.Chunksize(4))
+		if !errors.Is(err, pool.ErrEncode) {
+			t.Fatalf("err = %v, want ErrEncode", err)
+		}
+		var re *pool.RemoteError
+		if errors.As(err, &re); re.Index != 1 {
+			t.Errorf("failed index %d, want 1", re.Index)
+		}
+		if got[0] != 0 || got[2] != 2 {
+			t.Errorf("results %v: the encodable ones should be there", got)
+		}
+	}
+	if diff := cmp.Diff(pids, p.Pids()); diff != "" {
+		t.Errorf("workers changed (-before +after):\n%s", diff)
+	}
+}
+
+// _TestPoolWorkerErrors test_async_error_callback, apply_async callbacks.
+func TestApplyAsync(t *testing.T) {
+	p := newPool(t, pool.Workers(2))
+	var got int
+	var gotErr error
+	f := square.ApplyAsync(bg, p, 12, func(v int) { got = v }, func(err error) { gotErr = err })
+	if v, err := f.Get(bg); v != 144 || err != nil {
+		t.Fatalf("Get = %d, %v", v, err)
+	}
+	if got != 144 || gotErr != nil {
+		t.Errorf("callbacks: %d, %v", got, gotErr)
+	}
+	f2 := fail.ApplyAsync(bg, p, 13, func(int) { t.Error("success callback on failure") }, func(err error) { gotErr = err })
+	<-f2.Done()
+	if !f2.Ready() || gotErr == nil || !strings.Contains(gotErr.Error(), "boom") {
+		t.Errorf("error callback got %v", gotErr)
+	}
+	// Get with a context that ends first returns its error; the task goes on.
+	f3 := sleep.Submit(bg, p, time.Hour)
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	if _, err := f3.Get(ctx); err != context.Canceled {
+		t.Errorf("Get(cancelled) = %v", err)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opt  pool.Option
+	}{
+		{"workers0", pool.Workers(0)},
+		{"workers-1", pool.Workers(-1)},
+		{"maxtasks0", pool.MaxTasksPerChild(0)},
+		{"maxtasks-1", pool.MaxTasksPerChild(-1)},
+		{"retries-1", pool.Retries(-1)},
+		{"timeout0", pool.TaskTimeout(0)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if p, err := pool.New(bg, tt.opt); err == nil || !strings.HasPrefix(err.Error(), "pool: ") {
+				if p != nil {
+					p.Terminate()
+				}
+				t.Errorf("New = %v", err)
+			}
+		})
+	}
+}
+
+// Close, Join, ErrClosed, ErrRunning; close + join with lifetime-limited
+// workers still completes every task (bpo-10332).
+func TestLifecycle(t *testing.T) {
+	mptest.CheckChildren(t)
+	mptest.CheckFDs(t)
+	p, err := pool.New(bg, pool.Workers(2), pool.MaxTasksPerChild(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(bg); err != pool.ErrRunning {
+		t.Errorf("Join while running = %v", err)
+	}
+	fs := make([]*pool.Future[int], 10)
+	for i := range fs {
+		fs[i] = square.Submit(bg, p, i)
+	}
+	p.Close()
+	p.Close()
+	if _, err := square.Map(bg, p, ints(3)); err != pool.ErrClosed {
+		t.Errorf("Map after Close = %v", err)
+	}
+	if _, err := square.Submit(bg, p, 1).Get(bg); err != pool.ErrClosed {
+		t.Errorf("Submit after Close = %v", err)
+	}
+	for _, err := range square.Imap(bg, p, slices.Values(ints(3))) {
+		if err != pool.ErrClosed {
+			t.Errorf("Imap after Close = %v", err)
+		}
+	}
+	if err := p.Join(bg); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range fs {
+		if v, err := f.Get(bg); v != i*i || err != nil {
+			t.Errorf("task %d = %d, %v", i, v, err)
+		}
+	}
+	p.Terminate() // a no-op now
+}
+
+// _TestPool test_terminate: Terminate with 10,000 pending tasks returns
+// promptly; the pending tasks fail with ErrTerminated.
+func TestTerminatePending(t *testing.T) {
+	mptest.CheckChildren(t)
+	p, err := pool.New(bg, pool.Workers(2), pool.KillGrace(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := make([]*pool.Future[int], 10_000)
+	for i := range fs {
+		fs[i] = stubborn.Submit(bg, p, time.Hour)
+	}
+	if err := p.Terminate(); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range fs {
+		if _, err := f.Get(bg); err != pool.ErrTerminated {
+			t.Fatalf("task %d after Terminate: %v", i, err)
+		}
+	}
+	if _, err := square.Map(bg, p, ints(2)); err != pool.ErrClosed {
+		t.Errorf("Map on a terminated pool = %v", err)
+	}
+}
+
+// _TestPoolWorkerLifetime test_pool_worker_lifetime: the workers are
+// renewed after maxtasksperchild tasks.
+func TestMaxTasksPerChild(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(2), pool.MaxTasksPerChild(10))
+	first := p.Pids()
+	got, err := pid.Map(bg, p, ints(100), pool.Chunksize(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[int]int{}
+	for _, pid := range got {
+		count[pid]++
+	}
+	for pid, n := range count {
+		if n > 10 {
+			t.Errorf("worker %d ran %d tasks, more than maxtasksperchild", pid, n)
+		}
+	}
+	if len(count) < 10 {
+		t.Errorf("100 tasks ran in %d workers, want at least 10", len(count))
+	}
+	for _, pid := range first {
+		if slices.Contains(p.Pids(), pid) {
+			t.Errorf("first worker %d still there", pid)
+		}
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A worker whose resident memory passes MaxMemory is retired after the
+// chunk that made it grow.
+func TestMaxMemory(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(1), pool.MaxMemory(64<<20))
+	a, err := grow.Apply(bg, p, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := grow.Apply(bg, p, 1)
+	if a != b {
+		t.Fatalf("a small worker was recycled (%d, %d)", a, b)
+	}
+	c, err := grow.Apply(bg, p, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != a {
+		t.Fatalf("the task ran in %d, want %d", c, a)
+	}
+	d, err := grow.Apply(bg, p, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d == c {
+		t.Errorf("worker %d passed the memory cap and was not recycled", c)
+	}
+}
+
+// TestInitializers: the initializer runs once in each worker.
+func TestInitializer(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(2), pool.Initializer(initMark, "hello"))
+	got, err := readInit.Map(bg, p, ints(50), pool.Chunksize(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range got {
+		if !strings.HasPrefix(s, "hello:1:") {
+			t.Errorf("worker state %q, want the initializer to have run once", s)
+		}
+	}
+	if initRuns != 0 {
+		t.Errorf("the initializer ran in the parent")
+	}
+}
+
+// TestPoolNotLeakOnFailure: a worker that fails to start makes New stop
+// the others, and nothing leaks. Here the initializer fails.
+func TestStartFailureNoLeak(t *testing.T) {
+	mptest.CheckChildren(t)
+	mptest.CheckFDs(t)
+	_, err := pool.New(bg, pool.Workers(3), pool.Initializer(initMark, "fail"))
+	var se *pool.StartError
+	var re *pool.RemoteError
+	if !errors.As(err, &se) || !errors.As(err, &re) || !strings.Contains(re.Message, "initializer refuses") {
+		t.Fatalf("New = %v", err)
+	}
+	// A starter that fails on its third start.
+	st := &failingStarter{failAt: 3}
+	_, err = pool.New(bg, pool.Workers(4), pool.WithStarter(st))
+	if !errors.Is(err, errStarter) {
+		t.Fatalf("New = %v, want the starter's error", err)
+	}
+}
+
+var errStarter = errors.New("starter refuses")
+
+type failingStarter struct {
+	n      atomic.Int32
+	failAt int32
+}
+
+func (s *failingStarter) Name() string { return "failing" }
+func (s *failingStarter) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+	if s.n.Add(1) == s.failAt {
+		return nil, errStarter
+	}
+	return process.Spawn.Start(ctx, req)
+}
+
+// A worker that dies in a task: the task fails with ErrWorkerDied naming
+// the signal (CPython hangs forever here, gh-66587); the pool goes on.
+func TestWorkerDies(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(2))
+	_, err := suicide.Apply(bg, p, -1)
+	var de *pool.WorkerDiedError
+	if !errors.As(err, &de) || !errors.Is(err, pool.ErrWorkerDied) || de.Signal != syscall.SIGKILL || de.Code != -9 {
+		t.Fatalf("Apply = %v", err)
+	}
+	got, err := suicide.Map(bg, p, []int{1, 2, -1, 4}, pool.Chunksize(1))
+	if !errors.As(err, &de) || !slices.Equal(got, []int{1, 2, 0, 4}) {
+		t.Errorf("Map = %v, %v; want only the task that killed its worker to fail", got, err)
+	}
+	if v, err := square.Apply(bg, p, 5); err != nil || v != 25 {
+		t.Errorf("after deaths: %d, %v", v, err)
+	}
+}
+
+// SIGKILL a random worker 20 times during a run of 10,000 tasks: every
+// task ends, completed or with ErrWorkerDied (all complete with Retries),
+// and nothing hangs.
+func TestChaos(t *testing.T) {
+	for _, retries := range []int{0, 25} {
+		t.Run(map[int]string{0: "noretry", 25: "retries"}[retries], func(t *testing.T) {
+			mptest.CheckChildren(t)
+			p := newPool(t, pool.Workers(2), pool.Retries(retries))
+			const n, kills = 10_000, 20
+			var killed int
+			progress := func(pr pool.Progress) {
+				for killed < kills && pr.Done >= (killed+1)*n/(kills+5) {
+					pids := p.Pids()
+					if len(pids) > 0 && syscall.Kill(pids[rand.IntN(len(pids))], syscall.SIGKILL) == nil {
+						killed++
+					}
+				}
+			}
+			in := make([]time.Duration, n)
+			for i := range in {
+				in[i] = time.Duration(i%3) * time.Microsecond
+			}
+			var ok, died int
+			i := 0
+			for v, err := range sleep.Imap(bg, p, slices.Values(in), pool.Chunksize(5), pool.OnProgress(progress)) {
+				switch {
+				case err == nil && v > 0:
+					ok++
+				case errors.Is(err, pool.ErrWorkerDied):
+					died++
+				default:
+					t.Fatalf("task %d: %d, %v", i, v, err)
+				}
+				i++
+			}
+			if ok+died != n || killed != kills {
+				t.Errorf("%d ok + %d died of %d tasks, %d kills", ok, died, n, killed)
+			}
+			if retries > 0 && died > 0 {
+				t.Errorf("%d tasks died despite retries", died)
+			}
+			t.Logf("%d kills: %d ok, %d died", killed, ok, died)
+		})
+	}
+}
+
+// A task that runs past its deadline is killed with its worker; the pool
+// goes on. A task that honours its context returns the deadline error
+// itself and its worker lives.
+func TestTaskTimeout(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(2), pool.TaskTimeout(200*time.Millisecond), pool.KillGrace(100*time.Millisecond))
+	pids := p.Pids()
+	got, err := stubborn.Map(bg, p, []time.Duration{0, time.Hour, 0}, pool.Chunksize(3))
+	var te *pool.TimeoutError
+	if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Map = %v", err)
+	}
+	if got[0] == 0 || got[2] == 0 {
+		t.Errorf("the other tasks of the chunk should complete: %v", got)
+	}
+	if slices.Contains(p.Pids(), te.Pid) {
+		t.Errorf("worker %d still in the pool", te.Pid)
+	}
+	_, err = sleep.Apply(bg, p, time.Hour)
+	var re *pool.RemoteError
+	if !errors.As(err, &re) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cooperative timeout: %v", err)
+	}
+	if !slices.Contains(p.Pids(), re.Pid) {
+		t.Errorf("the worker of a task that honoured its deadline was replaced")
+	}
+	if v, err := square.Apply(bg, p, 3); v != 9 || err != nil {
+		t.Errorf("after timeouts: %d, %v", v, err)
+	}
+	_ = pids
+}
+
+// Cancelling a Map's context stops it at once and cancels its running
+// tasks; a task that ignores cancellation is killed with its worker after
+// the kill grace. The pool goes on.
+func TestCancel(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(2), pool.KillGrace(100*time.Millisecond))
+	ctx, cancel := context.WithCancel(bg)
+	var once sync.Once
+	// Cancel once the first tasks are done and the rest are running.
+	durs := []time.Duration{0, 0, time.Hour, time.Hour, time.Hour, time.Hour}
+	_, err := sleep.Map(ctx, p, durs, pool.Chunksize(1), pool.OnProgress(func(pr pool.Progress) {
+		if pr.Done >= 2 {
+			once.Do(cancel)
+		}
+	}))
+	if err != context.Canceled {
+		t.Fatalf("Map = %v", err)
+	}
+	before := p.Pids()
+	ctx2, cancel2 := context.WithCancel(bg)
+	f := stubborn.Submit(ctx2, p, time.Hour)
+	cancel2()
+	if _, err := f.Get(bg); err != context.Canceled {
+		t.Errorf("cancelled Submit = %v", err)
+	}
+	if v, err := square.Apply(bg, p, 4); v != 16 || err != nil {
+		t.Errorf("after cancel: %d, %v", v, err)
+	}
+	_ = before
+}
+
+// Imap over an endless input, stopped early: nothing leaks (goroutines
+// are checked by mptest.Main, fds and children here).
+func TestImapEndless(t *testing.T) {
+	mptest.CheckChildren(t)
+	mptest.CheckFDs(t)
+	p, err := pool.New(bg, pool.Workers(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var produced atomic.Int64
+	endless := func(yield func(int) bool) {
+		for i := 0; ; i++ {
+			produced.Add(1)
+			if !yield(i) {
+				return
+			}
+		}
+	}
+	for _, ordered := range []bool{true, false} {
+		seq := square.Imap
+		if !ordered {
+			seq = square.ImapUnordered
+		}
+		n := 0
+		for v, err := range seq(bg, p, iter.Seq[int](endless), pool.Chunksize(3), pool.BufferSize(10)) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ordered && v != n*n {
+				t.Fatalf("item %d = %d", n, v)
+			}
+			n++
+			if n == 1000 {
+				break
+			}
+		}
+		if got := produced.Load(); got > 1000+10*3 {
+			t.Errorf("the input was read %d items ahead of 1000", got)
+		}
+		produced.Store(0)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestThreadPool(t *testing.T) {
+	p, err := pool.NewThreadPool(bg, pool.Workers(3), pool.Initializer(initMark, "thread"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Terminate()
+	got, err := square.Map(bg, p, ints(500), pool.Chunksize(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(squares(500), got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	// ThreadPool does not wrap errors.
+	_, err = fail.Apply(bg, p, 3)
+	if !errors.Is(err, errBoom) {
+		t.Errorf("ThreadPool error = %v, want errBoom itself", err)
+	}
+	var n int
+	for v, err := range square.ImapUnordered(bg, p, slices.Values(ints(100))) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += v
+	}
+	if n != 328350 {
+		t.Errorf("sum = %d", n)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	initRuns, initValue = 0, ""
+}

@@ -1,0 +1,268 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	commonpb "github.com/multiproc/multiproc/proto/common/v1"
+	pb "github.com/multiproc/multiproc/proto/pool/v1"
+)
+
+// Task is a function registered to run in pool workers, with argument
+// type A and result type R. Make one with Register at package level; its
+// methods (Map, Imap, ImapUnordered, Apply, Submit, ApplyAsync) run it on
+// a Pool or a ThreadPool. A Task is immutable and safe for concurrent use.
+type Task[A, R any] struct {
+	info *taskInfo
+	fn   func(context.Context, A) (R, error)
+	in   sliceCodec[A]
+	out  sliceCodec[R]
+}
+
+// Name returns the name the task was registered under.
+func (t *Task[A, R]) Name() string { return t.info.name }
+
+// idxErr is the failure of task index (relative to its chunk).
+type idxErr struct {
+	idx int
+	err error
+}
+
+// taskInfo is the untyped face of a Task that the pool machinery uses.
+type taskInfo struct {
+	name string
+	// encodeIn encodes in (a []A).
+	encodeIn func(in any) ([]byte, error)
+	// sliceIn returns in[i:j] (in is a []A).
+	sliceIn func(in any, i, j int) any
+	// decodeOut decodes n results ([]R).
+	decodeOut func(b []byte, n int) (any, error)
+	// runEncoded runs a chunk in a worker process.
+	runEncoded func(ctx context.Context, data []byte, n int, h *runHooks) (out []byte, errs []*pb.TaskError)
+	// runLocal runs a chunk in this process (ThreadPool); remote says
+	// whether panics are reported like a worker's (always true: a panic
+	// never crosses into the caller's goroutine).
+	runLocal func(ctx context.Context, in any, h *runHooks) (out any, errs []idxErr)
+}
+
+// runHooks tells a chunk's runner how to make each task's context.
+type runHooks struct {
+	timeout time.Duration
+	// onStart, when set, is called before task i starts.
+	onStart func(i int)
+}
+
+func (h *runHooks) taskCtx(ctx context.Context, i int) (context.Context, context.CancelFunc) {
+	if h == nil {
+		return ctx, nil
+	}
+	if h.onStart != nil {
+		h.onStart(i)
+	}
+	if h.timeout > 0 {
+		return context.WithTimeout(ctx, h.timeout)
+	}
+	return ctx, nil
+}
+
+var (
+	regMu    sync.RWMutex
+	registry = map[string]*taskInfo{}
+)
+
+func lookupTask(name string) *taskInfo {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	return registry[name]
+}
+
+// Register registers fn under name as a pool task and returns it. Call it
+// at package level (var square = pool.Register(...)), never
+// conditionally: workers are re-executions of the same binary and find the
+// task by name.
+//
+// A and R travel between processes: plain-old-data types (numbers, bools,
+// and arrays and structs of them) as their memory image, strings and
+// []byte as they are, anything else with encoding/gob (one gob value per
+// chunk of tasks). A value gob cannot encode is an error of that task only.
+//
+// Register panics when name is empty or already registered.
+func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, error)) *Task[A, R] {
+	if name == "" {
+		panic("pool: Register with an empty name")
+	}
+	if fn == nil {
+		panic(fmt.Sprintf("pool: Register(%q): nil function", name))
+	}
+	t := &Task[A, R]{fn: fn, in: newCodec[A](), out: newCodec[R]()}
+	t.info = &taskInfo{
+		name: name,
+		encodeIn: func(in any) ([]byte, error) {
+			return t.in.encode(nil, in.([]A))
+		},
+		sliceIn: func(in any, i, j int) any { return in.([]A)[i:j] },
+		decodeOut: func(b []byte, n int) (any, error) {
+			return t.out.decode(b, n)
+		},
+		runEncoded: t.runEncoded,
+		runLocal:   t.runLocal,
+	}
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic(fmt.Sprintf("pool: Register(%q): name already registered", name))
+	}
+	registry[name] = t.info
+	return t
+}
+
+// Args2 holds the two arguments of a task registered with Register2.
+type Args2[A, B any] struct {
+	A A
+	B B
+}
+
+// Register2 registers a task of two arguments. Its input type is
+// Args2[A, B]: Map over a []Args2 is Python's starmap (see Starmap).
+func Register2[A, B, R any](name string, fn func(ctx context.Context, a A, b B) (R, error)) *Task[Args2[A, B], R] {
+	if fn == nil {
+		panic(fmt.Sprintf("pool: Register2(%q): nil function", name))
+	}
+	return Register(name, func(ctx context.Context, args Args2[A, B]) (R, error) {
+		return fn(ctx, args.A, args.B)
+	})
+}
+
+// call runs fn(ctx, a), turning a panic into a RemoteError with the stack.
+func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error), a A) (r R, err error, perr *commonpb.RemoteError) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		rec := recover()
+		msg := "the task called runtime.Goexit"
+		if rec != nil {
+			msg = fmt.Sprint(rec)
+		}
+		perr = &commonpb.RemoteError{Type: "panic", Message: truncate(msg), Stack: truncate(string(debug.Stack())), Panicked: rec != nil}
+	}()
+	r, err = fn(ctx, a)
+	returned = true
+	return r, err, nil
+}
+
+const maxReport = 64 << 10
+
+func truncate(s string) string {
+	if len(s) > maxReport {
+		return s[:maxReport] + "\n... (truncated)"
+	}
+	return s
+}
+
+func toRemote(err error) *commonpb.RemoteError {
+	re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: truncate(err.Error())}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		re.Kind = kindDeadline
+	case errors.Is(err, context.Canceled):
+		re.Kind = kindCanceled
+	case errors.Is(err, ErrEncode):
+		re.Kind = kindEncode
+	}
+	return re
+}
+
+// runEncoded is the worker side of a chunk.
+func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks) ([]byte, []*pb.TaskError) {
+	ins, err := t.in.decode(data, n)
+	if err != nil {
+		re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: "pool: decoding the arguments: " + err.Error(), Kind: kindEncode}
+		errs := make([]*pb.TaskError, n)
+		for i := range errs {
+			errs[i] = &pb.TaskError{Index: uint32(i), Error: re}
+		}
+		return nil, errs
+	}
+	outs := make([]R, n)
+	var errs []*pb.TaskError
+	for i := range ins {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: toRemote(err)})
+			continue
+		}
+		tctx, cancel := h.taskCtx(ctx, i)
+		r, err, perr := call(tctx, t.fn, ins[i])
+		if cancel != nil {
+			cancel()
+		}
+		switch {
+		case perr != nil:
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: perr})
+		case err != nil:
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: toRemote(err)})
+		default:
+			outs[i] = r
+		}
+	}
+	out, err := t.out.encode(nil, outs)
+	if err == nil {
+		return out, errs
+	}
+	// Find the results that cannot be encoded: they fail alone.
+	var zero R
+	for i := range outs {
+		if _, e := t.out.encode(nil, outs[i:i+1]); e != nil {
+			outs[i] = zero
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: &commonpb.RemoteError{
+				Type:    fmt.Sprintf("%T", e),
+				Message: truncate(fmt.Sprintf("pool: error sending result %.200v: %v", any(outs[i]), e)),
+				Kind:    kindEncode,
+			}})
+		}
+	}
+	out, err = t.out.encode(nil, outs)
+	if err != nil {
+		re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: "pool: encoding the results: " + err.Error(), Kind: kindEncode}
+		errs = errs[:0]
+		for i := range outs {
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: re})
+		}
+		return nil, errs
+	}
+	return out, errs
+}
+
+// runLocal is a ThreadPool worker's side of a chunk: errors are returned
+// as the task returned them (not wrapped), panics as *RemoteError.
+func (t *Task[A, R]) runLocal(ctx context.Context, in any, h *runHooks) (any, []idxErr) {
+	ins := in.([]A)
+	outs := make([]R, len(ins))
+	var errs []idxErr
+	for i := range ins {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, idxErr{i, err})
+			continue
+		}
+		tctx, cancel := h.taskCtx(ctx, i)
+		r, err, perr := call(tctx, t.fn, ins[i])
+		if cancel != nil {
+			cancel()
+		}
+		switch {
+		case perr != nil:
+			errs = append(errs, idxErr{i, &RemoteError{Task: t.info.name, Type: perr.Type, Message: perr.Message,
+				Stack: perr.Stack, Panicked: perr.Panicked, Pid: selfPid}})
+		case err != nil:
+			errs = append(errs, idxErr{i, err})
+		default:
+			outs[i] = r
+		}
+	}
+	return outs, errs
+}
