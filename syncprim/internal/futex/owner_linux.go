@@ -47,6 +47,10 @@ func selfSlow() ID {
 // (gone, zombie or dead) or whose pid now belongs to a process with another
 // start time is not alive. Alive reads /proc, costing a few microseconds;
 // it is meant for waits that have lasted long, not for hot paths.
+//
+// When /proc/<pid> cannot be read although the pid exists (/proc mounted
+// with hidepid, for example), or id carries no start time, Alive falls
+// back to Exists: it never declares dead a process it cannot see.
 func Alive(id ID) bool {
 	if id == 0 {
 		return false
@@ -54,14 +58,15 @@ func Alive(id ID) bool {
 	if id == Self() {
 		return true
 	}
+	start := uint32(uint64(id) >> 32)
 	st, state, ok := procStat(id.Pid())
-	if !ok {
-		return false
+	if !ok || start == 0 {
+		return Exists(id)
 	}
 	if state == 'Z' || state == 'X' || state == 'x' {
 		return false
 	}
-	return uint32(st) == uint32(uint64(id)>>32)
+	return uint32(st) == start
 }
 
 // procStat returns the start time (field 22) and state (field 3) of pid.

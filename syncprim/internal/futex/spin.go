@@ -1,8 +1,10 @@
 package futex
 
 import (
+	"os"
 	"runtime"
 	"sync/atomic"
+	"time"
 )
 
 // Spin tuning. One iteration is a check plus one PAUSE, about 25 ns on the
@@ -22,10 +24,28 @@ const (
 // honours the affinity mask at start-up).
 var numCPU = runtime.NumCPU()
 
+// EnvSpin names the environment variable that overrides the spin policy:
+// "off" never spins; "on" lets the adaptive spinner run even with one
+// usable CPU (for measurements); anything else is automatic.
+const EnvSpin = "MULTIPROC_SPIN"
+
+var spinMode = func() int {
+	switch os.Getenv(EnvSpin) {
+	case "off", "0":
+		return -1
+	case "on", "1":
+		return 1
+	}
+	return 0
+}()
+
 // CanSpin reports whether spinning can ever help: never with one usable CPU
 // (taskset to one CPU, or GOMAXPROCS=1), where the peer cannot run while we
 // spin.
 func CanSpin() bool {
+	if spinMode != 0 {
+		return spinMode > 0
+	}
 	return numCPU > 1 && runtime.GOMAXPROCS(0) > 1
 }
 
@@ -68,15 +88,45 @@ func (s *Spinner) Spin(done func() bool) bool {
 		}
 		b, probing = MaxSpin, true
 	}
+	t0 := time.Now()
 	for i := int32(0); i < b; i++ {
 		if done() {
-			s.success(i, probing)
+			// A spin that took much longer than its iterations should
+			// was preempted: the peer ran on this CPU meanwhile, which
+			// says nothing good about spinning. Count it as a failure.
+			if time.Since(t0) > time.Duration(2*int64(i+1)*iterNS())+2*time.Microsecond {
+				s.failure(b, probing)
+			} else {
+				s.success(i, probing)
+			}
 			return true
 		}
 		pause(1)
 	}
 	s.failure(b, probing)
 	return false
+}
+
+var iterCost atomic.Int64
+
+// iterNS returns the cost of one spin iteration in nanoseconds, measured
+// once (the fastest of three runs, so that a preemption does not inflate
+// it).
+func iterNS() int64 {
+	if c := iterCost.Load(); c != 0 {
+		return c
+	}
+	best := int64(1 << 62)
+	for r := 0; r < 3; r++ {
+		t := time.Now()
+		for i := 0; i < 256; i++ {
+			pause(1)
+		}
+		best = min(best, time.Since(t).Nanoseconds()/256)
+	}
+	best = max(best, 1)
+	iterCost.Store(best)
+	return best
 }
 
 func (s *Spinner) success(i int32, probing bool) {
