@@ -32,9 +32,14 @@
 // spin budget grows when spins succeed and drops to nothing when they fail
 // (as when both processes share one CPU, where spinning only delays the
 // peer), with rare probes to notice a change. A process restricted to one
-// CPU (affinity or GOMAXPROCS=1) never spins. Sleeps are blocking system
-// calls on the goroutine's thread; the Go scheduler runs other goroutines
-// meanwhile.
+// CPU (affinity or GOMAXPROCS=1) never spins; the environment variable
+// MULTIPROC_SPIN=off disables spinning, MULTIPROC_SPIN=on enables it even
+// then. Sleeps are blocking system calls on the goroutine's thread; the Go
+// scheduler runs other goroutines meanwhile.
+//
+// Locks are not fair, like sync.Mutex in normal mode and POSIX semaphores:
+// a releasing process may take the lock straight back, which keeps
+// throughput high under contention.
 //
 // # Memory ordering
 //
