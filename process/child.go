@@ -42,6 +42,7 @@ import (
 func Init() {
 	v, ok := os.LookupEnv(envChild)
 	if !ok {
+		runInitHooks()
 		return
 	}
 	os.Unsetenv(envChild)

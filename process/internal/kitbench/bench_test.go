@@ -1,13 +1,34 @@
-package process_test
+package kitbench
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/process"
 )
+
+func TestMain(m *testing.M) {
+	process.Init()
+	mptest.Main(m)
+}
+
+var empty = process.Register("kitbench.empty", func(ctx context.Context) {})
+
+// TestEmpty keeps the benchmark's function honest in plain test runs.
+func TestEmpty(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := empty.Process()
+	if err := p.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // BenchmarkKit holds the benchmarks that stand for keys of the baseline
 // kit (../shared/bench): process start+join latency.
@@ -19,7 +40,7 @@ func BenchmarkKit(b *testing.B) {
 		t0 := time.Now()
 		n := 0
 		for b.Loop() {
-			p := fnEmpty.Process()
+			p := empty.Process()
 			if err := p.Start(ctx); err != nil {
 				b.Fatal(err)
 			}
@@ -36,7 +57,7 @@ func BenchmarkKit(b *testing.B) {
 		t0 := time.Now()
 		n := 0
 		for b.Loop() {
-			ps := [2]*process.Process{fnEmpty.Process(), fnEmpty.Process()}
+			ps := [2]*process.Process{empty.Process(), empty.Process()}
 			for _, p := range ps {
 				if err := p.Start(ctx); err != nil {
 					b.Fatal(err)
@@ -53,17 +74,24 @@ func BenchmarkKit(b *testing.B) {
 	})
 }
 
-var _ = mptest.RegisterHelper("process.exit", func() {})
-
-// BenchmarkReexecFloor re-executes this test binary into a helper that
-// exits at once: the floor under start.spawn for this binary's size and
-// package initialisation.
+// BenchmarkReexecFloor re-executes this test binary (os/exec) into a
+// mode that exits at once: the floor under start.spawn for this binary.
 func BenchmarkReexecFloor(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
-		cmd := mptest.HelperCmd(b, "process.exit")
-		cmd.Stderr = nil
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), "KITBENCH_EXIT=1")
 		if err := cmd.Run(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func init() {
+	if os.Getenv("KITBENCH_EXIT") != "" {
+		os.Exit(0)
 	}
 }
