@@ -293,3 +293,59 @@ func statIno(st os.FileInfo) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// FuzzHandleDescriptor feeds arbitrary descriptors, with a real memfd, to
+// every MultiprocAttach: none may panic, map outside the segment or leak
+// the file.
+func FuzzHandleDescriptor(f *testing.F) {
+	a, err := NewArena(8192)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer a.Close()
+	b, err := a.Alloc(64, 8)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer a.Free(b)
+	v, err := AllocValue[int64](a, 1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer v.Close()
+	arr, err := NewArray[uint16](10)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer arr.Close()
+	for _, h := range []handler{b, v, arr, arr.Segment()} {
+		files, desc, err := h.MultiprocHandle()
+		if err != nil {
+			f.Fatal(err)
+		}
+		closeFiles(files)
+		f.Add(desc)
+	}
+	seg := a.Segment()
+	ino := inoOf(f, seg)
+	f.Fuzz(func(t *testing.T, desc []byte) {
+		before := fdsOf(ino)
+		try := func(at attacher) {
+			fl, err := seg.dupFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := at.MultiprocAttach([]*os.File{fl}, desc); err == nil {
+				at.(interface{ Close() error }).Close()
+			}
+		}
+		try(new(Value[int64]))
+		try(new(Array[uint16]))
+		try(new(Block))
+		try(new(Segment))
+		try(new(ShareableList))
+		if after := fdsOf(ino); after != before {
+			t.Fatalf("%d fds on the arena before, %d after", before, after)
+		}
+	})
+}
