@@ -121,8 +121,9 @@ type Conn struct {
 	pend    *pending
 	fdq     []fdBatch
 	oob     []byte
-	// kick is an eventfd (made on the first blocking receive) that wakes a
-	// receiver blocked in poll(2): written by Close and by cancellation.
+	// kick is 1 + an eventfd (made on the first blocking receive; 0 until
+	// then) that wakes a receiver blocked in poll(2): written by Close and
+	// by cancellation.
 	kick atomic.Int32
 
 	rop readOp
@@ -150,13 +151,11 @@ func newConn(r, w transport, socket, pipeW bool, opts []Option) (*Conn, error) {
 func (c *Conn) adopt(nc *Conn) {
 	c.r, c.w, c.rraw, c.wraw = nc.r, nc.w, nc.rraw, nc.wraw
 	c.socket, c.wsocket, c.pipeW, c.opts = nc.socket, nc.wsocket, nc.pipeW, nc.opts
-	c.kick.Store(-1)
 	c.rfn, c.wfn = c.doRead, c.doWrite
 }
 
 func (c *Conn) init(r, w transport, socket, pipeW bool, opts []Option) error {
 	c.r, c.w, c.socket, c.pipeW, c.opts = r, w, socket, pipeW, defaultOptions()
-	c.kick.Store(-1)
 	c.rfn, c.wfn = c.doRead, c.doWrite
 	// Whatever the caller believed, a unix socket is what the transport is.
 	_, c.socket = r.(*net.UnixConn)
@@ -254,8 +253,8 @@ func (c *Conn) Close() error {
 		c.closed.Store(true)
 		// Wake a receiver blocked in poll(2) first: closing the transport
 		// waits until no system call uses its descriptor any more.
-		if k := c.kick.Load(); k >= 0 {
-			unix.Write(int(k), kickBytes[:])
+		if k := c.kick.Load(); k > 0 {
+			unix.Write(int(k-1), kickBytes[:])
 		}
 		if c.r != nil {
 			c.closeErr = c.r.Close()
@@ -272,8 +271,8 @@ func (c *Conn) Close() error {
 			}
 		}
 		c.fdq = nil
-		if k := c.kick.Swap(-1); k >= 0 {
-			unix.Close(int(k))
+		if k := c.kick.Swap(0); k > 0 {
+			unix.Close(int(k - 1))
 		}
 		c.rmu.Unlock()
 	})
@@ -858,14 +857,14 @@ func (c *Conn) fill(ctx context.Context, nonblock bool) (int, error) {
 // kickFD returns the Conn's kick eventfd, making it on first use, or -1.
 // Called with rmu held.
 func (c *Conn) kickFD() int {
-	if k := c.kick.Load(); k >= 0 {
-		return int(k)
+	if k := c.kick.Load(); k > 0 {
+		return int(k - 1)
 	}
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return -1
 	}
-	c.kick.Store(int32(fd))
+	c.kick.Store(int32(fd) + 1)
 	return fd
 }
 

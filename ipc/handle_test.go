@@ -84,3 +84,23 @@ func TestHandleRoundTrip(t *testing.T) {
 		t.Fatal("handle of a Conn with buffered data")
 	}
 }
+
+// Methods of a zero Conn (for example after a failed MultiprocAttach)
+// return errors and touch no descriptor.
+func TestZeroConn(t *testing.T) {
+	mptest.CheckFDs(t)
+	var c Conn
+	ctx := context.Background()
+	if err := c.SendBytes(ctx, nil); err == nil {
+		t.Error("SendBytes on a zero Conn")
+	}
+	if _, err := c.RecvBytes(ctx); err == nil {
+		t.Error("RecvBytes on a zero Conn")
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := os.Stdin.Stat(); err != nil {
+		t.Errorf("stdin damaged: %v", err)
+	}
+}
