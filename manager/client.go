@@ -39,7 +39,14 @@ type Client struct {
 	decq   []*pb.RefOp // decrefs queued by garbage-collected proxies
 	err    error       // set once the connection failed or closed
 	done   chan struct{}
-	reader chan struct{} // closed when the reader goroutine ends
+
+	// Responses are read by the callers themselves, one at a time: the
+	// goroutine holding readMu reads and dispatches frames until its own
+	// response arrives, then wakes a waiting caller to take over. A lone
+	// caller thus reads its own response with no goroutine hand-off.
+	readMu     sync.Mutex
+	readerWake chan struct{}
+	bg         sync.WaitGroup // readLoop goroutines
 
 	closeOnce sync.Once
 	sharedKey string // non-empty for a client shared by attached proxies
@@ -62,9 +69,8 @@ func NewClient(conn *ipc.Conn, opts ...Option) *Client {
 		f(&o)
 	}
 	c := &Client{conn: conn, opts: o, calls: map[uint64]*pendingCall{},
-		done: make(chan struct{}), reader: make(chan struct{}), authkey: o.authkey}
+		done: make(chan struct{}), readerWake: make(chan struct{}, 1), authkey: o.authkey}
 	c.w.conn = conn
-	go c.readLoop()
 	return c
 }
 
@@ -72,27 +78,132 @@ func NewClient(conn *ipc.Conn, opts ...Option) *Client {
 // Connect ("" for a Client made by NewClient).
 func (c *Client) Address() (network, address string) { return c.network, c.address }
 
-func (c *Client) readLoop() {
-	defer close(c.reader)
+// wait waits for pc's response, reading the connection itself when no
+// other caller does. It returns ctx's error when ctx ends first (the call
+// stays registered) and the connection's error when it fails.
+func (c *Client) wait(ctx context.Context, pc *pendingCall) (*pb.Response, error) {
 	for {
-		b, err := c.conn.RecvBytes(context.Background())
+		select {
+		case r := <-pc.ch:
+			return r, nil
+		default:
+		}
+		if c.readMu.TryLock() {
+			r, err := c.readUntil(ctx, pc)
+			c.mu.Lock()
+			others := len(c.calls) > 0 && c.err == nil
+			if others {
+				c.bg.Add(1)
+			}
+			c.mu.Unlock()
+			if others {
+				go c.readLoop() // keeps readMu
+			} else {
+				c.readMu.Unlock()
+				c.handOff()
+			}
+			return r, err
+		}
+		select {
+		case r := <-pc.ch:
+			return r, nil
+		case <-c.readerWake:
+			select {
+			case r := <-pc.ch:
+				c.handOff() // pass the turn on: someone else may need it
+				return r, nil
+			default:
+			}
+		case <-c.done:
+			return nil, c.Err()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// handOff wakes a waiting caller to read, if calls are in flight.
+func (c *Client) handOff() {
+	c.mu.Lock()
+	pending := len(c.calls) > 0
+	c.mu.Unlock()
+	if pending {
+		select {
+		case c.readerWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// readUntil reads and dispatches responses until pc's arrives. Called
+// with readMu held.
+func (c *Client) readUntil(ctx context.Context, pc *pendingCall) (*pb.Response, error) {
+	for {
+		select {
+		case r := <-pc.ch:
+			return r, nil
+		default:
+		}
+		b, err := c.conn.RecvBytes(ctx)
 		if err != nil {
+			if ctx.Err() != nil && !errors.Is(err, ipc.ErrClosed) && !errors.Is(err, ipc.ErrBroken) {
+				return nil, ctx.Err() // a cancelled receive loses nothing
+			}
 			c.fail(err)
-			return
+			return nil, c.Err()
 		}
 		resp := new(pb.Response)
 		if err := proto.Unmarshal(b, resp); err != nil {
 			c.fail(fmt.Errorf("manager: undecodable response: %w", err))
-			return
+			return nil, c.Err()
 		}
 		c.mu.Lock()
-		pc := c.calls[resp.Id]
+		p := c.calls[resp.Id]
 		delete(c.calls, resp.Id)
 		c.mu.Unlock()
-		if pc != nil {
-			pc.ch <- resp
+		if p == pc {
+			return resp, nil
+		}
+		if p != nil {
+			p.ch <- resp
 		}
 	}
+}
+
+// readLoop reads for the callers while calls are in flight, so that
+// under concurrency responses are dispatched by one goroutine instead of
+// the reading turn passing from caller to caller. It is started with
+// readMu held (handed over by the caller that started it) and ends when
+// no call is left.
+func (c *Client) readLoop() {
+	defer c.bg.Done()
+	for {
+		c.mu.Lock()
+		pending := len(c.calls) > 0
+		c.mu.Unlock()
+		if !pending {
+			break
+		}
+		b, err := c.conn.RecvBytes(context.Background())
+		if err != nil {
+			c.fail(err)
+			break
+		}
+		resp := new(pb.Response)
+		if err := proto.Unmarshal(b, resp); err != nil {
+			c.fail(fmt.Errorf("manager: undecodable response: %w", err))
+			break
+		}
+		c.mu.Lock()
+		p := c.calls[resp.Id]
+		delete(c.calls, resp.Id)
+		c.mu.Unlock()
+		if p != nil {
+			p.ch <- resp
+		}
+	}
+	c.readMu.Unlock()
+	c.handOff()
 }
 
 // fail marks the client broken: calls in flight and later calls get err.
@@ -116,7 +227,7 @@ func (c *Client) fail(err error) {
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.fail(ErrClosed)
-		<-c.reader
+		c.bg.Wait()
 	})
 	return nil
 }
@@ -178,22 +289,19 @@ func (c *Client) roundTrip(ctx context.Context, req *pb.Request) (*pb.Response, 
 	if err := c.w.send(frames...); err != nil {
 		c.fail(err)
 	}
-	var resp *pb.Response
-	select {
-	case resp = <-pc.ch:
-	case <-c.done:
-		return nil, c.abandon(id, pc)
-	case <-ctx.Done():
+	resp, err := c.wait(ctx, pc)
+	if err != nil && ctx.Err() != nil && c.Err() == nil {
+		// Cancelled: ask the server to stop the call, then take whatever
+		// it answers, so that a call that completed is not lost.
 		c.oneWay(&pb.Request{Op: &pb.Request_Cancel{Cancel: &pb.Cancel{Target: id}}})
-		select {
-		case resp = <-pc.ch:
-		case <-c.done:
-			return nil, c.abandon(id, pc)
-		}
-		if resp.Error != nil && resp.Error.Kind == "canceled" {
+		resp, err = c.wait(context.Background(), pc)
+		if err == nil && resp.Error != nil && resp.Error.Kind == "canceled" {
 			callPool.Put(pc)
 			return nil, ctx.Err()
 		}
+	}
+	if err != nil {
+		return nil, c.abandon(id, pc)
 	}
 	callPool.Put(pc)
 	return resp, nil

@@ -1,0 +1,120 @@
+package manager_test
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/manager"
+)
+
+// BenchmarkKit measures the baseline kit's manager keys. The server is a
+// separate process started by manager.Start (as CPython's Manager() is),
+// and the client talks to it over its unix socket.
+func BenchmarkKit(b *testing.B) {
+	ctx := context.Background()
+	b.Run("manager.lifecycle", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m, err := manager.Start(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.Shutdown(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms")
+	})
+	m, err := manager.Start(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	perOp := func(b *testing.B) {
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1000/float64(b.N), "us")
+	}
+	b.Run("manager.dict.set", func(b *testing.B) {
+		d, err := manager.NewDict[string, int](ctx, m.Client)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.Release(ctx)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if err := d.Set(ctx, "k", i); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		perOp(b)
+	})
+	b.Run("manager.dict.get", func(b *testing.B) {
+		d, err := manager.NewDict(ctx, m.Client, map[string]int{"k": 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.Release(ctx)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := d.Get(ctx, "k"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		perOp(b)
+	})
+	b.Run("manager.list.append", func(b *testing.B) {
+		l, err := manager.NewList[int](ctx, m.Client)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Release(ctx)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if err := l.Append(ctx, i); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		perOp(b)
+	})
+	b.Run("manager.pipelined", func(b *testing.B) {
+		d, err := manager.NewDict[string, int](ctx, m.Client)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.Release(ctx)
+		goroutines := 64 * runtime.GOMAXPROCS(0)
+		keys := make([]string, goroutines)
+		for i := range keys {
+			keys[i] = "k" + strconv.Itoa(i)
+		}
+		b.ReportAllocs()
+		var ops int64
+		start := time.Now()
+		for b.Loop() {
+			var wg sync.WaitGroup
+			const perG = 200
+			for g := range goroutines {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range perG {
+						if err := d.Set(ctx, keys[g], i); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			ops += int64(goroutines * perG)
+		}
+		b.ReportMetric(float64(ops)/time.Since(start).Seconds(), "ops/s")
+	})
+}
