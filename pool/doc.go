@@ -1,0 +1,121 @@
+// Package pool runs functions on a pool of worker processes, like
+// Python's multiprocessing.Pool, without its failure modes: a worker that
+// dies never hangs the pool.
+//
+// # Tasks
+//
+// A task is a function registered at package level, so that the workers,
+// which are re-executions of the same binary, know it too:
+//
+//	var Square = pool.Register("square", func(ctx context.Context, x int) (int, error) {
+//		return x * x, nil
+//	})
+//
+//	func main() {
+//		process.Init() // first thing: a worker runs its tasks from here
+//		p, err := pool.New(ctx, pool.Workers(4))
+//		...
+//		defer p.Terminate()
+//		squares, err := Square.Map(ctx, p, []int{1, 2, 3})
+//	}
+//
+// Register2 registers a function of two arguments (its input type is
+// Args2[A, B]; Map over a []Args2 is Python's starmap, see Starmap).
+// Arguments and results travel as their memory image when they hold no
+// pointers (numbers, bools, arrays and structs of them), length-prefixed
+// for strings and []byte, and with encoding/gob otherwise, one value per
+// chunk of tasks.
+//
+// # Calls
+//
+// Every call takes the pool and a context:
+//
+//   - Map (ordered []R), Starmap: wait for every task, then return the
+//     error of the failed task with the lowest index (no fail-fast, like
+//     Python), with the successful results filled in.
+//   - Imap (ordered) and ImapUnordered (completion order) return an
+//     iter.Seq2[R, error]; the input iter.Seq is read lazily, at most
+//     BufferSize chunks ahead, so an endless input runs in bounded
+//     memory; breaking out of the loop cancels what is still running.
+//   - Apply runs one task and waits; Submit and ApplyAsync return a
+//     *Future (Get, Done, Ready; success and error callbacks).
+//
+// Chunksize sets how many tasks travel together (Map's default is
+// Python's ceil(len/(4×workers)), Imap's is 1); whatever the chunksize,
+// the pool keeps a few chunks in flight per worker and writes the frames
+// queued for a worker in one system call, and workers answer the same
+// way. OnProgress reports done/failed/total counts after every chunk, for
+// progress bars.
+//
+// # Robustness
+//
+// Each worker has its own connection, so the pool always knows which
+// chunks a worker holds, and a worker runs them in the order it got them.
+//
+//   - Worker death (a crash, SIGKILL, the OOM killer, os.Exit in a task):
+//     the end of its connection tells the pool at once. The chunk it was
+//     running fails with a *WorkerDiedError (errors.Is ErrWorkerDied; it
+//     names the pid and the signal or exit code), or runs again on
+//     another worker while it has Retries left; the chunks it had not
+//     started run elsewhere. A replacement worker is started. Nothing
+//     waits forever.
+//   - Task timeout (TaskTimeout): each task's context has a deadline from
+//     the moment its worker starts it. A task that honours its context
+//     returns its own error (a *RemoteError, errors.Is
+//     context.DeadlineExceeded). One that does not return is stopped with
+//     its worker: SIGTERM, SIGKILL after KillGrace, and it fails with a
+//     *TimeoutError (errors.Is context.DeadlineExceeded). The other tasks
+//     that worker held run again elsewhere (so a task in the same chunk
+//     may run twice: tasks should be idempotent when timeouts are used).
+//   - Cancellation: when a call's context ends, the call returns
+//     ctx.Err() at once, its queued tasks are dropped, and the workers
+//     running its tasks are told to cancel them (their contexts end). A
+//     worker whose cancelled task has not returned after KillGrace is
+//     killed and replaced.
+//   - Task errors and panics reach the caller as a *RemoteError with the
+//     worker's message, the error's Go type and, for a panic, the worker's
+//     stack. A result that cannot be encoded fails its task alone
+//     (errors.Is ErrEncode); the pool goes on.
+//   - Recycling: MaxTasksPerChild, MaxMemory (the worker's RSS, read from
+//     /proc after each chunk) and MaxWorkerAge retire a worker once it
+//     has answered what it holds; its replacement is started at once.
+//   - If a worker cannot be started during New, the ones already started
+//     are stopped and New returns a *StartError. An Initializer runs once
+//     in every worker; when it fails, New returns its error.
+//
+// # Lifecycle
+//
+// Close stops accepting calls (they fail with ErrClosed) and lets the
+// submitted work finish; Terminate fails everything pending with
+// ErrTerminated and stops the workers (SIGTERM, then SIGKILL after
+// KillGrace); Join waits for the workers to exit (ErrRunning before Close
+// or Terminate); Wait is Close plus Join. No goroutine, file descriptor
+// or child process outlives Join.
+//
+// All methods of Pool, Task and Future are safe for concurrent use.
+// Callbacks (OnProgress, ApplyAsync's) run on the pool's result
+// goroutines and must return quickly.
+//
+// NewThreadPool gives the same API on goroutines of this process
+// (Python's ThreadPool): switching is a one-line change. Errors then come
+// back as the task returned them.
+//
+// # Recipes
+//
+//   - Parallel map over a slice: Task.Map.
+//   - A stream with bounded memory: Task.Imap over an iter.Seq, break when
+//     done.
+//   - Fire and collect later: Task.Submit, then Future.Get.
+//   - Survive crashing native code: Retries(n), and check
+//     errors.Is(err, ErrWorkerDied) for what still failed.
+//   - Kill runaway tasks: TaskTimeout(d), KillGrace(d).
+//   - Leaky libraries: MaxTasksPerChild(n) or MaxMemory(bytes).
+//   - Progress bar: OnProgress.
+//
+// # Wire protocol
+//
+// The messages are defined in proto/pool/v1/pool.proto: the pool writes
+// ToWorker frames (Chunk, Cancel, Stop) and the worker FromWorker frames
+// (Ready once, then Result per chunk, and Started per task when a task
+// timeout is set), each one ipc frame on the worker's duplex pipe.
+package pool

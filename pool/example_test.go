@@ -1,0 +1,113 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/multiproc/multiproc/pool"
+)
+
+// Cube is registered at package level: worker processes (re-executions of
+// this binary) find it by name.
+var Cube = pool.Register("example.cube", func(ctx context.Context, x int) (int, error) {
+	if x < 0 {
+		return 0, errors.New("negative input")
+	}
+	return x * x * x, nil
+})
+
+func Example() {
+	ctx := context.Background()
+	p, err := pool.New(ctx, pool.Workers(2))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Terminate()
+	cubes, err := Cube.Map(ctx, p, []int{1, 2, 3, 4})
+	fmt.Println(cubes, err)
+	// Output: [1 8 27 64] <nil>
+}
+
+func ExampleTask_Imap() {
+	ctx := context.Background()
+	p, _ := pool.New(ctx, pool.Workers(2))
+	defer p.Terminate()
+	// An endless input, read lazily; break stops it.
+	naturals := func(yield func(int) bool) {
+		for i := 0; yield(i); i++ {
+		}
+	}
+	for c, err := range Cube.Imap(ctx, p, naturals) {
+		if err != nil || c > 100 {
+			break
+		}
+		fmt.Print(c, " ")
+	}
+	fmt.Println()
+	// Output: 0 1 8 27 64
+}
+
+func ExampleTask_Submit() {
+	ctx := context.Background()
+	p, _ := pool.New(ctx, pool.Workers(2))
+	defer p.Terminate()
+	futures := make([]*pool.Future[int], 3)
+	for i := range futures {
+		futures[i] = Cube.Submit(ctx, p, i+5)
+	}
+	for _, f := range futures {
+		v, err := f.Get(ctx)
+		fmt.Println(v, err)
+	}
+	// Output:
+	// 125 <nil>
+	// 216 <nil>
+	// 343 <nil>
+}
+
+func ExampleRemoteError() {
+	ctx := context.Background()
+	p, _ := pool.New(ctx, pool.Workers(1))
+	defer p.Terminate()
+	_, err := Cube.Map(ctx, p, []int{1, -2, 3})
+	var re *pool.RemoteError
+	if errors.As(err, &re) {
+		fmt.Println(re.Index, re.Message)
+	}
+	// Output: 1 negative input
+}
+
+// Handling workers that die: tasks whose worker was killed fail with
+// ErrWorkerDied (or are retried with pool.Retries); the pool goes on.
+func ExampleWorkerDiedError() {
+	ctx := context.Background()
+	p, _ := pool.New(ctx, pool.Workers(2))
+	defer p.Terminate()
+	results, err := suicide.Map(ctx, p, []int{1, -1, 3}, pool.Chunksize(1))
+	var de *pool.WorkerDiedError
+	if errors.As(err, &de) {
+		fmt.Println("worker killed by", de.Signal)
+	}
+	fmt.Println(results[0], results[2], errors.Is(err, pool.ErrWorkerDied))
+	// Output:
+	// worker killed by killed
+	// 1 3 true
+}
+
+func ExampleNewThreadPool() {
+	ctx := context.Background()
+	p, _ := pool.NewThreadPool(ctx, pool.Workers(4))
+	defer p.Terminate()
+	var got []int
+	for c, err := range Cube.ImapUnordered(ctx, p, slices.Values([]int{1, 2, 3})) {
+		if err == nil {
+			got = append(got, c)
+		}
+	}
+	slices.Sort(got)
+	fmt.Println(got)
+	// Output: [1 8 27]
+}
