@@ -34,11 +34,11 @@ type Client struct {
 
 	nextID atomic.Uint64
 
-	mu     sync.Mutex
-	calls  map[uint64]*pendingCall
-	decq   []*pb.RefOp // decrefs queued by garbage-collected proxies
-	err    error       // set once the connection failed or closed
-	done   chan struct{}
+	mu    sync.Mutex
+	calls map[uint64]*pendingCall
+	decq  []*pb.RefOp // decrefs queued by garbage-collected proxies
+	err   error       // set once the connection failed or closed
+	done  chan struct{}
 
 	// Responses are read by the callers themselves, one at a time: the
 	// goroutine holding readMu reads and dispatches frames until its own
