@@ -207,7 +207,7 @@ func runChild(b []byte, files []*os.File) int {
 	}()
 	st.write(startedFrame)
 
-	err, rerr := call(ctx, f, args)
+	rerr, err := call(ctx, f, args)
 	var ec *exitCodeError
 	if terminated.Load() {
 		if errors.As(err, &ec) {
@@ -251,7 +251,7 @@ func remoteError(err error) *commonpb.RemoteError {
 }
 
 // call runs f; a panic (or runtime.Goexit) becomes a RemoteError.
-func call(ctx context.Context, f *Func, args []reflect.Value) (err error, rerr *commonpb.RemoteError) {
+func call(ctx context.Context, f *Func, args []reflect.Value) (rerr *commonpb.RemoteError, err error) {
 	returned := false
 	defer func() {
 		if returned {
@@ -268,7 +268,7 @@ func call(ctx context.Context, f *Func, args []reflect.Value) (err error, rerr *
 	out := f.fn.Call(in)
 	returned = true
 	if f.retErr && !out[0].IsNil() {
-		return out[0].Interface().(error), nil
+		return nil, out[0].Interface().(error)
 	}
 	return nil, nil
 }
