@@ -138,6 +138,9 @@ func TestInteropPython(t *testing.T) {
 	for _, v := range pythons(t) {
 		for _, network := range []string{"unix", "tcp"} {
 			for _, key := range []string{"", "secret"} {
+				if v != "" && key == "" {
+					continue // framing is the same in every version; the handshake is not
+				}
 				name := fmt.Sprintf("%s/%s/key=%q", pyVersionName(v), network, key)
 				var lopts []ListenOption
 				pykey := "-"
