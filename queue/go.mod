@@ -20,7 +20,10 @@ replace (
 // --- end of generated replaces ---
 
 require (
+	github.com/google/go-cmp v0.7.0
+	github.com/multiproc/multiproc/internal/mptest v0.0.0
 	github.com/multiproc/multiproc/ipc v0.0.0
+	github.com/multiproc/multiproc/process v0.0.0
 	github.com/multiproc/multiproc/shm v0.0.0
 	github.com/multiproc/multiproc/syncprim v0.0.0
 	go.uber.org/zap v1.28.0
@@ -28,4 +31,8 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require go.uber.org/multierr v1.10.0 // indirect
+require (
+	github.com/multiproc/multiproc/proto v0.0.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+)
