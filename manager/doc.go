@@ -1,0 +1,83 @@
+// Package manager shares objects between processes through a server
+// process that owns them, as CPython's multiprocessing.managers does:
+// clients hold proxies, and every operation on a proxy is a request to the
+// server.
+//
+// # Starting a manager
+//
+// Start spawns the server as a daemon child process (through the process
+// package: call process.Init first in main) listening on a unix socket in
+// a private directory with a fresh random authkey, and connects to it:
+//
+//	m, err := manager.Start(ctx)
+//	defer m.Close()
+//	d, err := manager.NewDict[string, int](ctx, m.Client)
+//	err = d.Set(ctx, "a", 1)
+//
+// A server can also run in this process (NewServer, then Serve on a
+// Listener, or ServeConn on one end of an ipc.Pipe), or standalone for
+// remote clients: Listen("tcp", "0.0.0.0:5000", WithAuthkey(key)) and, on
+// other machines, Connect(ctx, "tcp", "host:5000", WithAuthkey(key)).
+// Every connection passes CPython's HMAC challenge handshake (ipc.Listen);
+// a client with a wrong key gets nothing. TLS is not supported yet.
+//
+// # Shared types
+//
+// Built in, each with a typed proxy: Dict[K, V] (insertion ordered),
+// List[T], Namespace, Queue[T] and JoinableQueue[T], Value[T], Array[T],
+// Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event and Barrier.
+// Values crossing the wire are a small language-neutral model (null, bool,
+// integers, floats, strings, bytes, lists, maps and proxy references; see
+// ToValue and PROTOCOL.md): nothing from the wire is ever executed.
+//
+// User types are registered by name with RegisterType; their exported
+// methods become callable through an *Object proxy (Object.Call, or the
+// typed Call function), and nothing else is. A method that returns a value
+// of a registered type creates a new shared object and returns a proxy.
+//
+// # Proxies
+//
+// A proxy is a handle to one counted reference. Proxies are safe for
+// concurrent use by many goroutines, and one connection carries all of a
+// client's calls at once (requests carry ids), so a blocked Queue.Get does
+// not hold up other calls. Proxies nest: a proxy stored in a shared
+// container is a reference held by the container, and reading it back
+// gives a proxy again (d["supplies"]["blankets"] = 5 works). A proxy can
+// be an argument of a child process (it implements the process package's
+// handle contract); the child connects to the server on its first call.
+//
+// Blocking calls (Lock.Acquire, Queue.Get, Event.Wait, Barrier.Wait,
+// Condition.Wait, JoinableQueue.Join, custom methods taking a
+// context.Context) wait in the server and take a context: when it ends,
+// the client asks the server to cancel the wait, and the call returns
+// ctx.Err() having taken nothing (or its result, if it completed first).
+//
+// # Lifetime
+//
+// An object lives while a reference to it exists: from a connection (its
+// proxies) or from a shared container. References are counted per
+// connection, so when a client closes its Client, exits or is killed, the
+// server drops all its references and frees the objects no one else
+// references. A proxy dropped without Release gives its reference back
+// with the client's next call (runtime cleanup). Reference cycles between
+// containers (a list appended to itself) live until the server stops.
+//
+// Unlike CPython's, the manager's locks know their holder's connection:
+// when a client dies holding a Lock or RLock, the lock is released and the
+// next acquirer's Acquire returns ErrOwnerDead while holding it, as a
+// robust mutex does. (Semaphores have no holder and are not recovered.)
+//
+// # Errors
+//
+// An error raised in the server reaches the caller as a *RemoteError with
+// the server-side type and message (and the stack of a panic); it matches
+// the sentinel of its kind with errors.Is: ErrKeyNotFound (Python's
+// KeyError), ErrIndexOutOfRange, ErrEmpty, ErrFull, ErrNotOwner,
+// ErrBrokenBarrier, ErrUnknownType, ErrUnknownMethod, ErrBadArgs, ...
+//
+// # Concurrency
+//
+// Server, Client, Manager and every proxy are safe for concurrent use.
+// Methods of a registered type run concurrently (each call in its own
+// goroutine, like net/rpc), so such a type must guard its state.
+package manager

@@ -1,0 +1,155 @@
+package manager_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/multiproc/multiproc/manager"
+	"github.com/multiproc/multiproc/process"
+)
+
+// exampleWorker runs in a child process: it receives the proxies as
+// arguments and changes the shared objects through them.
+var exampleWorker = process.Register("example.manager.worker",
+	func(ctx context.Context, d *manager.Dict[string, float64], l *manager.List[int]) error {
+		if err := d.Set(ctx, "1", 1); err != nil {
+			return err
+		}
+		if err := d.Set(ctx, "2", 2); err != nil {
+			return err
+		}
+		if err := d.Set(ctx, "0.25", 0); err != nil {
+			return err
+		}
+		return l.Reverse(ctx)
+	})
+
+// The recipe of Python's documentation: a dict and a list in a manager
+// process, changed by another process.
+func Example() {
+	ctx := context.Background()
+	m, err := manager.Start(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+
+	d, _ := manager.NewDict[string, float64](ctx, m.Client)
+	l, _ := manager.NewList(ctx, m.Client, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+
+	p := &process.Process{Func: exampleWorker, Args: []any{d, l}}
+	if err := p.Start(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := p.Wait(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	items, _ := d.Items(ctx)
+	for k, v := range items {
+		fmt.Println(k, v)
+	}
+	fmt.Println(l.Copy(ctx))
+	// Output:
+	// 1 1
+	// 2 2
+	// 0.25 0
+	// [9 8 7 6 5 4 3 2 1 0] <nil>
+}
+
+// A manager serving remote clients over TCP: a queue that any process
+// knowing the address and the authkey can use.
+func ExampleConnect() {
+	ctx := context.Background()
+	key := []byte("a secret shared with the clients")
+
+	// The server side (e.g. `mp manager serve`).
+	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.WithAuthkey(key))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := manager.NewServer()
+	defer srv.Close()
+	go srv.Serve(ctx, l)
+	addr := l.Addr().String()
+
+	// A client somewhere else.
+	c, err := manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	q, _ := manager.NewQueue[string](ctx, c, 0)
+	q.Put(ctx, "hello")
+	fmt.Println(q.Get(ctx))
+
+	// A client with the wrong key gets nothing.
+	_, err = manager.Connect(ctx, "tcp", addr, manager.WithAuthkey([]byte("wrong")))
+	fmt.Println(err != nil)
+	// Output:
+	// hello <nil>
+	// true
+}
+
+// MathsClass is a user type shared through a manager (the recipe of
+// Python's BaseManager.register documentation).
+type MathsClass struct {
+	mu      sync.Mutex
+	history []string
+}
+
+func (m *MathsClass) Add(x, y int) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.history = append(m.history, "add")
+	return x + y
+}
+
+func (m *MathsClass) Div(x, y int) (int, error) {
+	if y == 0 {
+		return 0, errors.New("division by zero")
+	}
+	return x / y, nil
+}
+
+func (m *MathsClass) History() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.history)
+}
+
+var _ = manager.RegisterType("Maths", func() *MathsClass { return &MathsClass{} })
+
+func ExampleRegisterType() {
+	ctx := context.Background()
+	m, err := manager.Start(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+
+	maths, err := m.Create(ctx, "Maths")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(manager.Call[int](ctx, maths, "Add", 4, 3))
+	_, err = manager.Call[int](ctx, maths, "Div", 1, 0)
+	fmt.Println(err)
+	fmt.Println(manager.Call[[]string](ctx, maths, "History"))
+	_, err = maths.Call(ctx, "Exec", "rm -rf /")
+	fmt.Println(errors.Is(err, manager.ErrUnknownMethod))
+	// Output:
+	// 7 <nil>
+	// manager: remote *errors.errorString: division by zero
+	// [add] <nil>
+	// true
+}
