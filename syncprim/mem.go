@@ -54,9 +54,10 @@ const align = 64
 
 func roundUp(n int) int { return (n + align - 1) &^ (align - 1) }
 
-// An Option places a new primitive (InArena, InBlock, InSegment) or sets a
-// property of it (MaxWaiters, WithAction, WithTimeout). Options that do not
-// apply to a primitive are ignored.
+// An Option places a new primitive (at most one of InArena, InBlock and
+// InSegment; by default it goes to the package's arena) or sets a property
+// of it (MaxWaiters, WithAction, WithTimeout). Options that do not apply to
+// a primitive are ignored.
 type Option func(*options)
 
 type options struct {
@@ -136,6 +137,15 @@ func allocDefault(size int) (*shm.Block, error) {
 // newRegion finds size bytes for a new primitive as the options say and
 // zeroes them.
 func newRegion(size int, o *options) (*region, error) {
+	n := 0
+	for _, set := range []bool{o.block != nil, o.seg != nil, o.arena != nil} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, errors.New("syncprim: more than one of InArena, InBlock and InSegment")
+	}
 	var r *region
 	switch {
 	case o.block != nil:
