@@ -70,9 +70,10 @@ func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout =
 // as arrived, and the barrier cannot drain — later Waits block until their
 // contexts end. Use timeouts (WithTimeout) with parties that may die.
 //
-// A Barrier must not be copied after first use. Its methods are safe for
-// concurrent use by goroutines and processes; Close is not concurrent with
-// anything else.
+// A Barrier must not be copied after first use. The zero Barrier is not
+// usable (its methods return ErrClosed) until MultiprocAttach. Its methods
+// are safe for concurrent use by goroutines and processes; Close is not
+// concurrent with anything else.
 type Barrier struct {
 	m      atomic.Pointer[barrierMem]
 	reg    *region

@@ -126,10 +126,11 @@ func MaxWaiters(n int) Option { return func(o *options) { o.maxWaiters = n } }
 // otherwise harmless; a lock holder that dies is reported by the lock
 // (ErrOwnerDead).
 //
-// A Condition must not be copied after first use. Its methods are safe for
-// concurrent use by goroutines and processes, with the lock's rules (an
-// RLock is shared by the goroutines of its holding process); Close is not
-// concurrent with anything else.
+// A Condition must not be copied after first use. The zero Condition is not
+// usable (its methods return ErrClosed) until MultiprocAttach. Its methods
+// are safe for concurrent use by goroutines and processes, with the lock's
+// rules (an RLock is shared by the goroutines of its holding process); Close
+// is not concurrent with anything else.
 type Condition struct {
 	m     atomic.Pointer[condMem]
 	reg   *region

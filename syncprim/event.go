@@ -30,9 +30,10 @@ const EventSize = align
 // An Event has no owner: nothing is detected when a process that was to
 // set it dies; bound waits with a context.
 //
-// An Event must not be copied after first use. Its methods are safe for
-// concurrent use by goroutines and processes; Close is not concurrent with
-// anything else.
+// An Event must not be copied after first use. The zero Event is not usable
+// (its methods return ErrClosed) until MultiprocAttach. Its methods are safe
+// for concurrent use by goroutines and processes; Close is not concurrent
+// with anything else.
 type Event struct {
 	m    atomic.Pointer[eventMem]
 	reg  *region

@@ -44,7 +44,8 @@ const LockSize = align
 // notice within about a quarter of a second.
 //
 // A Lock must not be copied after first use (copy the *Lock, or hand it to
-// another process through MultiprocHandle). Its methods are safe for
+// another process through MultiprocHandle). The zero Lock is not usable (its
+// methods return ErrClosed) until MultiprocAttach. Its methods are safe for
 // concurrent use by goroutines and processes; Close is not concurrent with
 // anything else.
 type Lock struct {

@@ -40,9 +40,10 @@ var rlockMu sync.Mutex
 // does not hold it returns ErrNotHeld. If the holder dies holding it, the
 // next acquirer gets it (with count 1) and ErrOwnerDead, as for Lock.
 //
-// An RLock must not be copied after first use. Its methods are safe for
-// concurrent use by goroutines and processes; Close is not concurrent with
-// anything else.
+// An RLock must not be copied after first use. The zero RLock is not usable
+// (its methods return ErrClosed) until MultiprocAttach. Its methods are safe
+// for concurrent use by goroutines and processes; Close is not concurrent
+// with anything else.
 type RLock struct {
 	m    atomic.Pointer[rlockMem]
 	reg  *region

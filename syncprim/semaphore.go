@@ -37,9 +37,10 @@ const SemaphoreSize = align
 // A Release happens before the Acquire that it lets proceed (in Go memory
 // model terms, it is synchronized before it).
 //
-// A Semaphore must not be copied after first use. Its methods are safe for
-// concurrent use by goroutines and processes; Close is not concurrent with
-// anything else.
+// A Semaphore must not be copied after first use. The zero Semaphore is not
+// usable (its methods return ErrClosed) until MultiprocAttach. Its methods
+// are safe for concurrent use by goroutines and processes; Close is not
+// concurrent with anything else.
 type Semaphore struct {
 	m    atomic.Pointer[semMem]
 	reg  *region
