@@ -189,3 +189,61 @@ func TestSendFilesListener(t *testing.T) {
 		t.Fatalf("%q", buf[:n])
 	}
 }
+
+// Concurrent SendFiles and SendBytes: every received frame comes with
+// exactly its own files, however the kernel batched the bytes.
+func TestSendFilesConcurrent(t *testing.T) {
+	mptest.CheckFDs(t)
+	ctx := context.Background()
+	a, b := mustPipe(t, true, Socketpair())
+	const senders, each = 3, 60
+	files := make([]*os.File, senders)
+	for s := range files {
+		files[s] = tempFileWith(t, fmt.Sprint("sender", s))
+		defer files[s].Close()
+	}
+	errc := make(chan error, senders+1)
+	for s := range senders {
+		go func() {
+			for i := range each {
+				var err error
+				if i%3 == 2 {
+					err = a.SendBytes(ctx, []byte(fmt.Sprint("plain", s)))
+				} else {
+					err = a.SendFiles(ctx, []byte(fmt.Sprint("sender", s)), files[s])
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range senders * each {
+		p, fs, err := b.RecvFiles(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if strings.HasPrefix(string(p), "plain") {
+			want = 0
+		}
+		if len(fs) != want {
+			t.Fatalf("%q came with %d files", p, len(fs))
+		}
+		for _, f := range fs {
+			buf := make([]byte, 16)
+			n, _ := f.ReadAt(buf, 0)
+			f.Close()
+			if string(buf[:n]) != string(p) {
+				t.Fatalf("frame %q came with the file of %q", p, buf[:n])
+			}
+		}
+	}
+	for range senders {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
