@@ -102,7 +102,11 @@
 // StartRequest (bootstrap bytes, the table of files, environment, stdio)
 // and returns a Child to wait on and signal, so the forkserver module can
 // hand the request to a warm process over a unix socket (files by
-// SCM_RIGHTS), which calls RunChild. StartMethod("fork") returns ErrNoFork,
+// SCM_RIGHTS), which calls RunChild. Two hooks serve such a Starter:
+// RegisterInitHook lets its pre-started processes wait inside Init (after
+// all package initialisation, before any user code) for their request,
+// and ChildFromPidfd watches a process it started ahead of time exactly as
+// Spawn watches its own. StartMethod("fork") returns ErrNoFork,
 // which explains why there is no fork in Go and what to use instead.
 //
 // # Handles for the whole tree
