@@ -290,3 +290,26 @@ shm.close()
 		})
 	}
 }
+
+// An anonymous segment is sealed: nobody holding its fd (a child
+// included) can shrink it under another process's mapping.
+func TestAnonymousSealed(t *testing.T) {
+	checkLeaks(t)
+	s, err := New(8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	files, _, err := s.MultiprocHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFiles(files)
+	if err := files[0].Truncate(100); err == nil {
+		t.Error("a handle's fd could shrink the segment")
+	}
+	if err := files[0].Truncate(1 << 20); err == nil {
+		t.Error("a handle's fd could grow the segment")
+	}
+	s.Bytes()[8191] = 1 // still mapped in full
+}
