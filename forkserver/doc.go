@@ -1,0 +1,3 @@
+// Package forkserver is a process.Starter whose children start in
+// microseconds instead of an exec.
+package forkserver

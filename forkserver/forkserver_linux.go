@@ -1,0 +1,481 @@
+package forkserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
+	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// envWarm marks a warm process; its value is the fd of its control socket.
+const envWarm = "MULTIPROC_FORKSERVER_WARM"
+
+// warmFD is where a warm process finds its control socket.
+const warmFD = 3
+
+// maxFilesPerFrame is how many files one frame carries (the kernel's
+// SCM_MAX_FD is 253).
+const maxFilesPerFrame = 253
+
+// maxAttempts bounds how many warm processes one Start tries before it
+// gives up (each failure is a warm process that died or never became
+// ready).
+const maxAttempts = 3
+
+// DefaultSize is the number of warm processes a Starter keeps by default.
+const DefaultSize = 2
+
+// DefaultReadyTimeout bounds the wait for a new warm process to report
+// that it is ready.
+const DefaultReadyTimeout = 30 * time.Second
+
+var (
+	// ErrClosed is returned by Start and Warm after Close.
+	ErrClosed = errors.New("forkserver: starter closed")
+	// ErrNoInit is returned by Start in a warm process whose main did not
+	// call process.Init first, so that it ran the program instead of
+	// waiting for its request.
+	ErrNoInit = errors.New("forkserver: this process was started as a warm process but main did not call process.Init() first")
+)
+
+// An Option configures a Starter.
+type Option func(*options)
+
+type options struct {
+	size         int
+	log          *zap.Logger
+	readyTimeout time.Duration
+}
+
+// Size sets how many warm processes the Starter keeps ready (DefaultSize
+// by default). It must be at least 1. Each costs one idle process (a few
+// MiB of resident memory) and one exec of the binary to make.
+func Size(n int) Option { return func(o *options) { o.size = n } }
+
+// WithLogger sets the logger for the Starter's diagnostics (warm processes
+// started, found dead, replaced). The default is zap.NewNop().
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
+// ReadyTimeout bounds how long a new warm process may take to finish its
+// runtime and package initialisation and report ready
+// (DefaultReadyTimeout by default). One that takes longer is killed and
+// the start that waited for it fails.
+func ReadyTimeout(d time.Duration) Option { return func(o *options) { o.readyTimeout = d } }
+
+// Starter is a process.Starter whose children are warm processes: see the
+// package documentation. Its methods are safe for concurrent use. Close it
+// when done (it owns a goroutine and the warm processes).
+type Starter struct {
+	opts options
+
+	mu      sync.Mutex
+	closed  bool
+	running bool // the refill goroutine was started
+
+	kick  chan struct{} // cap 1: ask the refill goroutine to top up
+	ready chan result   // warm processes ready to use (and refill errors)
+	live  atomic.Int64  // warm processes made and not yet taken
+	done  chan struct{} // closed by Close
+	ctx   context.Context
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+}
+
+type result struct {
+	w   *warm
+	err error
+}
+
+// warm is one warm process, a direct child of this process.
+type warm struct {
+	pid   int
+	child process.Child // watches it through its pidfd
+	conn  *ipc.Conn     // the control socket
+	env   []string      // the environment it was started with
+}
+
+// New returns a Starter that keeps Size warm processes. It starts none
+// until the first Start or Warm.
+func New(opts ...Option) (*Starter, error) {
+	o := options{size: DefaultSize, log: zap.NewNop(), readyTimeout: DefaultReadyTimeout}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.size < 1 {
+		return nil, fmt.Errorf("forkserver: Size(%d): must be at least 1", o.size)
+	}
+	if o.log == nil {
+		o.log = zap.NewNop()
+	}
+	if o.readyTimeout <= 0 {
+		return nil, fmt.Errorf("forkserver: ReadyTimeout(%v): must be positive", o.readyTimeout)
+	}
+	s := &Starter{
+		opts:  o,
+		kick:  make(chan struct{}, 1),
+		ready: make(chan result, o.size+1),
+		done:  make(chan struct{}),
+	}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Name returns "forkserver".
+func (s *Starter) Name() string { return "forkserver" }
+
+// Start hands req to a warm process, which becomes the child: it puts
+// req's Stdin, Stdout and Stderr on its fds 0, 1 and 2 and runs
+// process.RunChild with the bootstrap message and the files. When no warm
+// process is ready, Start waits (bounded by ctx) for the one being made.
+// A warm process found dead is replaced, and the start tried again.
+func (s *Starter) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+	if _, ok := os.LookupEnv(envWarm); ok {
+		return nil, ErrNoInit
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var last error
+	for range maxAttempts {
+		w, err := s.take(ctx, false)
+		if err != nil {
+			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+				return nil, err
+			}
+			last = err
+			continue
+		}
+		if err := w.hand(ctx, req); err != nil {
+			s.opts.log.Debug("forkserver: hand-over failed, discarding warm process", zap.Int("pid", w.pid), zap.Error(err))
+			w.destroy()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			last = err
+			continue
+		}
+		if ce := s.opts.log.Check(zapcore.DebugLevel, "forkserver: started"); ce != nil {
+			ce.Write(zap.String("name", req.Name), zap.Int("pid", w.pid))
+		}
+		return w.child, nil
+	}
+	return nil, fmt.Errorf("forkserver: start %s: %w", req.Name, last)
+}
+
+// Warm makes the warm set full and waits until every warm process is
+// ready, or ctx is done. Start does not need it; it makes the first starts
+// as fast as the next ones.
+func (s *Starter) Warm(ctx context.Context) error {
+	var got []*warm
+	defer func() {
+		// Put them back, unless Close came meanwhile and drained the set.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, w := range got {
+			if s.closed {
+				s.live.Add(-1)
+				w.destroy()
+				continue
+			}
+			s.ready <- result{w: w} // never blocks: they came from it
+		}
+	}()
+	for len(got) < s.opts.size {
+		w, err := s.take(ctx, true)
+		if err != nil {
+			return err
+		}
+		got = append(got, w)
+	}
+	return nil
+}
+
+// Close kills the warm processes not yet used and stops the refill
+// goroutine. Children already started are not affected: their Processes
+// own them. Close is idempotent; Start and Warm return ErrClosed after it.
+func (s *Starter) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	s.stop()
+	s.mu.Unlock()
+	s.wg.Wait()
+	for {
+		select {
+		case r := <-s.ready:
+			if r.w != nil {
+				s.live.Add(-1)
+				r.w.destroy()
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// take returns a ready, live warm process. With keep, the warm process
+// still counts as part of the set (Warm puts it back), so none is made to
+// replace it.
+func (s *Starter) take(ctx context.Context, keep bool) (*warm, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if !s.running {
+		s.running = true
+		s.wg.Add(1)
+		go s.refill()
+	}
+	s.mu.Unlock()
+	for {
+		var r result
+		select {
+		case r = <-s.ready:
+		default:
+			s.topUp()
+			select {
+			case r = <-s.ready:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-s.done:
+				return nil, ErrClosed
+			}
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		if _, err := r.w.child.Wait(doneCtx); err == nil {
+			// It exited (killed by someone?) while it waited: reaped.
+			s.opts.log.Debug("forkserver: warm process found dead, replacing it", zap.Int("pid", r.w.pid))
+			r.w.conn.Close()
+			r.w.child.Release()
+			s.live.Add(-1)
+			s.topUp()
+			continue
+		}
+		if !keep {
+			s.live.Add(-1)
+			s.topUp()
+		}
+		return r.w, nil
+	}
+}
+
+// doneCtx makes Child.Wait poll without blocking.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+func (s *Starter) topUp() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// refill keeps the warm set full, one warm process at a time, until
+// Close. It stops after a failure until the next take asks again, so that
+// a binary that cannot make warm processes does not start them in a loop.
+func (s *Starter) refill() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.kick:
+		case <-s.done:
+			return
+		}
+		for s.live.Load() < int64(s.opts.size) {
+			w, err := s.spawn(s.ctx)
+			if s.ctx.Err() != nil {
+				if w != nil {
+					w.destroy()
+				}
+				return
+			}
+			if err != nil {
+				s.opts.log.Warn("forkserver: cannot make a warm process", zap.Error(err))
+				select {
+				case s.ready <- result{err: err}:
+				default:
+				}
+				break
+			}
+			s.live.Add(1)
+			s.ready <- result{w: w} // room: live < size before, and cap is size+1
+		}
+	}
+}
+
+// spawn starts a warm process and waits until it is ready.
+func (s *Starter) spawn(ctx context.Context) (*warm, error) {
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("forkserver: %w", os.NewSyscallError("socketpair", err))
+	}
+	defer unix.Close(sp[1])
+	pf := os.NewFile(uintptr(sp[0]), "forkserver-control")
+	conn, err := ipc.NewConn(pf, pf)
+	if err != nil {
+		pf.Close()
+		return nil, fmt.Errorf("forkserver: %w", err)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("forkserver: %w", err)
+	}
+	defer devnull.Close()
+	fds := []uintptr{rawFD(devnull), rawFD(os.Stdout), rawFD(os.Stderr), uintptr(sp[1])}
+	for i, fd := range fds {
+		if fd == badFD {
+			fds[i] = rawFD(devnull)
+		}
+	}
+	env := os.Environ()
+	pidfd := -1
+	attr := &syscall.ProcAttr{
+		Env:   append(env[:len(env):len(env)], envWarm+"=3"),
+		Files: fds,
+		// A warm process dies with this process (the control socket's EOF
+		// tells it too); the hand-over sets the death signal the child
+		// needs.
+		Sys: &syscall.SysProcAttr{PidFD: &pidfd, Pdeathsig: syscall.SIGKILL},
+	}
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{os.Args[0]}, attr)
+	runtime.KeepAlive(devnull)
+	runtime.KeepAlive(os.Stdout)
+	runtime.KeepAlive(os.Stderr)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("forkserver: start a warm process: %w", err)
+	}
+	if pidfd < 0 {
+		syscall.Kill(pid, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil)
+		conn.Close()
+		return nil, errors.New("forkserver: the kernel gave no pidfd (Linux 5.3 or later is needed)")
+	}
+	child, err := process.ChildFromPidfd(pid, pidfd)
+	if err != nil {
+		syscall.Kill(pid, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil)
+		conn.Close()
+		return nil, fmt.Errorf("forkserver: %w", err)
+	}
+	w := &warm{pid: pid, child: child, conn: conn, env: env}
+	rctx, cancel := context.WithTimeout(ctx, s.opts.readyTimeout)
+	defer cancel()
+	b, err := conn.RecvBytes(rctx)
+	if err == nil {
+		var r fspb.Ready
+		if err = proto.Unmarshal(b, &r); err == nil && r.Pid != int64(pid) {
+			err = fmt.Errorf("it says it is pid %d", r.Pid)
+		}
+	}
+	if err != nil {
+		conn.Close()
+		if ctx.Err() == nil && rctx.Err() == nil {
+			// It ended before it was ready: say how.
+			wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+			code, werr := child.Wait(wctx)
+			wcancel()
+			if werr == nil {
+				child.Release()
+				return nil, fmt.Errorf("forkserver: warm process %d exited with code %d before it was ready "+
+					"(does main call process.Init() first?): %w", pid, code, err)
+			}
+		}
+		w.destroy()
+		if rctx.Err() != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("forkserver: warm process %d not ready after %v: %w", pid, s.opts.readyTimeout, err)
+		}
+		return nil, fmt.Errorf("forkserver: warm process %d: %w", pid, err)
+	}
+	if ce := s.opts.log.Check(zapcore.DebugLevel, "forkserver: warm process ready"); ce != nil {
+		ce.Write(zap.Int("pid", pid))
+	}
+	return w, nil
+}
+
+// hand sends req to w. On success w's control socket is closed: the child
+// now has its parent's status socket (in the bootstrap) as its lifeline.
+func (w *warm) hand(ctx context.Context, req *process.StartRequest) error {
+	msg := &fspb.Request{
+		Bootstrap: req.Bootstrap,
+		Files:     uint32(3 + len(req.Files)),
+		Daemon:    req.Daemon,
+		Name:      req.Name,
+	}
+	if req.Env != nil && !slices.Equal(req.Env, w.env) {
+		msg.ReplaceEnv = true
+		msg.Env = req.Env
+	}
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	files := make([]*os.File, 0, 3+len(req.Files))
+	for i, f := range []*os.File{req.Stdin, req.Stdout, req.Stderr} {
+		if f == nil {
+			f = []*os.File{os.Stdin, os.Stdout, os.Stderr}[i]
+		}
+		files = append(files, f)
+	}
+	files = append(files, req.Files...)
+	for len(files) > 0 || b != nil {
+		n := min(len(files), maxFilesPerFrame)
+		if err := w.conn.SendFiles(ctx, b, files[:n]...); err != nil {
+			return err
+		}
+		files, b = files[n:], nil
+	}
+	return w.conn.Close()
+}
+
+// destroy kills, reaps and forgets a warm process.
+func (w *warm) destroy() {
+	w.conn.Close()
+	w.child.Signal(syscall.SIGKILL)
+	w.child.Wait(context.Background())
+	w.child.Release()
+}
+
+const badFD = ^uintptr(0)
+
+// rawFD returns f's descriptor without changing its blocking mode, or
+// badFD.
+func rawFD(f *os.File) uintptr {
+	if f == nil {
+		return badFD
+	}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return badFD
+	}
+	fd := badFD
+	raw.Control(func(x uintptr) { fd = x })
+	return fd
+}

@@ -1,0 +1,198 @@
+package forkserver
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
+)
+
+func TestMain(m *testing.M) {
+	process.Init()
+	mptest.Main(m)
+}
+
+// What a child reports about itself.
+type report struct {
+	Pid, Ppid   int
+	ParentPid   int
+	ParentAlive bool
+	Method      string
+	Name        string
+	Daemon      bool
+	N           int
+	S           string
+	Env         string
+	LogEnabled  bool
+}
+
+var (
+	fnEmpty = process.Register("fs.empty", func(ctx context.Context) {})
+	fnExit  = process.Register("fs.exit", func(ctx context.Context, code int) error {
+		return process.Exit(code)
+	})
+	fnFail = process.Register("fs.fail", func(ctx context.Context, msg string) error {
+		return errors.New(msg)
+	})
+	fnPanic = process.Register("fs.panic", func(ctx context.Context) { panic("boom") })
+	// fnReport sends what it knows on c.
+	fnReport = process.Register("fs.report", func(ctx context.Context, n int, s string, c *ipc.Conn) error {
+		defer c.Close()
+		cur := process.Current()
+		return c.Send(ctx, report{
+			Pid: os.Getpid(), Ppid: os.Getppid(),
+			ParentPid: process.Parent().Pid, ParentAlive: process.Parent().Alive(),
+			Method: cur.StartMethod, Name: cur.Name, Daemon: cur.Daemon,
+			N: n, S: s, Env: os.Getenv("FS_TEST_VAR"),
+			LogEnabled: cur.Logger.Core().Enabled(-1),
+		})
+	})
+	// fnBlockReady tells c it runs, then waits for SIGTERM.
+	fnBlockReady = process.Register("fs.blockready", func(ctx context.Context, c *ipc.Conn) error {
+		c.Send(ctx, "ready")
+		c.Close()
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	// fnUpper copies stdin to stdout in upper case, and a line to stderr.
+	fnUpper = process.Register("fs.upper", func(ctx context.Context) error {
+		b, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(os.Stderr, "to stderr\n")
+		_, err = os.Stdout.WriteString(strings.ToUpper(string(b)))
+		return err
+	})
+	// fnOrphan waits until its parent is gone, then says so on stdout.
+	fnOrphan = process.Register("fs.orphan", func(ctx context.Context) {
+		<-process.Parent().Done()
+		fmt.Printf("orphan %d saw its parent go\n", os.Getpid())
+	})
+	fnBlock = process.Register("fs.block", func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+)
+
+// Helpers: programs that use a forkserver and end, for the leak tests.
+var (
+	// helperTree starts a daemonic and a non-daemonic child through a
+	// forkserver, prints their pids and waits to be killed.
+	_ = mptest.RegisterHelper("fs.tree", func() {
+		ctx := context.Background()
+		s, err := New(Size(2))
+		if err != nil {
+			panic(err)
+		}
+		if err := s.Warm(ctx); err != nil {
+			panic(err)
+		}
+		d := fnBlock.Process()
+		d.Daemon, d.Starter = true, s
+		o := fnOrphan.Process()
+		o.Starter = s
+		for _, p := range []*process.Process{d, o} {
+			if err := p.Start(ctx); err != nil {
+				panic(err)
+			}
+		}
+		if err := s.Warm(ctx); err != nil {
+			panic(err)
+		}
+		fmt.Printf("started daemon %d orphan %d\n", d.Pid(), o.Pid())
+		select {}
+	})
+	// helperExit runs one child through a forkserver and exits without
+	// closing it.
+	_ = mptest.RegisterHelper("fs.exit", func() {
+		ctx := context.Background()
+		s, err := New(Size(3))
+		if err != nil {
+			panic(err)
+		}
+		p := fnEmpty.Process()
+		p.Starter = s
+		if err := p.Start(ctx); err != nil {
+			panic(err)
+		}
+		if err := p.Join(ctx); err != nil {
+			panic(err)
+		}
+		if err := s.Warm(ctx); err != nil {
+			panic(err)
+		}
+		fmt.Println("done")
+		os.Exit(0)
+	})
+)
+
+func newStarter(t *testing.T, opts ...Option) *Starter {
+	t.Helper()
+	s, err := New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// readPids parses "word pid word pid ..." into the pids.
+func readPids(line string) []int {
+	var pids []int
+	for _, f := range strings.Fields(line) {
+		if n, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, n)
+		}
+	}
+	return pids
+}
+
+// readAll reads r to EOF, failing the test if that takes longer than the
+// context allows (EOF means every process holding the write end is gone).
+func readAll(t *testing.T, ctx context.Context, r io.Reader) string {
+	t.Helper()
+	type res struct {
+		s   string
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		var sb strings.Builder
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			sb.WriteString(sc.Text() + "\n")
+		}
+		ch <- res{sb.String(), sc.Err()}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r.s
+	case <-ctx.Done():
+		t.Fatal("output still open: some process of the tree is still alive")
+		return ""
+	}
+}

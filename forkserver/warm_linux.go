@@ -1,0 +1,141 @@
+package forkserver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
+	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// The warm side. process.Init, called first in main after every package
+// is initialised, finds envWarm set and calls warmMain, which waits for
+// the request and becomes the child.
+func init() { process.RegisterInitHook(envWarm, warmMain) }
+
+func warmMain(v string) {
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		warmFatal(fmt.Errorf("forkserver: bad %s=%q", envWarm, v))
+	}
+	closeStrays(fd)
+	f := os.NewFile(uintptr(fd), "forkserver-control")
+	conn, err := ipc.NewConn(f, f)
+	if err != nil {
+		warmFatal(fmt.Errorf("forkserver: warm process: control socket: %w", err))
+	}
+	ctx := context.Background()
+	ready, _ := proto.Marshal(&fspb.Ready{Pid: int64(os.Getpid())})
+	if err := conn.SendBytes(ctx, ready); err != nil {
+		os.Exit(0) // the program is gone: nothing to do
+	}
+	payload, files, err := conn.RecvFiles(ctx)
+	if err != nil {
+		// EOF: the program closed its Starter or exited. Nothing ran.
+		os.Exit(0)
+	}
+	var req fspb.Request
+	if err := proto.Unmarshal(payload, &req); err != nil || req.Files < 3 {
+		warmFatal(fmt.Errorf("forkserver: warm process: bad request (%d bytes, %d files): %v", len(payload), req.Files, err))
+	}
+	for uint32(len(files)) < req.Files {
+		_, more, err := conn.RecvFiles(ctx)
+		if err != nil {
+			warmFatal(fmt.Errorf("forkserver: warm process: %d of %d files received: %w", len(files), req.Files, err))
+		}
+		files = append(files, more...)
+	}
+	conn.Close()
+	for _, f := range files[req.Files:] {
+		f.Close()
+	}
+	files = files[:req.Files]
+	// stdio, as Spawn gives it: the request's files on 0, 1 and 2, in
+	// blocking mode.
+	for i := range 3 {
+		if err := dupTo(files[i], i); err != nil {
+			warmFatal(fmt.Errorf("forkserver: warm process: stdio %d: %w", i, err))
+		}
+		files[i].Close()
+	}
+	if req.ReplaceEnv {
+		os.Clearenv()
+		for _, kv := range req.Env {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				os.Setenv(k, v)
+			}
+		}
+	}
+	// The warm process's death signal (SIGKILL) would kill a child that is
+	// meant to outlive its parent: a daemon gets Spawn's SIGTERM, the
+	// others none. The lifeline in the bootstrap message does the rest.
+	sig := 0
+	if req.Daemon {
+		sig = int(unix.SIGTERM)
+	}
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(sig), 0, 0, 0)
+	process.RunChild(req.Bootstrap, files[3:])
+}
+
+// dupTo puts f on fd to (dup3, so not close-on-exec: a grandchild exec'd
+// by the child inherits its stdio) and makes it blocking.
+func dupTo(f *os.File, to int) error {
+	fd := rawFD(f)
+	if fd == badFD {
+		return fmt.Errorf("bad file")
+	}
+	for {
+		err := unix.Dup3(int(fd), to, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("dup3", err)
+		}
+		break
+	}
+	return unix.SetNonblock(to, false)
+}
+
+func warmFatal(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
+// closeStrays closes the fds this process inherited without being given
+// them (fds above last that are not close-on-exec: the Go runtime sets the
+// flag on all of its own), as process.Init does for a spawned child.
+func closeStrays(last int) {
+	d, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	var buf [4096]byte
+	var strays []int
+	for {
+		n, err := unix.ReadDirent(d, buf[:])
+		if err != nil || n <= 0 {
+			break
+		}
+		_, _, names := unix.ParseDirent(buf[:n], -1, nil)
+		for _, name := range names {
+			fd, err := strconv.Atoi(name)
+			if err != nil || fd <= last || fd == d {
+				continue
+			}
+			if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+				strays = append(strays, fd)
+			}
+		}
+	}
+	unix.Close(d)
+	for _, fd := range strays {
+		unix.Close(fd)
+	}
+}
