@@ -20,6 +20,7 @@ import (
 
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/process/v1"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -194,6 +195,7 @@ func runChild(b []byte, files []*os.File) int {
 	signal.Notify(sigs, syscall.SIGTERM)
 	go func() {
 		<-sigs
+		s.log().Debug("process: SIGTERM: cancelling the function's context", zap.Duration("grace", grace))
 		terminate()
 	}()
 	go func() {
@@ -202,6 +204,7 @@ func runChild(b []byte, files []*os.File) int {
 			close(s.parent.gone)
 		}
 		if boot.Daemon {
+			s.log().Debug("process: parent gone: a daemonic child terminates", zap.Int("parent", int(boot.ParentPid)))
 			terminate()
 		}
 	}()
