@@ -438,8 +438,8 @@ func (q *core) reserve(need uint64) bool {
 	if tail-h+need <= capa {
 		return true
 	}
-	if tail-h+need > q.dataSize {
-		return false
+	if tail-h > capa || tail-h+need > q.dataSize {
+		return false // full (or scribbled-on memory: never grow from that)
 	}
 	q.grow(need)
 	return true
@@ -498,7 +498,7 @@ func (q *core) shrink() {
 func (q *core) writeFrame(tag uint8, payload []byte, need uint64) {
 	tail := atomic.LoadUint64(q.tail)
 	capa := atomic.LoadUint64(q.capacity)
-	off := tail & (capa - 1)
+	off := tail & (capa - 1) &^ 7 // aligned already, unless the memory was scribbled on
 	binary.LittleEndian.PutUint64(q.data[off:], uint64(len(payload))|uint64(tag)<<32)
 	q.copyIn(tail+frameHdr, capa, payload)
 	crashPoint(crashPutWritten)
@@ -608,10 +608,10 @@ func (q *core) take(f *frame) (ok, shrink bool, err error) {
 	q.race.sync()
 	h := atomic.LoadUint64(q.head)
 	capa := atomic.LoadUint64(q.capacity)
-	hdr := binary.LittleEndian.Uint64(q.data[h&(capa-1):])
+	hdr := binary.LittleEndian.Uint64(q.data[h&(capa-1)&^7:])
 	n, tag := int64(uint32(hdr)), uint8(hdr>>32)
 	need := frameHdr + pad8(uint64(n))
-	if n > q.maxItem || tag == 0 || tag > maxTag || need > atomic.LoadUint64(q.tail)-h {
+	if n > q.maxItem || tag == 0 || tag > maxTag || h&7 != 0 || need > atomic.LoadUint64(q.tail)-h {
 		return false, false, errCorrupt
 	}
 	f.tag, f.n, f.big = tag, int(n), nil
