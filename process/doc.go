@@ -53,7 +53,10 @@
 // stderr are the parent's unless redirected. A child inherits exactly the
 // descriptors it was given: everything multiproc opens is close-on-exec,
 // and a child closes at start-up any descriptor it inherited by accident
-// (one the parent had opened without close-on-exec).
+// (one the parent had opened without close-on-exec). It recognises those by
+// their missing close-on-exec flag, which every descriptor the Go runtime
+// and the standard library open has; a C library linked with cgo that opens
+// a descriptor without close-on-exec in a constructor would lose it.
 //
 // # Exit codes and errors
 //
