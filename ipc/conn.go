@@ -130,6 +130,7 @@ type Conn struct {
 	rfn func(uintptr) bool // c.doRead, bound once
 
 	wmu   sync.Mutex
+	wkick atomic.Int32 // like kick, for a sender blocked in poll(2)
 	wop   writeOp
 	wfn   func(uintptr) bool // c.doWrite, bound once
 	hdr   [12]byte
@@ -256,6 +257,9 @@ func (c *Conn) Close() error {
 		if k := c.kick.Load(); k > 0 {
 			unix.Write(int(k-1), kickBytes[:])
 		}
+		if k := c.wkick.Load(); k > 0 {
+			unix.Write(int(k-1), kickBytes[:])
+		}
 		if c.r != nil {
 			c.closeErr = c.r.Close()
 		}
@@ -275,6 +279,11 @@ func (c *Conn) Close() error {
 			unix.Close(int(k - 1))
 		}
 		c.rmu.Unlock()
+		c.wmu.Lock()
+		if k := c.wkick.Swap(0); k > 0 {
+			unix.Close(int(k - 1))
+		}
+		c.wmu.Unlock()
 	})
 	return c.closeErr
 }
@@ -385,10 +394,12 @@ func (c *Conn) growPipe(n int) {
 // wmu) so that the callback handed to the runtime is bound once and a send
 // allocates nothing.
 type writeOp struct {
-	b   []byte
-	oob []byte
-	n   int
-	err error
+	b     []byte
+	oob   []byte
+	n     int
+	err   error
+	kfd   int
+	phase bool // wait in poll(2) before the netpoller
 }
 
 func (c *Conn) doWrite(fd uintptr) bool {
@@ -399,19 +410,39 @@ func (c *Conn) doWrite(fd uintptr) bool {
 		} else {
 			op.n, op.err = unix.Write(int(fd), op.b)
 		}
-		if op.err != unix.EINTR {
-			break
+		if op.n < 0 {
+			op.n = 0
 		}
+		switch op.err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			if op.phase {
+				switch pollFD(int(fd), op.kfd, unix.POLLOUT) {
+				case pollReady:
+					continue
+				case pollKicked:
+					op.err = errKicked
+					return true
+				}
+				op.phase = false
+			}
+			return false
+		}
+		return true
 	}
-	if op.n < 0 {
-		op.n = 0
-	}
-	return op.err != unix.EAGAIN
 }
 
 // write writes the buffers in order (with oob, SCM_RIGHTS data, on the
 // first write), honouring ctx. Called with wmu held.
 func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
+	kfd := -1
+	if c.wsocket {
+		kfd = makeKick(&c.wkick)
+		if c.closed.Load() {
+			return ErrClosed
+		}
+	}
 	var stop func() bool
 	var fired chan struct{}
 	if ctx.Done() != nil {
@@ -421,6 +452,9 @@ func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
 		fired = make(chan struct{})
 		stop = context.AfterFunc(ctx, func() {
 			c.w.SetWriteDeadline(pastDeadline)
+			if kfd >= 0 {
+				unix.Write(kfd, kickBytes[:])
+			}
 			close(fired)
 		})
 	}
@@ -431,6 +465,10 @@ func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
 		off := 0
 		for off < len(b) || (oob != nil && len(b) == 0) {
 			op.b, op.oob, op.n, op.err = b[off:], oob, 0, nil
+			// A socket reports POLLOUT once half its buffer is free; a
+			// full pipe reports it for every page a reader frees, and
+			// poll(2) round trips then cost more than the netpoller.
+			op.kfd, op.phase = kfd, kfd >= 0 && c.wsocket
 			if rerr := c.wraw.Write(c.wfn); rerr != nil {
 				op.err = rerr
 			}
@@ -450,9 +488,16 @@ func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
 	if stop != nil && !stop() {
 		<-fired
 		c.w.SetWriteDeadline(time.Time{})
-		if werr != nil && errors.Is(werr, os.ErrDeadlineExceeded) {
+		if kfd >= 0 {
+			var b [8]byte
+			unix.Read(kfd, b[:])
+		}
+		if werr != nil && (werr == errKicked || errors.Is(werr, os.ErrDeadlineExceeded)) {
 			werr = ctx.Err()
 		}
+	}
+	if werr == errKicked {
+		werr = ErrClosed
 	}
 	if werr != nil {
 		werr = c.mapErr(werr)
@@ -856,15 +901,19 @@ func (c *Conn) fill(ctx context.Context, nonblock bool) (int, error) {
 
 // kickFD returns the Conn's kick eventfd, making it on first use, or -1.
 // Called with rmu held.
-func (c *Conn) kickFD() int {
-	if k := c.kick.Load(); k > 0 {
-		return int(k - 1)
+func (c *Conn) kickFD() int { return makeKick(&c.kick) }
+
+// makeKick returns the eventfd stored (plus one) in k, making it on first
+// use, or -1. Called with the lock that guards k's direction held.
+func makeKick(k *atomic.Int32) int {
+	if v := k.Load(); v > 0 {
+		return int(v - 1)
 	}
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return -1
 	}
-	c.kick.Store(int32(fd) + 1)
+	k.Store(int32(fd) + 1)
 	return fd
 }
 
@@ -882,8 +931,12 @@ const (
 
 // pollIn waits in poll(2) until fd is readable (or hung up), kfd is
 // kicked, or blockingPhase passes.
-func pollIn(fd, kfd int) pollResult {
-	pfd := [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(kfd), Events: unix.POLLIN}}
+func pollIn(fd, kfd int) pollResult { return pollFD(fd, kfd, unix.POLLIN) }
+
+// pollFD waits in poll(2) for events on fd, a kick on kfd, or the end of
+// blockingPhase.
+func pollFD(fd, kfd int, events int16) pollResult {
+	pfd := [2]unix.PollFd{{Fd: int32(fd), Events: events}, {Fd: int32(kfd), Events: unix.POLLIN}}
 	for {
 		n, err := unix.Poll(pfd[:], blockingPhase)
 		if err == unix.EINTR {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -480,6 +481,42 @@ func TestCancelAndCloseAfterBlockingPhase(t *testing.T) {
 			b.Close()
 			if err := <-errc; !errors.Is(err, ErrClosed) {
 				t.Fatalf("Close of a parked receiver: %v", err)
+			}
+		})
+	}
+}
+
+// A sender blocked on a full pipe or socket is woken by cancellation (the
+// direction is then broken, as part of the frame went out) and by Close.
+func TestBlockedSender(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			a, _ := mustPipe(t, true, tr.opts...)
+			big := make([]byte, 16<<20) // more than any pipe or socket buffer
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- a.SendBytes(ctx, big) }()
+			cancel()
+			err := <-errc
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled send: %v", err)
+			}
+			if errors.Is(err, ErrBroken) {
+				if err := a.SendBytes(context.Background(), []byte("x")); !errors.Is(err, ErrBroken) {
+					t.Fatalf("send after a broken frame: %v", err)
+				}
+			}
+
+			c, _ := mustPipe(t, true, tr.opts...)
+			go func() { errc <- c.SendBytes(context.Background(), big) }()
+			// Wait until the sender has filled the buffer and blocks.
+			for c.wmu.TryLock() {
+				c.wmu.Unlock()
+				runtime.Gosched()
+			}
+			c.Close()
+			if err := <-errc; !errors.Is(err, ErrClosed) {
+				t.Fatalf("Close of a blocked sender: %v", err)
 			}
 		})
 	}
