@@ -54,9 +54,10 @@
 // senders, which return [ErrClosed].
 //
 // A receive that has to wait first blocks in poll(2) on its own thread for
-// up to 50 ms (this wakes as fast as a blocking read; the runtime's
-// netpoller costs several microseconds per message), then parks in the
-// netpoller. Close and cancellation wake it in either phase.
+// up to 50 ms (this wakes faster than the runtime's netpoller, which costs
+// several microseconds per message), then parks in the netpoller; a send
+// on a full socket does the same. Close and cancellation wake them in
+// either phase (through an eventfd, then a deadline).
 //
 // # Platform
 //
