@@ -46,7 +46,12 @@ type Client struct {
 	// caller thus reads its own response with no goroutine hand-off.
 	readMu     sync.Mutex
 	readerWake chan struct{}
-	bg         sync.WaitGroup // readLoop goroutines
+	bg         sync.WaitGroup // readLoop and writeLoop goroutines
+	// While readLoop runs (calls from several goroutines in flight),
+	// callers queue their requests and writeLoop sends them, yielding
+	// first so that one write carries the requests of many callers.
+	bgActive bool          // guarded by mu
+	wake     chan struct{} // cap 1: requests queued for writeLoop
 
 	closeOnce sync.Once
 	sharedKey string // non-empty for a client shared by attached proxies
@@ -69,7 +74,8 @@ func NewClient(conn *ipc.Conn, opts ...Option) *Client {
 		f(&o)
 	}
 	c := &Client{conn: conn, opts: o, calls: map[uint64]*pendingCall{},
-		done: make(chan struct{}), readerWake: make(chan struct{}, 1), authkey: o.authkey}
+		done: make(chan struct{}), readerWake: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		authkey: o.authkey}
 	c.w.conn = conn
 	return c
 }
@@ -93,11 +99,14 @@ func (c *Client) wait(ctx context.Context, pc *pendingCall) (*pb.Response, error
 			c.mu.Lock()
 			others := len(c.calls) > 0 && c.err == nil
 			if others {
-				c.bg.Add(1)
+				c.bg.Add(2)
+				c.bgActive = true
 			}
 			c.mu.Unlock()
 			if others {
-				go c.readLoop() // keeps readMu
+				stop := make(chan struct{})
+				go c.writeLoop(stop)
+				go c.readLoop(stop) // keeps readMu
 			} else {
 				c.readMu.Unlock()
 				c.handOff()
@@ -175,7 +184,7 @@ func (c *Client) readUntil(ctx context.Context, pc *pendingCall) (*pb.Response, 
 // the reading turn passing from caller to caller. It is started with
 // readMu held (handed over by the caller that started it) and ends when
 // no call is left.
-func (c *Client) readLoop() {
+func (c *Client) readLoop(stopWriter chan struct{}) {
 	defer c.bg.Done()
 	for {
 		c.mu.Lock()
@@ -202,8 +211,31 @@ func (c *Client) readLoop() {
 			p.ch <- resp
 		}
 	}
+	c.mu.Lock()
+	c.bgActive = false
+	c.mu.Unlock()
+	close(stopWriter) // it sends what was queued before bgActive fell
 	c.readMu.Unlock()
 	c.handOff()
+}
+
+// writeLoop sends the requests queued while readLoop runs.
+func (c *Client) writeLoop(stop chan struct{}) {
+	defer c.bg.Done()
+	for {
+		select {
+		case <-c.wake:
+			runtime.Gosched() // let the other runnable callers queue theirs
+			if err := c.w.flush(); err != nil {
+				c.fail(err)
+			}
+		case <-stop:
+			if err := c.w.flush(); err != nil {
+				c.fail(err)
+			}
+			return
+		}
+	}
 }
 
 // fail marks the client broken: calls in flight and later calls get err.
@@ -284,10 +316,22 @@ func (c *Client) roundTrip(ctx context.Context, req *pb.Request) (*pb.Response, 
 		c.decq = nil
 		frames = append(frames, df)
 	}
-	c.mu.Unlock()
 	frames = append(frames, b)
-	if err := c.w.send(frames...); err != nil {
-		c.fail(err)
+	if c.bgActive {
+		err := c.w.enqueue(frames...)
+		c.mu.Unlock()
+		if err != nil {
+			c.fail(err)
+		}
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	} else {
+		c.mu.Unlock()
+		if err := c.w.send(frames...); err != nil {
+			c.fail(err)
+		}
 	}
 	resp, err := c.wait(ctx, pc)
 	if err != nil && ctx.Err() != nil && c.Err() == nil {
