@@ -389,9 +389,21 @@ func encodeList(items []any, byteSlots bool) (int, func([]byte) (*listLayout, er
 	write := func(buf []byte) (*listLayout, error) {
 		l := &listLayout{buf: buf, n: n, offs: make([]int, n+1), data: data, fmts: data + k, codes: data + k + 8*n}
 		native.PutUint64(buf, uint64(n))
+		offs := buf[8 : 8+8*(n+1)]
+		dat := buf[data : data+k]
+		fmts := buf[l.fmts : l.fmts+8*n]
+		codes := buf[l.codes : l.codes+n]
 		off := 0
 		var it item
 		for i, v := range items {
+			l.offs[i] = off
+			native.PutUint64(offs[8*i:], uint64(off))
+			if x, ok := v.(int); ok { // the common case, inline
+				native.PutUint64(dat[off:], uint64(x))
+				fmts[8*i] = 'q'
+				off += 8
+				continue
+			}
 			if err := toItem(&it, v); err != nil {
 				return nil, fmt.Errorf("%w (item %d)", err, i)
 			}
@@ -399,20 +411,16 @@ func encodeList(items []any, byteSlots bool) (int, func([]byte) (*listLayout, er
 			if err != nil {
 				return nil, err
 			}
-			l.offs[i] = off
-			native.PutUint64(buf[8+8*i:], uint64(off))
-			f := buf[l.fmts+8*i : l.fmts+8*i+8]
+			f := fmts[8*i : 8*i+8]
 			if it.isS() {
-				copy(buf[data+off:], it.str)
+				copy(dat[off:], it.str)
 				if slot < 10 {
 					f[0], f[1] = byte('0'+slot), 's'
 				} else {
 					copy(f, strconv.Itoa(slot)+"s")
 				}
 			} else {
-				if it.word != 0 {
-					native.PutUint64(buf[data+off:], it.word)
-				}
+				native.PutUint64(dat[off:], it.word)
 				switch it.kind {
 				case kInt:
 					f[0] = 'q'
@@ -422,13 +430,11 @@ func encodeList(items []any, byteSlots bool) (int, func([]byte) (*listLayout, er
 					copy(f, kindFmt[it.kind])
 				}
 			}
-			if c := kindCode[it.kind]; c != 0 {
-				buf[l.codes+i] = byte(c)
-			}
+			codes[i] = byte(kindCode[it.kind])
 			off += slot
 		}
 		l.offs[n] = off
-		native.PutUint64(buf[8+8*n:], uint64(off))
+		native.PutUint64(offs[8*n:], uint64(off))
 		return l, nil
 	}
 	return size, write
