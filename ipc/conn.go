@@ -963,10 +963,12 @@ type readOp struct {
 	kfd      int
 	phase    bool // wait in poll(2) before the netpoller
 	nonblock bool
-	// pollFirst: the last read had to wait, so wait before reading (saves
-	// a read that would fail with EAGAIN on every message of a ping-pong).
+	// pollFirst: the last read drained the descriptor, so the next one
+	// probably has to wait: poll before reading (saves a read that would
+	// fail with EAGAIN on every message of a ping-pong). A read that
+	// fills its buffer (bulk data) turns it off.
 	pollFirst bool
-	waited    bool
+	drained   bool
 }
 
 func (c *Conn) doRead(fd uintptr) bool {
@@ -1004,12 +1006,13 @@ func (c *Conn) doRead(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			if op.phase {
-				op.pollFirst, op.waited = true, true
+				op.pollFirst = true
 				continue
 			}
-			op.waited = !op.nonblock
+			op.drained = !op.nonblock
 			return op.nonblock
 		}
+		op.drained = op.err == nil && op.n < len(op.p)
 		return true
 	}
 }
@@ -1049,13 +1052,13 @@ func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error
 	op := &c.rop
 	op.p, op.n, op.err, op.kfd = p, 0, nil, kfd
 	op.nonblock, op.phase = nonblock, !nonblock && kfd >= 0
-	op.waited = false
+	op.drained = false
 	if !op.phase {
 		op.pollFirst = false
 	}
 	rerr := c.rraw.Read(c.rfn)
 	n, err := op.n, op.err
-	op.p, op.pollFirst = nil, op.waited
+	op.p, op.pollFirst = nil, op.drained
 	if rerr != nil {
 		err = rerr
 	}
