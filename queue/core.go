@@ -414,7 +414,7 @@ func (q *core) put(ctx context.Context, tag uint8, payload []byte, block bool) e
 		if !block {
 			return ErrFull
 		}
-		if err := q.wait(ctx, q.notFull, func() bool { return q.roomFor(need) }); err != nil {
+		if err := q.wait(ctx, q.notFull, func() bool { return q.roomFor(need) }, q.c); err != nil {
 			return waitErr(ErrFull, err)
 		}
 	}
@@ -560,7 +560,7 @@ func (q *core) get(ctx context.Context, block bool, f *frame) error {
 				return ErrEmpty
 			}
 			if !q.spin.spin(q) {
-				if err := q.wait(ctx, q.notEmpty, func() bool { return !q.empty() }); err != nil {
+				if err := q.wait(ctx, q.notEmpty, func() bool { return !q.empty() }, q.p); err != nil {
 					return waitErr(ErrEmpty, err)
 				}
 			}
@@ -589,9 +589,12 @@ func (q *core) get(ctx context.Context, block bool, f *frame) error {
 	}
 }
 
-// empty reports whether no item is queued (a lock-free snapshot).
+// empty reports whether no item is queued (a lock-free snapshot). The
+// consumers' cached copy of putSeq answers first, so that a consumer
+// behind the producers does not read the producers' line for every item.
 func (q *core) empty() bool {
-	return atomic.LoadUint64(q.putSeq) == atomic.LoadUint64(q.getSeq)
+	g := atomic.LoadUint64(q.getSeq)
+	return atomic.LoadUint64(q.cachedPut) == g && atomic.LoadUint64(q.putSeq) == g
 }
 
 // take reads the frame at head into f and commits, with the consumers'
@@ -656,15 +659,23 @@ func signal(w *uint32) {
 	}
 }
 
+// rescueEvery is how often a waiter checks that the other side's lock is
+// not held by a dead process (see rescue).
+const rescueEvery = 250 * time.Millisecond
+
 // wait sleeps on w until cond holds, the handle is closed (ErrClosed) or
-// ctx ends (ctx's error).
-func (q *core) wait(ctx context.Context, w *uint32, cond func() bool) error {
+// ctx ends (ctx's error). Every rescueEvery of sleep it runs rescue(other)
+// (other may be nil): a consumer waiting for an item that a producer
+// committed, then died before publishing, gets it then, and the same for
+// producers waiting for room.
+func (q *core) wait(ctx context.Context, w *uint32, cond func() bool, other *syncprim.Lock) error {
 	var stop func() bool
 	defer func() {
 		if stop != nil {
 			stop()
 		}
 	}()
+	var slept time.Time
 	for {
 		v := atomic.LoadUint32(w)
 		if v&1 == 0 {
@@ -688,6 +699,17 @@ func (q *core) wait(ctx context.Context, w *uint32, cond func() bool) error {
 				return context.DeadlineExceeded
 			}
 		}
+		if other != nil && (timeout < 0 || timeout > rescueEvery) {
+			timeout = rescueEvery
+			if !slept.IsZero() && time.Since(slept) >= rescueEvery {
+				q.rescue(other)
+				slept = time.Time{}
+				continue
+			}
+			if slept.IsZero() {
+				slept = time.Now()
+			}
+		}
 		if stop == nil && ctx.Done() != nil {
 			stop = context.AfterFunc(ctx, func() {
 				atomic.AddUint32(w, 2)
@@ -699,6 +721,24 @@ func (q *core) wait(ctx context.Context, w *uint32, cond func() bool) error {
 			return fmt.Errorf("queue: futex wait: %w", err)
 		}
 	}
+}
+
+// rescue repairs the other side's commit when its lock is held by a dead
+// process. TryAcquire looks at the holder's liveness (/proc) only when the
+// lock is held, and this runs only after long waits.
+func (q *core) rescue(l *syncprim.Lock) {
+	ok, err := l.TryAcquire()
+	if !ok {
+		return
+	}
+	if err == syncprim.ErrOwnerDead {
+		if l == q.p {
+			q.repairP()
+		} else {
+			q.repairC()
+		}
+	}
+	l.Release()
 }
 
 // A spinner decides how long a consumer polls for an item before it

@@ -531,3 +531,34 @@ func TestCrashRepair(t *testing.T) {
 		})
 	}
 }
+
+// Waiters rescue a commit whose process died before publishing it, even
+// when no other process of that side comes along: a consumer waiting on
+// an empty queue gets the item, a producer waiting on a full queue gets
+// the room.
+func TestCrashRescue(t *testing.T) {
+	leakChecks(t)
+	ctx := ctxT(t)
+	q := must[*Queue[int]](t)(New[int](MaxSize(1)))
+	defer q.Close()
+	p := start(t, fnCrash.Process(q, crashPutJournaled, 42))
+	var ee *process.ExitError
+	if err := p.Join(ctx); !errors.As(err, &ee) || ee.Code != crashExitCode {
+		t.Fatalf("child: %v", err)
+	}
+	if v, err := q.Get(ctx); v != 42 || err != nil {
+		t.Fatalf("Get = %v, %v; want 42", v, err)
+	}
+
+	q.Put(ctx, 10) // full now
+	p = start(t, fnCrash.Process(q, crashTakeJournaled, 0))
+	if err := p.Join(ctx); !errors.As(err, &ee) || ee.Code != crashExitCode {
+		t.Fatalf("child: %v", err)
+	}
+	if err := q.Put(ctx, 11); err != nil { // waits until it finds the room
+		t.Fatal(err)
+	}
+	if v, err := q.Get(ctx); v != 11 || err != nil {
+		t.Fatalf("Get = %v, %v; want 11", v, err)
+	}
+}

@@ -223,7 +223,7 @@ func (q *JoinableQueue[T]) Join(ctx context.Context) error {
 	return c.wait(ctx, c.join, func() bool {
 		d := atomic.LoadUint64(c.done)
 		return d == atomic.LoadUint64(c.putSeq)
-	})
+	}, nil)
 }
 
 // MultiprocHandle describes the queue for another process (see
