@@ -559,6 +559,11 @@ func readStatus(fd int) (started bool, final *pb.ChildStatus) {
 		}
 		buf = append(buf, chunk[:n]...)
 	}
+	return parseStatus(buf)
+}
+
+// parseStatus decodes status frames; a malformed frame ends the parsing.
+func parseStatus(buf []byte) (started bool, final *pb.ChildStatus) {
 	for len(buf) >= 4 {
 		n := int(binary.BigEndian.Uint32(buf))
 		if n < 0 || n > len(buf)-4 {

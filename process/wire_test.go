@@ -79,3 +79,27 @@ func FuzzBootstrap(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStatus: whatever a (possibly broken) child wrote on its status
+// socket, the parent's parser never panics and reads a valid stream back.
+func FuzzStatus(f *testing.F) {
+	errFrame, _ := proto.Marshal(&pb.ChildStatus{StartupError: "boom"})
+	f.Add(append(append([]byte{}, startedFrame...), append([]byte{0, 0, 0, byte(len(errFrame))}, errFrame...)...))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseStatus(b)
+	})
+}
+
+func TestParseStatus(t *testing.T) {
+	errFrame, _ := proto.Marshal(&pb.ChildStatus{StartupError: "boom"})
+	buf := append(append([]byte{}, startedFrame...), append([]byte{0, 0, 0, byte(len(errFrame))}, errFrame...)...)
+	started, final := parseStatus(buf)
+	if !started || final == nil || final.StartupError != "boom" {
+		t.Fatalf("started %v final %v", started, final)
+	}
+	if started, final := parseStatus(buf[:len(buf)-1]); !started || final != nil {
+		t.Fatalf("cut frame: started %v final %v", started, final)
+	}
+}
