@@ -63,9 +63,8 @@ func pythons(t *testing.T) []string {
 }
 
 type pyProc struct {
-	cmd  *exec.Cmd
-	out  *bufio.Reader
-	addr string
+	cmd *exec.Cmd
+	out *bufio.Reader
 }
 
 func startPy(t *testing.T, version string, args ...string) *pyProc {
