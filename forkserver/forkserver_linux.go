@@ -357,10 +357,13 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 	attr := &syscall.ProcAttr{
 		Env:   append(env[:len(env):len(env)], envWarm+"=3"),
 		Files: fds,
-		// A warm process dies with this process (the control socket's EOF
-		// tells it too); the hand-over sets the death signal the child
-		// needs.
-		Sys: &syscall.SysProcAttr{PidFD: &pidfd, Pdeathsig: syscall.SIGKILL},
+		// No death signal: it would kill a warm process that has its
+		// request in its socket but has not yet cleared the signal, when
+		// this process dies just after Start returned; a non-daemonic
+		// child must survive that. A warm process dies with this process
+		// by its lifeline instead: EOF on the control socket, however this
+		// process died. The hand-over sets the death signal a daemon needs.
+		Sys: &syscall.SysProcAttr{PidFD: &pidfd},
 	}
 	pid, err := syscall.ForkExec("/proc/self/exe", []string{os.Args[0]}, attr)
 	runtime.KeepAlive(devnull)
