@@ -89,13 +89,17 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	mine, theirs, err := ipc.Pipe(true)
+	mine, theirs, err := ipc.Pipe(true, ipc.MaxFrameSize(o.maxFrame))
 	if err != nil {
 		return nil, err
 	}
-	defer mine.Close()
+	defer func() {
+		if mine != nil {
+			mine.Close()
+		}
+	}()
 	p := &process.Process{Func: serverFunc, Args: []any{theirs, cfg}, Daemon: true, Name: "Manager",
-		Logger: o.log, TermGrace: -1}
+		Logger: o.log, TermGrace: -1, Starter: o.starter}
 	err = p.Start(ctx)
 	theirs.Close()
 	if err != nil {
@@ -121,10 +125,12 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	if reply.Error != "" {
 		return fail(fmt.Errorf("manager: server process: %s", reply.Error))
 	}
-	c, err := Connect(ctx, reply.Network, reply.Address, WithAuthkey(o.authkey), WithMaxFrame(o.maxFrame))
-	if err != nil {
-		return fail(err)
-	}
+	// The pipe that carried the reply becomes this client's connection:
+	// the server serves it like an accepted one, with no dial and no
+	// handshake (the pipe was never reachable by anyone else).
+	c := NewClient(mine, WithAuthkey(o.authkey), WithMaxFrame(o.maxFrame), WithLogger(o.log))
+	c.network, c.address = reply.Network, reply.Address
+	mine = nil
 	return &Manager{Client: c, proc: p}, nil
 }
 
@@ -183,7 +189,12 @@ func (m *Manager) Close() error {
 // address, serve until Shutdown or until the parent goes away.
 func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
 	signal.Ignore(os.Interrupt) // like CPython's manager server: ^C is for the parent
-	defer conn.Close()
+	handed := false
+	defer func() {
+		if !handed {
+			conn.Close()
+		}
+	}()
 	reply := func(r *pb.StartReply) error {
 		b, _ := proto.Marshal(r)
 		return conn.SendBytes(ctx, b)
@@ -231,6 +242,9 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 		<-served
 		return err
 	}
+	// The parent's client talks over the same pipe from now on.
+	handed = true
+	go srv.ServeConn(context.Background(), conn)
 	select {
 	case <-srv.Done():
 	case <-ctx.Done(): // the parent died, or terminated us

@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/multiproc/multiproc/process"
+
 	pb "github.com/multiproc/multiproc/proto/manager/v1"
 )
 
@@ -23,6 +25,7 @@ type options struct {
 	initializer string
 	network     string
 	address     string
+	starter     process.Starter
 }
 
 func defaultOptions() options {
@@ -67,6 +70,13 @@ func WithAuthkey(key []byte) Option {
 		o.authkey = append([]byte(nil), key...)
 		o.hasAuthkey = true
 	}
+}
+
+// WithStarter makes Start start the server process with s (for example a
+// forkserver's Starter, whose warm processes start in a round trip)
+// instead of spawning it.
+func WithStarter(s process.Starter) Option {
+	return func(o *options) { o.starter = s }
 }
 
 // WithAddress sets where Start's server listens: network "unix" (the
