@@ -1,6 +1,7 @@
 package process_test
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/multiproc/multiproc/process"
@@ -14,8 +15,10 @@ func TestChildFromPidfdBadArgs(t *testing.T) {
 	}
 }
 
+var registerTestHook = sync.OnceFunc(func() { process.RegisterInitHook("PROCESS_TEST_HOOK", func(string) {}) })
+
 func TestRegisterInitHookRefusesBadNames(t *testing.T) {
-	process.RegisterInitHook("PROCESS_TEST_HOOK", func(string) {})
+	registerTestHook() // once: -count=N runs the test again
 	for _, name := range []string{"", "MULTIPROC_CHILD", "PROCESS_TEST_HOOK"} {
 		func() {
 			defer func() {
