@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -75,8 +76,9 @@ func makeListenOptions(opts []ListenOption) listenOptions {
 // multiprocessing.connection.Listener. Its methods are safe for concurrent
 // use.
 type Listener struct {
-	l    net.Listener
-	opts listenOptions
+	l      net.Listener
+	opts   listenOptions
+	tmpDir string // made by Listen for an empty unix address; removed by Close
 
 	mu     sync.Mutex
 	closed bool
@@ -84,24 +86,37 @@ type Listener struct {
 
 // Listen listens on address. network is "unix" (a socket path, or an
 // abstract name written "@name" as Go does or "\x00name" as CPython does)
-// or "tcp" ("host:port"; port 0 picks a free port, see Addr). Listening on
-// an address that is in use fails, even a unix path whose listener is
-// gone (the stale socket file must be removed first).
+// or "tcp" ("host:port"; port 0 picks a free port, see Addr). An empty
+// address picks one, as CPython's Listener() does: a socket in a new
+// private temporary directory (removed by Close) or a free port on
+// 127.0.0.1. Listening on an address that is in use fails, even a unix path
+// whose listener is gone (the stale socket file must be removed first).
 func Listen(network, address string, opts ...ListenOption) (*Listener, error) {
 	o := makeListenOptions(opts)
 	var l net.Listener
 	var err error
 	switch network {
 	case "unix":
+		tmpDir := ""
 		if address == "" {
-			return nil, errors.New("ipc: Listen: empty unix address")
+			// Like CPython's arbitrary_address: a fresh private directory.
+			if tmpDir, err = os.MkdirTemp("", "mp-"); err != nil {
+				return nil, fmt.Errorf("ipc: %w", err)
+			}
+			address = filepath.Join(tmpDir, "listener")
 		}
 		ul, lerr := net.ListenUnix("unix", &net.UnixAddr{Name: goUnixName(address), Net: "unix"})
 		if lerr != nil {
+			if tmpDir != "" {
+				os.RemoveAll(tmpDir)
+			}
 			return nil, fmt.Errorf("ipc: %w", lerr)
 		}
-		l = ul
+		return &Listener{l: ul, opts: o, tmpDir: tmpDir}, nil
 	case "tcp", "tcp4", "tcp6":
+		if address == "" {
+			address = "127.0.0.1:0"
+		}
 		l, err = net.Listen(network, address)
 		if err != nil {
 			return nil, fmt.Errorf("ipc: %w", err)
@@ -136,7 +151,11 @@ func (l *Listener) Close() error {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	return l.l.Close()
+	err := l.l.Close()
+	if l.tmpDir != "" {
+		os.RemoveAll(l.tmpDir)
+	}
+	return err
 }
 
 type deadliner interface{ SetDeadline(time.Time) error }

@@ -306,7 +306,7 @@ func TestSameUser(t *testing.T) {
 
 func TestListenErrors(t *testing.T) {
 	for _, tc := range []struct{ network, addr string }{
-		{"udp", "127.0.0.1:0"}, {"unix", ""}, {"pipe", `\\.\pipe\x`},
+		{"udp", "127.0.0.1:0"}, {"pipe", `\\.\pipe\x`},
 	} {
 		if l, err := Listen(tc.network, tc.addr); err == nil {
 			l.Close()
@@ -347,5 +347,37 @@ func TestConcurrentAcceptCancel(t *testing.T) {
 		s.Close()
 	case err := <-res:
 		t.Fatalf("the other Accept failed: %v", err)
+	}
+}
+
+// An empty address picks one (CPython's arbitrary_address); Close removes
+// the directory made for a unix socket.
+func TestListenAnyAddress(t *testing.T) {
+	for _, network := range []string{"unix", "tcp"} {
+		l, err := Listen(network, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		go func() {
+			if c, err := Dial(ctx, network, l.Addr().String()); err == nil {
+				c.SendBytes(ctx, []byte("any"))
+				c.Close()
+			}
+		}()
+		c, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := c.RecvBytes(ctx); string(got) != "any" {
+			t.Errorf("%s: %q", network, got)
+		}
+		c.Close()
+		l.Close()
+		if network == "unix" {
+			if _, err := os.Stat(filepath.Dir(l.Addr().String())); !os.IsNotExist(err) {
+				t.Errorf("temporary directory left behind: %v", err)
+			}
+		}
 	}
 }
