@@ -3,6 +3,7 @@ package manager_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,10 +95,21 @@ func TestWrongAuthkey(t *testing.T) {
 				t.Fatalf("unauthenticated peer got %q", b)
 			}
 			conn.Close()
-			// The server still serves good clients.
+			// Nor does one that hangs up in the middle of the handshake.
+			nc, err := net.Dial(network, ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc.Close()
+			// The server still serves good clients, old and new.
 			if err := ts.client.Ping(ctx); err != nil {
 				t.Fatal(err)
 			}
+			c2, err := manager.Connect(ctx, network, ts.addr, manager.WithAuthkey(ts.key))
+			if err != nil {
+				t.Fatalf("good client after bad ones: %v", err)
+			}
+			c2.Close()
 			if _, err := manager.Connect(ctx, network, ts.addr); err == nil {
 				t.Fatal("Connect without a key succeeded")
 			}

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -103,6 +104,7 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 		case <-actx.Done():
 		}
 	}()
+	var backoff time.Duration
 	for {
 		c, err := l.Accept(actx)
 		if err != nil {
@@ -114,15 +116,26 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			s.opts.log.Warn("manager: accept failed", zap.Error(err))
 			if errors.Is(err, ipc.ErrClosed) {
 				return err
 			}
-			if errors.Is(err, ipc.ErrAuthentication) {
-				continue // a client with a wrong key gets nothing; keep serving
+			// A client with a wrong key, or one that hung up or stalled
+			// during the handshake, gets nothing; the server keeps
+			// serving. Other failures (out of file descriptors) are
+			// retried after a growing pause, as net/http does.
+			s.opts.log.Info("manager: connection refused", zap.Error(err))
+			if !errors.Is(err, ipc.ErrAuthentication) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-actx.Done():
+					t.Stop()
+				}
 			}
-			return err
+			continue
 		}
+		backoff = 0
 		if !s.startConn(c) {
 			return ErrClosed
 		}
