@@ -336,9 +336,7 @@ func TestGrowShrink(t *testing.T) {
 	defer q.Close()
 	item := func(i, n int) []byte {
 		b := make([]byte, n)
-		for j := range b {
-			b[j] = byte(i + j*7)
-		}
+		fillPattern(b, byte(i))
 		return b
 	}
 	sizes := []int{100, 70 << 10, 3, 300 << 10, 5, 1 << 20, 16 << 20, 9, 200 << 10, 4 << 20}

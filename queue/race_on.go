@@ -14,3 +14,5 @@ import "sync/atomic"
 type raceToken struct{ v atomic.Uint32 }
 
 func (t *raceToken) sync() { t.v.Add(1) }
+
+const raceEnabled = true
