@@ -707,6 +707,10 @@ func (p *Process) StartMethodName() string {
 // Exit(code). A child that already exited is not an error.
 func (p *Process) Terminate() error { return p.Signal(syscall.SIGTERM) }
 
+// Interrupt sends SIGINT (Python 3.14's interrupt()): unless the child's
+// function handles it (os/signal), the child dies at once, exit code -2.
+func (p *Process) Interrupt() error { return p.Signal(syscall.SIGINT) }
+
 // Kill sends SIGKILL: the child dies at once, exit code -9.
 func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }
 

@@ -47,6 +47,7 @@ func TestExitCodes(t *testing.T) {
 		{"typed", func() *process.Process { return fnSquare.Process(4) }, 0, 16},
 		{"terminate", func() *process.Process { return fnBlock.Process() }, syscall.SIGTERM, -15},
 		{"kill", func() *process.Process { return fnBlock.Process() }, syscall.SIGKILL, -9},
+		{"interrupt", func() *process.Process { return fnBlock.Process() }, syscall.SIGINT, -2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
