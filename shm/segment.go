@@ -109,13 +109,13 @@ func create(name string, size int, init []byte, opts []Option) (*Segment, error)
 		}
 		name = n
 	}
-	for {
+	for try := 1; ; try++ {
 		n := name
 		if auto {
 			n = autoName()
 		}
 		fd, mem, err := sysCreate(n, size, init)
-		if auto && errors.Is(err, errExist) {
+		if auto && errors.Is(err, errExist) && try < 100 {
 			continue
 		}
 		if err != nil {
