@@ -5,6 +5,7 @@ package shm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -61,13 +62,25 @@ func runPython(t *testing.T, py, script string, args ...string) string {
 	return string(out)
 }
 
+// pythons lists the CPython versions to test against: 3.11 and later from
+// pyenv, or just mptest.Python's when there is no pyenv (or MPTEST_PYTHON
+// is set).
 func pythons(t *testing.T) []string {
 	py := mptest.Python(t)
-	vs := mptest.PythonVersions()
-	if len(vs) == 0 || os.Getenv("MPTEST_PYTHON") != "" {
+	if os.Getenv("MPTEST_PYTHON") != "" {
 		return []string{py}
 	}
-	return []string{"3.11.7", "3.12.1", "3.13.0"}
+	var vs []string
+	for _, v := range mptest.PythonVersions() {
+		var minor int
+		if _, err := fmt.Sscanf(v, "3.%d.", &minor); err == nil && minor >= 11 {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return []string{py}
+	}
+	return vs
 }
 
 func pyCmd(t *testing.T, version string) string {
