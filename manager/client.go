@@ -175,6 +175,8 @@ func (c *Client) readUntil(ctx context.Context, pc *pendingCall) (*pb.Response, 
 		}
 		if p != nil {
 			p.ch <- resp
+		} else {
+			c.dropRefs(resp) // an abandoned call's
 		}
 	}
 }
@@ -209,6 +211,8 @@ func (c *Client) readLoop(stopWriter chan struct{}) {
 		c.mu.Unlock()
 		if p != nil {
 			p.ch <- resp
+		} else {
+			c.dropRefs(resp) // an abandoned call's
 		}
 	}
 	c.mu.Lock()
@@ -288,7 +292,11 @@ func (c *Client) oneWay(req *pb.Request) error {
 // the server is asked to cancel the call, and the call's own response
 // decides the outcome: ctx's error if the cancellation took effect, the
 // result if the call completed first (so nothing is lost or left held).
-func (c *Client) roundTrip(ctx context.Context, req *pb.Request) (*pb.Response, error) {
+//
+// detach is for calls of methods that may not honour cancellation (those
+// of registered user types): when ctx ends, the call returns ctx.Err() at
+// once instead of waiting for the server's answer.
+func (c *Client) roundTrip(ctx context.Context, req *pb.Request, detach bool) (*pb.Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -338,6 +346,13 @@ func (c *Client) roundTrip(ctx context.Context, req *pb.Request) (*pb.Response, 
 		// Cancelled: ask the server to stop the call, then take whatever
 		// it answers, so that a call that completed is not lost.
 		c.oneWay(&pb.Request{Op: &pb.Request_Cancel{Cancel: &pb.Cancel{Target: id}}})
+		if detach {
+			// A method that may ignore cancellation: do not wait for it.
+			// Its late response is dropped (with the references it
+			// carries) when it comes.
+			c.abandon(id, pc)
+			return nil, ctx.Err()
+		}
 		resp, err = c.wait(context.Background(), pc)
 		if err == nil && resp.Error != nil && resp.Error.Kind == "canceled" {
 			callPool.Put(pc)
@@ -360,13 +375,28 @@ func (c *Client) abandon(id uint64, pc *pendingCall) error {
 	c.mu.Unlock()
 	if still {
 		callPool.Put(pc) // the reader can no longer deliver to it
+	} else {
+		// The reader is handing the response over: take it and give back
+		// the references it carries.
+		go func() { c.dropRefs(<-pc.ch) }()
 	}
 	return err
 }
 
+// dropRefs releases the references carried by a response no caller takes.
+func (c *Client) dropRefs(r *pb.Response) {
+	if r != nil && hasRefs(r.Value) {
+		walkRefs(r.Value, func(ref *pb.ProxyRef) { c.queueDecref(ref.Id) })
+	}
+}
+
 // do runs a request and returns its value or its error.
 func (c *Client) do(ctx context.Context, req *pb.Request) (*pb.Value, error) {
-	resp, err := c.roundTrip(ctx, req)
+	return c.doDetach(ctx, req, false)
+}
+
+func (c *Client) doDetach(ctx context.Context, req *pb.Request, detach bool) (*pb.Value, error) {
+	resp, err := c.roundTrip(ctx, req, detach)
 	if err != nil {
 		return nil, err
 	}
@@ -599,7 +629,9 @@ func (h *handle) call(ctx context.Context, method string, args ...any) (*pb.Valu
 	if err != nil {
 		return nil, nil, err
 	}
-	v, err := c.do(ctx, &pb.Request{Op: &pb.Request_Call{Call: &pb.Call{Object: h.id, Method: method, Args: vals, Owner: h.owner}}})
+	ti := lookupType(h.typeid)
+	detach := ti == nil || ti.custom
+	v, err := c.doDetach(ctx, &pb.Request{Op: &pb.Request_Call{Call: &pb.Call{Object: h.id, Method: method, Args: vals, Owner: h.owner}}}, detach)
 	return v, c, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/multiproc/multiproc/manager"
@@ -149,5 +150,52 @@ func TestMyManager(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(types, ","), "Counter") {
 		t.Fatalf("types %v lack Counter", types)
+	}
+}
+
+// Stubborn's method ignores cancellation; a cancelled call of it returns
+// at once anyway, and its late answer (a new shared object) is dropped
+// without leaking the object.
+type Stubborn struct{}
+
+var (
+	stubbornGate     = make(chan struct{})
+	stubbornReturned atomic.Bool
+)
+
+func (Stubborn) Block() *Iterator {
+	<-stubbornGate
+	defer stubbornReturned.Store(true)
+	return &Iterator{n: 1}
+}
+
+var _ = manager.RegisterType("Stubborn", func() *Stubborn { return &Stubborn{} })
+
+func TestCancelDetachesStubbornMethod(t *testing.T) {
+	ts := startServer(t, "unix")
+	ctx := ctxT(t)
+	s, err := ts.client.Create(ctx, "Stubborn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := s.Call(cctx, "Block"); done <- err }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Block: %v", err)
+	}
+	close(stubbornGate) // the method returns now; nobody waits for it
+	// The late response's object is given back with the next call: once
+	// the method has returned, the server's count comes back to one.
+	for settled := 0; settled < 3; {
+		objs, err := ts.client.Objects(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(objs) == 1 && stubbornReturned.Load() {
+			settled++
+		}
+		ts.client.FlushReleases()
 	}
 }
