@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/process"
 )
 
@@ -93,4 +94,46 @@ func BenchmarkSpawn(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// The floor under start.forkserver on this machine: an idle process (this
+// test binary, re-executed as a helper, initialised and blocked in a
+// read) is woken by one byte, exits, and is reaped by its parent. That is
+// the least any start through a pre-started process costs: one wake-up
+// of the process, its exit, one wake-up of the parent.
+var _ = mptest.RegisterHelper("fs.floor", func() {
+	os.Stdout.Write([]byte{'r'})
+	var b [1]byte
+	os.Stdin.Read(b[:])
+	os.Exit(0)
+})
+
+func BenchmarkFloorWakeExit(b *testing.B) {
+	var timed []time.Duration
+	for b.Loop() {
+		cmd := mptest.HelperCmd(b, "fs.floor")
+		w, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		var ready [1]byte
+		if _, err := r.Read(ready[:]); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		w.Write([]byte{1})
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		timed = append(timed, time.Since(t0))
+	}
+	slices.Sort(timed)
+	b.ReportMetric(float64(timed[len(timed)/2])/1e6, "ms(p50)")
 }

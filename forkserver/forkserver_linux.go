@@ -333,7 +333,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 	if err != nil {
 		return nil, fmt.Errorf("forkserver: %w", os.NewSyscallError("socketpair", err))
 	}
-	defer unix.Close(sp[1])
+	childEnd := sp[1] // closed after the exec, so that its exit is our EOF
 	pf := os.NewFile(uintptr(sp[0]), "forkserver-control")
 	conn, err := ipc.NewConn(pf, pf)
 	if err != nil {
@@ -346,7 +346,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 		return nil, fmt.Errorf("forkserver: %w", err)
 	}
 	defer devnull.Close()
-	fds := []uintptr{rawFD(devnull), rawFD(os.Stdout), rawFD(os.Stderr), uintptr(sp[1])}
+	fds := []uintptr{rawFD(devnull), rawFD(os.Stdout), rawFD(os.Stderr), uintptr(childEnd)}
 	for i, fd := range fds {
 		if fd == badFD {
 			fds[i] = rawFD(devnull)
@@ -366,6 +366,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 		Sys: &syscall.SysProcAttr{PidFD: &pidfd},
 	}
 	pid, err := syscall.ForkExec("/proc/self/exe", []string{os.Args[0]}, attr)
+	unix.Close(childEnd)
 	runtime.KeepAlive(devnull)
 	runtime.KeepAlive(os.Stdout)
 	runtime.KeepAlive(os.Stderr)

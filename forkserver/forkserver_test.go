@@ -406,3 +406,29 @@ func TestStartInWarmWithoutInit(t *testing.T) {
 		t.Fatalf("Start = %v", err)
 	}
 }
+
+// A binary whose warm processes cannot become ready: Start fails (after a
+// few attempts), says why, and leaves nothing behind.
+func TestWarmProcessNeverReady(t *testing.T) {
+	mptest.CheckChildren(t)
+	t.Setenv("FS_TEST_INIT_EXIT", "3")
+	s := newStarter(t, Size(1))
+	p := fnEmpty.Process()
+	p.Starter = s
+	err := p.Start(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "exited with code 3 before it was ready") {
+		t.Fatalf("Start = %v", err)
+	}
+}
+
+// Start waiting for a warm process returns when its context is done.
+func TestStartCancelled(t *testing.T) {
+	s := newStarter(t, Size(1))
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cancel()
+	p := fnEmpty.Process()
+	p.Starter = s
+	if err := p.Start(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start = %v", err)
+	}
+}

@@ -17,6 +17,16 @@ import (
 	"github.com/multiproc/multiproc/process"
 )
 
+// A warm process started with FS_TEST_INIT_EXIT set exits during package
+// initialisation, before it can report ready (as a binary whose main
+// never reaches process.Init would).
+func init() {
+	if code := os.Getenv("FS_TEST_INIT_EXIT"); code != "" {
+		n, _ := strconv.Atoi(code)
+		os.Exit(n)
+	}
+}
+
 func TestMain(m *testing.M) {
 	process.Init()
 	mptest.Main(m)
