@@ -159,11 +159,13 @@ func TestMyManager(t *testing.T) {
 type Stubborn struct{}
 
 var (
+	stubbornEntered  = make(chan struct{}, 1)
 	stubbornGate     = make(chan struct{})
 	stubbornReturned atomic.Bool
 )
 
 func (Stubborn) Block() *Iterator {
+	stubbornEntered <- struct{}{}
 	<-stubbornGate
 	defer stubbornReturned.Store(true)
 	return &Iterator{n: 1}
@@ -181,6 +183,7 @@ func TestCancelDetachesStubbornMethod(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { _, err := s.Call(cctx, "Block"); done <- err }()
+	<-stubbornEntered // the server runs it
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Block: %v", err)
