@@ -31,6 +31,10 @@ const warmFD = 3
 // SCM_MAX_FD is 253).
 const maxFilesPerFrame = 253
 
+// maxRequest is the largest Request frame: a bootstrap message as large
+// as process allows (1 GiB) plus the environment.
+const maxRequest = 1<<30 + 64<<20
+
 // maxAttempts bounds how many warm processes one Start tries before it
 // gives up (each failure is a warm process that died or never became
 // ready).
@@ -322,7 +326,14 @@ func (s *Starter) refill() {
 				break
 			}
 			s.live.Add(1)
-			s.ready <- result{w: w} // room: live < size before, and cap is size+1
+			select {
+			case s.ready <- result{w: w}:
+			case <-s.done:
+				// Only when stale errors fill the channel and Close came.
+				s.live.Add(-1)
+				w.destroy()
+				return
+			}
 		}
 	}
 }
@@ -335,7 +346,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 	}
 	childEnd := sp[1] // closed after the exec, so that its exit is our EOF
 	pf := os.NewFile(uintptr(sp[0]), "forkserver-control")
-	conn, err := ipc.NewConn(pf, pf)
+	conn, err := ipc.NewConn(pf, pf, ipc.MaxFrameSize(maxRequest))
 	if err != nil {
 		pf.Close()
 		return nil, fmt.Errorf("forkserver: %w", err)

@@ -432,3 +432,72 @@ func TestStartCancelled(t *testing.T) {
 		t.Fatalf("Start = %v", err)
 	}
 }
+
+// A 16 MiB argument travels in the Request frame.
+func TestLargeBootstrap(t *testing.T) {
+	s := newStarter(t, Size(1))
+	ctx := testCtx(t)
+	big := make([]byte, 16<<20)
+	sum := 0
+	for i := range big {
+		big[i] = byte(i * 7)
+		sum += int(big[i])
+	}
+	a, b, err := ipc.Pipe(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	p := fnSum.Process(big, b)
+	p.Starter = s
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b.Close()
+	var got [2]int
+	if err := a.Recv(ctx, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got != [2]int{len(big), sum} {
+		t.Fatalf("child saw %v, want %v", got, [2]int{len(big), sum})
+	}
+	if err := p.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// More files than one frame carries go in several frames, in order.
+func TestManyFiles(t *testing.T) {
+	s := newStarter(t, Size(1))
+	ctx := testCtx(t)
+	readers := make([]*ipc.Conn, manyConns)
+	args := make([]any, manyConns)
+	for i := range manyConns {
+		r, w, err := ipc.Pipe(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		readers[i], args[i] = r, w
+	}
+	p := fnMany.Process(args...)
+	p.Starter = s
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, a := range args {
+		a.(*ipc.Conn).Close()
+	}
+	for i, r := range readers {
+		var got int
+		if err := r.Recv(ctx, &got); err != nil || got != i {
+			t.Fatalf("connection %d: got %d, %v", i, got, err)
+		}
+	}
+	if err := p.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

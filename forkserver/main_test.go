@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -89,11 +90,46 @@ var (
 		<-process.Parent().Done()
 		fmt.Printf("orphan %d saw its parent go\n", os.Getpid())
 	})
+	// fnSum reports the length and byte sum of a large argument.
+	fnSum = process.Register("fs.sum", func(ctx context.Context, b []byte, c *ipc.Conn) error {
+		defer c.Close()
+		sum := 0
+		for _, x := range b {
+			sum += int(x)
+		}
+		return c.Send(ctx, [2]int{len(b), sum})
+	})
+	// fnMany takes manyConns connections and sends its index on each.
+	fnMany = process.Register("fs.many", reflect.MakeFunc(manyType(), func(args []reflect.Value) []reflect.Value {
+		ctx := args[0].Interface().(context.Context)
+		for i, a := range args[1:] {
+			c := a.Interface().(*ipc.Conn)
+			if err := c.Send(ctx, i); err != nil {
+				return []reflect.Value{reflect.ValueOf(&err).Elem()}
+			}
+			c.Close()
+		}
+		return []reflect.Value{reflect.Zero(reflect.TypeFor[error]())}
+	}).Interface())
 	fnBlock = process.Register("fs.block", func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	})
 )
+
+// manyConns duplex pipe Conns (two files each, plus the status socket
+// and stdio) are more than one frame's worth of files (253); reflect
+// allows at most 128 parameters and results.
+const manyConns = 126
+
+// manyType is func(context.Context, *ipc.Conn x manyConns) error.
+func manyType() reflect.Type {
+	in := []reflect.Type{reflect.TypeFor[context.Context]()}
+	for range manyConns {
+		in = append(in, reflect.TypeFor[*ipc.Conn]())
+	}
+	return reflect.FuncOf(in, []reflect.Type{reflect.TypeFor[error]()}, false)
+}
 
 // Helpers: programs that use a forkserver and end, for the leak tests.
 var (

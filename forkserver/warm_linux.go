@@ -28,7 +28,7 @@ func warmMain(v string) {
 	}
 	closeStrays(fd)
 	f := os.NewFile(uintptr(fd), "forkserver-control")
-	conn, err := ipc.NewConn(f, f)
+	conn, err := ipc.NewConn(f, f, ipc.MaxFrameSize(maxRequest))
 	if err != nil {
 		warmFatal(fmt.Errorf("forkserver: warm process: control socket: %w", err))
 	}
