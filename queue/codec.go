@@ -87,23 +87,39 @@ func infoOf[T any]() typeInfo {
 	return ti
 }
 
-// encoded is an item ready for the ring.
+// encoded is an item ready for the ring: a payload, or for scalars n
+// bytes (1, 8 or 16) of bits, written straight into the ring. It is
+// passed by value so that nothing escapes to the heap on the fast paths.
 type encoded struct {
 	tag     uint8
-	scratch [16]byte
+	n       int
+	bits    [2]uint64
 	payload []byte
 }
 
-func encode[T any](ti *typeInfo, v *T, e *encoded) error {
-	p := unsafe.Pointer(v)
+func (e *encoded) size() int {
+	if e.payload != nil {
+		return len(e.payload)
+	}
+	return e.n
+}
+
+func encode[T any](ti *typeInfo, v T) (e encoded, err error) {
+	p := unsafe.Pointer(&v)
 	switch ti.fast {
 	case fastBytes:
 		e.tag, e.payload = tagRaw, *(*[]byte)(p)
-		return nil
+		if e.payload == nil {
+			e.payload = []byte{}
+		}
+		return e, nil
 	case fastString:
 		s := *(*string)(p)
 		e.tag, e.payload = tagString, unsafe.Slice(unsafe.StringData(s), len(s))
-		return nil
+		if e.payload == nil {
+			e.payload = []byte{}
+		}
+		return e, nil
 	case fastInt:
 		var x int64
 		switch ti.size {
@@ -116,10 +132,8 @@ func encode[T any](ti *typeInfo, v *T, e *encoded) error {
 		default:
 			x = *(*int64)(p)
 		}
-		e.tag = tagInt
-		binary.LittleEndian.PutUint64(e.scratch[:], uint64(x))
-		e.payload = e.scratch[:8]
-		return nil
+		e.tag, e.n, e.bits[0] = tagInt, 8, uint64(x)
+		return e, nil
 	case fastUint:
 		var x uint64
 		switch ti.size {
@@ -132,10 +146,8 @@ func encode[T any](ti *typeInfo, v *T, e *encoded) error {
 		default:
 			x = *(*uint64)(p)
 		}
-		e.tag = tagUint
-		binary.LittleEndian.PutUint64(e.scratch[:], x)
-		e.payload = e.scratch[:8]
-		return nil
+		e.tag, e.n, e.bits[0] = tagUint, 8, x
+		return e, nil
 	case fastFloat:
 		x := 0.0
 		if ti.size == 4 {
@@ -143,10 +155,8 @@ func encode[T any](ti *typeInfo, v *T, e *encoded) error {
 		} else {
 			x = *(*float64)(p)
 		}
-		e.tag = tagFloat
-		binary.LittleEndian.PutUint64(e.scratch[:], math.Float64bits(x))
-		e.payload = e.scratch[:8]
-		return nil
+		e.tag, e.n, e.bits[0] = tagFloat, 8, math.Float64bits(x)
+		return e, nil
 	case fastComplex:
 		var x complex128
 		if ti.size == 8 {
@@ -154,86 +164,98 @@ func encode[T any](ti *typeInfo, v *T, e *encoded) error {
 		} else {
 			x = *(*complex128)(p)
 		}
-		e.tag = tagComplex
-		binary.LittleEndian.PutUint64(e.scratch[:], math.Float64bits(real(x)))
-		binary.LittleEndian.PutUint64(e.scratch[8:], math.Float64bits(imag(x)))
-		e.payload = e.scratch[:16]
-		return nil
+		e.tag, e.n = tagComplex, 16
+		e.bits[0], e.bits[1] = math.Float64bits(real(x)), math.Float64bits(imag(x))
+		return e, nil
 	case fastBool:
-		e.tag = tagBool
-		e.scratch[0] = 0
+		e.tag, e.n = tagBool, 1
 		if *(*bool)(p) {
-			e.scratch[0] = 1
+			e.bits[0] = 1
 		}
-		e.payload = e.scratch[:1]
-		return nil
+		return e, nil
 	}
-	b, err := ipc.DefaultCodec.Marshal(*v)
+	return encodeSlow(ti, v)
+}
+
+func encodeSlow[T any](ti *typeInfo, v T) (e encoded, err error) {
+	b, err := ipc.DefaultCodec.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("queue: encode %T: %w", *v, err)
+		return e, fmt.Errorf("queue: encode %T: %w", v, err)
+	}
+	if b == nil {
+		b = []byte{}
 	}
 	e.tag, e.payload = tagGob, b
 	if ti.isProto {
 		e.tag = tagProto
 	}
-	return nil
+	return e, nil
 }
 
 // decode turns a frame's payload into a T. It never panics, whatever the
 // bytes (FuzzDecode).
-func decode[T any](ti *typeInfo, tag uint8, data []byte, out *T) error {
-	p := unsafe.Pointer(out)
+func decode[T any](ti *typeInfo, tag uint8, data []byte) (T, error) {
+	if v, ok, err := decodeFast[T](ti, tag, data); ok {
+		return v, err
+	}
+	return decodeSlow[T](ti, tag, data)
+}
+
+// decodeFast decodes the frames of the fast paths (ok false for others);
+// it keeps no reference to data.
+func decodeFast[T any](ti *typeInfo, tag uint8, data []byte) (out T, ok bool, err error) {
+	p := unsafe.Pointer(&out)
 	switch {
 	case tag == tagRaw && ti.fast == fastBytes:
 		*(*[]byte)(p) = bytes.Clone(data)
-		return nil
+		return out, true, nil
 	case tag == tagString && ti.fast == fastString:
 		*(*string)(p) = string(data)
-		return nil
+		return out, true, nil
 	case tag == tagInt && ti.fast == fastInt && len(data) == 8:
 		x := int64(binary.LittleEndian.Uint64(data))
 		switch ti.size {
 		case 1:
 			if x != int64(int8(x)) {
-				return overflow[T](x)
+				return out, true, overflow[T](x)
 			}
 			*(*int8)(p) = int8(x)
 		case 2:
 			if x != int64(int16(x)) {
-				return overflow[T](x)
+				return out, true, overflow[T](x)
 			}
 			*(*int16)(p) = int16(x)
 		case 4:
 			if x != int64(int32(x)) {
-				return overflow[T](x)
+				return out, true, overflow[T](x)
 			}
 			*(*int32)(p) = int32(x)
 		default:
 			*(*int64)(p) = x
 		}
-		return nil
+		return out, true, nil
 	case tag == tagUint && ti.fast == fastUint && len(data) == 8:
 		x := binary.LittleEndian.Uint64(data)
 		switch ti.size {
 		case 1:
 			if x != uint64(uint8(x)) {
-				return overflow[T](x)
+				return out, true, overflow[T](x)
 			}
 			*(*uint8)(p) = uint8(x)
 		case 2:
 			if x != uint64(uint16(x)) {
-				return overflow[T](x)
+				return out, true, overflow[T](x)
 			}
 			*(*uint16)(p) = uint16(x)
 		case 4:
 			if x != uint64(uint32(x)) {
-				return overflow[T](x)
+				return out, true, overflow[T](x)
 			}
 			*(*uint32)(p) = uint32(x)
 		default:
 			*(*uint64)(p) = x
 		}
-		return nil
+		return out, true, nil
 	case tag == tagFloat && ti.fast == fastFloat && len(data) == 8:
 		x := math.Float64frombits(binary.LittleEndian.Uint64(data))
 		if ti.size == 4 {
@@ -241,7 +263,7 @@ func decode[T any](ti *typeInfo, tag uint8, data []byte, out *T) error {
 		} else {
 			*(*float64)(p) = x
 		}
-		return nil
+		return out, true, nil
 	case tag == tagComplex && ti.fast == fastComplex && len(data) == 16:
 		x := complex(math.Float64frombits(binary.LittleEndian.Uint64(data)),
 			math.Float64frombits(binary.LittleEndian.Uint64(data[8:])))
@@ -250,16 +272,23 @@ func decode[T any](ti *typeInfo, tag uint8, data []byte, out *T) error {
 		} else {
 			*(*complex128)(p) = x
 		}
-		return nil
+		return out, true, nil
 	case tag == tagBool && ti.fast == fastBool && len(data) == 1:
 		*(*bool)(p) = data[0] != 0
-		return nil
+		return out, true, nil
 	}
-	// The general path: the codec, given the bytes it would have produced.
+	return out, false, nil
+}
+
+// decodeSlow is the general path: the codec, given the bytes it would
+// have produced.
+func decodeSlow[T any](ti *typeInfo, tag uint8, data []byte) (T, error) {
+	var zero T
 	data, err := codecBytes(tag, data)
 	if err != nil {
-		return &DecodeError{Err: err}
+		return zero, &DecodeError{Err: err}
 	}
+	out := new(T)
 	var target any = out
 	if ti.isProto {
 		m := reflect.New(ti.elem)
@@ -269,11 +298,9 @@ func decode[T any](ti *typeInfo, tag uint8, data []byte, out *T) error {
 		data = bytes.Clone(data)
 	}
 	if err := ipc.DefaultCodec.Unmarshal(data, target); err != nil {
-		var zero T
-		*out = zero
-		return &DecodeError{Err: err}
+		return zero, &DecodeError{Err: err}
 	}
-	return nil
+	return *out, nil
 }
 
 func overflow[T any](x any) error {

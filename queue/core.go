@@ -386,12 +386,12 @@ func (q *core) roomFor(need uint64) bool {
 }
 
 // put appends one frame. block selects Put (wait for room) or TryPut.
-func (q *core) put(ctx context.Context, tag uint8, payload []byte, block bool) error {
+func (q *core) put(ctx context.Context, e encoded, block bool) error {
 	if !q.enter() {
 		return ErrClosed
 	}
 	defer q.mu.RUnlock()
-	n := int64(len(payload))
+	n := int64(e.size())
 	if n > q.maxItem {
 		return &ItemTooLargeError{Size: n, Max: q.maxItem}
 	}
@@ -405,7 +405,7 @@ func (q *core) put(ctx context.Context, tag uint8, payload []byte, block bool) e
 			return ErrClosed
 		}
 		if q.reserve(need) {
-			q.writeFrame(tag, payload, need)
+			q.writeFrame(&e, need)
 			q.p.Release()
 			signal(q.notEmpty)
 			return nil
@@ -495,12 +495,24 @@ func (q *core) shrink() {
 // writeFrame copies the frame in at tail and commits it: journal first
 // (absolute values, then the valid mark), then tail and putSeq (putSeq
 // publishes the item to consumers), then the journal is cleared.
-func (q *core) writeFrame(tag uint8, payload []byte, need uint64) {
+func (q *core) writeFrame(e *encoded, need uint64) {
 	tail := atomic.LoadUint64(q.tail)
 	capa := atomic.LoadUint64(q.capacity)
-	off := tail & (capa - 1) &^ 7 // aligned already, unless the memory was scribbled on
-	binary.LittleEndian.PutUint64(q.data[off:], uint64(len(payload))|uint64(tag)<<32)
-	q.copyIn(tail+frameHdr, capa, payload)
+	word := func(pos uint64) []byte { return q.data[pos&(capa-1)&^7:] } // aligned unless scribbled on
+	binary.LittleEndian.PutUint64(word(tail), uint64(e.size())|uint64(e.tag)<<32)
+	if e.payload != nil {
+		q.copyIn(tail+frameHdr, capa, e.payload)
+	} else {
+		switch e.n {
+		case 1:
+			word(tail + frameHdr)[0] = byte(e.bits[0])
+		case 16:
+			binary.LittleEndian.PutUint64(word(tail+frameHdr+8), e.bits[1])
+			fallthrough
+		case 8:
+			binary.LittleEndian.PutUint64(word(tail+frameHdr), e.bits[0])
+		}
+	}
 	crashPoint(crashPutWritten)
 	put := atomic.LoadUint64(q.putSeq) + 1
 	atomic.StoreUint64(q.jTail, tail+need)
@@ -549,34 +561,34 @@ var errCorrupt = errors.New("queue: corrupt frame in shared memory")
 
 // get takes the oldest frame. block selects Get (wait for an item) or
 // TryGet.
-func (q *core) get(ctx context.Context, block bool, f *frame) error {
+func (q *core) get(ctx context.Context, block bool) (f frame, err error) {
 	if !q.enter() {
-		return ErrClosed
+		return f, ErrClosed
 	}
 	defer q.mu.RUnlock()
 	for {
 		if q.empty() {
 			if !block {
-				return ErrEmpty
+				return f, ErrEmpty
 			}
 			if !q.spin.spin(q) {
 				if err := q.wait(ctx, q.notEmpty, func() bool { return !q.empty() }, q.p); err != nil {
-					return waitErr(ErrEmpty, err)
+					return f, waitErr(ErrEmpty, err)
 				}
 			}
 			continue
 		}
 		if err := q.lock(ctx, q.c, false); err != nil {
-			return fmt.Errorf("%w: %w", ErrEmpty, err)
+			return f, fmt.Errorf("%w: %w", ErrEmpty, err)
 		}
 		if q.closed.Load() {
 			q.c.Release()
-			return ErrClosed
+			return f, ErrClosed
 		}
-		ok, shrink, err := q.take(f)
+		ok, shrink, err := q.take(&f)
 		q.c.Release()
 		if err != nil {
-			return err
+			return f, err
 		}
 		if !ok {
 			continue
@@ -585,7 +597,7 @@ func (q *core) get(ctx context.Context, block bool, f *frame) error {
 		if shrink {
 			q.shrink()
 		}
-		return nil
+		return f, nil
 	}
 }
 

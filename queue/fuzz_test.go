@@ -37,8 +37,7 @@ func FuzzDecode(f *testing.F) {
 
 func fuzzOne[T any](tag uint8, data []byte) {
 	ti := infoOf[T]()
-	var v T
-	decode(&ti, tag, data, &v)
+	decode[T](&ti, tag, data)
 }
 
 // FuzzAttach feeds arbitrary descriptors, and arbitrary queue headers and
@@ -77,9 +76,8 @@ func FuzzAttach(f *testing.F) {
 		if err := q.load(kindQueue); err != nil {
 			return
 		}
-		var fr frame
-		q.get(t.Context(), false, &fr)
-		q.put(t.Context(), tagRaw, []byte("x"), false)
-		q.get(t.Context(), false, &fr)
+		q.get(t.Context(), false)
+		q.put(t.Context(), encoded{tag: tagRaw, payload: []byte("x")}, false)
+		q.get(t.Context(), false)
 	})
 }

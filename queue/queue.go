@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -51,11 +52,11 @@ func (q *Queue[T]) put(ctx context.Context, v T, block bool) error {
 	if q.c == nil {
 		return ErrClosed
 	}
-	var e encoded
-	if err := encode(&q.ti, &v, &e); err != nil {
+	e, err := encode(&q.ti, v)
+	if err != nil {
 		return err
 	}
-	return q.c.put(ctx, e.tag, e.payload, block)
+	return q.c.put(ctx, e, block)
 }
 
 // Get removes and returns the oldest item, waiting while the queue is
@@ -78,12 +79,20 @@ func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 	if q.c == nil {
 		return v, ErrClosed
 	}
-	var f frame
-	if err := q.c.get(ctx, block, &f); err != nil {
+	f, err := q.c.get(ctx, block)
+	if err != nil {
 		return v, err
 	}
-	err := decode(&q.ti, f.tag, f.payload(), &v)
-	return v, err
+	p := f.big
+	if p == nil {
+		// Small payloads live in f, which must not escape: the fast path
+		// keeps no reference, the codec gets a copy.
+		if v, ok, err := decodeFast[T](&q.ti, f.tag, f.small[:f.n]); ok {
+			return v, err
+		}
+		p = bytes.Clone(f.small[:f.n])
+	}
+	return decode[T](&q.ti, f.tag, p)
 }
 
 // Len returns the number of items in the queue: exact, from two shared
