@@ -174,6 +174,8 @@ func (Stubborn) Block() *Iterator {
 var _ = manager.RegisterType("Stubborn", func() *Stubborn { return &Stubborn{} })
 
 func TestCancelDetachesStubbornMethod(t *testing.T) {
+	stubbornGate = make(chan struct{}) // fresh for -count=N
+	stubbornReturned.Store(false)
 	ts := startServer(t, "unix")
 	ctx := ctxT(t)
 	s, err := ts.client.Create(ctx, "Stubborn")
