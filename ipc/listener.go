@@ -258,6 +258,9 @@ func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool) (*C
 		nc.Close()
 		return nil, ErrNotSocket
 	}
+	if uc, ok := nc.(*net.UnixConn); ok {
+		uc.SetWriteBuffer(sockBuf) // best effort, as for Pipe's socketpairs
+	}
 	c, err := newConn(t, t, false, false, o.conn)
 	if err != nil {
 		nc.Close()
