@@ -501,3 +501,121 @@ func TestManyFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A child has its stdio, its handles' fds, the status socket and the Go
+// runtime's own: nothing of the parent's, nothing of the warm process's
+// control socket that it could inherit.
+func TestChildFDs(t *testing.T) {
+	s := newStarter(t, Size(1))
+	ctx := testCtx(t)
+	// A pipe the child must not see, made before and after the warm
+	// process was started, without close-on-exec.
+	var secrets []string
+	mkSecret := func() {
+		var fds [2]int
+		if err := unix.Pipe2(fds[:], 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, fd := range fds {
+			t.Cleanup(func() { unix.Close(fd) })
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fds[0]))
+		secrets = append(secrets, target)
+	}
+	mkSecret()
+	if err := s.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mkSecret()
+	a, b, err := ipc.Pipe(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	p := fnFDs.Process(b)
+	p.Starter = s
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b.Close()
+	var rep fdReport
+	if err := a.Recv(ctx, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range rep.Targets {
+		for _, secret := range secrets {
+			if strings.HasSuffix(l, " -> "+secret) {
+				t.Fatalf("child sees the parent's pipe %s: %v", secret, rep.Targets)
+			}
+		}
+	}
+	if rep.Stdin != "/dev/null" || rep.StdinN != 0 || !rep.StdinEOF {
+		t.Fatalf("stdin %+v", rep)
+	}
+	// 0-2, the Conn's two pipe fds, the runtime's epoll and its wake-up
+	// fd, the status socket, and the warm process's control socket while
+	// it is being closed: a dozen at most.
+	if len(rep.Targets) > 12 {
+		t.Fatalf("child has %d fds: %v", len(rep.Targets), rep.Targets)
+	}
+}
+
+// A child that cleans up when terminated reports its own exit code.
+func TestTerminateGrace(t *testing.T) {
+	s := newStarter(t)
+	ctx := testCtx(t)
+	a, b, err := ipc.Pipe(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	p := fnCleanup.Process(b)
+	p.Starter = s
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b.Close()
+	var msg string
+	if err := a.Recv(ctx, &msg); err != nil {
+		t.Fatal(err)
+	}
+	p.Terminate()
+	p.Join(ctx)
+	if code, _ := p.ExitCode(); code != 7 {
+		t.Fatalf("exit code %d, want 7", code)
+	}
+}
+
+// A forkserver child starts children of its own, with Spawn and with a
+// forkserver of its own.
+func TestGrandchildren(t *testing.T) {
+	s := newStarter(t, Size(1))
+	ctx := testCtx(t)
+	a, b, err := ipc.Pipe(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	p := fnGrandchildren.Process(b)
+	p.Starter = s
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b.Close()
+	var got []string
+	if err := a.Recv(ctx, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"spawn:4", "forkserver:4"}, got); diff != "" {
+		t.Errorf("grandchildren (-want +got):\n%s", diff)
+	}
+}

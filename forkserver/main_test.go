@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -111,11 +112,64 @@ var (
 		}
 		return []reflect.Value{reflect.Zero(reflect.TypeFor[error]())}
 	}).Interface())
+	// fnFDs reports the child's open fds and what its stdin is.
+	fnFDs = process.Register("fs.fds", func(ctx context.Context, c *ipc.Conn) error {
+		defer c.Close()
+		ents, _ := os.ReadDir("/proc/self/fd")
+		var targets []string
+		for _, e := range ents {
+			t, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+			targets = append(targets, e.Name()+" -> "+t)
+		}
+		stdin, _ := os.Readlink("/proc/self/fd/0")
+		n, err := os.Stdin.Read(make([]byte, 1))
+		return c.Send(ctx, fdReport{Targets: targets, Stdin: stdin, StdinN: n, StdinEOF: err != nil})
+	})
+	// fnCleanup returns exit code 7 when terminated.
+	fnCleanup = process.Register("fs.cleanup", func(ctx context.Context, c *ipc.Conn) error {
+		c.Send(ctx, "ready")
+		c.Close()
+		<-ctx.Done()
+		return process.Exit(7)
+	})
+	// fnGrandchildren starts a grandchild with Spawn and one through a
+	// forkserver of its own, and reports their start methods and exit
+	// codes.
+	fnGrandchildren = process.Register("fs.grandchildren", func(ctx context.Context, c *ipc.Conn) error {
+		defer c.Close()
+		fs, err := New(Size(1))
+		if err != nil {
+			return err
+		}
+		defer fs.Close()
+		var got []string
+		for _, st := range []process.Starter{nil, fs} {
+			p := fnExitRef().Process(4)
+			p.Starter = st
+			if err := p.Start(ctx); err != nil {
+				return err
+			}
+			p.Join(ctx)
+			code, _ := p.ExitCode()
+			got = append(got, fmt.Sprintf("%s:%d", p.StartMethodName(), code))
+			p.Close()
+		}
+		return c.Send(ctx, got)
+	})
 	fnBlock = process.Register("fs.block", func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	})
 )
+
+type fdReport struct {
+	Targets  []string
+	Stdin    string
+	StdinN   int
+	StdinEOF bool
+}
+
+func fnExitRef() *process.Func { return fnExit }
 
 // manyConns duplex pipe Conns (two files each, plus the status socket
 // and stdio) are more than one frame's worth of files (253); reflect
