@@ -75,7 +75,9 @@
 // EOF on its control socket (whose other end only the program holds) and
 // exits without running anything. Warm processes have no death signal:
 // one that has received its request but not yet acted on it must survive
-// a program that dies at that moment, when the child is not a daemon.
+// a program that dies at that moment, when the child is not a daemon. (A
+// warm process still in package initialisation when the program dies
+// ends when it reaches process.Init and finds the socket closed.)
 // Once handed a request, a warm process's life is the child's: a
 // non-daemonic child may outlive its parent, a daemonic one ends with it
 // (lifeline plus PR_SET_PDEATHSIG SIGTERM, as with Spawn). Close kills
@@ -91,7 +93,8 @@
 //     start), and os.Args is the program's argv[0], as with Spawn.
 //   - Package initialisation ran before the request, possibly long before:
 //     init functions that read the time, the environment or files see
-//     those of the warm process's start.
+//     those of the warm process's start, and so does the runtime
+//     (GOMAXPROCS, GOGC, GODEBUG are read when a process starts).
 //   - A program whose main does not call process.Init first would run
 //     main in each warm process; Start in such a process returns
 //     ErrNoInit, and a warm process that exits before it is ready makes
