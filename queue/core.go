@@ -55,6 +55,7 @@ const (
 	offHead     = 384 // ring position of the oldest frame: published by consumers
 	offGetSeq   = 392 // items ever taken
 	offCapacity = 448 // current ring size (a power of two), under both locks
+	offLastGrow = 456 // when the ring last grew (unix ns), under both locks
 
 	offNotEmpty = 512 // futex words: bit 0 "someone may sleep", the rest a sequence
 	offNotFull  = 576
@@ -113,6 +114,7 @@ type core struct {
 	tail, jValidP, jTail, jPutSeq, cachedHead *uint64
 	jValidC, jHead, jGetSeq, cachedPut        *uint64
 	putSeq, head, getSeq, capacity, done      *uint64
+	lastGrow                                  *uint64
 	notEmpty, notFull, join                   *uint32
 
 	mu     sync.RWMutex // held shared by every operation, exclusively by Close
@@ -131,6 +133,7 @@ func (q *core) bind() {
 	q.jValidC, q.jHead, q.jGetSeq, q.cachedPut = q.u64(offJValidC), q.u64(offJHead), q.u64(offJGetSeq), q.u64(offCachedPut)
 	q.putSeq, q.head, q.getSeq, q.capacity, q.done = q.u64(offPutSeq), q.u64(offHead), q.u64(offGetSeq), q.u64(offCapacity), q.u64(offDone)
 	q.notEmpty, q.notFull, q.join = q.u32(offNotEmpty), q.u32(offNotFull), q.u32(offJoin)
+	q.lastGrow = q.u64(offLastGrow)
 }
 
 // newCore creates the segment and its locks.
@@ -471,12 +474,18 @@ func (q *core) grow(need uint64) {
 		capa *= 2
 		atomic.StoreUint64(q.capacity, capa)
 	}
+	atomic.StoreUint64(q.lastGrow, uint64(time.Now().UnixNano()))
 	q.race.sync()
 }
 
+// shrinkAfter is how long after growing the ring may shrink again, so
+// that a queue that fills and drains in quick cycles does not give its
+// pages back and fault them in again each time.
+const shrinkAfter = time.Second
+
 // shrink returns the ring to its minimum size when the queue is empty and
-// the ring grew large, giving the pages back to the kernel. It takes both
-// locks (producers' first, as everywhere).
+// the ring grew large (at least shrinkAfter ago), giving the pages back to
+// the kernel. It takes both locks (producers' first, as everywhere).
 func (q *core) shrink() {
 	if q.lock(context.Background(), q.p, true) != nil {
 		return
@@ -485,7 +494,8 @@ func (q *core) shrink() {
 	q.lock(context.Background(), q.c, false)
 	defer q.c.Release()
 	capa := atomic.LoadUint64(q.capacity)
-	if capa <= 4*q.minCap || atomic.LoadUint64(q.tail) != atomic.LoadUint64(q.head) {
+	if capa <= 4*q.minCap || atomic.LoadUint64(q.tail) != atomic.LoadUint64(q.head) ||
+		time.Since(time.Unix(0, int64(atomic.LoadUint64(q.lastGrow)))) < shrinkAfter {
 		return
 	}
 	atomic.StoreUint64(q.capacity, q.minCap)
@@ -645,7 +655,8 @@ func (q *core) take(f *frame) (ok, shrink bool, err error) {
 	atomic.StoreUint64(q.head, h+need)
 	atomic.StoreUint64(q.getSeq, g+1)
 	atomic.StoreUint64(q.jValidC, 0)
-	shrink = capa > 4*q.minCap && atomic.LoadUint64(q.cachedPut) == g+1 && atomic.LoadUint64(q.putSeq) == g+1
+	shrink = capa > 4*q.minCap && atomic.LoadUint64(q.cachedPut) == g+1 && atomic.LoadUint64(q.putSeq) == g+1 &&
+		time.Since(time.Unix(0, int64(atomic.LoadUint64(q.lastGrow)))) >= shrinkAfter
 	return true, shrink, nil
 }
 

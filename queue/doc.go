@@ -88,7 +88,8 @@
 // of shared memory (no trip through the kernel). The ring starts at
 // 256 KiB, doubles when an item does not fit (moving at most the live
 // bytes once), and shrinks back, returning its pages to the kernel, when
-// the queue drains. The whole MaxBytes is reserved as address space, so
+// the queue drains (at least a second after it last grew, so that quick
+// fill-and-drain cycles do not fault the pages in again each time). The whole MaxBytes is reserved as address space, so
 // that growing never remaps.
 //
 // Waiting uses futex words in the segment, each with a "sleeper" bit: a

@@ -363,6 +363,8 @@ func TestGrowShrink(t *testing.T) {
 	if c := q.c.capacity; *c <= minRing {
 		t.Errorf("capacity %d: the ring did not grow", *c)
 	}
+	// Make the last growth look old enough for the drain to shrink.
+	atomic.StoreUint64(q.c.lastGrow, uint64(time.Now().Add(-shrinkAfter).UnixNano()))
 	for !q.Empty() {
 		v, err := q.Get(ctx)
 		if err != nil {
