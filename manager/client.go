@@ -538,10 +538,12 @@ type handle struct {
 	typeid string
 	owner  uint64 // identifies the proxy for RLock/Condition ownership
 
-	once   sync.Once
+	// c is fixed for a handle made by a Client. For an attached handle
+	// (target set) it is nil until the first call connects, under mu.
+	mu     sync.Mutex
 	c      *Client
-	err    error
-	target *pb.HandleDesc // set for an attached handle until connected
+	target *pb.HandleDesc
+	shared bool // c was taken from the shared clients for this handle
 
 	released atomic.Bool
 	cleanup  runtime.Cleanup
@@ -560,7 +562,6 @@ func newOwner() uint64 {
 
 func (c *Client) newHandle(id uint64, typeid string) *handle {
 	h := &handle{id: id, typeid: typeid, owner: newOwner(), c: c}
-	h.once.Do(func() {})
 	h.cleanup = addCleanup(h, c)
 	return h
 }
@@ -570,15 +571,36 @@ func addCleanup(h *handle, c *Client) runtime.Cleanup {
 	return runtime.AddCleanup(h, func(a cleanupArg) { a.c.queueDecref(a.id) }, cleanupArg{c, h.id})
 }
 
-// conn returns the handle's client, connecting an attached handle.
+// conn returns the handle's client, connecting an attached handle (a
+// failed connection is retried by the next call).
 func (h *handle) conn(ctx context.Context) (*Client, error) {
 	if h.released.Load() {
 		return nil, ErrReleased
 	}
-	if h.target != nil {
-		h.once.Do(func() { h.c, h.err = h.attach(ctx) })
+	if h.target == nil {
+		return h.c, nil
 	}
-	return h.c, h.err
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.c == nil {
+		c, err := h.attach(ctx)
+		if err != nil {
+			return nil, err
+		}
+		h.c, h.shared = c, true
+	}
+	return h.c, nil
+}
+
+// current returns the handle's client without connecting (nil for an
+// attached handle not yet connected) and whether it is a shared one.
+func (h *handle) current() (*Client, bool) {
+	if h.target == nil {
+		return h.c, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.c, h.shared
 }
 
 // release drops the reference (asynchronously, batched).
@@ -587,10 +609,10 @@ func (h *handle) release() {
 		return
 	}
 	h.cleanup.Stop()
-	if h.c != nil {
-		h.c.queueDecref(h.id)
-		if h.c.sharedKey != "" {
-			releaseShared(h.c)
+	if c, shared := h.current(); c != nil {
+		c.queueDecref(h.id)
+		if shared {
+			releaseShared(c)
 		}
 	}
 }
@@ -601,18 +623,13 @@ func (h *handle) Release(ctx context.Context) error {
 		return nil
 	}
 	h.cleanup.Stop()
-	if h.target != nil && h.c == nil {
+	c, shared := h.current()
+	if c == nil {
 		return nil // never connected: nothing held
 	}
-	c := h.c
-	if c == nil {
-		return nil
+	if shared {
+		defer releaseShared(c)
 	}
-	defer func() {
-		if c.sharedKey != "" {
-			releaseShared(c)
-		}
-	}()
 	_, err := c.do(ctx, &pb.Request{Op: &pb.Request_Refs{Refs: &pb.RefOps{Ops: []*pb.RefOp{{Object: h.id, Delta: -1}}}}})
 	if errors.Is(err, ErrClosed) {
 		return nil // the connection's end dropped it already
@@ -637,8 +654,18 @@ func (h *handle) call(ctx context.Context, method string, args ...any) (*pb.Valu
 
 // ---------------------------------------------------------------- base proxy
 
-// proxier is implemented by every proxy type.
-type proxier interface{ proxyHandle() *handle }
+// Proxy is implemented by every proxy type (*Dict, *List, *Lock, *Object,
+// ...): a handle to one counted reference to a shared object.
+type Proxy interface {
+	// ID returns the object's id in its server.
+	ID() uint64
+	// TypeID returns the object's type name ("dict", "Lock", a
+	// registered type's name).
+	TypeID() string
+	proxyHandle() *handle
+}
+
+type proxier = Proxy
 
 // binder is implemented by pointers to proxy types.
 type binder interface{ bind(*handle) }
@@ -730,9 +757,9 @@ func (o *Object) Call(ctx context.Context, method string, args ...any) (any, err
 // Call calls an exposed method of the object p refers to and decodes its
 // result into an R (which may be a proxy type such as *Object or
 // *Dict[string, int]).
-func Call[R any](ctx context.Context, p interface{ proxyHandle() *handle }, method string, args ...any) (R, error) {
+func Call[R any](ctx context.Context, p Proxy, method string, args ...any) (R, error) {
 	var zero R
-	h := p.proxyHandle()
+	h := handleOf(p)
 	if h == nil {
 		return zero, errors.New("manager: proxy is not bound to a shared object")
 	}
@@ -745,9 +772,9 @@ func Call[R any](ctx context.Context, p interface{ proxyHandle() *handle }, meth
 
 // GetValue returns a copy of the object's contents (a dict's map, a list's
 // items, a Value's value, ...) decoded into a T.
-func GetValue[T any](ctx context.Context, p interface{ proxyHandle() *handle }) (T, error) {
+func GetValue[T any](ctx context.Context, p Proxy) (T, error) {
 	var zero T
-	h := p.proxyHandle()
+	h := handleOf(p)
 	if h == nil {
 		return zero, errors.New("manager: proxy is not bound to a shared object")
 	}

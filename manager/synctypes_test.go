@@ -128,6 +128,23 @@ var (
 		}
 		return nil
 	})
+	// childNested gets a nested proxy through an attached one, releases
+	// it, and keeps using the outer proxy on the same shared connection.
+	childNested = process.Register("mgr.nested", func(ctx context.Context, d *manager.Dict[string, *manager.List[int]]) error {
+		for range 3 {
+			inner, err := d.Get(ctx, "inner")
+			if err != nil {
+				return err
+			}
+			if err := inner.Append(ctx, 1); err != nil {
+				return err
+			}
+			if err := inner.Release(ctx); err != nil {
+				return err
+			}
+		}
+		return d.Set(ctx, "inner2", nil)
+	})
 	childNamespace = process.Register("mgr.namespace", func(ctx context.Context, n *manager.Namespace) error {
 		x, err := manager.NamespaceGet[int](ctx, n, "x")
 		if err != nil || x != 1 {
@@ -322,6 +339,21 @@ func TestSyncManagerTypes(t *testing.T) {
 		got, _ := a.Copy(ctx)
 		if diff := cmp.Diff([]int{10, 20, 30}, got); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
+		}
+	})
+	t.Run("Nested", func(t *testing.T) {
+		inner, _ := manager.NewList[int](ctx, c)
+		d, _ := manager.NewDict[string, *manager.List[int]](ctx, c)
+		if err := d.Set(ctx, "inner", inner); err != nil {
+			t.Fatal(err)
+		}
+		runChild(t, childNested, d)
+		got, _ := inner.Copy(ctx)
+		if diff := cmp.Diff([]int{1, 1, 1}, got); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+		if ok, _ := d.Contains(ctx, "inner2"); !ok {
+			t.Fatal("the child's last call did not arrive")
 		}
 	})
 	t.Run("Namespace", func(t *testing.T) {

@@ -83,17 +83,31 @@ func (e *encoder) encode(v any) (*pb.Value, error) {
 	case []byte:
 		return &pb.Value{Kind: &pb.Value_Bytes{Bytes: x}}, nil
 	case proxier:
+		if h := handleOf(x); h == nil {
+			return nullValue, nil // a nil proxy is null
+		}
 		return e.proxy(x)
 	}
 	return e.reflect(reflect.ValueOf(v), 0)
 }
 
+// handleOf returns p's handle, or nil for a nil or unbound proxy.
+func handleOf(p proxier) *handle {
+	if p == nil {
+		return nil
+	}
+	if rv := reflect.ValueOf(p); rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return nil
+	}
+	return p.proxyHandle()
+}
+
 func (e *encoder) proxy(p proxier) (*pb.Value, error) {
-	h := p.proxyHandle()
+	h := handleOf(p)
 	if h == nil {
 		return nil, fmt.Errorf("manager: %T is not bound to a shared object", p)
 	}
-	if e.c != nil && (h.target != nil || h.c != e.c) {
+	if hc, _ := h.current(); e.c != nil && hc != e.c {
 		network, address, _ := h.addr()
 		if address == "" || network != e.c.network || address != e.c.address {
 			return nil, fmt.Errorf("manager: a proxy of %s %d belongs to another manager", h.typeid, h.id)
