@@ -90,13 +90,14 @@ type Starter struct {
 	closed  bool
 	running bool // the refill goroutine was started
 
-	kick  chan struct{} // cap 1: ask the refill goroutine to top up
-	ready chan result   // warm processes ready to use (and refill errors)
-	live  atomic.Int64  // warm processes made and not yet taken
-	done  chan struct{} // closed by Close
-	ctx   context.Context
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	kick    chan struct{} // cap 1: ask the refill goroutine to top up
+	warming chan struct{} // cap 1: held by Warm
+	ready   chan result   // warm processes ready to use (and refill errors)
+	live    atomic.Int64  // warm processes made and not yet taken
+	done    chan struct{} // closed by Close
+	ctx     context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 type result struct {
@@ -129,10 +130,11 @@ func New(opts ...Option) (*Starter, error) {
 		return nil, fmt.Errorf("forkserver: ReadyTimeout(%v): must be positive", o.readyTimeout)
 	}
 	s := &Starter{
-		opts:  o,
-		kick:  make(chan struct{}, 1),
-		ready: make(chan result, o.size+1),
-		done:  make(chan struct{}),
+		opts:    o,
+		kick:    make(chan struct{}, 1),
+		warming: make(chan struct{}, 1),
+		ready:   make(chan result, o.size+1),
+		done:    make(chan struct{}),
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	return s, nil
@@ -184,18 +186,32 @@ func (s *Starter) Start(ctx context.Context, req *process.StartRequest) (process
 // ready, or ctx is done. Start does not need it; it makes the first starts
 // as fast as the next ones.
 func (s *Starter) Warm(ctx context.Context) error {
+	// One Warm at a time: two that each held part of the set would wait
+	// for each other.
+	select {
+	case s.warming <- struct{}{}:
+		defer func() { <-s.warming }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	var got []*warm
 	defer func() {
 		// Put them back, unless Close came meanwhile and drained the set.
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for _, w := range got {
-			if s.closed {
-				s.live.Add(-1)
-				w.destroy()
-				continue
+			if !s.closed {
+				select {
+				case s.ready <- result{w: w}:
+					continue
+				default: // full of stale errors: rare, and not worth a wait
+				}
 			}
-			s.ready <- result{w: w} // never blocks: they came from it
+			s.live.Add(-1)
+			w.destroy()
+		}
+		if !s.closed {
+			s.topUp()
 		}
 	}()
 	for len(got) < s.opts.size {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -556,10 +557,11 @@ func TestChildFDs(t *testing.T) {
 	if rep.Stdin != "/dev/null" || rep.StdinN != 0 || !rep.StdinEOF {
 		t.Fatalf("stdin %+v", rep)
 	}
-	// 0-2, the Conn's two pipe fds, the runtime's epoll and its wake-up
-	// fd, the status socket, and the warm process's control socket while
-	// it is being closed: a dozen at most.
-	if len(rep.Targets) > 12 {
+	// At most: 0-2; the Conn's two pipes and its eventfd; the status
+	// socket; the runtime's epoll and eventfd and the two cgroup files it
+	// keeps open; the warm process's control socket and its eventfd while
+	// a goroutine closes them; the fd of the /proc/self/fd listing.
+	if len(rep.Targets) > 14 {
 		t.Fatalf("child has %d fds: %v", len(rep.Targets), rep.Targets)
 	}
 }
@@ -617,5 +619,39 @@ func TestGrandchildren(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"spawn:4", "forkserver:4"}, got); diff != "" {
 		t.Errorf("grandchildren (-want +got):\n%s", diff)
+	}
+}
+
+// Concurrent Warms and Starts share the set without waiting for each
+// other forever.
+func TestConcurrentWarmAndStart(t *testing.T) {
+	s := newStarter(t, Size(2))
+	ctx := testCtx(t)
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			if i%2 == 0 {
+				errs <- s.Warm(ctx)
+				return
+			}
+			p := fnExit.Process(i)
+			p.Starter = s
+			if err := p.Start(ctx); err != nil {
+				errs <- err
+				return
+			}
+			defer p.Close()
+			p.Join(ctx)
+			if code, _ := p.ExitCode(); code != i {
+				errs <- fmt.Errorf("exit code %d, want %d", code, i)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
