@@ -351,6 +351,7 @@ const (
 	crashPutJournaled             // journal valid, nothing published
 	crashTakeCopied               // item copied out, journal not valid
 	crashTakeJournaled            // journal valid, nothing published
+	crashGrowCopied               // growing: live bytes copied, capacity not published
 )
 
 // crashAt is the crash point a test selected, 0 for none.
@@ -471,6 +472,7 @@ func (q *core) grow(need uint64) {
 			}
 			p = end
 		}
+		crashPoint(crashGrowCopied)
 		capa *= 2
 		atomic.StoreUint64(q.capacity, capa)
 	}

@@ -142,6 +142,13 @@ var (
 		return nil // no Close: the process exit releases the handle
 	})
 
+	// fnCrashGrow dies in the middle of growing the ring for a big item.
+	fnCrashGrow = process.Register("queue.test.crashgrow", func(ctx context.Context, q *Queue[[]byte]) error {
+		crashAt = crashGrowCopied
+		q.Put(ctx, makeItem(1, 0, 2<<20))
+		return errors.New("did not crash")
+	})
+
 	// fnCrash dies at a crash point inside a Put (of v) or a Get.
 	fnCrash = process.Register("queue.test.crash", func(ctx context.Context, q *Queue[int], at, v int) error {
 		crashAt = at
@@ -573,5 +580,42 @@ func TestCrashRescue(t *testing.T) {
 	}
 	if v, err := q.Get(ctx); v != 11 || err != nil {
 		t.Fatalf("Get = %v, %v; want 11", v, err)
+	}
+}
+
+// A producer that dies while growing the ring (holding both locks) leaves
+// the queue intact: the items already queued, wrapped around the ring's
+// end, are all there, and the ring grows fine afterwards.
+func TestCrashGrow(t *testing.T) {
+	leakChecks(t)
+	ctx := ctxT(t)
+	q := must[*Queue[[]byte]](t)(New[[]byte]())
+	defer q.Close()
+	// Wrap the live bytes around the end of the 256 KiB ring.
+	for i := range 3 {
+		q.Put(ctx, makeItem(0, i, 60<<10))
+	}
+	for range 3 {
+		q.Get(ctx)
+	}
+	for i := range 3 {
+		q.Put(ctx, makeItem(0, 10+i, 60<<10))
+	}
+	p := start(t, fnCrashGrow.Process(q))
+	var ee *process.ExitError
+	if err := p.Join(ctx); !errors.As(err, &ee) || ee.Code != crashExitCode {
+		t.Fatalf("child: %v", err)
+	}
+	if err := q.Put(ctx, makeItem(2, 0, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range [][2]int{{0, 10}, {0, 11}, {0, 12}, {2, 0}} {
+		b := must[[]byte](t)(q.Get(ctx))
+		if id, seq, err := checkItem(b); err != nil || id != want[0] || seq != want[1] {
+			t.Fatalf("got (%d, %d) %v, want %v", id, seq, err, want)
+		}
+	}
+	if !q.Empty() {
+		t.Errorf("Len = %d", q.Len())
 	}
 }
