@@ -737,6 +737,12 @@ func (q *core) wait(ctx context.Context, w *uint32, cond func() bool, other *syn
 		}
 		if stop == nil && ctx.Done() != nil {
 			stop = context.AfterFunc(ctx, func() {
+				// This may run after the wait returned: hold the handle
+				// open (or find it closed) while touching its memory.
+				if !q.enter() {
+					return
+				}
+				defer q.mu.RUnlock()
 				atomic.AddUint32(w, 2)
 				futexWakeAll(w)
 			})

@@ -97,7 +97,8 @@ func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 
 // Len returns the number of items in the queue: exact, from two shared
 // counters (a snapshot, as any size of a concurrent queue). Python's
-// qsize(), which is only approximate there.
+// qsize(), which is only approximate there. It returns 0 after Close (as
+// Empty returns true: there is nothing this handle can get).
 func (q *Queue[T]) Len() int {
 	if !q.c.enter() {
 		return 0
