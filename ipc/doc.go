@@ -54,14 +54,14 @@
 // senders, which return [ErrClosed].
 //
 // A receive that finds nothing to read (after one that drained the
-// descriptor) first retries a few times after sched_yield(2), which
-// catches a quick answer without a sleep and wake-up on either side and,
-// when both processes share a CPU, lets the peer run instead of burning
-// it. It then blocks in poll(2) on its own thread for
-// up to 50 ms (this wakes faster than the runtime's netpoller, which costs
-// several microseconds per message), then parks in the netpoller; a send
-// on a full socket does the same. Close and cancellation wake them in
-// either phase (through an eventfd, then a deadline).
+// descriptor) first retries a few times after sched_yield(2): that catches
+// a quick answer without a sleep and wake-up on either side and, when both
+// processes share a CPU, lets the peer run instead of burning the CPU. It
+// then blocks in poll(2) on its own thread for up to 50 ms (this wakes
+// faster than the runtime's netpoller, which costs several microseconds
+// per message) and finally parks in the netpoller; a send on a full socket
+// waits the same way. Close and cancellation wake them in every phase
+// (through an eventfd, then a deadline).
 //
 // # Platform
 //
