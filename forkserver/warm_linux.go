@@ -43,9 +43,9 @@ func warmMain(v string) {
 		// EOF: the program closed its Starter or exited. Nothing ran.
 		os.Exit(0)
 	}
-	var req fspb.Request
-	if err := proto.Unmarshal(payload, &req); err != nil || req.Files < 3 {
-		warmFatal(fmt.Errorf("forkserver: warm process: bad request (%d bytes, %d files): %v", len(payload), req.Files, err))
+	req, err := parseRequest(payload, len(files))
+	if err != nil {
+		warmFatal(err)
 	}
 	for uint32(len(files)) < req.Files {
 		_, more, err := conn.RecvFiles(ctx)
@@ -54,13 +54,13 @@ func warmMain(v string) {
 		}
 		files = append(files, more...)
 	}
+	for _, f := range files[req.Files:] {
+		f.Close() // more than announced: not the child's
+	}
+	files = files[:req.Files]
 	// Closing a Conn takes the poller's locks: tens of microseconds that
 	// the child need not wait for (the socket is close-on-exec).
 	go conn.Close()
-	for _, f := range files[req.Files:] {
-		f.Close()
-	}
-	files = files[:req.Files]
 	// stdio, as Spawn gives it: the request's files on 0, 1 and 2, in
 	// blocking mode.
 	for i := range 3 {
@@ -85,6 +85,31 @@ func warmMain(v string) {
 	}
 	process.RunChild(req.Bootstrap, files[3:])
 }
+
+// parseRequest decodes and checks a Request frame that came with nfiles
+// files.
+func parseRequest(payload []byte, nfiles int) (*fspb.Request, error) {
+	req := new(fspb.Request)
+	if err := proto.Unmarshal(payload, req); err != nil {
+		return nil, fmt.Errorf("forkserver: warm process: bad request (%d bytes): %w", len(payload), err)
+	}
+	switch {
+	case req.Files < 3:
+		return nil, fmt.Errorf("forkserver: warm process: bad request: %d files, want stdio at least", req.Files)
+	case req.Files > maxFiles:
+		return nil, fmt.Errorf("forkserver: warm process: bad request: %d files, over %d", req.Files, maxFiles)
+	case nfiles > int(req.Files):
+		return nil, fmt.Errorf("forkserver: warm process: bad request: %d files announced, %d received", req.Files, nfiles)
+	case len(req.Bootstrap) == 0:
+		return nil, fmt.Errorf("forkserver: warm process: bad request: no bootstrap message")
+	}
+	return req, nil
+}
+
+// maxFiles bounds the files of one request (process's own bound on an
+// inherited-file table is 4096), so that a bad request cannot make a warm
+// process wait for files that never come without end.
+const maxFiles = 3 + 4096
 
 // dupTo puts f on fd to (dup3, so not close-on-exec: a grandchild exec'd
 // by the child inherits its stdio) and makes it blocking.
