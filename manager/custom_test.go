@@ -16,7 +16,7 @@ import (
 // methods are callable and nothing else, errors raised by a method reach
 // the caller, and a method may return another shared object.
 
-type Foo struct{ mu sync.Mutex }
+type Foo struct{}
 
 func (f *Foo) F() string { return "f()" }
 

@@ -31,8 +31,6 @@ const (
 var (
 	nullValue   = &pb.Value{Kind: &pb.Value_Null{Null: true}}
 	valueType   = reflect.TypeFor[*pb.Value]()
-	bytesType   = reflect.TypeFor[[]byte]()
-	anyType     = reflect.TypeFor[any]()
 	errorType   = reflect.TypeFor[error]()
 	proxierType = reflect.TypeFor[proxier]()
 )
