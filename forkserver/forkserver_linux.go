@@ -155,6 +155,12 @@ func (s *Starter) Start(ctx context.Context, req *process.StartRequest) (process
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if n := 3 + len(req.Files); n > maxFiles {
+		return nil, fmt.Errorf("forkserver: start %s: %d files, over the limit of %d", req.Name, n, maxFiles)
+	}
+	if len(req.Bootstrap) == 0 {
+		return nil, fmt.Errorf("forkserver: start %s: empty bootstrap message", req.Name)
+	}
 	var last error
 	for range maxAttempts {
 		w, err := s.take(ctx, false)
