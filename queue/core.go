@@ -670,6 +670,15 @@ func (q *core) take(f *frame) (ok, shrink bool, err error) {
 // sees the other's change, so no wake-up is lost; a waiter that died
 // leaves at most one needless wake-up behind (the bit is cleared by it).
 
+// sleepers is the count of processes' goroutines inside FUTEX_WAIT on w,
+// the word after it: a signaller that clears the bit skips the system
+// call when nobody sleeps (a waiter that raised the bit and then found
+// its condition true). A waiter counts itself before it sleeps, the
+// signaller changes the word before it reads the count, so one of the
+// two sees the other. A sleeper that dies leaves the count high, which
+// only costs needless wake-ups.
+func sleepers(w *uint32) *uint32 { return (*uint32)(unsafe.Add(unsafe.Pointer(w), 4)) }
+
 // signal wakes the waiters of w, if any may sleep.
 func signal(w *uint32) {
 	for {
@@ -678,7 +687,9 @@ func signal(w *uint32) {
 			return
 		}
 		if atomic.CompareAndSwapUint32(w, v, v+1) {
-			futexWakeAll(w)
+			if atomic.LoadUint32(sleepers(w)) != 0 {
+				futexWakeAll(w)
+			}
 			return
 		}
 	}
@@ -702,6 +713,15 @@ func (q *core) wait(ctx context.Context, w *uint32, cond func() bool, other *syn
 	}()
 	var slept time.Time
 	for {
+		// Check before raising the bit too: a waiter woken for its
+		// condition then leaves without making the next signaller wake
+		// the futex for nothing.
+		if q.closed.Load() {
+			return ErrClosed
+		}
+		if cond() {
+			return nil
+		}
 		v := atomic.LoadUint32(w)
 		if v&1 == 0 {
 			if !atomic.CompareAndSwapUint32(w, v, v|1) {
@@ -748,7 +768,10 @@ func (q *core) wait(ctx context.Context, w *uint32, cond func() bool, other *syn
 			})
 			continue
 		}
-		if err := futexWait(w, v, timeout); err != nil {
+		atomic.AddUint32(sleepers(w), 1)
+		err := futexWait(w, v, timeout)
+		atomic.AddUint32(sleepers(w), ^uint32(0))
+		if err != nil {
 			return fmt.Errorf("queue: futex wait: %w", err)
 		}
 	}

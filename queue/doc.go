@@ -92,8 +92,9 @@
 // fill-and-drain cycles do not fault the pages in again each time). The whole MaxBytes is reserved as address space, so
 // that growing never remaps.
 //
-// Waiting uses futex words in the segment, each with a "sleeper" bit: a
-// Put costs no system call unless a consumer sleeps. A consumer that finds
+// Waiting uses futex words in the segment, each with a "sleeper" bit and
+// a count of sleepers: a Put costs no system call unless a consumer
+// sleeps in the kernel. A consumer that finds
 // the queue empty first polls briefly (adaptively, never with one CPU),
 // which is how items streaming from a producer on another CPU are taken
 // without a sleep and a wake-up each: consumers batch naturally, and a
