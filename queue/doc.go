@@ -40,10 +40,12 @@
 //     memory. There is no feeder goroutine; a process that put items may
 //     exit (or be killed) at once, and the items stay queued. Nothing
 //     makes a process wait for a queue at exit.
-//   - Each item is delivered to exactly one Get, whole (items of any size
-//     up to MaxItemSize are never interleaved or torn), in the order of
-//     the Puts that completed. The Put of an item happens before the Get
-//     that returns it.
+//   - Each item is delivered to exactly one Get (at most one when a
+//     consumer dies inside Get, see below), whole: items of any size up
+//     to MaxItemSize are never interleaved or torn. Items come out in the
+//     order their Puts completed; the Put of an item happens before the
+//     Get that returns it (everything the producer wrote before Put is
+//     visible to the consumer after Get).
 //   - Memory is bounded: MaxSize bounds the count of items (0: none);
 //     MaxBytes (default 1 GiB of address space, used as memory only as
 //     far as the queue fills) bounds the encoded bytes. Put waits while
