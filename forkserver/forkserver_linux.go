@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,7 +25,8 @@ import (
 // envWarm marks a warm process; its value is the fd of its control socket.
 const envWarm = "MULTIPROC_FORKSERVER_WARM"
 
-// warmFD is where a warm process finds its control socket.
+// warmFD is where a warm process finds its control socket (the fourth
+// entry of its ProcAttr.Files).
 const warmFD = 3
 
 // maxFilesPerFrame is how many files one frame carries (the kernel's
@@ -388,7 +390,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 	env := os.Environ()
 	pidfd := -1
 	attr := &syscall.ProcAttr{
-		Env:   append(env[:len(env):len(env)], envWarm+"=3"),
+		Env:   append(env[:len(env):len(env)], envWarm+"="+strconv.Itoa(warmFD)),
 		Files: fds,
 		// No death signal: it would kill a warm process that has its
 		// request in its socket but has not yet cleared the signal, when
