@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -147,6 +148,12 @@ var (
 		crashAt = crashGrowCopied
 		q.Put(ctx, makeItem(1, 0, 2<<20))
 		return errors.New("did not crash")
+	})
+
+	// fnGetOne waits for one item.
+	fnGetOne = process.Register("queue.test.getone", func(ctx context.Context, q *Queue[int]) error {
+		_, err := q.Get(ctx)
+		return err
 	})
 
 	// fnCrash dies at a crash point inside a Put (of v) or a Get.
@@ -617,5 +624,39 @@ func TestCrashGrow(t *testing.T) {
 	}
 	if !q.Empty() {
 		t.Errorf("Len = %d", q.Len())
+	}
+}
+
+// A consumer killed while asleep in Get leaves no trap: later waiters are
+// woken, items are not lost.
+func TestSleeperKilled(t *testing.T) {
+	leakChecks(t)
+	ctx := ctxT(t)
+	q := must[*Queue[int]](t)(New[int]())
+	defer q.Close()
+	p := start(t, fnGetOne.Process(q))
+	// The child's Get is asleep once it counts itself on the futex word.
+	for atomic.LoadUint32(sleepers(q.c.notEmpty)) == 0 {
+		if err := ctx.Err(); err != nil {
+			t.Fatal("the child never went to sleep")
+		}
+		runtime.Gosched()
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	p.Join(ctx)
+	got := make(chan int)
+	go func() {
+		v, _ := q.Get(ctx)
+		got <- v
+	}()
+	// The dead child may have left the sleeper bit and count raised; our
+	// Get, asleep or not, must see the item.
+	if err := q.Put(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v != 7 {
+		t.Errorf("Get = %d", v)
 	}
 }
