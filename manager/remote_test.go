@@ -95,6 +95,14 @@ func TestWrongAuthkey(t *testing.T) {
 				t.Fatalf("unauthenticated peer got %q", b)
 			}
 			conn.Close()
+			// A client that connects and stays silent does not hold up
+			// the others (the handshake of a silent peer only ends with
+			// ipc's handshake timeout, longer than this test's context).
+			silent, err := net.Dial(network, ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer silent.Close()
 			// Nor does one that hangs up in the middle of the handshake.
 			nc, err := net.Dial(network, ts.addr)
 			if err != nil {

@@ -104,6 +104,28 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 		case <-actx.Done():
 		}
 	}()
+	// Several goroutines accept at once: the authkey handshake runs inside
+	// Accept, so a client that connects and stays silent holds up one of
+	// them (until ipc's handshake timeout), not the listener.
+	errc := make(chan error, acceptors)
+	var wg sync.WaitGroup
+	for range acceptors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- s.acceptLoop(ctx, actx, l)
+		}()
+	}
+	err := <-errc
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// acceptors is the number of goroutines accepting on one listener.
+const acceptors = 8
+
+func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
 	var backoff time.Duration
 	for {
 		c, err := l.Accept(actx)
@@ -115,6 +137,9 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if actx.Err() != nil {
+				return actx.Err() // another acceptor ended Serve
 			}
 			if errors.Is(err, ipc.ErrClosed) {
 				return err
