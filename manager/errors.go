@@ -57,8 +57,6 @@ var (
 	// ErrBadRequest is a request the server could not decode or that
 	// exceeds a limit.
 	ErrBadRequest = errors.New("manager: bad request")
-	// ErrAlreadyStarted is returned by a second Start.
-	ErrAlreadyStarted = errors.New("manager: already started")
 )
 
 // kinds maps a RemoteError kind to its sentinel, both ways.
