@@ -32,7 +32,9 @@ const SemaphoreSize = align
 // BoundedSemaphore). Acquire takes a token, waiting while there is none;
 // Release adds one. A Semaphore has no owner: any process may release it,
 // so the death of a process that "held" tokens cannot be detected, and its
-// tokens are lost. Use a Lock where ownership matters.
+// tokens are lost. Use a Lock where ownership matters. (A waiter that dies
+// while waiting stays counted as a waiter, which only costs later Releases
+// a spare wake-up call.)
 //
 // A Release happens before the Acquire that it lets proceed (in Go memory
 // model terms, it is synchronized before it).
