@@ -446,14 +446,20 @@ func TestConsumerKilled(t *testing.T) {
 	defer victimStarted.Close()
 	other := must[*syncprim.Event](t)(syncprim.NewEvent())
 	defer other.Close()
+	// The victim consumes alone until it has taken 1000 items (the bounded
+	// queue makes the parent wait for it); then the others start and the
+	// victim is killed in the middle of the stream.
 	victim := start(t, fnConsume.Process(q, counts, per, victimStarted))
-	cs := []*process.Process{start(t, fnConsume.Process(q, counts, per, other)), start(t, fnConsume.Process(q, counts, per, other))}
+	var cs []*process.Process
 	killed := false
 	for i := range per {
 		if err := q.Put(ctx, makeItem(0, i, 8)); err != nil {
 			t.Fatal(err)
 		}
 		if !killed && victimStarted.IsSet() {
+			for range 2 {
+				cs = append(cs, start(t, fnConsume.Process(q, counts, per, other)))
+			}
 			if err := victim.Kill(); err != nil {
 				t.Fatal(err)
 			}
