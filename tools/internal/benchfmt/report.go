@@ -178,7 +178,7 @@ func ratio(x float64) string {
 
 // WriteTable prints the rows as a markdown table.
 func WriteTable(w io.Writer, rows []Row) {
-	fmt.Fprintln(w, "| operation | unit | CPython | multiproc | speed-up vs CPython | floor | multiproc / floor |")
+	fmt.Fprintln(w, "| operation | unit | CPython | multiproc | speed-up vs CPython | floor | cost vs floor (1 = at the floor, <1 = better) |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for _, r := range rows {
 		floor := Fmt(r.Floor)
