@@ -342,10 +342,11 @@ func (s *Starter) refill() {
 				return
 			}
 			if err != nil {
-				s.opts.log.Warn("forkserver: cannot make a warm process", zap.Error(err))
+				// The next take returns it (an error is handled once).
 				select {
 				case s.ready <- result{err: err}:
 				default:
+					s.opts.log.Warn("forkserver: cannot make a warm process", zap.Error(err))
 				}
 				break
 			}
