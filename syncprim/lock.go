@@ -96,8 +96,11 @@ func acquireSlow(l *Lock, ctx context.Context) error {
 }
 
 // TryAcquire takes the lock if it is free and reports whether it did
-// (Python's acquire(block=False)). A lock whose holder died is taken too
-// (reported as true with ErrOwnerDead).
+// (Python's acquire(block=False)). A lock whose holder's process is gone
+// is taken too (reported as true with ErrOwnerDead); to stay cheap,
+// TryAcquire checks only that the holder's pid exists (one kill(pid, 0)),
+// so a holder that is a zombie or whose pid was reused is recognised only
+// by Acquire.
 func (l *Lock) TryAcquire() (bool, error) {
 	m := l.m
 	if m == nil {
@@ -219,7 +222,7 @@ func (m *lockMem) tryLock() (bool, error) {
 			}
 			continue
 		}
-		if !futex.Alive(holder(v)) {
+		if !futex.Exists(holder(v)) {
 			if atomic.CompareAndSwapUint64(&m.owner, v, me|v&waitersFlag) {
 				return true, ErrOwnerDead
 			}

@@ -161,8 +161,8 @@ func (m *rlockMem) takeOver(v, me uint64) bool {
 }
 
 // TryAcquire acquires the lock if that needs no waiting and reports
-// whether it did. A lock whose holder died is taken too (true with
-// ErrOwnerDead).
+// whether it did. A lock whose holder's process is gone is taken too (true
+// with ErrOwnerDead; see Lock.TryAcquire for what it can recognise).
 func (l *RLock) TryAcquire() (bool, error) {
 	m := l.m.Load()
 	if m == nil {
@@ -177,7 +177,7 @@ func (l *RLock) TryAcquire() (bool, error) {
 		if v == 0 {
 			continue
 		}
-		if futex.Alive(holder(v)) {
+		if futex.Exists(holder(v)) {
 			return false, nil
 		}
 		if m.takeOver(v, me) {
