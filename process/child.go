@@ -198,16 +198,27 @@ func runChild(b []byte, files []*os.File) int {
 		s.log().Debug("process: SIGTERM: cancelling the function's context", zap.Duration("grace", grace))
 		terminate()
 	}()
-	go func() {
-		st.waitParentGone()
-		if s.parent.gone != nil {
+	// The lifeline watcher: a daemon needs it from the start; any other
+	// child only once its code asks for Parent().Done() (Alive polls), which
+	// keeps a goroutine, and the thread the runtime would start for it, off
+	// the start-up path.
+	watch := func() {
+		go func() {
+			st.waitParentGone()
 			close(s.parent.gone)
-		}
+			if boot.Daemon {
+				s.log().Debug("process: parent gone: a daemonic child terminates", zap.Int("parent", int(boot.ParentPid)))
+				terminate()
+			}
+		}()
+	}
+	if s.parent.gone != nil {
 		if boot.Daemon {
-			s.log().Debug("process: parent gone: a daemonic child terminates", zap.Int("parent", int(boot.ParentPid)))
-			terminate()
+			watch()
+		} else {
+			s.parent.watch = sync.OnceFunc(watch)
 		}
-	}()
+	}
 	st.write(startedFrame)
 
 	rerr, err := call(ctx, f, args)

@@ -113,6 +113,7 @@ type ParentProcess struct {
 	StartTime uint64
 	lifeline  int           // the status socket: EOF once the parent is gone; -1 if none
 	gone      chan struct{} // closed when the lifeline reads EOF
+	watch     func()        // starts the goroutine that closes gone, once
 }
 
 // Done returns a channel that is closed when the parent is gone (its end
@@ -121,6 +122,9 @@ type ParentProcess struct {
 func (pp *ParentProcess) Done() <-chan struct{} {
 	if pp == nil {
 		return nil
+	}
+	if pp.watch != nil {
+		pp.watch()
 	}
 	return pp.gone
 }
