@@ -90,10 +90,12 @@ go-work: ## Regenerate go.work from the modules present.
 .PHONY: tidy
 tidy: ## go mod tidy in every module.
 	@for mod in $(MODULES); do echo "== tidy $$mod"; (cd $$mod && GOWORK=off $(GO) mod tidy); done
+	@scripts/normalize-requires.sh
 
 .PHONY: check-clean
 check-clean: generate go-work ## Fail when generated code, go.work or go.mod drift.
 	@for mod in $(MODULES); do (cd $$mod && GOWORK=off $(GO) mod tidy); done
+	@scripts/normalize-requires.sh
 	@if [ -n "$$(git status --porcelain -- go.work '*.pb.go' '*/go.mod' '*/go.sum' '**/go.mod' '**/go.sum')" ]; then \
 	  echo "check-clean: generated files drifted; run make generate go-work tidy and commit:"; \
 	  git status --porcelain -- go.work '*.pb.go' '*/go.mod' '*/go.sum'; git diff --stat; exit 1; fi

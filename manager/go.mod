@@ -23,7 +23,7 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/multiproc/multiproc/internal/mptest v0.0.0
 	github.com/multiproc/multiproc/ipc v0.0.0
-	github.com/multiproc/multiproc/process v0.0.0-00010101000000-000000000000
+	github.com/multiproc/multiproc/process v0.0.0
 	github.com/multiproc/multiproc/proto v0.0.0
 	go.uber.org/zap v1.28.0
 	google.golang.org/protobuf v1.36.12

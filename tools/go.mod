@@ -5,7 +5,10 @@ go 1.26.0
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/multiproc/multiproc/ipc v0.0.0
+	github.com/multiproc/multiproc/manager v0.0.0
+	github.com/multiproc/multiproc/pool v0.0.0
 	github.com/multiproc/multiproc/process v0.0.0
+	github.com/multiproc/multiproc/shm v0.0.0
 	github.com/spf13/cobra v1.10.2
 )
 

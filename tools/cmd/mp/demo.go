@@ -14,24 +14,62 @@ import (
 	"time"
 
 	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
 	"github.com/spf13/cobra"
 )
 
 func demoCmd() *cobra.Command {
 	var messages int
+	var o mandelOpts
+	var noPython bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the demo: multiproc at work across real processes",
-		Long: `demo shows multiproc at work. Today a Go process listens on a unix socket
-with an authkey, and a python3 process connects with CPython's own
-multiprocessing.connection.Client: the two run CPython's HMAC challenge
-handshake in both directions, then exchange messages in CPython's wire format.`,
+		Long: `demo shows multiproc at work, in seconds, with no arguments:
+
+ 1. A Mandelbrot image is rendered by a pool of worker processes straight into
+    one shared-memory segment (zero copy), with a live progress bar, first by a
+    single worker and then by all of them, for the speed-up. The PNG is written
+    to --out. With --chaos, workers are SIGKILLed at random during the run: the
+    pool notices each death at once, starts a replacement and re-runs the lost
+    band, and the image comes out identical (compare the checksums).
+ 2. A python3 process connects to a Go Listener with CPython's own
+    multiprocessing.connection.Client: the two run CPython's HMAC challenge
+    handshake both ways and exchange messages in CPython's wire format.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return demoPython(cmd.Context(), cmd.OutOrStdout(), messages)
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			w := cmd.OutOrStdout()
+			if o.workers <= 0 {
+				o.workers = process.CPUCount()
+			}
+			if o.width < 16 || o.height < 16 || o.maxIter < 1 || o.bandRows < 1 {
+				return errors.New("demo: --width and --height must be at least 16, --max-iter and --band-rows at least 1")
+			}
+			if err := demoMandelbrot(ctx, w, o); err != nil {
+				return err
+			}
+			if noPython {
+				return nil
+			}
+			fmt.Fprintln(w)
+			return demoPython(ctx, w, messages)
 		},
 	}
-	cmd.Flags().IntVar(&messages, "messages", 10000, "messages to exchange with the python3 peer")
+	f := cmd.Flags()
+	f.IntVar(&messages, "messages", 10000, "messages to exchange with the python3 peer")
+	f.BoolVar(&noPython, "no-python", false, "skip the python3 part")
+	f.BoolVar(&o.chaos, "chaos", false, "kill random workers during the render; the image must still come out right")
+	f.IntVar(&o.workers, "workers", 0, "worker processes (default: the CPUs this process may use)")
+	f.IntVar(&o.width, "width", 1600, "image width in pixels")
+	f.IntVar(&o.height, "height", 1000, "image height in pixels")
+	f.IntVar(&o.maxIter, "max-iter", 1500, "maximum iterations per pixel")
+	f.IntVar(&o.bandRows, "band-rows", 8, "rows per task")
+	f.StringVar(&o.out, "out", "demo-out", "directory for mandelbrot.png")
+	f.BoolVar(&o.baseline, "baseline", true, "also render with one worker first, to show the speed-up")
 	return cmd
 }
 
