@@ -307,11 +307,14 @@ func (c *Condition) claim(m *condMem) (*condSlot, error) {
 				return sl, nil
 			}
 		}
-		// Full: free the slots of waiters whose process is gone.
+		// Full: free the slots of waiters whose process is gone (waiting,
+		// or notified or abandoned but never back to free the slot).
 		for i := range c.slots {
 			sl := &c.slots[i]
-			if atomic.LoadUint32(&sl.state) == slotWaiting && !futex.Alive(futex.ID(atomic.LoadUint64(&sl.owner))) {
-				atomic.CompareAndSwapUint32(&sl.state, slotWaiting, slotFree)
+			st := atomic.LoadUint32(&sl.state)
+			if (st == slotWaiting || st == slotNotified || st == slotAbandoned) &&
+				!futex.Alive(futex.ID(atomic.LoadUint64(&sl.owner))) {
+				atomic.CompareAndSwapUint32(&sl.state, st, slotFree)
 			}
 		}
 	}

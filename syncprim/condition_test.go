@@ -224,3 +224,41 @@ func TestConditionDeadWaiter(t *testing.T) {
 	c.Unlock()
 	live.wait() // would hang if the dead waiter took the notification
 }
+
+// TestConditionMaxWaiters: with every slot taken by a live waiter Wait
+// returns ErrTooManyWaiters; the slot of a waiter that died is reclaimed.
+func TestConditionMaxWaiters(t *testing.T) {
+	c, err := NewCondition(nil, MaxWaiters(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ready, err := NewSemaphore(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ready.Close()
+	woken, err := NewSemaphore(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer woken.Close()
+	p := start(t, "cond-wait", nil, c, ready, woken)
+	if err := ready.Acquire(bg); err != nil {
+		t.Fatal(err)
+	}
+	c.Lock()
+	ctx, cancel := context.WithTimeout(bg, 10*time.Millisecond)
+	defer cancel()
+	if err := c.Wait(ctx); !errors.Is(err, ErrTooManyWaiters) {
+		t.Fatalf("Wait with every slot taken: %v", err)
+	}
+	c.Unlock()
+	p.kill()
+	p.reap()
+	c.Lock()
+	if err := c.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait after the waiter died: %v", err)
+	}
+	c.Unlock()
+}
