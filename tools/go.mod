@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/multiproc/multiproc/internal/mptest v0.0.0
 	github.com/multiproc/multiproc/ipc v0.0.0
 	github.com/multiproc/multiproc/manager v0.0.0
 	github.com/multiproc/multiproc/pool v0.0.0
@@ -16,6 +17,7 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.0.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect

@@ -24,6 +24,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(demoCmd(), benchCmd())
+	root.AddCommand(shmCmd(), managerCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mp:", err)
 		os.Exit(1)
