@@ -35,7 +35,7 @@ type barrierMem struct {
 }
 
 // BarrierSize is the number of bytes a Barrier occupies.
-const BarrierSize = align
+const BarrierSize = 64
 
 // WithAction sets a Barrier's action: a function run once per pass, by the
 // last party to arrive, before any party is released. An action is a Go

@@ -20,7 +20,7 @@ type eventMem struct {
 }
 
 // EventSize is the number of bytes an Event occupies.
-const EventSize = align
+const EventSize = 64
 
 // An Event is a flag shared between processes, like Python's
 // multiprocessing.Event: Set raises it and wakes every waiter, Clear

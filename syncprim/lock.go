@@ -29,7 +29,7 @@ type lockMem struct {
 }
 
 // LockSize is the number of bytes a Lock occupies (see InSegment).
-const LockSize = align
+const LockSize = 64
 
 // A Lock is a mutual exclusion lock shared between processes, like
 // Python's multiprocessing.Lock and Go's sync.Mutex. It lives in shared

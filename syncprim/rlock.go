@@ -21,7 +21,7 @@ type rlockMem struct {
 }
 
 // RLockSize is the number of bytes an RLock occupies (see InSegment).
-const RLockSize = align
+const RLockSize = 64
 
 // rlockMu serialises this process's bookkeeping of every RLock (the owner
 // word and the count move together under it); it is never held while

@@ -25,7 +25,7 @@ type semMem struct {
 }
 
 // SemaphoreSize is the number of bytes a Semaphore occupies.
-const SemaphoreSize = align
+const SemaphoreSize = 64
 
 // A Semaphore is a counting semaphore shared between processes, like
 // Python's multiprocessing.Semaphore (or, made with NewBoundedSemaphore,
