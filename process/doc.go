@@ -88,7 +88,11 @@
 // when the parent is gone, however the parent died (SIGKILL included). A
 // daemonic child (Daemon: true) then behaves as if terminated: its context
 // is cancelled and it dies after its grace period. PR_SET_PDEATHSIG
-// (SIGTERM) is set as a second line of defence. A non-daemonic child
+// (SIGTERM) is set as a second line of defence. The kernel sends it when
+// the thread that forked the child ends, so daemons are forked from a fresh
+// goroutine (never a thread locked with runtime.LockOSThread); a thread the
+// runtime later hands to a locked goroutine that exits without unlocking
+// would still send it. A non-daemonic child
 // outlives its parent and can watch Parent().Alive() or Parent().Done().
 // Parent also carries the parent's pid and start time (/proc/<pid>/stat
 // field 22), which pid reuse cannot fool.
