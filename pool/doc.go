@@ -53,12 +53,16 @@
 // chunks a worker holds, and a worker runs them in the order it got them.
 //
 //   - Worker death (a crash, SIGKILL, the OOM killer, os.Exit in a task):
-//     the end of its connection tells the pool at once. The chunk it was
-//     running fails with a *WorkerDiedError (errors.Is ErrWorkerDied; it
-//     names the pid and the signal or exit code), or runs again on
-//     another worker while it has Retries left; the chunks it had not
-//     started run elsewhere. A replacement worker is started. Nothing
-//     waits forever.
+//     the end of its connection tells the pool at once, and a replacement
+//     is started. If the worker held one chunk, that chunk fails with a
+//     *WorkerDiedError (errors.Is ErrWorkerDied; it names the pid and the
+//     signal or exit code), or runs again on another worker while it has
+//     Retries left. If it held several (a worker batches its results, so
+//     any of them may have been running), each runs again alone on a
+//     worker, without being charged, so that the next death names the
+//     culprit: a task whose worker dies fails only when it was alone on
+//     that worker (a poison task therefore kills one worker more than its
+//     retries). Nothing waits forever.
 //   - Task timeout (TaskTimeout): each task's context has a deadline from
 //     the moment its worker starts it. A task that honours its context
 //     returns its own error (a *RemoteError, errors.Is

@@ -82,6 +82,10 @@ type chunk struct {
 	frame    []byte // the encoded ToWorker message (process pools)
 	attempts int
 	order    uint64 // dispatch order on its worker, which runs chunks in that order
+	// suspect marks a chunk held by a worker that died holding several:
+	// it runs again alone on a worker, so that a worker dying then
+	// tells which chunk killed it.
+	suspect bool
 }
 
 type killReason int
@@ -108,6 +112,7 @@ type worker struct {
 	order     uint64
 	retiring  bool
 	stopSent  bool
+	isolated  bool // runs a suspect chunk alone
 	gone      bool // its connection ended or it is being removed
 	dead      bool
 	kill      killReason
@@ -516,10 +521,8 @@ func (p *Pool) newChunk(j *job, start int, in any, n int) (*chunk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %v", ErrEncode, j.task.name, start, start+n-1, err)
 	}
-	c.frame, err = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Chunk{Chunk: &pb.Chunk{
-		Seq: c.seq, Job: j.id, Task: j.task.name, Count: uint32(n), Inputs: data,
-	}}})
-	return c, err
+	c.frame = appendChunk(make([]byte, 0, len(data)+len(j.task.name)+32), c.seq, j.id, j.task.name, n, data)
+	return c, nil
 }
 
 var chunkSeq uint64
@@ -535,7 +538,7 @@ func (p *Pool) submit(cs ...*chunk) {
 }
 
 func (w *worker) hasRoom() bool {
-	if w.gone || w.retiring || w.stopSent || w.kill != killNone {
+	if w.gone || w.retiring || w.stopSent || w.isolated || w.kill != killNone {
 		return false
 	}
 	if m := w.p.o.maxTasks; m > 0 && w.sent >= m && !w.p.thread {
@@ -565,12 +568,15 @@ func (p *Pool) dispatchLocked() []*worker {
 		}
 		var best *worker
 		for _, w := range p.ws {
-			if w.hasRoom() && (best == nil || w.heldTasks < best.heldTasks) {
+			if w.hasRoom() && (!c.suspect || len(w.held) == 0) && (best == nil || w.heldTasks < best.heldTasks) {
 				best = w
 			}
 		}
 		if best == nil {
 			break
+		}
+		if c.suspect {
+			best.isolated = true
 		}
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
@@ -677,17 +683,16 @@ func (w *worker) readLoop() {
 		if err != nil {
 			break
 		}
-		var m pb.FromWorker
-		if err := proto.Unmarshal(b, &m); err != nil {
+		r, isResult, m, err := parseFromWorker(b)
+		if err != nil {
 			p.log.Error("bad message from a worker; killing it", zap.Int("pid", w.pid), zap.Error(err))
 			w.proc.Kill()
 			break
 		}
-		switch x := m.Msg.(type) {
-		case *pb.FromWorker_Result:
-			w.onResult(x.Result)
-		case *pb.FromWorker_Started:
-			w.onStarted(x.Started)
+		if isResult {
+			w.onResult(&r)
+		} else if s := m.GetStarted(); s != nil {
+			w.onStarted(s)
 		}
 		if !w.conn.Ready() {
 			p.mu.Lock()
@@ -748,16 +753,19 @@ func (w *worker) onStarted(s *pb.Started) {
 const timeoutSlack = 20 * time.Millisecond
 
 // onResult settles a chunk a worker answered.
-func (w *worker) onResult(r *pb.Result) {
+func (w *worker) onResult(r *resultMsg) {
 	p := w.p
 	p.mu.Lock()
-	c := w.held[r.Seq]
+	c := w.held[r.seq]
 	if c == nil {
 		p.mu.Unlock()
 		return
 	}
-	delete(w.held, r.Seq)
+	delete(w.held, r.seq)
 	w.heldTasks -= c.n
+	if c.suspect {
+		w.isolated = false
+	}
 	w.runGen++
 	if w.runTimer != nil {
 		w.runTimer.Stop()
@@ -777,11 +785,11 @@ func (w *worker) onResult(r *pb.Result) {
 			p.mu.Unlock()
 		}
 	}
-	if ended || r.Cancelled {
+	if ended || r.cancelled {
 		return
 	}
 	var errs []idxErr
-	for _, te := range r.Errors {
+	for _, te := range r.errs {
 		e := te.Error
 		if e == nil || int(te.Index) >= c.n {
 			continue
@@ -791,7 +799,7 @@ func (w *worker) onResult(r *pb.Result) {
 			Type: e.Type, Message: e.Message, Stack: e.Stack, Panicked: e.Panicked, Kind: e.Kind,
 		}})
 	}
-	out, err := c.job.task.decodeOut(r.Outputs, c.n)
+	out, err := c.job.task.decodeOut(r.outputs, c.n)
 	if err != nil && len(errs) < c.n {
 		c.job.sink.deliver(c, nil, nil, &RemoteError{Task: c.job.task.name, Index: c.start, Pid: w.pid,
 			Type: fmt.Sprintf("%T", err), Message: "pool: decoding the results: " + err.Error(), Kind: kindEncode})
@@ -815,8 +823,7 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 	for _, c := range w.held {
 		held = append(held, c)
 	}
-	// The worker runs its chunks in the order it got them: the first one
-	// held is the one it was running.
+	// Requeue in the order the worker got them.
 	slices.SortFunc(held, func(a, b *chunk) int { return cmp.Compare(a.order, b.order) })
 	w.held = nil
 	unexpected := w.kill == killNone && !w.stopSent
@@ -827,7 +834,7 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 	}
 	var ds []delivery
 	var requeue []*chunk
-	for i, c := range held {
+	for _, c := range held {
 		if c.job.ended {
 			continue
 		}
@@ -849,8 +856,13 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 					}
 				}
 			}
-		case w.kill != killNone || !unexpected || i > 0:
-			// Not this chunk's fault (or never started): run it again.
+		case w.kill != killNone || !unexpected:
+			// Not this chunk's fault: run it again.
+			requeue = append(requeue, c)
+		case len(held) > 1:
+			// Any of them may have been running (a worker batches its
+			// results): each runs again alone, uncharged.
+			c.suspect = true
 			requeue = append(requeue, c)
 		case c.attempts < p.o.retries:
 			c.attempts++

@@ -428,9 +428,19 @@ func TestWorkerDies(t *testing.T) {
 	if !errors.As(err, &de) || !errors.Is(err, pool.ErrWorkerDied) || de.Signal != syscall.SIGKILL || de.Code != -9 {
 		t.Fatalf("Apply = %v", err)
 	}
-	got, err := suicide.Map(bg, p, []int{1, 2, -1, 4}, pool.Chunksize(1))
-	if !errors.As(err, &de) || !slices.Equal(got, []int{1, 2, 0, 4}) {
-		t.Errorf("Map = %v, %v; want only the task that killed its worker to fail", got, err)
+	// Only the task that killed its worker fails: the tasks the worker
+	// held with it run again, each alone, which finds the culprit.
+	in := []int{1, 2, -1, 4, 5, 6}
+	got, err := suicide.Map(bg, p, in, pool.Chunksize(1))
+	if !errors.As(err, &de) || de.Attempts != 1 || !slices.Equal(got, []int{1, 2, 0, 4, 5, 6}) {
+		t.Errorf("Map = %v, %v", got, err)
+	}
+	// With retries, the culprit fails after killing a worker on each
+	// attempt.
+	p2 := newPool(t, pool.Workers(2), pool.Retries(2))
+	got, err = suicide.Map(bg, p2, in, pool.Chunksize(1))
+	if !errors.As(err, &de) || de.Attempts != 3 || !slices.Equal(got, []int{1, 2, 0, 4, 5, 6}) {
+		t.Errorf("Map with retries: %v, %v", got, err)
 	}
 	if v, err := square.Apply(bg, p, 5); err != nil || v != 25 {
 		t.Errorf("after deaths: %d, %v", v, err)

@@ -33,7 +33,7 @@ type childWorker struct {
 	timeout int64
 
 	mu        sync.Mutex
-	q         []*pb.Chunk
+	q         []chunkMsg
 	stopped   bool
 	readErr   error
 	cancelled map[uint64]bool
@@ -43,7 +43,12 @@ type childWorker struct {
 	watching  bool
 	wcancel   context.CancelFunc
 	wdone     chan struct{}
+	watchT    *time.Timer
+	// jobCtx is the context of the tasks of job curJob, kept from chunk
+	// to chunk of the same job; Cancel cancels it.
+	jobCtx context.Context
 
+	sendMu  sync.Mutex // guards pending and writes
 	pending [][]byte
 }
 
@@ -81,29 +86,42 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
 
 // handle acts on one message from the pool. Called with mu held.
 func (w *childWorker) handle(b []byte) {
-	var m pb.ToWorker
-	if err := proto.Unmarshal(b, &m); err != nil {
+	c, isChunk, m, err := parseToWorker(b)
+	if err != nil {
 		w.stopped, w.readErr = true, err
 		return
 	}
+	if isChunk {
+		w.q = append(w.q, c)
+		return
+	}
 	switch x := m.Msg.(type) {
-	case *pb.ToWorker_Chunk:
-		w.q = append(w.q, x.Chunk)
 	case *pb.ToWorker_Cancel:
 		j := x.Cancel.Job
 		if w.curJob == j && w.curCancel != nil {
 			w.curCancel()
 		}
 		// Chunks of j still queued are answered as cancelled. Every chunk
-		// of j came before the Cancel, so j can be forgotten once the
-		// queue holds no chunk of it.
+		// of j came before the Cancel, so j is forgotten once the queue
+		// is empty.
 		w.cancelled[j] = true
 	case *pb.ToWorker_Stop:
 		w.stopped = true
 	}
 }
 
+// queueFrame adds a frame to the batch of results to write.
+func (w *childWorker) queueFrame(f []byte) int {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	w.pending = append(w.pending, f)
+	return len(w.pending)
+}
+
+// send writes the frames queued so far, together.
 func (w *childWorker) send() error {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
 	if len(w.pending) == 0 {
 		return nil
 	}
@@ -116,18 +134,34 @@ func (w *childWorker) send() error {
 func (w *childWorker) execute(ctx context.Context) error {
 	for {
 		w.mu.Lock()
-		var c *pb.Chunk
-		if len(w.q) > 0 {
+		var c chunkMsg
+		have := len(w.q) > 0
+		if have {
 			c = w.q[0]
-			w.q[0] = nil
+			w.q[0] = chunkMsg{}
 			w.q = w.q[1:]
 		}
 		stopped, rerr := w.stopped, w.readErr
-		if c == nil {
+		if !have {
 			clear(w.cancelled)
 		}
 		w.mu.Unlock()
-		if c == nil {
+		if !have {
+			if !stopped && w.conn.Ready() {
+				// More work is (or may be) buffered: take it before
+				// writing the results, so that they go out together.
+				b, err := w.conn.RecvBytes(ctx)
+				if err != nil {
+					if errors.Is(err, io.EOF) || ctx.Err() != nil {
+						return ctx.Err()
+					}
+					return err
+				}
+				w.mu.Lock()
+				w.handle(b)
+				w.mu.Unlock()
+				continue
+			}
 			if err := w.send(); err != nil {
 				return err
 			}
@@ -147,8 +181,7 @@ func (w *childWorker) execute(ctx context.Context) error {
 			w.mu.Unlock()
 			continue
 		}
-		w.run(ctx, c)
-		if len(w.pending) >= resultBatch {
+		if w.run(ctx, &c) >= resultBatch {
 			if err := w.send(); err != nil {
 				return err
 			}
@@ -178,71 +211,83 @@ func (w *childWorker) watch(ctx context.Context, done chan struct{}) {
 	}
 }
 
-func (w *childWorker) run(ctx context.Context, c *pb.Chunk) {
-	res := &pb.Result{Seq: c.Seq}
-	t := lookupTask(c.Task)
+// startWatch starts the watcher if the chunk is still running.
+func (w *childWorker) startWatch(ctx context.Context) {
 	w.mu.Lock()
-	skip := w.cancelled[c.Job]
-	var cctx context.Context
-	var cancel context.CancelFunc
+	defer w.mu.Unlock()
+	if !w.running || w.watching {
+		return
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	w.watching, w.wcancel, w.wdone = true, wcancel, make(chan struct{})
+	go w.watch(wctx, w.wdone)
+	// The results of the chunks before this long one go out now, not
+	// when it ends (progress, and fewer tasks lost if the worker dies).
+	go w.send()
+}
+
+func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
+	var outputs []byte
+	var errs []*pb.TaskError
+	t := lookupTask(c.task)
+	w.mu.Lock()
+	skip := w.cancelled[c.job]
 	if !skip {
-		cctx, cancel = context.WithCancel(ctx)
-		w.curJob, w.curCancel = c.Job, cancel
+		if w.curJob != c.job || w.jobCtx == nil {
+			if w.curCancel != nil {
+				w.curCancel()
+			}
+			w.jobCtx, w.curCancel = context.WithCancel(ctx)
+			w.curJob = c.job
+		}
 		w.running = true
 	}
+	cctx := w.jobCtx
 	w.mu.Unlock()
-	var timer *time.Timer
 	if !skip {
-		timer = time.AfterFunc(watchAfter, func() {
-			w.mu.Lock()
-			defer w.mu.Unlock()
-			if !w.running || w.watching {
-				return
-			}
-			wctx, wcancel := context.WithCancel(ctx)
-			w.watching, w.wcancel, w.wdone = true, wcancel, make(chan struct{})
-			go w.watch(wctx, w.wdone)
-		})
+		if w.watchT == nil {
+			w.watchT = time.AfterFunc(watchAfter, func() { w.startWatch(ctx) })
+		} else {
+			w.watchT.Reset(watchAfter)
+		}
 	}
 	switch {
 	case skip:
-		res.Cancelled = true
 	case t == nil:
-		re := &commonpb.RemoteError{Type: "pool", Message: fmt.Sprintf("%v: %q", ErrNotRegistered, c.Task)}
-		for i := range c.Count {
-			res.Errors = append(res.Errors, &pb.TaskError{Index: i, Error: re})
+		re := &commonpb.RemoteError{Type: "pool", Message: fmt.Sprintf("%v: %q", ErrNotRegistered, c.task)}
+		for i := range c.count {
+			errs = append(errs, &pb.TaskError{Index: i, Error: re})
 		}
 	default:
 		var h *runHooks
 		if w.timeout > 0 {
 			h = &runHooks{timeout: time.Duration(w.timeout), onStart: func(i int) {
-				f, _ := proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Started{Started: &pb.Started{Seq: c.Seq, Index: uint32(i)}}})
-				w.pending = append(w.pending, f)
+				f, _ := proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Started{Started: &pb.Started{Seq: c.seq, Index: uint32(i)}}})
+				w.queueFrame(f)
 				w.send()
 			}}
 		}
-		res.Outputs, res.Errors = t.runEncoded(cctx, c.Inputs, int(c.Count), h)
+		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h)
 	}
+	cancelled := skip
 	if !skip {
-		timer.Stop()
+		w.watchT.Stop()
 		w.mu.Lock()
 		w.running = false
 		watching, wcancel, wdone := w.watching, w.wcancel, w.wdone
 		w.watching = false
-		res.Cancelled = w.cancelled[c.Job]
-		w.curJob, w.curCancel = 0, nil
+		cancelled = w.cancelled[c.job]
 		w.mu.Unlock()
 		if watching {
 			wcancel()
 			<-wdone
 		}
-		cancel()
 	}
-	f, err := proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Result{Result: res}})
+	f, err := appendResult(nil, c.seq, outputs, errs, cancelled)
 	if err != nil {
-		f, _ = proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Result{Result: &pb.Result{Seq: c.Seq, Cancelled: true}}})
+		f, _ = appendResult(nil, c.seq, nil, nil, true)
 	}
-	w.pending = append(w.pending, f)
+	return w.queueFrame(f)
 }
 
 // threadLoop is a ThreadPool worker goroutine.
