@@ -39,6 +39,7 @@ type options struct {
 	maxFrame int64
 	codec    Codec
 	socket   bool // Pipe: use a socketpair even where pipes are faster
+	netpoll  bool // wait only in the runtime's netpoller (WaitInNetpoller)
 }
 
 func defaultOptions() options {
@@ -65,6 +66,15 @@ func WithCodec(c Codec) Option {
 		}
 	}
 }
+
+// WaitInNetpoller makes receivers and senders that must wait park in the
+// runtime's netpoller at once, instead of first retrying briefly and then
+// blocking their OS thread in poll(2) for up to 50 ms. That wait is the
+// fastest way to catch a reply (a few microseconds less per message), but
+// it holds a thread per waiting receiver; a server with many connections
+// and goroutines (the manager, for one) keeps more throughput with this
+// option. Cancellation works the same either way.
+func WaitInNetpoller() Option { return func(o *options) { o.netpoll = true } }
 
 // Socketpair makes Pipe use a unix socketpair even for a duplex pipe,
 // which is needed to pass open files (SendFiles) over it.
@@ -468,7 +478,7 @@ func (c *Conn) write(ctx context.Context, oob []byte, bufs ...[]byte) error {
 			// A socket reports POLLOUT once half its buffer is free; a
 			// full pipe reports it for every page a reader frees, and
 			// poll(2) round trips then cost more than the netpoller.
-			op.kfd, op.phase = kfd, kfd >= 0 && c.wsocket
+			op.kfd, op.phase = kfd, kfd >= 0 && c.wsocket && !c.opts.netpoll
 			if rerr := c.wraw.Write(c.wfn); rerr != nil {
 				op.err = rerr
 			}
@@ -647,7 +657,7 @@ func (c *Conn) waitReadable(ctx context.Context, nonblock bool) (bool, error) {
 			})
 		}
 	}
-	phase := !nonblock && kfd >= 0
+	phase := !nonblock && kfd >= 0 && !c.opts.netpoll
 	ready, kicked := false, false
 	rerr := c.rraw.Read(func(fd uintptr) bool {
 		if phase {
@@ -1076,7 +1086,7 @@ func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error
 	}
 	op := &c.rop
 	op.p, op.n, op.err, op.kfd = p, 0, nil, kfd
-	op.nonblock, op.phase = nonblock, !nonblock && kfd >= 0
+	op.nonblock, op.phase = nonblock, !nonblock && kfd >= 0 && !c.opts.netpoll
 	op.drained = false
 	if !op.phase {
 		op.pollFirst = false

@@ -30,8 +30,10 @@ func Listen(network, address string, opts ...Option) (*ipc.Listener, error) {
 	if !o.hasAuthkey {
 		return nil, errors.New("manager: Listen needs WithAuthkey")
 	}
+	// A server holds many connections: its receivers park in the
+	// netpoller rather than each holding a thread in poll(2).
 	return ipc.Listen(network, address, ipc.WithAuthkey(o.authkey), ipc.SameUser(),
-		ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame)))
+		ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame), ipc.WaitInNetpoller()))
 }
 
 // Connect connects to the manager server at address (see Listen) and runs
