@@ -18,3 +18,19 @@ replace (
 )
 
 // --- end of generated replaces ---
+
+require (
+	github.com/google/go-cmp v0.7.0
+	github.com/multiproc/multiproc/internal/mptest v0.0.0
+	github.com/multiproc/multiproc/ipc v0.0.0
+	github.com/multiproc/multiproc/process v0.0.0
+	go.uber.org/zap v1.28.0
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/multiproc/multiproc/proto v0.0.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)

@@ -1,0 +1,13 @@
+package tracker
+
+import (
+	"testing"
+
+	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/process"
+)
+
+func TestMain(m *testing.M) {
+	process.Init()
+	mptest.Main(m)
+}
