@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,6 +85,9 @@ var (
 		initValue = v
 		initRuns++
 		return struct{}{}, nil
+	})
+	gomaxprocs = pool.Register("test.gomaxprocs", func(ctx context.Context, _ int) (int, error) {
+		return runtime.GOMAXPROCS(0), nil
 	})
 	readInit = pool.Register("test.readinit", func(ctx context.Context, _ int) (string, error) {
 		return fmt.Sprintf("%s:%d:%d", initValue, initRuns, os.Getpid()), nil

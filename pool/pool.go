@@ -275,6 +275,7 @@ func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
 	proc.Starter = p.o.starter
 	proc.Logger = p.o.log
 	proc.TermGrace = p.o.killGrace
+	proc.Env = append([]string{"GOMAXPROCS=1"}, p.o.env...)
 	err = proc.Start(ctx)
 	theirs.Close()
 	if err != nil {

@@ -635,3 +635,14 @@ func TestThreadPool(t *testing.T) {
 	}
 	initRuns, initValue = 0, ""
 }
+
+func TestWorkerEnv(t *testing.T) {
+	p := newPool(t, pool.Workers(1))
+	if n, err := gomaxprocs.Apply(bg, p, 0); n != 1 || err != nil {
+		t.Errorf("default worker GOMAXPROCS = %d, %v; want 1", n, err)
+	}
+	p2 := newPool(t, pool.Workers(1), pool.WorkerEnv("GOMAXPROCS=3"))
+	if n, err := gomaxprocs.Apply(bg, p2, 0); n != 3 || err != nil {
+		t.Errorf("GOMAXPROCS = %d, %v; want 3", n, err)
+	}
+}
