@@ -209,8 +209,11 @@ func TestConditionDeadWaiter(t *testing.T) {
 	if err := ready.Acquire(bg); err != nil {
 		t.Fatal(err)
 	}
-	c.Lock()
-	c.Unlock() // dead is waiting now
+	c.Lock() // once the lock is ours, dead is inside Wait
+	if got := c.Waiting(); got != 1 {
+		t.Fatalf("Waiting() = %d, want 1", got)
+	}
+	c.Unlock()
 	dead.kill()
 	dead.reap()
 	live := start(t, "cond-wait", nil, c, ready, woken)

@@ -67,9 +67,12 @@ func ExampleLock_Release() {
 	l, _ := syncprim.NewLock()
 	defer l.Close()
 	l.Lock()
+	fmt.Println(l.Locked())
 	l.Unlock()
 	fmt.Println(l.Release())
-	// Output: syncprim: lock not held by this process
+	// Output:
+	// true
+	// syncprim: lock not held by this process
 }
 
 // Acquire returns ErrOwnerDead, with the lock held, when the holder died

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"unsafe"
 
@@ -33,12 +32,11 @@ type attacher interface {
 
 // proc is a running helper child.
 type proc struct {
-	t     testing.TB
-	cmd   *exec.Cmd
-	in    *os.File // write end of the child's stdin
-	out   *bufio.Reader
-	done  bool
-	state *os.ProcessState
+	t    testing.TB
+	cmd  *exec.Cmd
+	in   *os.File // write end of the child's stdin
+	out  *bufio.Reader
+	done bool
 }
 
 // start runs helper name with args, handing it hs.
@@ -216,5 +214,3 @@ func newBlock(t testing.TB, n int) *shm.Block {
 }
 
 var bg = context.Background()
-
-var _ = atomic.AddUint64
