@@ -89,6 +89,7 @@ var (
 	gomaxprocs = pool.Register("test.gomaxprocs", func(ctx context.Context, _ int) (int, error) {
 		return runtime.GOMAXPROCS(0), nil
 	})
+	anyArg   = pool.Register("test.anyarg", func(ctx context.Context, v any) (int, error) { return 1, nil })
 	readInit = pool.Register("test.readinit", func(ctx context.Context, _ int) (string, error) {
 		return fmt.Sprintf("%s:%d:%d", initValue, initRuns, os.Getpid()), nil
 	})

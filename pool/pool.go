@@ -349,7 +349,7 @@ func (p *Pool) addWorkerLocked(w *worker) {
 // startWorkersLocked starts replacements until the pool has its number
 // of active (not retiring) workers, counting those being started.
 func (p *Pool) startWorkersLocked() {
-	if p.thread || p.state == stateTerminated || (p.state == stateClosing && len(p.jobs) == 0) {
+	if p.thread || p.state == stateTerminated || (p.state == stateClosing && len(p.jobs) == 0) || p.isDone() {
 		return
 	}
 	active := p.starting
@@ -533,9 +533,25 @@ func (p *Pool) submit(cs ...*chunk) {
 	p.mu.Lock()
 	p.queue = append(p.queue, cs...)
 	p.startWorkersLocked()
+	var ds []delivery
+	if len(p.ws) == 0 && p.starting == 0 {
+		// A closed pool whose workers are all gone (their replacements
+		// failed to start): nothing will run these.
+		ds = p.startFailedLocked(ErrClosed)
+	}
 	fl := p.dispatchLocked()
 	p.mu.Unlock()
+	deliverAll(ds)
 	flushAll(fl)
+}
+
+func (p *Pool) isDone() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (w *worker) hasRoom() bool {

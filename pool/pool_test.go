@@ -646,3 +646,18 @@ func TestWorkerEnv(t *testing.T) {
 		t.Errorf("GOMAXPROCS = %d, %v; want 3", n, err)
 	}
 }
+
+// _TestPool test_unpickleable_task (bpo-19425): an argument that cannot be
+// encoded is an error of the call, with no hang; the pool goes on.
+func TestUnencodableArgument(t *testing.T) {
+	p := newPool(t, pool.Workers(1))
+	if _, err := anyArg.Map(bg, p, []any{1, func() {}}); !errors.Is(err, pool.ErrEncode) {
+		t.Errorf("Map = %v, want ErrEncode", err)
+	}
+	if _, err := anyArg.Apply(bg, p, make(chan int)); !errors.Is(err, pool.ErrEncode) {
+		t.Errorf("Apply = %v, want ErrEncode", err)
+	}
+	if v, err := anyArg.Apply(bg, p, "fine"); v != 1 || err != nil {
+		t.Errorf("Apply = %d, %v", v, err)
+	}
+}
