@@ -661,3 +661,24 @@ func TestUnencodableArgument(t *testing.T) {
 		t.Errorf("Apply = %d, %v", v, err)
 	}
 }
+
+// MaxWorkerAge retires old workers: tasks keep running, in new workers.
+func TestMaxWorkerAge(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(1), pool.MaxWorkerAge(20*time.Millisecond))
+	first, err := pid.Apply(bg, p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
+	defer cancel()
+	for {
+		v, err := sleep.Apply(ctx, p, time.Millisecond)
+		if err != nil {
+			t.Fatalf("no new worker: %v", err)
+		}
+		if v != first {
+			break
+		}
+	}
+}
