@@ -10,6 +10,7 @@ require (
 	github.com/multiproc/multiproc/pool v0.0.0
 	github.com/multiproc/multiproc/process v0.0.0
 	github.com/multiproc/multiproc/shm v0.0.0
+	github.com/multiproc/multiproc/tracker v0.0.0
 	github.com/spf13/cobra v1.10.2
 )
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -20,7 +21,35 @@ import (
 	"github.com/multiproc/multiproc/manager"
 	"github.com/multiproc/multiproc/process"
 	"github.com/multiproc/multiproc/shm"
+	"github.com/multiproc/multiproc/tracker"
 )
+
+// trackedHelper runs in a helper process: it creates the named segment
+// given as its argument, registers it with its tree's resource tracker
+// (which it thereby starts), prints the tracker's pid, and waits for EOF
+// on stdin; then it unlinks and unregisters the segment.
+var _ = mptest.RegisterHelper("mp.tracked", func() {
+	ctx := context.Background()
+	name := mptest.HelperArgs()[0]
+	seg, err := shm.Create(name, 128, shm.Untracked())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := tracker.Register(ctx, tracker.SharedMemory, name); err != nil {
+		seg.Unlink()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(tracker.Pid())
+	io.Copy(io.Discard, os.Stdin)
+	seg.Unlink()
+	seg.Close()
+	if err := tracker.Unregister(ctx, tracker.SharedMemory, name); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+})
 
 func TestMain(m *testing.M) {
 	process.Init()
@@ -95,11 +124,12 @@ func TestMPCommands(t *testing.T) {
 	t.Run("shm cat python list", func(t *testing.T) { testShmCatPython(t, bin) })
 	t.Run("manager serve", func(t *testing.T) { testManagerServe(t, bin) })
 	t.Run("manager serve generated key", func(t *testing.T) { testManagerServeGenKey(t, bin) })
+	t.Run("tracker ls", func(t *testing.T) { testTrackerLs(t, bin) })
 	t.Run("bad input", func(t *testing.T) { testBadInput(t, bin) })
 }
 
 func testShmLs(t *testing.T, bin string) {
-	seg, err := shm.Create("", 4096)
+	seg, err := shm.Create("", 4096, shm.Untracked())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +148,7 @@ func testShmLs(t *testing.T, bin string) {
 	}
 
 	// A name without multiproc's or CPython's prefix shows only with --all.
-	other, err := shm.Create("mptest-other-"+pid, 100)
+	other, err := shm.Create("mptest-other-"+pid, 100, shm.Untracked())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +169,11 @@ func testShmLs(t *testing.T, bin string) {
 }
 
 func testShmRm(t *testing.T, bin string) {
-	a, err := shm.Create("", 64)
+	a, err := shm.Create("", 64, shm.Untracked())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := shm.Create("", 64)
+	b, err := shm.Create("", 64, shm.Untracked())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +191,7 @@ func testShmRm(t *testing.T, bin string) {
 }
 
 func testShmCat(t *testing.T, bin string) {
-	seg, err := shm.Create("", 40)
+	seg, err := shm.Create("", 40, shm.Untracked())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +209,7 @@ func testShmCat(t *testing.T, bin string) {
 	}
 	mpFails(t, bin, "offset 41 outside the segment", "shm", "cat", seg.Name(), "--offset", "41")
 
-	l, err := shm.NewShareableList("", []any{int64(-3), 2.5, true, nil, "héllo", []byte("a\x00b")})
+	l, err := shm.NewShareableList("", []any{int64(-3), 2.5, true, nil, "héllo", []byte("a\x00b")}, shm.Untracked())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,5 +407,60 @@ func testBadInput(t *testing.T, bin string) {
 	}
 	for _, tt := range tests {
 		mpFails(t, bin, tt.want, tt.args...)
+	}
+}
+
+// testTrackerLs: a segment registered with a tracker by another process
+// shows in mp tracker ls (and in shm ls's TRACKER column) while it is
+// registered, and not once it was unregistered.
+func testTrackerLs(t *testing.T, bin string) {
+	name := "psm_mpe2etr" + strconv.Itoa(os.Getpid())
+	h := mptest.HelperCmd(t, "mp.tracked", name)
+	h.Stderr = os.Stderr
+	stdin, err := h.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := h.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stdin.Close()
+			if err := h.Wait(); err != nil {
+				t.Errorf("helper: %v", err)
+			}
+		}
+	}
+	defer stop()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper did not report its tracker: %v", err)
+	}
+	tpid := strings.TrimSpace(line)
+
+	var row []string
+	for line := range strings.Lines(mpOK(t, bin, "tracker", "ls")) {
+		if f := strings.Fields(line); len(f) == 5 && f[2] == name {
+			row = f
+		}
+	}
+	want := []string{tpid, "shared_memory", name, strconv.Itoa(h.Process.Pid), "yes"}
+	if diff := cmp.Diff(want, row); diff != "" {
+		t.Errorf("mp tracker ls row of %s (-want +got):\n%s", name, diff)
+	}
+	if row := lsRow(mpOK(t, bin, "shm", "ls"), name); len(row) != 7 || row[6] != tpid {
+		t.Errorf("mp shm ls row %q, want tracker %s in the last column", row, tpid)
+	}
+
+	stop()
+	if out := mpOK(t, bin, "tracker", "ls"); strings.Contains(out, name) {
+		t.Errorf("mp tracker ls lists %s after it was unregistered:\n%s", name, out)
 	}
 }

@@ -24,7 +24,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(demoCmd(), benchCmd())
-	root.AddCommand(shmCmd(), managerCmd())
+	root.AddCommand(shmCmd(), managerCmd(), trackerCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mp:", err)
 		os.Exit(1)

@@ -47,6 +47,10 @@ type shmEntry struct {
 	UID  uint32
 	Mode fs.FileMode
 	PIDs []int // processes mapping it
+	// Trackers are the pids of the resource trackers that hold it;
+	// TrackErr tells why the trackers could not be asked.
+	Trackers []int
+	TrackErr error
 }
 
 func shmLsCmd() *cobra.Command {
@@ -56,9 +60,11 @@ func shmLsCmd() *cobra.Command {
 		Short: "List named segments with size, owner, mapping processes and tracker status",
 		Long: `ls lists the entries of /dev/shm that multiproc and CPython create (psm_*
 segments, sem.mp-* semaphores, and anything a running resource tracker holds),
-or every entry with --all. For each: its kind, size, owner (user and uid),
-the pids of the processes that map it (read from /proc/*/maps; processes of
-other users are visible only to root), and whether a resource tracker holds it.`,
+or every entry with --all. For each: its kind, size, mode, owner (user and
+uid), the pids of the processes that map it (read from /proc/*/maps;
+processes of other users are visible only to root), and the pid of the
+resource tracker that holds it ("-": none, so nobody will unlink it if its
+creator dies; "?": the trackers could not be asked).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			entries, err := listShm(all)
@@ -78,10 +84,12 @@ func listShm(all bool) ([]shmEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shm ls: %w", err)
 	}
+	tracked, trackErr := trackedNames()
 	var out []shmEntry
 	for _, de := range des {
 		name := de.Name()
-		if !all && !hasShmPrefix(name) {
+		trackers, isTracked := tracked[name]
+		if !all && !isTracked && !hasShmPrefix(name) {
 			continue
 		}
 		info, err := de.Info()
@@ -91,7 +99,7 @@ func listShm(all bool) ([]shmEntry, error) {
 		if !info.Mode().IsRegular() {
 			continue
 		}
-		e := shmEntry{Name: name, Kind: "shm", Size: info.Size(), Mode: info.Mode().Perm()}
+		e := shmEntry{Name: name, Kind: "shm", Size: info.Size(), Mode: info.Mode().Perm(), Trackers: trackers, TrackErr: trackErr}
 		if strings.HasPrefix(name, "sem.") {
 			e.Kind = "sem"
 		}
@@ -158,7 +166,7 @@ func mappers() map[string][]int {
 
 func printShm(w io.Writer, entries []shmEntry) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tMODE\tOWNER\tPIDS")
+	fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tMODE\tOWNER\tPIDS\tTRACKER")
 	names := map[uint32]string{}
 	for _, e := range entries {
 		owner, ok := names[e.UID]
@@ -169,17 +177,34 @@ func printShm(w io.Writer, entries []shmEntry) error {
 			}
 			names[e.UID] = owner
 		}
-		pids := "-"
-		if len(e.PIDs) > 0 {
-			s := make([]string, len(e.PIDs))
-			for i, p := range e.PIDs {
-				s[i] = strconv.Itoa(p)
-			}
-			pids = strings.Join(s, ",")
+		trackers := pidList(e.Trackers)
+		if e.TrackErr != nil {
+			trackers = "?"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%04o\t%s\t%s\n", e.Name, e.Kind, e.Size, uint32(e.Mode), owner, pids)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%04o\t%s\t%s\t%s\n", displayName(e.Name), e.Kind, e.Size, uint32(e.Mode), owner, pidList(e.PIDs), trackers)
 	}
 	return tw.Flush()
+}
+
+// pidList prints pids as "1,2,3", or "-" for none.
+func pidList(pids []int) string {
+	if len(pids) == 0 {
+		return "-"
+	}
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+// displayName prints a name as it is, or Go-quoted when it holds spaces or
+// unprintable bytes (a /dev/shm name may hold anything but '/' and NUL).
+func displayName(name string) string {
+	if q := strconv.Quote(name); q[1:len(q)-1] != name || strings.ContainsAny(name, " \t") {
+		return q
+	}
+	return name
 }
 
 // checkShmName refuses what cannot be the name of an entry of /dev/shm,
