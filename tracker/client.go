@@ -247,6 +247,12 @@ func dropConn(c *conn) {
 // startTracker starts a tracker process for this process and its future
 // children. client is locked.
 func startTracker(ctx context.Context) (*conn, error) {
+	if _, ok := os.LookupEnv(envTracker); ok {
+		// Started as a tracker, but main runs: it did not call
+		// process.Init first. Starting another would run main again in
+		// every generation.
+		return nil, fmt.Errorf("%w: this program was started as the resource tracker but main did not call process.Init() first", ErrStart)
+	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("%w: pipe: %w", ErrStart, err)
