@@ -33,6 +33,7 @@ require (
 
 require (
 	github.com/multiproc/multiproc/proto v0.0.0 // indirect
+	github.com/multiproc/multiproc/tracker v0.0.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 )

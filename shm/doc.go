@@ -25,16 +25,22 @@
 // holds "/" or NUL, or is longer than 255 bytes is ErrInvalidName.
 //
 // Named segments and the resource tracker: a named segment outlives its
-// creator until someone unlinks it. CPython registers it with a resource
-// tracker that unlinks it when the program dies without doing so. The
-// multiproc tracker is not integrated yet: until the tracker lands, a
-// crashed creator can leak named segments in /dev/shm (the Untracked
-// option already exists and will keep a segment out of the tracker).
-// Prefer anonymous segments whenever the processes are all multiproc
-// processes: they need no cleanup at all. Attaching (Open,
-// MultiprocAttach) will never register a segment, so, unlike CPython
+// creator until someone unlinks it. Create registers it with the process
+// tree's resource tracker (package tracker), a daemon started by the
+// first Create of the tree and shared by every process the tree starts
+// through the process package: once every process of the tree has ended
+// (exited, crashed or SIGKILLed) without unlinking the segment, the
+// tracker unlinks it and logs a warning naming it on its standard error.
+// Unlink unregisters it. Create with Untracked (CPython 3.13's
+// track=False) keeps a segment out of the tracker: only an explicit Unlink
+// removes it. Because the tracker is a re-execution of the program, a
+// program that creates named segments must call process.Init first thing
+// in main. If the tracker itself is killed, the next Create starts a new
+// one; segments registered with the dead one may then leak. Attaching
+// (Open, MultiprocAttach) never registers a segment, so, unlike CPython
 // before 3.13 (gh-82300), a process that only attached never causes an
-// unlink.
+// unlink. Prefer anonymous segments whenever the processes are all
+// multiproc processes: they need no cleanup at all.
 //
 // # Values and arrays
 //

@@ -22,7 +22,16 @@ replace (
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/multiproc/multiproc/internal/mptest v0.0.0
+	github.com/multiproc/multiproc/process v0.0.0
+	github.com/multiproc/multiproc/tracker v0.0.0
 	golang.org/x/sys v0.50.0
 )
 
-require go.uber.org/goleak v1.3.0 // indirect
+require (
+	github.com/multiproc/multiproc/ipc v0.0.0 // indirect
+	github.com/multiproc/multiproc/proto v0.0.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+	go.uber.org/zap v1.28.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)

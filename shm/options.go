@@ -14,12 +14,10 @@ type options struct {
 // explicit Unlink, even if every process dies.
 func Untracked() Option { return func(o *options) { o.untracked = true } }
 
-// trackerHook is the seam for the resource tracker. The tracker module is
-// built on top of the process module; once it exists, a file of this
-// package that imports it sets tracking, and named segments created by
-// this process (without Untracked) are registered on creation and
-// unregistered on Unlink. Until then tracking is nil and nothing is
-// registered.
+// trackerHook is the seam for the resource tracker: tracking.go sets it
+// to the tracker package's client. Named segments created by this process
+// (without Untracked) are registered on creation, and every successful
+// Unlink of a named segment unregisters it.
 type trackerHook interface {
 	// Register records that this process tree created the named segment
 	// (name without the leading "/").
@@ -28,5 +26,6 @@ type trackerHook interface {
 	Unregister(name string) error
 }
 
-// tracking is nil until the tracker integration lands.
+// tracking is the tracker client (nil: no tracking, as in tests that
+// replace it).
 var tracking trackerHook

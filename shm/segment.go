@@ -19,12 +19,11 @@ import (
 // concurrently. The memory must not be used after Close: it is unmapped,
 // and touching it faults.
 type Segment struct {
-	mu      sync.Mutex
-	mem     []byte
-	fd      int // -1 once closed
-	size    int
-	name    string // without the leading "/"; "" for anonymous
-	tracked bool   // registered with the tracker by this process
+	mu   sync.Mutex
+	mem  []byte
+	fd   int // -1 once closed
+	size int
+	name string // without the leading "/"; "" for anonymous
 }
 
 // maxNameLen is NAME_MAX: the longest file name in /dev/shm.
@@ -83,9 +82,12 @@ func New(size int) (*Segment, error) {
 // Errors: ErrInvalidSize for size <= 0, ErrInvalidName, and an error
 // matching fs.ErrExist when the name is taken (CPython's FileExistsError).
 //
-// The segment outlives this process until Unlink. Once the resource
-// tracker lands, segments created without Untracked are registered with
-// it so that a crashed tree does not leak them; until then they can leak.
+// The segment outlives this process until Unlink. Unless created with
+// Untracked, it is registered with the process tree's resource tracker
+// (package tracker), which unlinks it, with a warning naming it, if every
+// process of the tree ends without unlinking it, SIGKILL included. The
+// first such Create of a tree starts the tracker (one process start, and
+// main must call process.Init first); later ones add one write(2).
 func Create(name string, size int, opts ...Option) (*Segment, error) {
 	return create(name, size, nil, opts)
 }
@@ -128,7 +130,6 @@ func create(name string, size int, init []byte, opts []Option) (*Segment, error)
 				sysUnlink(n)
 				return nil, fmt.Errorf("shm: register %q with the resource tracker: %w", n, err)
 			}
-			s.tracked = true
 		}
 		return s, nil
 	}
@@ -199,11 +200,9 @@ func (s *Segment) Unlink() error {
 	if err := sysUnlink(s.name); err != nil {
 		return fmt.Errorf("shm: unlink %q: %w", s.name, err)
 	}
-	s.mu.Lock()
-	tracked := s.tracked
-	s.tracked = false
-	s.mu.Unlock()
-	if t := tracking; t != nil && tracked {
+	// Unregister whoever unlinks (the creator or a process that attached):
+	// the name is gone either way. Without a tracker this does nothing.
+	if t := tracking; t != nil {
 		if err := t.Unregister(s.name); err != nil {
 			return fmt.Errorf("shm: unregister %q from the resource tracker: %w", s.name, err)
 		}
