@@ -145,7 +145,8 @@ func Retries(n int) Option {
 
 // TaskTimeout gives every task a deadline d from the moment a worker
 // starts it: the task's context carries the deadline, and if the task has
-// not returned shortly after it, its worker is sent SIGTERM, then SIGKILL
+// not returned 100ms after it (time for a task that honours its context
+// to return its own error), its worker is sent SIGTERM, then SIGKILL
 // after the kill grace, and replaced; the task fails with a *TimeoutError
 // (errors.Is(err, context.DeadlineExceeded)). With a timeout, each task
 // costs one more small message. A ThreadPool only sets the deadline (a

@@ -767,7 +767,7 @@ func (w *worker) onStarted(s *pb.Started) {
 	})
 }
 
-const timeoutSlack = 20 * time.Millisecond
+const timeoutSlack = 100 * time.Millisecond
 
 // onResult settles a chunk a worker answered.
 func (w *worker) onResult(r *resultMsg) {
