@@ -562,13 +562,6 @@ type frame struct {
 	big   []byte
 }
 
-func (f *frame) payload() []byte {
-	if f.big != nil {
-		return f.big
-	}
-	return f.small[:f.n]
-}
-
 var errCorrupt = errors.New("queue: corrupt frame in shared memory")
 
 // get takes the oldest frame. block selects Get (wait for an item) or

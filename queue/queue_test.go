@@ -153,7 +153,7 @@ func TestPutFull(t *testing.T) {
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	dl, _ := tctx.Deadline()
 	err := q.Put(tctx, 7)
-	early := dl.Sub(time.Now())
+	early := time.Until(dl)
 	cancel()
 	if !errors.Is(err, ErrFull) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Put with a deadline = %v, want ErrFull and DeadlineExceeded", err)
@@ -192,7 +192,7 @@ func TestGetEmpty(t *testing.T) {
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	dl, _ := tctx.Deadline()
 	_, err := q.Get(tctx)
-	early := dl.Sub(time.Now())
+	early := time.Until(dl)
 	cancel()
 	if !errors.Is(err, ErrEmpty) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Get with a deadline = %v", err)
