@@ -17,7 +17,7 @@ func TestMain(m *testing.M) {
 		// Start the tree's resource tracker now, so that the leak checks
 		// of the first test that creates a named segment do not count
 		// its pipe and process.
-		if err := tracker.Start(context.Background()); err != nil {
+		if err := tracker.EnsureRunning(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

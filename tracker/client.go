@@ -115,12 +115,13 @@ func Pid() int {
 	return 0
 }
 
-// Start makes sure this process has a tracker (CPython's ensure_running):
-// it uses the inherited or already started one, or starts one, and
-// restarts it if it died. Register does this by itself; Start lets a
-// program pay the start (one process start, about a millisecond or two)
-// at a moment of its choosing.
-func Start(ctx context.Context) error {
+// EnsureRunning makes sure this process has a tracker (CPython's
+// ensure_running): it uses the inherited or already started one, or
+// starts one, and starts a new one if it died. Register does this by
+// itself; EnsureRunning lets a program pay the start (one process start,
+// a few milliseconds) at a moment of its choosing, e.g. before leak
+// checks in a test. It may be called any number of times.
+func EnsureRunning(ctx context.Context) error {
 	client.Lock()
 	defer client.Unlock()
 	_, err := send(ctx, message{op: opProbe, rtype: "noop"}, true)
@@ -190,9 +191,10 @@ func send(ctx context.Context, m message, start bool) (bool, error) {
 			return true, nil
 		}
 		pid := c.pid
-		dropConn(c)
+		dead := errors.Is(err, unix.EPIPE)
+		dropConn(c, dead)
 		c = nil
-		if !errors.Is(err, unix.EPIPE) {
+		if !dead {
 			return false, fmt.Errorf("tracker: write to the tracker (pid %d): %w", pid, err)
 		}
 		logger().Warn("tracker: the resource tracker died unexpectedly; resources registered with it might leak",
@@ -226,11 +228,11 @@ func writeAll(fd int, msg []byte) error {
 	}
 }
 
-// dropConn closes a connection whose tracker is dead, and reaps the
-// tracker if this process started it. client is locked.
-func dropConn(c *conn) {
+// dropConn closes a connection that failed, and reaps the tracker if it
+// is dead and this process started it. client is locked.
+func dropConn(c *conn, dead bool) {
 	c.w.Close()
-	if c.started {
+	if c.started && dead {
 		var ws unix.WaitStatus
 		for {
 			_, err := unix.Wait4(c.pid, &ws, 0, nil)

@@ -83,9 +83,9 @@
 //
 // # Concurrency
 //
-// Register, Unregister, Start, Pid, List, ListAll and SetLogger are safe
-// for concurrent use. Registering and unregistering the same name from
-// two processes at once is ordered as the tracker reads them.
+// Register, Unregister, EnsureRunning, Pid, List, ListAll and SetLogger
+// are safe for concurrent use. Registering and unregistering the same
+// name from two processes at once is ordered as the tracker reads them.
 //
 // # Systems
 //
