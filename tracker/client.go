@@ -321,7 +321,8 @@ func trackerEnv() []string {
 		}
 		out = append(out, kv)
 	}
-	return append(out, envTracker+"=3,4")
+	// One P is plenty for reading a pipe.
+	return append(out, envTracker+"=3,4", "GOMAXPROCS=1")
 }
 
 // trackerStderr is the tracker's standard error: this process's, unless

@@ -44,7 +44,7 @@ type state struct {
 func (s *state) apply(m message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := key{m.rtype, m.name}
+	k := key{m.rtype, normName(m.rtype, m.name)}
 	switch m.op {
 	case opRegister:
 		if _, ok := cleanupFunc(m.rtype); !ok {
@@ -58,6 +58,18 @@ func (s *state) apply(m message) {
 		}
 		delete(s.m, k)
 	}
+}
+
+// normName returns the name under which a resource is kept: CPython
+// registers shared memory and semaphores with a leading "/" (shm_open's
+// form), multiproc without it (gh-105380); both name the same resource.
+func normName(rtype, name string) string {
+	if rtype == SharedMemory || rtype == Semaphore {
+		if n := strings.TrimLeft(name, "/"); n != "" {
+			return n
+		}
+	}
+	return name
 }
 
 // snapshot returns the registry, sorted by type and name.
@@ -251,7 +263,7 @@ func answerList(c *net.UnixConn, s *state, r *reader) {
 		return
 	}
 	r.drain()
-	var out []byte
+	out := []byte{'K'}
 	for _, x := range s.snapshot() {
 		out = encode(out, message{op: opRegister, rtype: x.Type, name: x.Name, pid: x.Pid})
 	}

@@ -28,7 +28,8 @@
 // starter's, unless that is a pipe or a socket (which a parent of the tree
 // may be reading until every writer is gone): then /dev/null. Its log
 // level is warn, or MULTIPROC_TRACKER_LOG (debug, info, warn, error). It
-// closes any descriptor it inherited by accident.
+// runs with GOMAXPROCS=1 and closes any descriptor it inherited by
+// accident.
 //
 // If the tracker is killed, the next Register of a process notices (EPIPE
 // on the pipe), starts a new tracker and logs a warning through the
@@ -62,8 +63,10 @@
 // handed the tracker's fd, it also accepts CPython's line forms:
 // "REGISTER:<name>:<rtype>\n" (split at the first and the last ':', so a
 // name may hold ':', unlike CPython's own parser, gh-98896) and the newer
-// JSON line with a base64 name; CPython's "shared_memory" (leading "/"
-// accepted) and "semaphore" types are known.
+// JSON line with a base64 name; CPython's "shared_memory" and
+// "semaphore" types are known, and their names are kept without the
+// leading "/" CPython gives them, so a segment registered by a CPython
+// process is unregistered by a Go one and the other way round.
 //
 // # Types
 //
@@ -74,8 +77,9 @@
 // # Listing
 //
 // A tracker also listens on the abstract unix socket
-// "@multiproc-tracker-<pid>" and answers a list request (from a process
-// of the same user, checked with SO_PEERCRED) with its registry, after
+// "@multiproc-tracker-<pid>" and answers a list request (the byte 'L',
+// from a process of the same user or root, checked with SO_PEERCRED) with
+// 'K' and its registry as a sequence of register messages, after
 // reading everything already written to its pipe, so a List sees every
 // Register that returned before it. List asks this process's tracker;
 // ListAll finds every tracker of this network namespace through

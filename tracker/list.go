@@ -111,6 +111,10 @@ func listPid(ctx context.Context, pid int) ([]Resource, error) {
 	if err != nil {
 		return nil, listErr(ctx, err)
 	}
+	if len(b) == 0 || b[0] != 'K' {
+		return nil, fmt.Errorf("tracker: list: tracker %d refused the request (another user's?)", pid)
+	}
+	b = b[1:]
 	res := []Resource{}
 	for len(b) > 0 {
 		m, n, err := decode(b)

@@ -411,6 +411,49 @@ func TestRegisterChecks(t *testing.T) {
 	}
 }
 
+// CPython's names carry a leading "/", multiproc's do not: the same
+// resource either way.
+func TestStateNormalisesSlash(t *testing.T) {
+	s := &state{m: map[key]int{}, log: nopLogger}
+	s.consume([]byte("REGISTER:/psm_1:shared_memory\nREGISTER:/mp-1:semaphore\n"))
+	s.consume(encode(nil, message{op: opUnregister, rtype: SharedMemory, name: "psm_1", pid: 1}))
+	s.consume(encode(nil, message{op: opRegister, rtype: SharedMemory, name: "psm_2", pid: 1}))
+	s.consume([]byte("UNREGISTER:/psm_2:shared_memory\n"))
+	if got := s.snapshot(); len(got) != 1 || got[0].Name != "mp-1" || got[0].Type != Semaphore {
+		t.Errorf("registry %+v, want just the semaphore mp-1", got)
+	}
+}
+
+// A creator that returns normally without unlinking: its Wait does not
+// wait for the tracker (not a child the process package knows), which
+// outlives it and cleans up.
+func TestCreatorExitsNormally(t *testing.T) {
+	mptest.CheckChildren(t)
+	names := uniq(t, 1)
+	p, c := startChild(t, nil, false, fnRegisterAndReturn, names[0])
+	r := recvReport(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.Join(ctx); err != nil {
+		t.Fatalf("creator: %v", err)
+	}
+	waitExit(t, r.Tracker)
+	if exists(names[0]) {
+		t.Errorf("%s leaked", names[0])
+	}
+}
+
+var fnRegisterAndReturn = process.Register("tracker.test.return", func(ctx context.Context, name string, out *ipc.Conn) error {
+	defer out.Close()
+	if err := shmFile(name); err != nil {
+		return err
+	}
+	if err := Register(ctx, SharedMemory, name); err != nil {
+		return err
+	}
+	return out.Send(ctx, report{Tracker: Pid()})
+})
+
 // A bad message on the pipe is logged and skipped; the tracker goes on.
 func TestStateSkipsGarbage(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
@@ -432,7 +475,7 @@ func TestStateSkipsGarbage(t *testing.T) {
 	for _, r := range s.snapshot() {
 		names = append(names, r.Name)
 	}
-	if want := []string{"/b", "c"}; !slices.Equal(names, want) {
+	if want := []string{"b", "c"}; !slices.Equal(names, want) {
 		t.Errorf("registry %v, want %v", names, want)
 	}
 	if !s.bad || logs.FilterMessageSnippet("malformed").Len() == 0 || logs.FilterMessageSnippet("unknown resource type").Len() != 1 {
