@@ -15,7 +15,13 @@
 // (process.RegisterInherited), also a child that never registers
 // anything, so that a grandchild's resources are covered too. A child
 // that registers a resource uses its inherited connection instead of
-// starting a tracker of its own. When the last write end is closed (every
+// starting a tracker of its own. A child started before the tree had a
+// tracker inherits none: if it registers, it starts a tracker for itself
+// and its own children, which cleans up when that subtree is gone, even
+// if its parent still uses the resource by name. CPython avoids this by
+// starting the tracker at the first spawn; here a program whose children
+// create named resources that must outlive them calls EnsureRunning
+// before starting them. When the last write end is closed (every
 // process of the tree has exited or been killed), the tracker reads EOF,
 // cleans up what is still registered, logs a warning naming each leaked
 // resource, and exits with CPython 3.13's codes (0 nothing leaked, 1
