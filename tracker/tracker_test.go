@@ -493,3 +493,57 @@ func TestUnlinkDevShmRejectsPaths(t *testing.T) {
 		t.Errorf("missing: %v", err)
 	}
 }
+
+// fnGarbage writes garbage into the tracker's pipe, then registers name.
+var fnGarbage = process.Register("tracker.test.garbage", func(ctx context.Context, name string, out *ipc.Conn) error {
+	defer out.Close()
+	if err := EnsureRunning(ctx); err != nil {
+		return err
+	}
+	client.Lock()
+	fd := client.c.fd
+	client.Unlock()
+	for _, junk := range []string{"\x00R\xff\xff\xff", "REGISTER:no-type\n", "\x00Z\x04\x00\x01\x00\x00\x00\x01noopx", "\xde\xad\xbe\xef", "{\"cmd\":1}\n"} {
+		if err := writeAll(fd, []byte(junk)); err != nil {
+			return err
+		}
+	}
+	if err := shmFile(name); err != nil {
+		return err
+	}
+	if err := Register(ctx, SharedMemory, name); err != nil {
+		return err
+	}
+	if err := out.Send(ctx, report{Tracker: Pid()}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+})
+
+// Garbage on the pipe is skipped: the tracker keeps working.
+func TestTrackerSurvivesGarbage(t *testing.T) {
+	mptest.CheckChildren(t)
+	names := uniq(t, 1)
+	logf, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	p, c := startChild(t, logf, false, fnGarbage, names[0])
+	r := recvReport(t, c)
+	res, err := listPid(context.Background(), r.Tracker)
+	if err != nil || len(res) != 1 || res[0].Name != names[0] {
+		t.Fatalf("after garbage the tracker lists %+v, %v", res, err)
+	}
+	p.Kill()
+	p.Wait()
+	waitExit(t, r.Tracker)
+	if exists(names[0]) {
+		t.Errorf("%s leaked", names[0])
+	}
+	b, _ := os.ReadFile(logf.Name())
+	if !strings.Contains(string(b), "malformed") || !strings.Contains(string(b), names[0]) {
+		t.Errorf("tracker's stderr:\n%s", b)
+	}
+}
