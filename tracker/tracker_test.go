@@ -547,3 +547,66 @@ func TestTrackerSurvivesGarbage(t *testing.T) {
 		t.Errorf("tracker's stderr:\n%s", b)
 	}
 }
+
+// fnRelay starts fnCreator(b) with out, never touching the tracker
+// itself, and ends (killing its child) when its own parent is gone.
+var fnRelay = process.Register("tracker.test.relay", func(ctx context.Context, b string, out *ipc.Conn) error {
+	p := fnCreator.Process([]string{b}, []string(nil), []string(nil), out)
+	err := p.Start(ctx)
+	out.Close()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-process.Parent().Done():
+	}
+	p.Kill()
+	return p.Wait()
+})
+
+// fnGrand registers a, then starts fnRelay(b, out) and waits like it.
+var fnGrand = process.Register("tracker.test.grand", func(ctx context.Context, a, b string, out *ipc.Conn) error {
+	if err := shmFile(a); err != nil {
+		return err
+	}
+	if err := Register(ctx, SharedMemory, a); err != nil {
+		return err
+	}
+	p := fnRelay.Process(b, out)
+	err := p.Start(ctx)
+	out.Close()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-process.Parent().Done():
+	}
+	p.Kill()
+	return p.Wait()
+})
+
+// A child that never used the tracker still hands it on: its own child's
+// registrations go to the tree's tracker.
+func TestConnectionPassesThroughSilentChild(t *testing.T) {
+	mptest.CheckChildren(t)
+	names := uniq(t, 2)
+	p, c := startChild(t, nil, false, fnGrand, names[0], names[1])
+	r := recvReport(t, c) // from the grandchild
+	res, err := listPid(context.Background(), r.Tracker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 {
+		t.Fatalf("the grandchild's tracker holds %+v: want both the child's and its own name", res)
+	}
+	p.Kill()
+	p.Wait()
+	waitExit(t, r.Tracker)
+	for _, n := range names {
+		if exists(n) {
+			t.Errorf("%s leaked", n)
+		}
+	}
+}
