@@ -16,6 +16,7 @@ import (
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -634,7 +635,9 @@ func (p *Pool) dispatchLocked() []*worker {
 	return fl
 }
 
-var stopFrame, _ = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Stop{Stop: &pb.Stop{}}})
+// stopFrame is ToWorker{stop: {}}, coded by hand (no protobuf work at
+// package initialisation, which every worker would pay).
+var stopFrame = protowire.AppendVarint(protowire.AppendTag(nil, fToWorkerStop, protowire.BytesType), 0)
 
 // push queues a frame for the worker (in order); flush writes them.
 func (w *worker) push(frame []byte) {

@@ -35,6 +35,24 @@ func TestWireMatchesGenerated(t *testing.T) {
 	}
 }
 
+func TestControlAndConfig(t *testing.T) {
+	b, _ := proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Cancel{Cancel: &pb.Cancel{Job: 300}}})
+	if m, ok := parseControl(b); !ok || !m.cancel || m.job != 300 {
+		t.Errorf("cancel: %+v %v", m, ok)
+	}
+	if m, ok := parseControl(stopFrame); !ok || !m.stop {
+		t.Errorf("stop: %+v %v", m, ok)
+	}
+	b, _ = proto.Marshal(&pb.WorkerConfig{Initializer: "i", InitializerInput: []byte{1}, TaskTimeoutNs: 5})
+	if c, err := parseConfig(b); err != nil || c.initializer != "i" || string(c.initInput) != "\x01" || c.timeout != 5 {
+		t.Errorf("config: %+v %v", c, err)
+	}
+	var r pb.FromWorker
+	if err := proto.Unmarshal(appendReady(nil, 1234), &r); err != nil || r.GetReady().GetPid() != 1234 {
+		t.Errorf("ready: %v %v", &r, err)
+	}
+}
+
 // FuzzWire checks the hand-written decoders against the generated code:
 // they never panic, and whatever they accept, the generated code decodes
 // the same way.
@@ -53,6 +71,18 @@ func FuzzWire(f *testing.F) {
 			g := m.GetChunk()
 			if g == nil || g.Seq != c.seq || g.Job != c.job || g.Task != c.task || g.Count != c.count || string(g.Inputs) != string(c.inputs) {
 				t.Fatalf("chunk %+v, generated %v", c, &m)
+			}
+		}
+		if c, ok := parseControl(b); ok {
+			var m pb.ToWorker
+			if proto.Unmarshal(b, &m) != nil || (c.stop != (m.GetStop() != nil)) || (c.cancel && m.GetCancel().GetJob() != c.job) {
+				t.Fatalf("control %+v, generated %v", c, &m)
+			}
+		}
+		if c, err := parseConfig(b); err == nil {
+			var m pb.WorkerConfig
+			if proto.Unmarshal(b, &m) != nil || m.Initializer != c.initializer || string(m.InitializerInput) != string(c.initInput) || m.TaskTimeoutNs != c.timeout {
+				t.Fatalf("config %+v, generated %v", c, &m)
 			}
 		}
 		if r, ok, _, err := parseFromWorker(b); err == nil && ok {

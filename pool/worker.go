@@ -60,32 +60,41 @@ const watchAfter = time.Millisecond
 // of its connection, or SIGTERM.
 func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
 	defer conn.Close()
-	var cfg pb.WorkerConfig
-	if err := proto.Unmarshal(cfgBytes, &cfg); err != nil {
+	cfg, err := parseConfig(cfgBytes)
+	if err != nil {
 		return fmt.Errorf("pool: bad worker configuration: %w", err)
 	}
-	ready := &pb.Ready{Pid: int64(os.Getpid())}
-	if cfg.Initializer != "" {
-		t := lookupTask(cfg.Initializer)
+	var initErr *commonpb.RemoteError
+	if cfg.initializer != "" {
+		t := lookupTask(cfg.initializer)
 		if t == nil {
-			ready.InitError = &commonpb.RemoteError{Type: "pool", Message: fmt.Sprintf("%v: %q", ErrNotRegistered, cfg.Initializer)}
-		} else if _, errs := t.runEncoded(ctx, cfg.InitializerInput, 1, nil); len(errs) > 0 {
-			ready.InitError = errs[0].Error
+			initErr = &commonpb.RemoteError{Type: "pool", Message: fmt.Sprintf("%v: %q", ErrNotRegistered, cfg.initializer)}
+		} else if _, errs := t.runEncoded(ctx, cfg.initInput, 1, nil); len(errs) > 0 {
+			initErr = errs[0].Error
 		}
 	}
-	b, _ := proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Ready{Ready: ready}})
+	var b []byte
+	if initErr != nil {
+		b, _ = proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Ready{Ready: &pb.Ready{Pid: int64(os.Getpid()), InitError: initErr}}})
+	} else {
+		b = appendReady(nil, os.Getpid())
+	}
 	if err := conn.SendBytes(ctx, b); err != nil {
 		return err
 	}
-	if ready.InitError != nil {
-		return errors.New("pool: initializer failed: " + ready.InitError.Message)
+	if initErr != nil {
+		return errors.New("pool: initializer failed: " + initErr.Message)
 	}
-	w := &childWorker{conn: conn, timeout: cfg.TaskTimeoutNs, cancelled: map[uint64]bool{}}
+	w := &childWorker{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}}
 	return w.execute(ctx)
 }
 
 // handle acts on one message from the pool. Called with mu held.
 func (w *childWorker) handle(b []byte) {
+	if m, ok := parseControl(b); ok {
+		w.control(m)
+		return
+	}
 	c, isChunk, m, err := parseToWorker(b)
 	if err != nil {
 		w.stopped, w.readErr = true, err
@@ -97,16 +106,25 @@ func (w *childWorker) handle(b []byte) {
 	}
 	switch x := m.Msg.(type) {
 	case *pb.ToWorker_Cancel:
-		j := x.Cancel.Job
-		if w.curJob == j && w.curCancel != nil {
+		w.control(toWorkerMsg{cancel: true, job: x.Cancel.Job})
+	case *pb.ToWorker_Stop:
+		w.control(toWorkerMsg{stop: true})
+	}
+}
+
+// control acts on a Cancel or Stop. Called with mu held.
+func (w *childWorker) control(m toWorkerMsg) {
+	switch {
+	case m.stop:
+		w.stopped = true
+	case m.cancel:
+		if w.curJob == m.job && w.curCancel != nil {
 			w.curCancel()
 		}
-		// Chunks of j still queued are answered as cancelled. Every chunk
-		// of j came before the Cancel, so j is forgotten once the queue
-		// is empty.
-		w.cancelled[j] = true
-	case *pb.ToWorker_Stop:
-		w.stopped = true
+		// Chunks of the job still queued are answered as cancelled. Every
+		// chunk of it came before the Cancel, so it is forgotten once the
+		// queue is empty.
+		w.cancelled[m.job] = true
 	}
 }
 
