@@ -2,6 +2,7 @@ package pool
 
 import (
 	"errors"
+	"unicode/utf8"
 
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -123,6 +124,9 @@ func parseChunk(b []byte) (c chunkMsg, err error) {
 				return c, errBadMessage
 			}
 			if num == fChunkTask {
+				if !utf8.Valid(v) {
+					return c, errBadMessage
+				}
 				c.task = string(v)
 			} else {
 				c.inputs = v
@@ -302,6 +306,9 @@ func parseConfig(b []byte) (cfg workerConfig, err error) {
 				return cfg, errBadMessage
 			}
 			if num == fConfigInit {
+				if !utf8.Valid(v) {
+					return cfg, errBadMessage
+				}
 				cfg.initializer = string(v)
 			} else {
 				cfg.initInput = v
