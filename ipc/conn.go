@@ -345,14 +345,15 @@ func (c *Conn) SendBytes(ctx context.Context, b []byte) error {
 // calls as their sizes allow; no other sender's frame comes between them.
 // Queues and pools use it to batch small messages.
 func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
-	sizes := make([]int, len(frames))
-	total := 0
-	for i, f := range frames {
-		sizes[i] = len(f)
-		total += len(f) + 12
-	}
-	if err := c.checkSend(sizes...); err != nil {
+	if err := c.checkSend(); err != nil {
 		return err
+	}
+	total := 0
+	for _, f := range frames {
+		if int64(len(f)) > c.opts.maxFrame {
+			return &FrameTooLargeError{Size: int64(len(f)), Max: c.opts.maxFrame}
+		}
+		total += len(f) + 12
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -361,6 +362,8 @@ func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
 	}
 	c.growPipe(total)
 	buf := c.wbuf[:0]
+	// Keep the (possibly grown) buffer for the next call, whatever happens.
+	defer func() { c.wbuf = buf[:0] }()
 	for _, f := range frames {
 		buf = appendHeader(buf, len(f))
 		if len(f) > readBufSize {
@@ -375,7 +378,6 @@ func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
 	if len(buf) > 0 {
 		return c.write(ctx, nil, buf)
 	}
-	c.wbuf = buf[:0]
 	return nil
 }
 
