@@ -39,7 +39,6 @@ type Pool struct {
 	starting int
 	queue    []*chunk
 	jobs     map[uint64]*job
-	seq      uint64
 	jobSeq   uint64
 	nworker  int
 	done     chan struct{}

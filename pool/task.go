@@ -138,7 +138,7 @@ func Register2[A, B, R any](name string, fn func(ctx context.Context, a A, b B) 
 }
 
 // call runs fn(ctx, a), turning a panic into a RemoteError with the stack.
-func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error), a A) (r R, err error, perr *commonpb.RemoteError) {
+func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error), a A) (r R, perr *commonpb.RemoteError, err error) {
 	returned := false
 	defer func() {
 		if returned {
@@ -153,7 +153,7 @@ func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error),
 	}()
 	r, err = fn(ctx, a)
 	returned = true
-	return r, err, nil
+	return r, nil, err
 }
 
 const maxReport = 64 << 10
@@ -197,7 +197,7 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 			continue
 		}
 		tctx, cancel := h.taskCtx(ctx, i)
-		r, err, perr := call(tctx, t.fn, ins[i])
+		r, perr, err := call(tctx, t.fn, ins[i])
 		if cancel != nil {
 			cancel()
 		}
@@ -250,7 +250,7 @@ func (t *Task[A, R]) runLocal(ctx context.Context, in any, h *runHooks) (any, []
 			continue
 		}
 		tctx, cancel := h.taskCtx(ctx, i)
-		r, err, perr := call(tctx, t.fn, ins[i])
+		r, perr, err := call(tctx, t.fn, ins[i])
 		if cancel != nil {
 			cancel()
 		}
