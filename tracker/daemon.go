@@ -165,7 +165,22 @@ func runTracker(string) {
 	ready.Write([]byte("ok"))
 	ready.Close()
 
-	for !r.drain() {
+	for {
+		got, eof := r.drain()
+		if eof {
+			break
+		}
+		if got {
+			// Messages come in bursts (a loop creating and unlinking
+			// segments). Reading again only after a pause lets a burst
+			// gather in the pipe: meanwhile no reader waits on it, so each
+			// writer's write(2) wakes no process, and one read takes many
+			// messages. The pipe holds 64 KiB (some 1,800 messages); a
+			// writer that fills it just waits for the next read. Idle, the
+			// tracker blocks in poll as before.
+			time.Sleep(coalesceDelay)
+			continue
+		}
 		pfd := []unix.PollFd{{Fd: 3, Events: unix.POLLIN}}
 		if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
 			log.Error("tracker: poll", zap.Error(err))
@@ -207,9 +222,14 @@ type reader struct {
 	eof bool
 }
 
-// drain reads and applies what the pipe holds, and reports EOF (every
-// process of the tree is gone) or a read error.
-func (r *reader) drain() (eof bool) {
+// coalesceDelay is the pause of the tracker's read loop after a read that
+// found messages (see runTracker). It bounds the extra delay with which
+// the tracker notices the end of the tree.
+const coalesceDelay = time.Millisecond
+
+// drain reads and applies what the pipe holds. It reports whether it read
+// anything, and EOF (every process of the tree is gone) or a read error.
+func (r *reader) drain() (got, eof bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for !r.eof {
@@ -221,18 +241,19 @@ func (r *reader) drain() (eof bool) {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			return false
+			return got, false
 		case err != nil:
 			r.s.log.Error("tracker: read", zap.Error(err))
 			r.eof = true
 		case n == 0:
 			r.eof = true
 		default:
+			got = true
 			rest := r.s.consume(r.buf[:len(r.buf)+n])
 			r.buf = append(r.buf[:0], rest...)
 		}
 	}
-	return true
+	return got, true
 }
 
 // serveList answers list requests until ln is closed.

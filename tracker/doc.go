@@ -57,7 +57,11 @@
 // Each message is written with one write(2) of at most PIPE_BUF (4096)
 // bytes, which the kernel never interleaves with another process's
 // write, so Register costs one system call and cannot be lost once it
-// returns (it is synchronous, not a buffered, asynchronous send). A
+// returns (it is synchronous, not a buffered, asynchronous send). After a
+// read that found messages the tracker pauses a millisecond before
+// reading again, so that a burst (a loop creating segments) gathers in
+// the pipe and the writers' writes wake no process; idle, it blocks in
+// poll. A
 // message carries its lengths, so a name may hold any byte but NUL:
 //
 //	0x00 | op ('R' register, 'U' unregister, 'P' probe) | len(type) u8 |
