@@ -620,6 +620,18 @@ func (c *Conn) Ready() bool {
 	return ok
 }
 
+// Buffered reports, without a system call, whether data already read
+// from the transport waits in the Conn: a receive then makes progress
+// without reading (it returns at once if a whole frame is buffered). A
+// server that answers requests as it reads them uses it to tell a lone
+// request (answer now) from a batch (answer the rest first) without
+// paying for Ready's poll.
+func (c *Conn) Buffered() bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return c.readyLocked()
+}
+
 func (c *Conn) poll(ctx context.Context, nonblock bool) (bool, error) {
 	if err := c.checkRecv(); err != nil {
 		return false, err

@@ -227,6 +227,35 @@ func TestSimplex(t *testing.T) {
 }
 
 // _TestPoll: empty frames are pollable; frames never merge.
+func TestBuffered(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			ctx := context.Background()
+			a, b := mustPipe(t, true, tr.opts...)
+			if b.Buffered() {
+				t.Fatal("Buffered before anything was sent")
+			}
+			// One write carries both frames, so the first receive reads
+			// both and keeps the second.
+			if err := a.SendFrames(ctx, []byte("one"), []byte("two")); err != nil {
+				t.Fatal(err)
+			}
+			if b.Buffered() {
+				t.Fatal("Buffered before anything was received")
+			}
+			for i, want := range []string{"one", "two"} {
+				got, err := b.RecvBytes(ctx)
+				if err != nil || string(got) != want {
+					t.Fatalf("frame %d: %q %v, want %q", i, got, err, want)
+				}
+				if more := i == 0; b.Buffered() != more {
+					t.Fatalf("after frame %d: Buffered = %v, want %v", i, !more, more)
+				}
+			}
+		})
+	}
+}
+
 func TestPollEmptyAndDontMerge(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
