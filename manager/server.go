@@ -426,8 +426,12 @@ type sconn struct {
 func (sc *sconn) serve() {
 	s := sc.s
 	defer s.wg.Done()
+	batch := 0 // requests handled since the last flush
 	for {
-		b, err := sc.c.RecvBytes(sc.ctx)
+		// No context: whatever ends the connection (Server.Close,
+		// ServeConn's ctx, a failed reply) closes sc.c, which wakes the
+		// receive; a cancellable one would cost every receive an AfterFunc.
+		b, err := sc.c.RecvBytes(context.Background())
 		if err != nil {
 			break
 		}
@@ -436,10 +440,16 @@ func (sc *sconn) serve() {
 				break
 			}
 		}
-		if !sc.c.Ready() {
-			if err := sc.w.flush(); err != nil {
-				break
-			}
+		batch++
+		// Requests already read are answered first, all in one write. A
+		// lone request is answered at once; after a batch, a poll tells
+		// whether the client sent more meanwhile, to share the write too.
+		if sc.c.Buffered() || (batch > 1 && sc.c.Ready()) {
+			continue
+		}
+		batch = 0
+		if err := sc.w.flush(); err != nil {
+			break
 		}
 	}
 	sc.close()
