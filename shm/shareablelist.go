@@ -97,10 +97,20 @@ var boolTrue = native.Uint64([]byte{0, 0, 0, 0, 0, 0, 0, 1})
 type listLayout struct {
 	buf   []byte
 	n     int
-	offs  []int // n+1 offsets into the data area
+	offs  []int // n+1 offsets into the data area; nil when offset i is 8·i
 	data  int   // start of the data area
 	fmts  int   // start of the format strings
 	codes int   // start of the codes
+}
+
+// off returns the offset of item i's slot in the data area (i <= n).
+// Lists of numbers, bools and Nones only, the common case, have 8-byte
+// slots, and keep no table of offsets.
+func (l *listLayout) off(i int) int {
+	if l.offs == nil {
+		return 8 * i
+	}
+	return l.offs[i]
 }
 
 // parseList validates the count and the offsets of a list in buf.
@@ -114,7 +124,7 @@ func parseList(buf []byte) (*listLayout, error) {
 		return nil, fmt.Errorf("%w: item count %d does not fit in %d bytes", ErrCorrupt, n64, len(buf))
 	}
 	n := int(n64)
-	l := &listLayout{buf: buf, n: n, offs: make([]int, n+1), data: 8 * (n + 2)}
+	l := &listLayout{buf: buf, n: n, data: 8 * (n + 2)}
 	room := int64(len(buf) - l.data - 9*n) // bytes left for the data area
 	prev := int64(0)
 	for i := range n + 1 {
@@ -122,9 +132,19 @@ func parseList(buf []byte) (*listLayout, error) {
 		if o < prev || o > room {
 			return nil, fmt.Errorf("%w: offset %d of item %d out of order or out of range", ErrCorrupt, o, i)
 		}
-		l.offs[i], prev = int(o), o
+		if l.offs == nil && o != 8*int64(i) {
+			// Not all slots are 8 bytes: keep a table.
+			l.offs = make([]int, n+1)
+			for j := range i {
+				l.offs[j] = 8 * j
+			}
+		}
+		if l.offs != nil {
+			l.offs[i] = int(o)
+		}
+		prev = o
 	}
-	l.fmts = l.data + l.offs[n]
+	l.fmts = l.data + l.off(n)
 	l.codes = l.fmts + 8*n
 	return l, nil
 }
@@ -159,7 +179,7 @@ func (l *listLayout) check(i int) error {
 // raw returns item i's bytes as its format describes them.
 func (l *listLayout) raw(i int, fbuf *[8]byte) (f []byte, b []byte, err error) {
 	f = l.format(i, fbuf)
-	off := l.data + l.offs[i]
+	off := l.data + l.off(i)
 	w := 8
 	switch string(f) {
 	case fmtInt, fmtF64, fmtBool, fmtNone:
@@ -306,8 +326,9 @@ func (l *listLayout) set(i int, v any) error {
 	if err := toItem(&it, v); err != nil {
 		return err
 	}
-	off := l.data + l.offs[i]
-	capacity := l.offs[i+1] - l.offs[i]
+	o := l.off(i)
+	off := l.data + o
+	capacity := l.off(i+1) - o
 	fpos := l.fmts + 8*i
 	if !it.isS() {
 		if capacity < 8 || off+8 > len(l.buf) {
@@ -361,13 +382,19 @@ func slotOf(it *item, i int, byteSlots bool) (int, error) {
 }
 
 // encodeList computes the layout of items: the segment size, and a
-// function writing the list into a zeroed buffer of that size and
-// returning its layout, or an error for an item that cannot be stored. It
-// does not keep items: the first pass only sizes the string slots.
+// function writing the list into a buffer of that size (every byte of it:
+// the buffer need not be zeroed) and returning its layout, or an error for
+// an item that cannot be stored. It does not keep items: the first pass
+// only sizes the string slots.
 func encodeList(items []any, byteSlots bool) (int, func([]byte) (*listLayout, error)) {
 	n := len(items)
-	k := 0
+	k := 8 * n // the data area: 8 bytes a slot, more for strings
+	allInts := true
 	for _, v := range items {
+		if _, ok := v.(int); ok { // the common case first
+			continue
+		}
+		allInts = false
 		count := -1
 		switch x := v.(type) {
 		case string:
@@ -378,25 +405,41 @@ func encodeList(items []any, byteSlots bool) (int, func([]byte) (*listLayout, er
 		case []byte:
 			count = len(x)
 		}
-		if count < 0 {
-			k += 8
-		} else {
-			k += 8 * (count/8 + 1)
+		if count >= 0 {
+			k += 8 * (count / 8) // a slot of 8·(count/8+1) bytes
 		}
 	}
 	data := 8 * (n + 2)
 	size := data + k + 9*n
 	write := func(buf []byte) (*listLayout, error) {
-		l := &listLayout{buf: buf, n: n, offs: make([]int, n+1), data: data, fmts: data + k, codes: data + k + 8*n}
+		l := &listLayout{buf: buf, n: n, data: data, fmts: data + k, codes: data + k + 8*n}
 		native.PutUint64(buf, uint64(n))
 		offs := buf[8 : 8+8*(n+1)]
 		dat := buf[data : data+k]
 		fmts := buf[l.fmts : l.fmts+8*n]
 		codes := buf[l.codes : l.codes+n]
+		if allInts {
+			// Every slot is 8 bytes: offset 8·i, format "q", code 0.
+			for i, v := range items {
+				o := 8 * i
+				native.PutUint64(offs[o:o+8], uint64(o))
+				native.PutUint64(dat[o:o+8], uint64(v.(int)))
+				native.PutUint64(fmts[o:o+8], fmtIntWord)
+			}
+			native.PutUint64(offs[8*n:], uint64(8*n))
+			clear(codes)
+			return l, nil
+		}
+		clear(buf[8:])
+		if k != 8*n { // some slots are longer than 8 bytes
+			l.offs = make([]int, n+1)
+		}
 		off := 0
 		var it item
 		for i, v := range items {
-			l.offs[i] = off
+			if l.offs != nil {
+				l.offs[i] = off
+			}
 			native.PutUint64(offs[8*i:], uint64(off))
 			if x, ok := v.(int); ok { // the common case, inline
 				native.PutUint64(dat[off:], uint64(x))
@@ -433,12 +476,17 @@ func encodeList(items []any, byteSlots bool) (int, func([]byte) (*listLayout, er
 			codes[i] = byte(kindCode[it.kind])
 			off += slot
 		}
-		l.offs[n] = off
+		if l.offs != nil {
+			l.offs[n] = off
+		}
 		native.PutUint64(offs[8*n:], uint64(off))
 		return l, nil
 	}
 	return size, write
 }
+
+// fmtIntWord is the 8-byte format field "q" and its NUL padding.
+var fmtIntWord = native.Uint64([]byte{'q', 0, 0, 0, 0, 0, 0, 0})
 
 var listBufs = sync.Pool{New: func() any { return new([]byte) }}
 
@@ -459,14 +507,12 @@ func NewShareableList(name string, items []any, opts ...Option) (*ShareableList,
 	if cap(*bp) < size {
 		*bp = make([]byte, size)
 	}
-	buf := (*bp)[:size]
-	clear(buf)
-	l, err := write(buf)
+	l, err := write((*bp)[:size])
 	if err != nil {
 		listBufs.Put(bp)
 		return nil, err
 	}
-	seg, err := create(name, size, buf, opts)
+	seg, err := create(name, size, (*bp)[:size], opts)
 	listBufs.Put(bp)
 	if err != nil {
 		return nil, err

@@ -429,7 +429,7 @@ func FuzzShareableList(f *testing.F) {
 			l.set(i, "abc")
 			l.set(i, int64(5))
 			if v, err := l.get(i); err != nil || v != int64(5) {
-				if l.offs[i+1]-l.offs[i] >= 8 {
+				if l.off(i+1)-l.off(i) >= 8 {
 					t.Fatalf("item %d: wrote 5, read %v, %v", i, v, err)
 				}
 			}
@@ -439,4 +439,81 @@ func FuzzShareableList(f *testing.F) {
 			t.Fatal("write past the end of the buffer")
 		}
 	})
+}
+
+// TestEncodeListWritesEveryByte: NewShareableList encodes into a reused
+// buffer, so the encoder must not rely on it being zeroed; and lists of
+// 8-byte slots only, which keep no offset table, must lay out and decode
+// as the others do.
+func TestEncodeListWritesEveryByte(t *testing.T) {
+	ints := make([]any, 300)
+	for i := range ints {
+		ints[i] = i * 7919
+	}
+	for _, items := range [][]any{nil, {1}, ints, refItems, {1.5, true, nil, 3, int64(-4)}, {"a", "", []byte{}, "12345678"}} {
+		size, write := encodeList(items, false)
+		clean := make([]byte, size)
+		l, err := write(clean)
+		if err != nil {
+			t.Fatalf("%v: %v", items, err)
+		}
+		dirty := bytes.Repeat([]byte{0xa5}, size)
+		if _, err := write(dirty); err != nil || !bytes.Equal(clean, dirty) {
+			t.Fatalf("%v: encoding into a dirty buffer differs (%v)", items, err)
+		}
+		p, err := parseList(clean)
+		if err != nil {
+			t.Fatalf("%v: %v", items, err)
+		}
+		if p.fmts != l.fmts || p.codes != l.codes || (p.offs == nil) != (l.offs == nil) {
+			t.Fatalf("%v: encoder and decoder disagree on the layout", items)
+		}
+		for i := range len(items) + 1 {
+			if want := int(native.Uint64(clean[8+8*i:])); p.off(i) != want || l.off(i) != want {
+				t.Fatalf("%v: offset %d: decoder %d, encoder %d, bytes %d", items, i, p.off(i), l.off(i), want)
+			}
+		}
+		got, err := (&ShareableList{l: p}).Items()
+		if err != nil || len(got) != len(items) {
+			t.Fatalf("%v: read back %v, %v", items, got, err)
+		}
+	}
+}
+
+// TestShareableListIntsMatchPython: a list of ints only (the encoder's
+// fast path, without an offset table) and one of 8-byte slots of every
+// kind are byte for byte what CPython makes.
+func TestShareableListIntsMatchPython(t *testing.T) {
+	ints := make([]any, 1000)
+	for i := range ints {
+		ints[i] = i - 500
+	}
+	cases := []struct {
+		items []any
+		py    string
+	}{
+		{ints, "list(range(-500, 500))"},
+		{[]any{1.5, true, nil, 3, false, -2}, "[1.5, True, None, 3, False, -2]"},
+	}
+	py := mptest.Python(t)
+	for _, c := range cases {
+		l, err := NewShareableList("", c.items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		goHex := hexOf(l.Segment().Bytes())
+		l.Close()
+		if err := l.Unlink(); err != nil {
+			t.Fatal(err)
+		}
+		out := strings.TrimSpace(runPython(t, py, `
+sl = shared_memory.ShareableList(`+c.py+`)
+print(bytes(sl.shm.buf).hex())
+sl.shm.close()
+sl.shm.unlink()
+`))
+		if out != goHex {
+			t.Errorf("%s: bytes differ:\npython %s\ngo     %s", c.py, out, goHex)
+		}
+	}
 }
