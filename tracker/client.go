@@ -45,6 +45,11 @@ var client struct {
 	log    *zap.Logger
 }
 
+// selfPid is this process's pid, sent with each message: a system call
+// saved per message (a Go process never forks without exec'ing, so it
+// cannot change).
+var selfPid = os.Getpid()
+
 func init() {
 	process.RegisterInherited(inheritKey, inheritConn)
 	process.RegisterInitHook(envTracker, runTracker)
@@ -141,7 +146,7 @@ func Register(ctx context.Context, rtype, name string) error {
 	}
 	client.Lock()
 	defer client.Unlock()
-	_, err := send(ctx, message{op: opRegister, rtype: rtype, name: name, pid: os.Getpid()}, true)
+	_, err := send(ctx, message{op: opRegister, rtype: rtype, name: name, pid: selfPid}, true)
 	return err
 }
 
@@ -155,7 +160,7 @@ func Unregister(ctx context.Context, rtype, name string) error {
 	}
 	client.Lock()
 	defer client.Unlock()
-	_, err := send(ctx, message{op: opUnregister, rtype: rtype, name: name, pid: os.Getpid()}, false)
+	_, err := send(ctx, message{op: opUnregister, rtype: rtype, name: name, pid: selfPid}, false)
 	return err
 }
 
