@@ -3,7 +3,9 @@ package manager_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,56 @@ var (
 )
 
 type EnvReader struct{}
+
+// Procs reports the server process's GOMAXPROCS.
+func (EnvReader) Procs() int { return runtime.GOMAXPROCS(0) }
+
+// A started server runs on one P while its parent's pipe is its only
+// connection, and on the default number once another client connects.
+func TestStartedServerProcs(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set: the server keeps it")
+	}
+	if f := flag.Lookup("test.cpu"); f != nil && f.Value.String() != "" {
+		t.Skip("-cpu changes this process's GOMAXPROCS, the default to compare with")
+	}
+	ctx := ctxT(t)
+	key := []byte("procs-test-key")
+	m, err := manager.Start(ctx, manager.WithAuthkey(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	procs := func(c *manager.Client) int {
+		t.Helper()
+		o, err := c.Create(ctx, "EnvReader")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Release(ctx)
+		n, err := manager.Call[int](ctx, o, "Procs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := procs(m.Client); n != 1 {
+		t.Errorf("GOMAXPROCS %d with only the parent connected, want 1", n)
+	}
+	network, address := m.Address()
+	c, err := manager.Connect(ctx, network, address, manager.WithAuthkey(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := runtime.GOMAXPROCS(0) // the same default: same machine, same affinity
+	if n := procs(c); n != want {
+		t.Errorf("GOMAXPROCS %d after a client connected, want the default %d", n, want)
+	}
+	if n := procs(m.Client); n != want {
+		t.Errorf("GOMAXPROCS %d through the parent's pipe afterwards, want %d", n, want)
+	}
+}
 
 func (EnvReader) Get(name string) string { return os.Getenv(name) }
 

@@ -47,6 +47,8 @@ type Server struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup // connection goroutines
+
+	onAccept func() // if set, called for every accepted connection (before Serve)
 }
 
 // entry is one shared object.
@@ -161,6 +163,9 @@ func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
 			continue
 		}
 		backoff = 0
+		if s.onAccept != nil {
+			s.onAccept()
+		}
 		if !s.startConn(c) {
 			return ErrClosed
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -229,12 +230,28 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 			return err
 		}
 	}
+	// While the parent's pipe is its only connection, the server runs on
+	// one P. With a second, idle P, the runtime keeps a thread asleep in
+	// epoll_pwait whenever some goroutine waits in the netpoller (the
+	// acceptors, the lifeline watcher), and that thread is woken by every
+	// request and every answer on the pipe (edge events of a descriptor
+	// it does not wait for): two extra context switches per call on a
+	// server whose work is one goroutine. The first accepted connection
+	// restores the default, for clients served in parallel. A GOMAXPROCS
+	// set in the environment is left alone.
+	oneP := os.Getenv("GOMAXPROCS") == ""
+	if oneP {
+		runtime.GOMAXPROCS(1)
+	}
 	l, err := Listen(cfg.Network, address, opts...)
 	if err != nil {
 		reply(&pb.StartReply{Error: err.Error()})
 		return err
 	}
 	srv := NewServer(opts...)
+	if oneP {
+		srv.onAccept = sync.OnceFunc(func() { runtime.SetDefaultGOMAXPROCS() })
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background(), l) }()
 	if err := reply(&pb.StartReply{Network: cfg.Network, Address: l.Addr().String()}); err != nil {
