@@ -245,6 +245,12 @@ func (w *childWorker) startWatch(ctx context.Context) {
 }
 
 func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
+	if ctx.Err() != nil {
+		// The pool is stopping this worker (SIGTERM cancelled the root
+		// context): start nothing more. The pool runs again elsewhere the
+		// chunks it does not get back.
+		return 0
+	}
 	var outputs []byte
 	var errs []*pb.TaskError
 	t := lookupTask(c.task)
@@ -300,6 +306,12 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 			wcancel()
 			<-wdone
 		}
+	}
+	if ctx.Err() != nil && !cancelled {
+		// The root context ended while the chunk ran, so its tasks may
+		// have failed only because the pool is stopping this worker (for
+		// another job's sake): report nothing; the pool runs it again.
+		return 0
 	}
 	f, err := appendResult(nil, c.seq, outputs, errs, cancelled)
 	if err != nil {
