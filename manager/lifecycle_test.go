@@ -33,7 +33,8 @@ type EnvReader struct{}
 func (EnvReader) Procs() int { return runtime.GOMAXPROCS(0) }
 
 // A started server runs on one P while its parent's pipe is its only
-// connection, and on the default number once another client connects.
+// connection (and its calls come one at a time), and on the default
+// number once another client connects.
 func TestStartedServerProcs(t *testing.T) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		t.Skip("GOMAXPROCS is set: the server keeps it")

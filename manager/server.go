@@ -48,7 +48,10 @@ type Server struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup // connection goroutines
 
-	onAccept func() // if set, called for every accepted connection (before Serve)
+	// wantProcs, if set, is called when parallelism may pay: a connection
+	// is accepted, or a connection's requests arrive in batches (calls
+	// from concurrent goroutines). Set before serving.
+	wantProcs func()
 }
 
 // entry is one shared object.
@@ -163,8 +166,8 @@ func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.onAccept != nil {
-			s.onAccept()
+		if s.wantProcs != nil {
+			s.wantProcs()
 		}
 		if !s.startConn(c) {
 			return ErrClosed
@@ -431,7 +434,8 @@ type sconn struct {
 func (sc *sconn) serve() {
 	s := sc.s
 	defer s.wg.Done()
-	batch := 0 // requests handled since the last flush
+	batch := 0   // requests handled since the last flush
+	answers := 0 // responses among them
 	for {
 		// No context: whatever ends the connection (Server.Close,
 		// ServeConn's ctx, a failed reply) closes sc.c, which wakes the
@@ -444,6 +448,7 @@ func (sc *sconn) serve() {
 			if err := sc.w.enqueue(marshalResponse(resp)); err != nil {
 				break
 			}
+			answers++
 		}
 		batch++
 		// Requests already read are answered first, all in one write. A
@@ -452,7 +457,10 @@ func (sc *sconn) serve() {
 		if sc.c.Buffered() || (batch > 1 && sc.c.Ready()) {
 			continue
 		}
-		batch = 0
+		if answers > 1 && s.wantProcs != nil {
+			s.wantProcs()
+		}
+		batch, answers = 0, 0
 		if err := sc.w.flush(); err != nil {
 			break
 		}

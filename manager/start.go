@@ -236,9 +236,12 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 	// acceptors, the lifeline watcher), and that thread is woken by every
 	// request and every answer on the pipe (edge events of a descriptor
 	// it does not wait for): two extra context switches per call on a
-	// server whose work is one goroutine. The first accepted connection
-	// restores the default, for clients served in parallel. A GOMAXPROCS
-	// set in the environment is left alone.
+	// server whose work is one goroutine. The default comes back for good
+	// once parallelism may pay: a connection is accepted, or requests
+	// come in batches (concurrent callers; throughput then matters more
+	// than a lone call's latency, and a second P takes the garbage
+	// collector's work off the serving one). A GOMAXPROCS set in the
+	// environment is left alone.
 	oneP := os.Getenv("GOMAXPROCS") == ""
 	if oneP {
 		runtime.GOMAXPROCS(1)
@@ -250,7 +253,7 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 	}
 	srv := NewServer(opts...)
 	if oneP {
-		srv.onAccept = sync.OnceFunc(func() { runtime.SetDefaultGOMAXPROCS() })
+		srv.wantProcs = sync.OnceFunc(func() { runtime.SetDefaultGOMAXPROCS() })
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background(), l) }()
