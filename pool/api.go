@@ -14,12 +14,14 @@ func (t *Task[A, R]) mapOpts(opts []MapOption) mapOptions {
 	return o
 }
 
-// chunks splits in into chunks of cs tasks.
+// chunks splits in (a []A of n tasks) into chunks of cs tasks.
 func (p *Pool) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) {
-	var out []*chunk
+	nc := (n + cs - 1) / cs
+	out := make([]*chunk, 0, nc)
+	m := chunkMaker{p: p, j: j, hint: nc}
 	for i := 0; i < n; i += cs {
 		e := min(i+cs, n)
-		c, err := p.newChunk(j, base+i, j.task.sliceIn(in, i, e), e-i)
+		c, err := m.make(base+i, in, i, e-i)
 		if err != nil {
 			return nil, err
 		}
@@ -43,7 +45,7 @@ func (t *Task[A, R]) Map(ctx context.Context, p *Pool, in []A, opts ...MapOption
 		cs = (len(in) + w - 1) / w
 		cs = max(cs, 1)
 	}
-	s := &mapSink[R]{res: make([]R, len(in)), remaining: len(in), done: make(chan struct{}), progress: o.progress, errIdx: -1}
+	s := &mapSink[R]{codec: t.out, res: make([]R, len(in)), remaining: len(in), done: make(chan struct{}), progress: o.progress, errIdx: -1}
 	j, err := p.newJob(ctx, t.info, s)
 	if err != nil {
 		return nil, err
@@ -80,6 +82,7 @@ func Starmap[A, B, R any](ctx context.Context, p *Pool, t *Task[Args2[A, B], R],
 }
 
 type mapSink[R any] struct {
+	codec     sliceCodec[R]
 	p         *Pool
 	j         *job
 	mu        sync.Mutex
@@ -110,6 +113,29 @@ func (s *mapSink[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
 	if out != nil {
 		copy(s.res[c.start:c.start+c.n], out.([]R))
 	}
+	s.settleLocked(c, errs, all)
+}
+
+// deliverEncoded decodes a chunk's results straight into the result
+// slice. When they cannot be decoded, it returns the error and changes
+// nothing.
+func (s *mapSink[R]) deliverEncoded(c *chunk, b []byte, errs []idxErr) error {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return nil
+	}
+	if err := decodeInto(s.codec, b, s.res[c.start:c.start+c.n]); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.settleLocked(c, errs, nil)
+	return nil
+}
+
+// settleLocked counts a chunk's outcome, its results already stored.
+// Called with mu held; it unlocks it.
+func (s *mapSink[R]) settleLocked(c *chunk, errs []idxErr, all error) {
 	for _, e := range errs {
 		s.record(c.start+e.idx, e.err)
 	}
@@ -284,6 +310,7 @@ func (t *Task[A, R]) imap(ctx context.Context, p *Pool, in iter.Seq[A], ordered 
 			// Top up to the window, in batches so that frames coalesce.
 			if !inputDone && outstanding <= window/2 {
 				var cks []*chunk
+				m := chunkMaker{p: p, j: j, hint: window - outstanding}
 				for !inputDone && outstanding < window {
 					buf := make([]A, 0, cs)
 					for len(buf) < cs {
@@ -297,7 +324,7 @@ func (t *Task[A, R]) imap(ctx context.Context, p *Pool, in iter.Seq[A], ordered 
 					if len(buf) == 0 {
 						break
 					}
-					c, err := p.newChunk(j, submitted, buf, len(buf))
+					c, err := m.make(submitted, buf, 0, len(buf))
 					if err != nil {
 						p.submit(cks...)
 						yield(zero, err)
@@ -437,7 +464,7 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess fun
 		return f
 	}
 	f.j = j
-	c, err := p.newChunk(j, 0, []A{a}, 1)
+	c, err := p.newChunk(j, 0, []A{a}, 0, 1)
 	if err != nil {
 		p.endJob(j, err)
 		return f

@@ -18,6 +18,27 @@ type sliceCodec[T any] interface {
 	decode(b []byte, n int) ([]T, error)
 }
 
+// decodeInto decodes len(dst) values into dst. Nothing is written to dst
+// when it fails. Plain-old-data is copied straight into dst; other types
+// are decoded, then copied.
+func decodeInto[T any](c sliceCodec[T], b []byte, dst []T) error {
+	if pc, ok := c.(podCodec[T]); ok {
+		if len(b) != len(dst)*pc.size {
+			return fmt.Errorf("pool: %d bytes for %d values of %d bytes", len(b), len(dst), pc.size)
+		}
+		if len(dst) > 0 {
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), len(b)), b)
+		}
+		return nil
+	}
+	v, err := c.decode(b, len(dst))
+	if err != nil {
+		return err
+	}
+	copy(dst, v)
+	return nil
+}
+
 func newCodec[T any]() sliceCodec[T] {
 	t := reflect.TypeFor[T]()
 	switch {

@@ -85,3 +85,27 @@ func FuzzDecode(f *testing.F) {
 		check(len(v5), err)
 	})
 }
+
+func TestDecodeInto(t *testing.T) {
+	pc := newCodec[point]()
+	in := []point{{X: 1, N: [3]int16{1, 2, 3}}, {Y: -2}}
+	b, _ := pc.encode(nil, in)
+	dst := make([]point, 2)
+	if err := decodeInto(pc, b, dst); err != nil || !cmp.Equal(dst, in) {
+		t.Fatalf("decodeInto = %v, %v", dst, err)
+	}
+	// A length mismatch fails and leaves dst alone.
+	keep := []point{{X: 9}, {X: 9}, {X: 9}}
+	if err := decodeInto(pc, b, keep); err == nil || keep[0].X != 9 || keep[2].X != 9 {
+		t.Fatalf("decodeInto with a short payload: %v, %v", keep, err)
+	}
+	sc := newCodec[string]()
+	b, _ = sc.encode(nil, []string{"a", "", "héllo"})
+	sdst := []string{"x", "y", "z"}
+	if err := decodeInto(sc, b, sdst); err != nil || !cmp.Equal(sdst, []string{"a", "", "héllo"}) {
+		t.Fatalf("decodeInto strings = %q, %v", sdst, err)
+	}
+	if err := decodeInto(sc, b[:len(b)-1], sdst); err == nil || sdst[2] != "héllo" {
+		t.Fatalf("decodeInto bad strings: %q, %v", sdst, err)
+	}
+}

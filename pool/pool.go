@@ -72,13 +72,21 @@ type sink interface {
 	abort(err error)
 }
 
+// encodedSink is a sink that decodes a chunk's results itself (saving
+// the intermediate []R). deliverEncoded returns the decoding error, if
+// any, having changed nothing.
+type encodedSink interface {
+	deliverEncoded(c *chunk, b []byte, errs []idxErr) error
+}
+
 // chunk is a run of n consecutive tasks of a job, starting at input
 // index start.
 type chunk struct {
 	job      *job
 	seq      uint64
 	start, n int
-	in       any    // []A
+	in       any // []A, holding the chunk's tasks at [inOff, inOff+n)
+	inOff    int
 	frame    []byte // the encoded ToWorker message (process pools)
 	attempts int
 	order    uint64 // dispatch order on its worker, which runs chunks in that order
@@ -512,17 +520,69 @@ func (w *worker) holds(j *job) bool {
 	return false
 }
 
-// newChunk makes a chunk of the tasks in (a []A) starting at index start.
-func (p *Pool) newChunk(j *job, start int, in any, n int) (*chunk, error) {
-	c := &chunk{job: j, start: start, n: n, in: in, seq: atomic.AddUint64(&chunkSeq, 1)}
-	if p.thread {
+// newChunk makes a chunk of the n tasks in[off:off+n] (in is a []A),
+// whose first has input index start.
+func (p *Pool) newChunk(j *job, start int, in any, off, n int) (*chunk, error) {
+	m := chunkMaker{p: p, j: j}
+	return m.make(start, in, off, n)
+}
+
+// input returns the chunk's tasks (a []A).
+func (c *chunk) input() any { return c.job.task.sliceIn(c.in, c.inOff, c.inOff+c.n) }
+
+// chunkMaker makes the chunks of one call. Their structs and frames are
+// cut from shared blocks, so a call of many small chunks allocates a
+// block now and then instead of several objects per chunk. A block lives
+// as long as any chunk cut from it.
+type chunkMaker struct {
+	p       *Pool
+	j       *job
+	hint    int     // how many chunks the call makes in all
+	chunks  []chunk // the current block of chunk structs
+	frames  []byte  // the current block of frames
+	scratch []byte  // the inputs of the chunk being made, encoded
+}
+
+const (
+	maxChunkBlock = 256
+	frameBlock    = 32 << 10
+)
+
+func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
+	j := m.j
+	var c *chunk
+	if m.hint > 1 {
+		if len(m.chunks) == 0 {
+			m.chunks = make([]chunk, min(m.hint, maxChunkBlock))
+		}
+		c = &m.chunks[0]
+		m.chunks = m.chunks[1:]
+		m.hint--
+	} else {
+		c = new(chunk)
+	}
+	*c = chunk{job: j, start: start, n: n, in: in, inOff: off, seq: atomic.AddUint64(&chunkSeq, 1)}
+	if m.p.thread {
 		return c, nil
 	}
-	data, err := j.task.encodeIn(in)
+	data, err := j.task.encodeIn(m.scratch[:0], in, off, off+n)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %v", ErrEncode, j.task.name, start, start+n-1, err)
 	}
-	c.frame = appendChunk(make([]byte, 0, len(data)+len(j.task.name)+32), c.seq, j.id, j.task.name, n, data)
+	need := len(data) + len(j.task.name) + 32
+	if need > frameBlock/4 {
+		c.frame = appendChunk(make([]byte, 0, need), c.seq, j.id, j.task.name, n, data)
+	} else {
+		if cap(m.frames)-len(m.frames) < need {
+			m.frames = make([]byte, 0, frameBlock)
+		}
+		f := appendChunk(m.frames[len(m.frames):], c.seq, j.id, j.task.name, n, data)
+		m.frames = m.frames[:len(m.frames)+len(f)]
+		c.frame = f[:len(f):len(f)]
+	}
+	if cap(data) <= frameBlock {
+		m.scratch = data
+	}
 	return c, nil
 }
 
@@ -697,8 +757,18 @@ func (w *worker) terminate() {
 func (w *worker) readLoop() {
 	p := w.p
 	defer p.wg.Done()
+	// Messages are received into buf, reused: nothing keeps a reference
+	// to a message once it is handled (results and errors are decoded
+	// into fresh memory).
+	buf := make([]byte, readBuf)
 	for {
-		b, err := w.conn.RecvBytes(context.Background())
+		var b []byte
+		n, err := w.conn.RecvBytesInto(context.Background(), buf)
+		if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
+			b, err = tooShort.Msg, nil
+		} else {
+			b = buf[:n]
+		}
 		if err != nil {
 			break
 		}
@@ -771,6 +841,10 @@ func (w *worker) onStarted(s *pb.Started) {
 
 const timeoutSlack = 100 * time.Millisecond
 
+// readBuf is the size of a worker reader's receive buffer; longer
+// messages are received into memory of their own.
+const readBuf = 4 << 10
+
 // onResult settles a chunk a worker answered.
 func (w *worker) onResult(r *resultMsg) {
 	p := w.p
@@ -818,7 +892,15 @@ func (w *worker) onResult(r *resultMsg) {
 			Type: e.Type, Message: e.Message, Stack: e.Stack, Panicked: e.Panicked, Kind: e.Kind,
 		}})
 	}
-	out, err := c.job.task.decodeOut(r.outputs, c.n)
+	var out any
+	var err error
+	if es, ok := c.job.sink.(encodedSink); ok {
+		if err = es.deliverEncoded(c, r.outputs, errs); err == nil {
+			return
+		}
+	} else {
+		out, err = c.job.task.decodeOut(r.outputs, c.n)
+	}
 	if err != nil && len(errs) < c.n {
 		c.job.sink.deliver(c, nil, nil, &RemoteError{Task: c.job.task.name, Index: c.start, Pid: w.pid,
 			Type: fmt.Sprintf("%T", err), Message: "pool: decoding the results: " + err.Error(), Kind: kindEncode})
@@ -905,7 +987,7 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 
 // subChunk returns tasks i..j-1 of c as a new chunk.
 func (p *Pool) subChunk(c *chunk, i, j int) (*chunk, error) {
-	sc, err := p.newChunk(c.job, c.start+i, c.job.task.sliceIn(c.in, i, j), j-i)
+	sc, err := p.newChunk(c.job, c.start+i, c.in, c.inOff+i, j-i)
 	if err != nil {
 		return nil, err
 	}

@@ -682,3 +682,25 @@ func TestMaxWorkerAge(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeResults: results longer than the reader's receive buffer, mixed
+// with short ones, each arrive whole and in their place.
+func TestLargeResults(t *testing.T) {
+	p := newPool(t, pool.Workers(2))
+	in := []pool.Args2[string, int]{{A: "a", B: 3}, {A: "bc", B: 50_000}, {A: "d", B: 1}, {A: "xyz", B: 7_000}, {A: "e", B: 0}}
+	for _, cs := range []int{1, 2, 5} {
+		got, err := pool.Starmap(context.Background(), p, concat, in, pool.Chunksize(cs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, a := range in {
+			if want := strings.Repeat(a.A, a.B); got[i] != want {
+				t.Fatalf("chunksize %d: result %d has %d bytes, want %d", cs, i, len(got[i]), len(want))
+			}
+		}
+		r, err := concat.Apply(context.Background(), p, pool.Args2[string, int]{A: "q", B: 20_000})
+		if err != nil || r != strings.Repeat("q", 20_000) {
+			t.Fatalf("Apply: %d bytes, %v", len(r), err)
+		}
+	}
+}

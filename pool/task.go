@@ -35,8 +35,8 @@ type idxErr struct {
 // taskInfo is the untyped face of a Task that the pool machinery uses.
 type taskInfo struct {
 	name string
-	// encodeIn encodes in (a []A).
-	encodeIn func(in any) ([]byte, error)
+	// encodeIn appends the encoding of in[i:j] (in is a []A) to dst.
+	encodeIn func(dst []byte, in any, i, j int) ([]byte, error)
 	// sliceIn returns in[i:j] (in is a []A).
 	sliceIn func(in any, i, j int) any
 	// decodeOut decodes n results ([]R).
@@ -101,8 +101,8 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 	t := &Task[A, R]{fn: fn, in: newCodec[A](), out: newCodec[R]()}
 	t.info = &taskInfo{
 		name: name,
-		encodeIn: func(in any) ([]byte, error) {
-			return t.in.encode(nil, in.([]A))
+		encodeIn: func(dst []byte, in any, i, j int) ([]byte, error) {
+			return t.in.encode(dst, in.([]A)[i:j])
 		},
 		sliceIn: func(in any, i, j int) any { return in.([]A)[i:j] },
 		decodeOut: func(b []byte, n int) (any, error) {

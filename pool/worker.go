@@ -331,7 +331,7 @@ func (w *worker) threadLoop() {
 	for c := range w.tq {
 		var out any
 		var errs []idxErr
-		out, errs = c.job.task.runLocal(c.job.ctx, c.in, h)
+		out, errs = c.job.task.runLocal(c.job.ctx, c.input(), h)
 		for i := range errs {
 			if re, ok := errs[i].err.(*RemoteError); ok {
 				re.Index = c.start + errs[i].idx
