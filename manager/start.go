@@ -73,6 +73,11 @@ type Manager struct {
 //
 // The server process is a daemon: it dies with this process, however this
 // process ends. Shutdown (or Close) stops it.
+//
+// Unless GOMAXPROCS is set in the environment, the server process runs
+// with GOMAXPROCS=1 while it serves only this process's calls one at a
+// time (the fastest way to answer them), and with the default from the
+// first accepted connection or the first concurrent calls on.
 func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	o := defaultOptions()
 	for _, f := range opts {
