@@ -3,7 +3,10 @@ package pool
 import (
 	"context"
 	"iter"
+	"runtime"
 	"sync"
+	"sync/atomic"
+	"syscall"
 )
 
 func (t *Task[A, R]) mapOpts(opts []MapOption) mapOptions {
@@ -377,6 +380,7 @@ func (t *Task[A, R]) imap(ctx context.Context, p *Pool, in iter.Seq[A], ordered 
 // Future is the pending result of one task (Submit, ApplyAsync).
 type Future[R any] struct {
 	done      chan struct{}
+	fin       atomic.Bool // set just before done is closed
 	r         R
 	err       error
 	once      sync.Once
@@ -392,6 +396,9 @@ func (f *Future[R]) Done() <-chan struct{} { return f.done }
 // Get waits for the result. When ctx ends first it returns ctx.Err(); the
 // task goes on (cancel the context given to Submit to cancel it).
 func (f *Future[R]) Get(ctx context.Context) (R, error) {
+	if f.spin() {
+		return f.r, f.err
+	}
 	select {
 	case <-f.done:
 		return f.r, f.err
@@ -422,10 +429,54 @@ func (f *Future[R]) set(r R, err error) bool {
 		if err != nil && f.onError != nil {
 			f.onError(err)
 		}
+		f.fin.Store(true)
 		close(f.done)
 	})
 	return first
 }
+
+// spin waits a little for the result before the caller parks on done:
+// a result that comes back within a few microseconds is then picked up
+// without waking this goroutine through the scheduler (a futex wake of
+// an idle thread, 10-20 µs on a virtual machine), which dominates the
+// round trip of a short task. Each attempt is a sched_yield, which hands
+// the CPU to any runnable thread first (the worker, the pool's reader),
+// so when they share a CPU with the caller the spin burns little (and
+// with a single CPU the caller does not spin at all). A
+// spin that runs out turns spinning off for the pool's next few waits.
+// It reports whether the result is ready.
+func (f *Future[R]) spin() bool {
+	if f.fin.Load() {
+		return true
+	}
+	p := f.p
+	if p == nil || p.thread || !multiCPU {
+		return false
+	}
+	if p.spinSkip.Load() > 0 {
+		p.spinSkip.Add(-1)
+		return false
+	}
+	for range futureSpins {
+		schedYield()
+		if f.fin.Load() {
+			return true
+		}
+	}
+	p.spinSkip.Store(spinSkipAfterMiss)
+	return false
+}
+
+// multiCPU: spinning only helps when the worker and the pool's reader
+// can run on another CPU while the caller spins.
+var multiCPU = runtime.NumCPU() > 1
+
+const (
+	futureSpins       = 50
+	spinSkipAfterMiss = 16
+)
+
+func schedYield() { syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
 
 func (f *Future[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
 	var r R
@@ -478,6 +529,9 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess fun
 // returns ctx.Err().
 func (t *Task[A, R]) Apply(ctx context.Context, p *Pool, a A) (R, error) {
 	f := t.Submit(ctx, p, a)
+	if f.spin() {
+		return f.r, f.err
+	}
 	select {
 	case <-f.done:
 		return f.r, f.err

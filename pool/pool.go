@@ -44,6 +44,9 @@ type Pool struct {
 	done     chan struct{}
 	doneOnce sync.Once
 	wg       sync.WaitGroup
+	// spinSkip counts the Future waits that park at once after a spin
+	// that ran out (see Future.spin).
+	spinSkip atomic.Int32
 }
 
 const (
