@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 func (t *Task[A, R]) mapOpts(opts []MapOption) mapOptions {
@@ -435,16 +436,16 @@ func (f *Future[R]) set(r R, err error) bool {
 	return first
 }
 
-// spin waits a little for the result before the caller parks on done:
-// a result that comes back within a few microseconds is then picked up
-// without waking this goroutine through the scheduler (a futex wake of
-// an idle thread, 10-20 µs on a virtual machine), which dominates the
-// round trip of a short task. Each attempt is a sched_yield, which hands
-// the CPU to any runnable thread first (the worker, the pool's reader),
-// so when they share a CPU with the caller the spin burns little (and
-// with a single CPU the caller does not spin at all). A
-// spin that runs out turns spinning off for the pool's next few waits.
-// It reports whether the result is ready.
+// spin waits up to futureSpin for the result before the caller parks on
+// done: a result that comes back that soon is picked up without waking
+// this goroutine through the scheduler (a futex wake of an idle thread,
+// 10-20 µs on a virtual machine), which dominates the round trip of a
+// short task. Each attempt is a sched_yield, which hands the CPU to any
+// runnable thread first (the worker, the pool's reader). With a single
+// CPU the caller does not spin at all. A spin that runs out turns
+// spinning off for the pool's next spinSkipAfterMiss waits, so a caller
+// of long tasks burns at most futureSpin per that many waits. It reports
+// whether the result is ready.
 func (f *Future[R]) spin() bool {
 	if f.fin.Load() {
 		return true
@@ -457,10 +458,14 @@ func (f *Future[R]) spin() bool {
 		p.spinSkip.Add(-1)
 		return false
 	}
-	for range futureSpins {
+	deadline := time.Now().Add(futureSpin)
+	for i := 0; ; i++ {
 		schedYield()
 		if f.fin.Load() {
 			return true
+		}
+		if i%4 == 3 && time.Now().After(deadline) {
+			break
 		}
 	}
 	p.spinSkip.Store(spinSkipAfterMiss)
@@ -472,7 +477,7 @@ func (f *Future[R]) spin() bool {
 var multiCPU = runtime.NumCPU() > 1
 
 const (
-	futureSpins       = 50
+	futureSpin        = 100 * time.Microsecond
 	spinSkipAfterMiss = 16
 )
 
