@@ -553,6 +553,7 @@ const (
 
 func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 	j := m.j
+	left := m.hint // chunks still to make, this one included
 	var c *chunk
 	if m.hint > 1 {
 		if len(m.chunks) == 0 {
@@ -577,7 +578,9 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 		c.frame = appendChunk(make([]byte, 0, need), c.seq, j.id, j.task.name, n, data)
 	} else {
 		if cap(m.frames)-len(m.frames) < need {
-			m.frames = make([]byte, 0, frameBlock)
+			// A block for the chunks still to make (a lone chunk gets
+			// a frame of its own size).
+			m.frames = make([]byte, 0, max(need, min(frameBlock, need*left)))
 		}
 		f := appendChunk(m.frames[len(m.frames):], c.seq, j.id, j.task.name, n, data)
 		m.frames = m.frames[:len(m.frames)+len(f)]
