@@ -355,35 +355,17 @@ func (b *Barrier) Abort() error {
 }
 
 // Close releases this process's handle, as Lock.Close does.
-func (b *Barrier) Close() error {
-	if b.m.Swap(nil) == nil {
-		return nil
-	}
-	return b.reg.close()
-}
+func (b *Barrier) Close() error { return closeMapped(&b.m, b.reg) }
 
 // MultiprocHandle describes the barrier for another process (see
 // Lock.MultiprocHandle). The action is not part of it.
 func (b *Barrier) MultiprocHandle() (files []*os.File, desc []byte, err error) {
-	if b.m.Load() == nil {
-		return nil, nil, ErrClosed
-	}
-	return b.reg.handle(kindBarrier)
+	return describeMapped(&b.m, b.reg, kindBarrier)
 }
 
 // MultiprocAttach makes the zero Barrier b a handle to the barrier
 // described by MultiprocHandle in another process. It takes ownership of
 // files.
 func (b *Barrier) MultiprocAttach(files []*os.File, desc []byte) error {
-	if b.m.Load() != nil {
-		closeFiles(files)
-		return fmt.Errorf("%w: MultiprocAttach on a Barrier in use", ErrBadHandle)
-	}
-	r, err := attachRegion(files, desc, kindBarrier)
-	if err != nil {
-		return err
-	}
-	b.reg = r
-	b.m.Store((*barrierMem)(r.p))
-	return nil
+	return attachMapped(&b.m, &b.reg, files, desc, kindBarrier, "a Barrier")
 }

@@ -2,7 +2,6 @@ package syncprim
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync/atomic"
 	"unsafe"
@@ -153,34 +152,16 @@ func (e *Event) Wait(ctx context.Context) error {
 }
 
 // Close releases this process's handle, as Lock.Close does.
-func (e *Event) Close() error {
-	if e.m.Swap(nil) == nil {
-		return nil
-	}
-	return e.reg.close()
-}
+func (e *Event) Close() error { return closeMapped(&e.m, e.reg) }
 
 // MultiprocHandle describes the event for another process (see
 // Lock.MultiprocHandle).
 func (e *Event) MultiprocHandle() (files []*os.File, desc []byte, err error) {
-	if e.m.Load() == nil {
-		return nil, nil, ErrClosed
-	}
-	return e.reg.handle(kindEvent)
+	return describeMapped(&e.m, e.reg, kindEvent)
 }
 
 // MultiprocAttach makes the zero Event e a handle to the event described
 // by MultiprocHandle in another process. It takes ownership of files.
 func (e *Event) MultiprocAttach(files []*os.File, desc []byte) error {
-	if e.m.Load() != nil {
-		closeFiles(files)
-		return fmt.Errorf("%w: MultiprocAttach on an Event in use", ErrBadHandle)
-	}
-	r, err := attachRegion(files, desc, kindEvent)
-	if err != nil {
-		return err
-	}
-	e.reg = r
-	e.m.Store((*eventMem)(r.p))
-	return nil
+	return attachMapped(&e.m, &e.reg, files, desc, kindEvent, "an Event")
 }

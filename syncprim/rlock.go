@@ -2,7 +2,6 @@ package syncprim
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -279,36 +278,18 @@ func (l *RLock) Owner() int {
 }
 
 // Close releases this process's handle, as Lock.Close does.
-func (l *RLock) Close() error {
-	if l.m.Swap(nil) == nil {
-		return nil
-	}
-	return l.reg.close()
-}
+func (l *RLock) Close() error { return closeMapped(&l.m, l.reg) }
 
 // MultiprocHandle describes the lock for another process (see
 // Lock.MultiprocHandle).
 func (l *RLock) MultiprocHandle() (files []*os.File, desc []byte, err error) {
-	if l.m.Load() == nil {
-		return nil, nil, ErrClosed
-	}
-	return l.reg.handle(kindRLock)
+	return describeMapped(&l.m, l.reg, kindRLock)
 }
 
 // MultiprocAttach makes the zero RLock l a handle to the lock described by
 // MultiprocHandle in another process. It takes ownership of files.
 func (l *RLock) MultiprocAttach(files []*os.File, desc []byte) error {
-	if l.m.Load() != nil {
-		closeFiles(files)
-		return fmt.Errorf("%w: MultiprocAttach on an RLock in use", ErrBadHandle)
-	}
-	r, err := attachRegion(files, desc, kindRLock)
-	if err != nil {
-		return err
-	}
-	l.reg = r
-	l.m.Store((*rlockMem)(r.p))
-	return nil
+	return attachMapped(&l.m, &l.reg, files, desc, kindRLock, "an RLock")
 }
 
 // OpenRLock reaches the RLock created in seg at offset with InSegment.

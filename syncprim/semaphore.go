@@ -212,35 +212,17 @@ func (s *Semaphore) Bounded() bool {
 }
 
 // Close releases this process's handle, as Lock.Close does.
-func (s *Semaphore) Close() error {
-	if s.m.Swap(nil) == nil {
-		return nil
-	}
-	return s.reg.close()
-}
+func (s *Semaphore) Close() error { return closeMapped(&s.m, s.reg) }
 
 // MultiprocHandle describes the semaphore for another process (see
 // Lock.MultiprocHandle).
 func (s *Semaphore) MultiprocHandle() (files []*os.File, desc []byte, err error) {
-	if s.m.Load() == nil {
-		return nil, nil, ErrClosed
-	}
-	return s.reg.handle(kindSemaphore)
+	return describeMapped(&s.m, s.reg, kindSemaphore)
 }
 
 // MultiprocAttach makes the zero Semaphore s a handle to the semaphore
 // described by MultiprocHandle in another process. It takes ownership of
 // files.
 func (s *Semaphore) MultiprocAttach(files []*os.File, desc []byte) error {
-	if s.m.Load() != nil {
-		closeFiles(files)
-		return fmt.Errorf("%w: MultiprocAttach on a Semaphore in use", ErrBadHandle)
-	}
-	r, err := attachRegion(files, desc, kindSemaphore)
-	if err != nil {
-		return err
-	}
-	s.reg = r
-	s.m.Store((*semMem)(r.p))
-	return nil
+	return attachMapped(&s.m, &s.reg, files, desc, kindSemaphore, "a Semaphore")
 }
