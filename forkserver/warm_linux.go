@@ -26,7 +26,7 @@ func warmMain(v string) {
 	if err != nil || fd < 3 {
 		warmFatal(fmt.Errorf("forkserver: bad %s=%q", envWarm, v))
 	}
-	closeStrays(fd)
+	process.CloseStrayFDs(fd)
 	f := os.NewFile(uintptr(fd), "forkserver-control")
 	conn, err := ipc.NewConn(f, f, ipc.MaxFrameSize(maxRequest))
 	if err != nil {
@@ -134,38 +134,6 @@ func dupTo(f *os.File, to int) error {
 func warmFatal(err error) {
 	fmt.Fprintln(os.Stderr, err)
 	os.Exit(1)
-}
-
-// closeStrays closes the fds this process inherited without being given
-// them (fds above last that are not close-on-exec: the Go runtime sets the
-// flag on all of its own), as process.Init does for a spawned child.
-func closeStrays(last int) {
-	d, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	var buf [4096]byte
-	var strays []int
-	for {
-		n, err := unix.ReadDirent(d, buf[:])
-		if err != nil || n <= 0 {
-			break
-		}
-		_, _, names := unix.ParseDirent(buf[:n], -1, nil)
-		for _, name := range names {
-			fd, err := strconv.Atoi(name)
-			if err != nil || fd <= last || fd == d {
-				continue
-			}
-			if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
-				strays = append(strays, fd)
-			}
-		}
-	}
-	unix.Close(d)
-	for _, fd := range strays {
-		unix.Close(fd)
-	}
 }
 
 // prewarm runs, while the warm process waits, the first-use

@@ -51,7 +51,7 @@ func Init() {
 	if err != nil {
 		childFatal(fmt.Errorf("process: bad %s=%q: %w", envChild, v, err))
 	}
-	closeStrays(fd0 + n)
+	CloseStrayFDs(fd0 + n)
 	files := make([]*os.File, n)
 	for i := range files {
 		fd := fd0 + 1 + i
@@ -73,7 +73,10 @@ func Init() {
 // (close_fds). They are told apart from the Go runtime's own fds, opened
 // since exec, by their close-on-exec flag, which the runtime always sets.
 // fds 0 to last are the child's stdio, bootstrap and inherited table.
-func closeStrays(last int) {
+//
+// It is exported for Starters whose warm processes wait in Init (see
+// RegisterInitHook), which must do the same before running anything.
+func CloseStrayFDs(last int) {
 	d, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
