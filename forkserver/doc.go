@@ -36,9 +36,11 @@
 // environment when it changed since the warm process started, sets the
 // death signal for a daemon, and calls process.RunChild: from there on it
 // is a child like any other. Start returns as soon as the frame is sent;
-// a background goroutine starts a replacement, so that the set is kept at
-// Size (DefaultSize, 2). Start waits for a warm process only when none is
-// ready; Warm fills the set ahead of time.
+// a background goroutine starts a replacement RefillDelay later (2 ms by
+// default, so that the exec of the replacement does not compete for the
+// CPUs with a short child), and the set is kept at Size (DefaultSize, 2).
+// Start waits for a warm process only when none is ready, and then asks
+// for one at once; Warm fills the set ahead of time.
 //
 // # Why the program keeps the warm processes itself
 //

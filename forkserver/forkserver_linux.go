@@ -45,6 +45,10 @@ const maxAttempts = 3
 // DefaultSize is the number of warm processes a Starter keeps by default.
 const DefaultSize = 2
 
+// DefaultRefillDelay is how long, by default, a Starter waits after a
+// start before it makes the replacement warm process (see RefillDelay).
+const DefaultRefillDelay = 2 * time.Millisecond
+
 // DefaultReadyTimeout bounds the wait for a new warm process to report
 // that it is ready.
 const DefaultReadyTimeout = 30 * time.Second
@@ -65,6 +69,7 @@ type options struct {
 	size         int
 	log          *zap.Logger
 	readyTimeout time.Duration
+	refillDelay  time.Duration
 }
 
 // Size sets how many warm processes the Starter keeps ready (DefaultSize
@@ -75,6 +80,17 @@ func Size(n int) Option { return func(o *options) { o.size = n } }
 // WithLogger sets the logger for the Starter's diagnostics (warm processes
 // started, found dead, replaced). The default is zap.NewNop().
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
+// RefillDelay sets how long after a start the Starter begins to make the
+// warm process that replaces the one it used (DefaultRefillDelay by
+// default; 0 starts it at once). Making a warm process is an exec of the
+// binary and its initialisation: a few milliseconds of CPU. Started at
+// once, on a machine with few CPUs it competes with the child just
+// started, which on a 2-CPU machine made a short child's start+join about
+// a third slower; a child that is done within the delay never meets it. A
+// start that finds no warm process ready never waits for the delay: it
+// asks for one at once.
+func RefillDelay(d time.Duration) Option { return func(o *options) { o.refillDelay = d } }
 
 // ReadyTimeout bounds how long a new warm process may take to finish its
 // runtime and package initialisation and report ready
@@ -92,14 +108,16 @@ type Starter struct {
 	closed  bool
 	running bool // the refill goroutine was started
 
-	kick    chan struct{} // cap 1: ask the refill goroutine to top up
-	warming chan struct{} // cap 1: held by Warm
-	ready   chan result   // warm processes ready to use (and refill errors)
-	live    atomic.Int64  // warm processes made and not yet taken
-	done    chan struct{} // closed by Close
-	ctx     context.Context
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	kick         chan struct{} // cap 1: ask the refill goroutine to top up
+	delayed      *time.Timer   // a deferred topUp (RefillDelay); guarded by mu
+	delayPending bool          // delayed is armed; guarded by mu
+	warming      chan struct{} // cap 1: held by Warm
+	ready        chan result   // warm processes ready to use (and refill errors)
+	live         atomic.Int64  // warm processes made and not yet taken
+	done         chan struct{} // closed by Close
+	ctx          context.Context
+	stop         context.CancelFunc
+	wg           sync.WaitGroup
 }
 
 type result struct {
@@ -118,7 +136,7 @@ type warm struct {
 // New returns a Starter that keeps Size warm processes. It starts none
 // until the first Start or Warm.
 func New(opts ...Option) (*Starter, error) {
-	o := options{size: DefaultSize, log: zap.NewNop(), readyTimeout: DefaultReadyTimeout}
+	o := options{size: DefaultSize, log: zap.NewNop(), readyTimeout: DefaultReadyTimeout, refillDelay: DefaultRefillDelay}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -130,6 +148,9 @@ func New(opts ...Option) (*Starter, error) {
 	}
 	if o.readyTimeout <= 0 {
 		return nil, fmt.Errorf("forkserver: ReadyTimeout(%v): must be positive", o.readyTimeout)
+	}
+	if o.refillDelay < 0 {
+		return nil, fmt.Errorf("forkserver: RefillDelay(%v): must not be negative", o.refillDelay)
 	}
 	s := &Starter{
 		opts:    o,
@@ -244,6 +265,9 @@ func (s *Starter) Close() error {
 	s.closed = true
 	close(s.done)
 	s.stop()
+	if s.delayed != nil {
+		s.delayed.Stop()
+	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	for {
@@ -302,7 +326,7 @@ func (s *Starter) take(ctx context.Context, keep bool) (*warm, error) {
 		}
 		if !keep {
 			s.live.Add(-1)
-			s.topUp()
+			s.topUpLater()
 		}
 		return r.w, nil
 	}
@@ -314,6 +338,31 @@ var doneCtx = func() context.Context {
 	cancel()
 	return ctx
 }()
+
+// topUpLater asks for a top-up after RefillDelay, unless one is already
+// pending (a take that finds the set empty tops up at once anyway).
+func (s *Starter) topUpLater() {
+	if s.opts.refillDelay == 0 {
+		s.topUp()
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.delayPending {
+		return
+	}
+	s.delayPending = true
+	if s.delayed == nil {
+		s.delayed = time.AfterFunc(s.opts.refillDelay, func() {
+			s.mu.Lock()
+			s.delayPending = false
+			s.mu.Unlock()
+			s.topUp()
+		})
+		return
+	}
+	s.delayed.Reset(s.opts.refillDelay)
+}
 
 func (s *Starter) topUp() {
 	select {
