@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/multiproc/multiproc/forkserver v0.0.0
 	github.com/multiproc/multiproc/internal/mptest v0.0.0
 	github.com/multiproc/multiproc/ipc v0.0.0
 	github.com/multiproc/multiproc/manager v0.0.0

@@ -1,0 +1,151 @@
+package startbench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/forkserver"
+	"github.com/multiproc/multiproc/manager"
+	"github.com/multiproc/multiproc/pool"
+)
+
+var square = pool.Register("startbench.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
+
+// BenchmarkKit holds figures beside the kit's keys (no CPython
+// counterpart; mp bench reports them against the exec floor): how long a
+// pool takes to replace a worker that died, with each start method, and
+// the pool and manager lifecycles of the kit through the forkserver.
+//
+// The forkserver figures follow start.forkserver's convention: before
+// each timed iteration the warm set is filled again (untimed), so they are
+// the latency a caller sees when warm processes are ready, which is what a
+// forkserver is for; run back to back, a forkserver cannot replace more
+// processes per second than the machine can exec. Each metric is the
+// median of the iterations.
+func BenchmarkKit(b *testing.B) {
+	for _, method := range []string{"spawn", "forkserver"} {
+		b.Run("pool.replace."+method, func(b *testing.B) {
+			benchReplace(b, method == "forkserver")
+		})
+	}
+	b.Run("pool.lifecycle.forkserver", func(b *testing.B) {
+		ctx := context.Background()
+		fs := newStarter(b)
+		timed := make([]time.Duration, 0, 64)
+		for b.Loop() {
+			warm(b, fs)
+			t0 := time.Now()
+			p, err := pool.New(ctx, pool.Workers(2), pool.WithStarter(fs))
+			if err != nil {
+				b.Fatal(err)
+			}
+			got, err := square.Map(ctx, p, []int{1, 2})
+			if err != nil || !slices.Equal(got, []int{1, 4}) {
+				b.Fatalf("Map = %v, %v", got, err)
+			}
+			p.Close()
+			if err := p.Join(ctx); err != nil {
+				b.Fatal(err)
+			}
+			timed = append(timed, time.Since(t0))
+		}
+		report(b, timed)
+	})
+	b.Run("manager.lifecycle.forkserver", func(b *testing.B) {
+		ctx := context.Background()
+		fs := newStarter(b)
+		timed := make([]time.Duration, 0, 64)
+		for b.Loop() {
+			warm(b, fs)
+			t0 := time.Now()
+			m, err := manager.Start(ctx, manager.WithStarter(fs))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.Shutdown(ctx); err != nil {
+				b.Fatal(err)
+			}
+			timed = append(timed, time.Since(t0))
+		}
+		report(b, timed)
+	})
+}
+
+// benchReplace times, in a pool of one worker, a SIGKILL of the worker
+// and a task completed by its replacement: detection, the replacement's
+// start and hand-shake, and one task round trip. Retries(1) makes a task
+// that reached the dying worker run again instead of failing.
+func benchReplace(b *testing.B, useForkserver bool) {
+	ctx := context.Background()
+	opts := []pool.Option{pool.Workers(1), pool.Retries(1)}
+	var fs *forkserver.Starter
+	if useForkserver {
+		fs = newStarter(b)
+		opts = append(opts, pool.WithStarter(fs))
+	}
+	p, err := pool.New(ctx, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		p.Terminate()
+		p.Join(ctx)
+	}()
+	if _, err := square.Apply(ctx, p, 3); err != nil {
+		b.Fatal(err)
+	}
+	timed := make([]time.Duration, 0, 64)
+	for b.Loop() {
+		if fs != nil {
+			warm(b, fs)
+		}
+		pids := p.Pids()
+		if len(pids) != 1 {
+			b.Fatalf("pool has workers %v, want one", pids)
+		}
+		t0 := time.Now()
+		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+			b.Fatal(err)
+		}
+		got, err := square.Apply(ctx, p, 3)
+		if err != nil || got != 9 {
+			b.Fatalf("Apply = %v, %v", got, err)
+		}
+		timed = append(timed, time.Since(t0))
+		// The next kill must find the replacement, not the dead worker.
+		for slices.Contains(p.Pids(), pids[0]) {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	report(b, timed)
+}
+
+func newStarter(b *testing.B) *forkserver.Starter {
+	fs, err := forkserver.New(forkserver.Size(2))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { fs.Close() })
+	return fs
+}
+
+func warm(b *testing.B, fs *forkserver.Starter) {
+	b.StopTimer()
+	defer b.StartTimer()
+	if err := fs.Warm(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func report(b *testing.B, timed []time.Duration) {
+	if len(timed) == 0 {
+		b.Fatal(fmt.Errorf("no iteration"))
+	}
+	slices.Sort(timed)
+	b.ReportMetric(float64(timed[len(timed)/2])/1e6, "ms")
+}
+
