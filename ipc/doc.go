@@ -26,8 +26,13 @@
 // sides run CPython's HMAC challenge handshake, which interoperates with
 // CPython 3.11 (HMAC-MD5) and 3.12+ ({sha256}-prefixed) peers in both
 // directions; [Strict] refuses the MD5 generation. A wrong key fails on
-// both sides with [ErrAuthentication]. PROTOCOL.md in this directory
-// describes every byte on the wire.
+// both sides with [ErrAuthentication]. [WithTLS] adds TLS to a TCP
+// Listener and Dial: a TLS handshake first, then the authkey handshake and
+// every frame inside TLS. Such a Conn behaves like any other (same
+// cancellation, Wait) but cannot pass files or be handed to a child: TLS
+// ends in a pair of goroutines that copy between the TLS connection and a
+// socketpair the Conn runs on (see WithTLS for why and what it costs).
+// PROTOCOL.md in this directory describes every byte on the wire.
 //
 // [Conn.SendFiles] and [Conn.RecvFiles] pass open files (SCM_RIGHTS) with a
 // frame over a unix-socket Conn. Every received descriptor becomes an

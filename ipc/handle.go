@@ -26,10 +26,14 @@ const (
 // bytes would be lost.
 //
 // The Conn stays usable in this process; usually the parent closes its
-// copy after the child has started.
+// copy after the child has started. A Conn over TLS (WithTLS) cannot be
+// handed over.
 func (c *Conn) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 	if c.closed.Load() {
 		return nil, nil, ErrClosed
+	}
+	if isTLS(c.r) {
+		return nil, nil, errTLSHandle
 	}
 	c.rmu.Lock()
 	unread := c.buffered() > 0 || c.pend != nil || len(c.fdq) > 0

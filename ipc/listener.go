@@ -2,6 +2,7 @@ package ipc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultHandshakeTimeout bounds the authkey handshake of Accept and Dial
-// unless HandshakeTimeout says otherwise, so that a peer that connects and
-// stays silent cannot hold Accept forever.
+// DefaultHandshakeTimeout bounds the handshakes (TLS, authkey) of Accept
+// and Dial unless HandshakeTimeout says otherwise, so that a peer that
+// connects and stays silent cannot hold Accept forever.
 const DefaultHandshakeTimeout = 20 * time.Second
 
 // A ListenOption configures Listen and Dial.
@@ -30,6 +31,7 @@ type listenOptions struct {
 	timeout   time.Duration
 	conn      []Option
 	peerCreds bool
+	tls       *tls.Config // WithTLS
 }
 
 // WithAuthkey makes Accept and Dial run CPython's HMAC challenge handshake
@@ -46,8 +48,9 @@ func WithAuthkey(key []byte) ListenOption {
 // 3.11 and older send: only {digest}-prefixed answers (CPython 3.12+) pass.
 func Strict() ListenOption { return func(o *listenOptions) { o.strict = true } }
 
-// HandshakeTimeout bounds the authkey handshake (DefaultHandshakeTimeout
-// by default; d <= 0 means no bound beyond the caller's context).
+// HandshakeTimeout bounds the handshakes of a new connection, the TLS one
+// (WithTLS) and the authkey one together (DefaultHandshakeTimeout by
+// default; d <= 0 means no bound beyond the caller's context).
 func HandshakeTimeout(d time.Duration) ListenOption {
 	return func(o *listenOptions) { o.timeout = d }
 }
@@ -91,8 +94,13 @@ type Listener struct {
 // private temporary directory (removed by Close) or a free port on
 // 127.0.0.1. Listening on an address that is in use fails, even a unix path
 // whose listener is gone (the stale socket file must be removed first).
+// With WithTLS (tcp only), Accept runs a TLS handshake on every connection
+// first.
 func Listen(network, address string, opts ...ListenOption) (*Listener, error) {
 	o := makeListenOptions(opts)
+	if err := o.checkTLS("Listen", network, true); err != nil {
+		return nil, err
+	}
 	var l net.Listener
 	var err error
 	switch network {
@@ -233,9 +241,17 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 // Dial connects to a Listener (or a CPython
 // multiprocessing.connection.Listener) at address on network ("unix" or
 // "tcp", as for Listen) and, with WithAuthkey, runs the handshake: it
-// answers the server's challenge first, then challenges the server.
+// answers the server's challenge first, then challenges the server. With
+// WithTLS (tcp only), a TLS handshake comes first and everything else runs
+// inside TLS.
 func Dial(ctx context.Context, network, address string, opts ...ListenOption) (*Conn, error) {
 	o := makeListenOptions(opts)
+	if err := o.checkTLS("Dial", network, false); err != nil {
+		return nil, err
+	}
+	if o.tls != nil {
+		o.tls = clientTLS(o.tls, address)
+	}
 	switch network {
 	case "unix":
 		address = goUnixName(address)
@@ -251,29 +267,40 @@ func Dial(ctx context.Context, network, address string, opts ...ListenOption) (*
 	return connect(ctx, nc, o, false)
 }
 
-// connect wraps a fresh socket in a Conn and runs the handshake.
+// connect wraps a fresh socket in a Conn and runs the handshakes: TLS
+// first with WithTLS, then the authkey one with WithAuthkey, both within
+// one HandshakeTimeout.
 func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool) (*Conn, error) {
-	t, ok := nc.(transport)
-	if !ok {
-		nc.Close()
-		return nil, ErrNotSocket
+	hctx := ctx
+	if o.timeout > 0 && (o.auth || o.tls != nil) {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
 	}
-	if uc, ok := nc.(*net.UnixConn); ok {
-		uc.SetWriteBuffer(sockBuf) // best effort, as for Pipe's socketpairs
+	var t transport
+	if o.tls != nil {
+		e, err := tlsHandshake(hctx, nc, o.tls, server)
+		if err != nil {
+			return nil, tlsError(ctx, hctx, nc.RemoteAddr(), err)
+		}
+		t = e
+	} else {
+		var ok bool
+		if t, ok = nc.(transport); !ok {
+			nc.Close()
+			return nil, ErrNotSocket
+		}
+		if uc, ok := nc.(*net.UnixConn); ok {
+			uc.SetWriteBuffer(sockBuf) // best effort, as for Pipe's socketpairs
+		}
 	}
 	c, err := newConn(t, t, false, false, o.conn)
 	if err != nil {
-		nc.Close()
+		t.Close()
 		return nil, err
 	}
 	if !o.auth {
 		return c, nil
-	}
-	hctx := ctx
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
 	}
 	if server {
 		err = DeliverChallenge(hctx, c, o.authkey, o.strict)
@@ -290,6 +317,11 @@ func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool) (*C
 		c.Close()
 		if ctx.Err() == nil && hctx.Err() != nil {
 			return nil, fmt.Errorf("ipc: authkey handshake timed out: %w", hctx.Err())
+		}
+		if e, ok := t.(*tlsEnd); ok && e.readErr() != nil {
+			// The TLS peer ended the session (e.g. it refused this
+			// side's certificate): say why, not just "EOF".
+			return nil, fmt.Errorf("%w (TLS: %w)", err, e.readErr())
 		}
 		return nil, err
 	}

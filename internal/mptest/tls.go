@@ -1,0 +1,104 @@
+package mptest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+)
+
+// TLSCerts is a throwaway public key infrastructure for tests, made in
+// memory: a self-signed CA and a server and a client certificate it
+// signed, valid for 127.0.0.1, ::1 and localhost for one hour.
+type TLSCerts struct {
+	CA     *x509.CertPool
+	CAPEM  []byte // the CA certificate, PEM-encoded (for another process)
+	Server tls.Certificate
+	Client tls.Certificate
+}
+
+// NewTLSCerts makes a fresh TLSCerts (ECDSA P-256 keys).
+func NewTLSCerts(t testing.TB) *TLSCerts {
+	t.Helper()
+	now := time.Now()
+	caKey := newKey(t)
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mptest CA"},
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) tls.Certificate {
+		key := newKey(t)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: name},
+			NotBefore:    now.Add(-time.Minute),
+			NotAfter:     now.Add(time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+			DNSNames:     []string{"localhost"},
+			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &TLSCerts{
+		CA:     pool,
+		CAPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		Server: leaf(2, "mptest server", x509.ExtKeyUsageServerAuth),
+		Client: leaf(3, "mptest client", x509.ExtKeyUsageClientAuth),
+	}
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// ServerConfig returns a server configuration with the server
+// certificate.
+func (c *TLSCerts) ServerConfig() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{c.Server}, MinVersion: tls.VersionTLS12}
+}
+
+// MutualServerConfig is ServerConfig that also requires a client
+// certificate signed by the CA.
+func (c *TLSCerts) MutualServerConfig() *tls.Config {
+	cfg := c.ServerConfig()
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg.ClientCAs = c.CA
+	return cfg
+}
+
+// ClientConfig returns a client configuration that trusts the CA (and
+// offers the client certificate to a server that asks for one).
+func (c *TLSCerts) ClientConfig() *tls.Config {
+	return &tls.Config{RootCAs: c.CA, Certificates: []tls.Certificate{c.Client}, MinVersion: tls.VersionTLS12}
+}
