@@ -62,7 +62,8 @@ type Process struct {
 	// and Wait waits until the output is fully copied (that is, until
 	// every process holding the pipe, grandchildren included, closed it).
 	Stdout, Stderr io.Writer
-	// Starter starts the child; nil means Spawn.
+	// Starter starts the child; nil means DefaultStarter() (Spawn unless
+	// SetDefaultStarter chose another).
 	Starter Starter
 	// Logger receives the package's diagnostics about this process; nil
 	// means zap.NewNop(). Its level is also the child's log level (see
@@ -145,7 +146,7 @@ func (p *Process) Start(ctx context.Context) (err error) {
 	}
 	starter := p.Starter
 	if starter == nil {
-		starter = Spawn
+		starter = DefaultStarter()
 	}
 	p.log = p.Logger
 	if p.log == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -22,6 +23,43 @@ type Starter interface {
 	// Start starts the child described by req. ctx bounds the start only,
 	// never the child's life.
 	Start(ctx context.Context, req *StartRequest) (Child, error)
+}
+
+// defaultStarter holds the Starter set by SetDefaultStarter, boxed (an
+// atomic.Pointer needs a concrete type); nil means Spawn.
+var defaultStarter atomic.Pointer[starterBox]
+
+type starterBox struct{ s Starter }
+
+// SetDefaultStarter makes s the start method of every Process started
+// from now on whose Starter field is nil, and so of the pools and managers
+// that are not given a Starter: Python's
+// multiprocessing.set_start_method, for this process. nil restores Spawn.
+// For example, to start every child from warm processes:
+//
+//	fs, err := forkserver.New()
+//	...
+//	process.SetDefaultStarter(fs)
+//	defer fs.Close()
+//
+// It is safe for concurrent use; Processes already started keep the
+// Starter they were started with. It is not inherited: a child that
+// starts processes of its own uses Spawn unless it sets a default itself.
+func SetDefaultStarter(s Starter) {
+	if s == nil {
+		defaultStarter.Store(nil)
+		return
+	}
+	defaultStarter.Store(&starterBox{s})
+}
+
+// DefaultStarter returns the Starter used when none is given: the one set
+// by SetDefaultStarter, or Spawn.
+func DefaultStarter() Starter {
+	if b := defaultStarter.Load(); b != nil {
+		return b.s
+	}
+	return Spawn
 }
 
 // StartRequest is everything a child needs, prepared by Process.Start.
