@@ -35,10 +35,11 @@ func tagged(keys []string, tag string) []string {
 }
 
 // Targets are the operations compared, in the kit's order, with a few of
-// multiproc's own keys beside them (the ".forkserver" lifecycles and
-// pool.replace.*), which CPython's kit does not measure.
+// multiproc's own keys beside them (spawn.reexec.self, the ".forkserver"
+// lifecycles and pool.replace.*), which CPython's kit does not measure.
 var Targets = []Target{
 	{"Process start+join, spawn", "start.spawn", start},
+	{"Re-exec of the same binary, exit at once", "spawn.reexec.self", start},
 	{"Process start+join, forkserver", "start.forkserver", start},
 	{"Pool worker replaced after SIGKILL, spawn", "pool.replace.spawn", start},
 	{"Pool worker replaced after SIGKILL, forkserver", "pool.replace.forkserver", start},
