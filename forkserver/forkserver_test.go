@@ -12,79 +12,32 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
+	"github.com/multiproc/multiproc/process/processtest"
 	"golang.org/x/sys/unix"
 )
 
-// The process behaviours, started through a forkserver.
+// The process package's conformance suite (exit codes, signals, Join,
+// arguments and handles, stdio, descriptors, trees of processes, daemons,
+// Shutdown...) with a forkserver; children that start grandchildren make
+// their own forkserver by the method's name.
+var method = processtest.RegisterMethod("forkserver", func() (process.Starter, error) { return New() })
 
-func TestExitCodes(t *testing.T) {
-	s := newStarter(t)
-	ctx := testCtx(t)
-	tests := []struct {
-		name string
-		p    *process.Process
-		stop func(*process.Process) error
-		want int
-		is   error
-	}{
-		{name: "empty", p: fnEmpty.Process(), want: 0},
-		{name: "exit1", p: fnExit.Process(1), want: 1},
-		{name: "exit7", p: fnExit.Process(7), want: 7},
-		{name: "error", p: fnFail.Process("bad thing"), want: 1},
-		{name: "panic", p: fnPanic.Process(), want: 1, is: process.ErrPanicked},
-		{name: "terminate", p: fnBlock.Process(), stop: (*process.Process).Terminate, want: -15, is: process.ErrSignaled},
-		{name: "kill", p: fnBlock.Process(), stop: (*process.Process).Kill, want: -9, is: process.ErrSignaled},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := tt.p
-			p.Starter = s
-			if err := p.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			if got := p.StartMethodName(); got != "forkserver" {
-				t.Errorf("StartMethodName = %q", got)
-			}
-			if tt.stop != nil {
-				if !p.Alive() {
-					t.Fatal("not alive before stop")
-				}
-				if err := tt.stop(p); err != nil {
-					t.Fatal(err)
-				}
-			}
-			err := p.Join(ctx)
-			code, exited := p.ExitCode()
-			if !exited || code != tt.want {
-				t.Fatalf("ExitCode = %d, %v; want %d (Join: %v)", code, exited, tt.want, err)
-			}
-			if tt.want == 0 {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			var ee *process.ExitError
-			if !errors.As(err, &ee) || ee.Code != tt.want || ee.Pid != p.Pid() {
-				t.Fatalf("Join = %v, want an ExitError with code %d", err, tt.want)
-			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("Join = %v, not %v", err, tt.is)
-			}
-			if tt.name == "error" && ee.Message != "bad thing" {
-				t.Errorf("Message = %q", ee.Message)
-			}
-		})
-	}
+func TestConformance(t *testing.T) {
+	processtest.TestStarter(t, method)
 }
 
-func TestArgsHandlesParent(t *testing.T) {
+// What the suite leaves to each start method: the forkserver's own
+// behaviours.
+
+// A forkserver child is the program's own child: getppid, not only
+// Parent().Pid, is the program's pid, daemon or not (a CPython forkserver
+// child's parent is the server).
+func TestChildOfTheProgram(t *testing.T) {
+	mptest.CheckChildren(t)
 	s := newStarter(t)
 	ctx := testCtx(t)
 	for _, daemon := range []bool{false, true} {
@@ -93,9 +46,7 @@ func TestArgsHandlesParent(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := fnReport.Process(42, "hello", b)
-		p.Starter, p.Daemon, p.Name = s, daemon, "reporter"
-		p.Env = []string{"FS_TEST_VAR=set by Process.Env"}
-		p.Logger = zaptest.NewLogger(t, zaptest.Level(zap.DebugLevel))
+		p.Starter, p.Daemon = s, daemon
 		if err := p.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -111,10 +62,9 @@ func TestArgsHandlesParent(t *testing.T) {
 		p.Close()
 		want := report{
 			Pid: p.Pid(), Ppid: os.Getpid(), ParentPid: os.Getpid(), ParentAlive: true,
-			Method: "forkserver", Name: "reporter", Daemon: daemon, N: 42, S: "hello",
-			Env: "set by Process.Env", LogEnabled: true,
+			Method: "forkserver", Daemon: daemon, N: 42, S: "hello",
 		}
-		if diff := cmp.Diff(want, got); diff != "" {
+		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(report{}, "Name", "Env")); diff != "" {
 			t.Errorf("daemon=%v: child report (-want +got):\n%s", daemon, diff)
 		}
 	}
@@ -150,70 +100,6 @@ func TestEnvChangedAfterWarm(t *testing.T) {
 	}
 	if err := p.Join(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestSentinelAndTerminate(t *testing.T) {
-	s := newStarter(t)
-	ctx := testCtx(t)
-	a, b, err := ipc.Pipe(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	p := fnBlockReady.Process(b)
-	p.Starter = s
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	b.Close()
-	var msg string
-	if err := a.Recv(ctx, &msg); err != nil || msg != "ready" {
-		t.Fatalf("Recv = %q, %v", msg, err)
-	}
-	// Not ready while it runs.
-	polled, cancel := context.WithCancel(ctx)
-	cancel()
-	if ready, err := ipc.Wait(polled, p.Sentinel()); err == nil && len(ready) > 0 {
-		t.Fatal("sentinel ready while the child runs")
-	}
-	if err := p.Terminate(); err != nil {
-		t.Fatal(err)
-	}
-	ready, err := ipc.Wait(ctx, p.Sentinel())
-	if err != nil || len(ready) != 1 {
-		t.Fatalf("ipc.Wait = %v, %v", ready, err)
-	}
-	if err := p.Join(ctx); !errors.Is(err, process.ErrSignaled) {
-		t.Fatalf("Join = %v", err)
-	}
-	if code, _ := p.ExitCode(); code != -15 {
-		t.Fatalf("ExitCode = %d", code)
-	}
-	// Signalling a reaped child is not an error.
-	if err := p.Kill(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestStdio(t *testing.T) {
-	s := newStarter(t)
-	ctx := testCtx(t)
-	var out, errb bytes.Buffer
-	p := fnUpper.Process()
-	p.Starter = s
-	p.Stdin = strings.NewReader("from stdin\n")
-	p.Stdout, p.Stderr = &out, &errb
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if out.String() != "FROM STDIN\n" || errb.String() != "to stderr\n" {
-		t.Fatalf("stdout %q, stderr %q", out.String(), errb.String())
 	}
 }
 
@@ -431,165 +317,6 @@ func TestStartCancelled(t *testing.T) {
 	p.Starter = s
 	if err := p.Start(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Start = %v", err)
-	}
-}
-
-// A 16 MiB argument travels in the Request frame.
-func TestLargeBootstrap(t *testing.T) {
-	s := newStarter(t, Size(1))
-	ctx := testCtx(t)
-	big := make([]byte, 16<<20)
-	sum := 0
-	for i := range big {
-		big[i] = byte(i * 7)
-		sum += int(big[i])
-	}
-	a, b, err := ipc.Pipe(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	p := fnSum.Process(big, b)
-	p.Starter = s
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	b.Close()
-	var got [2]int
-	if err := a.Recv(ctx, &got); err != nil {
-		t.Fatal(err)
-	}
-	if got != [2]int{len(big), sum} {
-		t.Fatalf("child saw %v, want %v", got, [2]int{len(big), sum})
-	}
-	if err := p.Join(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// More files than one frame carries go in several frames, in order.
-func TestManyFiles(t *testing.T) {
-	s := newStarter(t, Size(1))
-	ctx := testCtx(t)
-	readers := make([]*ipc.Conn, manyConns)
-	args := make([]any, manyConns)
-	for i := range manyConns {
-		r, w, err := ipc.Pipe(true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		defer w.Close()
-		readers[i], args[i] = r, w
-	}
-	p := fnMany.Process(args...)
-	p.Starter = s
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	for _, a := range args {
-		a.(*ipc.Conn).Close()
-	}
-	for i, r := range readers {
-		var got int
-		if err := r.Recv(ctx, &got); err != nil || got != i {
-			t.Fatalf("connection %d: got %d, %v", i, got, err)
-		}
-	}
-	if err := p.Join(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A child has its stdio, its handles' fds, the status socket and the Go
-// runtime's own: nothing of the parent's, nothing of the warm process's
-// control socket that it could inherit.
-func TestChildFDs(t *testing.T) {
-	s := newStarter(t, Size(1))
-	ctx := testCtx(t)
-	// A pipe the child must not see, made before and after the warm
-	// process was started, without close-on-exec.
-	var secrets []string
-	mkSecret := func() {
-		var fds [2]int
-		if err := unix.Pipe2(fds[:], 0); err != nil {
-			t.Fatal(err)
-		}
-		for _, fd := range fds {
-			t.Cleanup(func() { unix.Close(fd) })
-		}
-		target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fds[0]))
-		secrets = append(secrets, target)
-	}
-	mkSecret()
-	if err := s.Warm(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mkSecret()
-	a, b, err := ipc.Pipe(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	p := fnFDs.Process(b)
-	p.Starter = s
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	b.Close()
-	var rep fdReport
-	if err := a.Recv(ctx, &rep); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Join(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range rep.Targets {
-		for _, secret := range secrets {
-			if strings.HasSuffix(l, " -> "+secret) {
-				t.Fatalf("child sees the parent's pipe %s: %v", secret, rep.Targets)
-			}
-		}
-	}
-	if rep.Stdin != "/dev/null" || rep.StdinN != 0 || !rep.StdinEOF {
-		t.Fatalf("stdin %+v", rep)
-	}
-	// At most: 0-2; the Conn's two pipes and its eventfd; the status
-	// socket; the runtime's epoll and eventfd and the two cgroup files it
-	// keeps open; the warm process's control socket and its eventfd while
-	// a goroutine closes them; the fd of the /proc/self/fd listing.
-	if len(rep.Targets) > 14 {
-		t.Fatalf("child has %d fds: %v", len(rep.Targets), rep.Targets)
-	}
-}
-
-// A child that cleans up when terminated reports its own exit code.
-func TestTerminateGrace(t *testing.T) {
-	s := newStarter(t)
-	ctx := testCtx(t)
-	a, b, err := ipc.Pipe(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	p := fnCleanup.Process(b)
-	p.Starter = s
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	b.Close()
-	var msg string
-	if err := a.Recv(ctx, &msg); err != nil {
-		t.Fatal(err)
-	}
-	p.Terminate()
-	p.Join(ctx)
-	if code, _ := p.ExitCode(); code != 7 {
-		t.Fatalf("exit code %d, want 7", code)
 	}
 }
 

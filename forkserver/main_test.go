@@ -3,12 +3,9 @@ package forkserver
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,7 +42,6 @@ type report struct {
 	N           int
 	S           string
 	Env         string
-	LogEnabled  bool
 }
 
 var (
@@ -53,10 +49,6 @@ var (
 	fnExit  = process.Register("fs.exit", func(ctx context.Context, code int) error {
 		return process.Exit(code)
 	})
-	fnFail = process.Register("fs.fail", func(ctx context.Context, msg string) error {
-		return errors.New(msg)
-	})
-	fnPanic = process.Register("fs.panic", func(ctx context.Context) { panic("boom") })
 	// fnReport sends what it knows on c.
 	fnReport = process.Register("fs.report", func(ctx context.Context, n int, s string, c *ipc.Conn) error {
 		defer c.Close()
@@ -66,71 +58,12 @@ var (
 			ParentPid: process.Parent().Pid, ParentAlive: process.Parent().Alive(),
 			Method: cur.StartMethod, Name: cur.Name, Daemon: cur.Daemon,
 			N: n, S: s, Env: os.Getenv("FS_TEST_VAR"),
-			LogEnabled: cur.Logger.Core().Enabled(-1),
 		})
-	})
-	// fnBlockReady tells c it runs, then waits for SIGTERM.
-	fnBlockReady = process.Register("fs.blockready", func(ctx context.Context, c *ipc.Conn) error {
-		c.Send(ctx, "ready")
-		c.Close()
-		<-ctx.Done()
-		return ctx.Err()
-	})
-	// fnUpper copies stdin to stdout in upper case, and a line to stderr.
-	fnUpper = process.Register("fs.upper", func(ctx context.Context) error {
-		b, err := io.ReadAll(os.Stdin)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(os.Stderr, "to stderr\n")
-		_, err = os.Stdout.WriteString(strings.ToUpper(string(b)))
-		return err
 	})
 	// fnOrphan waits until its parent is gone, then says so on stdout.
 	fnOrphan = process.Register("fs.orphan", func(ctx context.Context) {
 		<-process.Parent().Done()
 		fmt.Printf("orphan %d saw its parent go\n", os.Getpid())
-	})
-	// fnSum reports the length and byte sum of a large argument.
-	fnSum = process.Register("fs.sum", func(ctx context.Context, b []byte, c *ipc.Conn) error {
-		defer c.Close()
-		sum := 0
-		for _, x := range b {
-			sum += int(x)
-		}
-		return c.Send(ctx, [2]int{len(b), sum})
-	})
-	// fnMany takes manyConns connections and sends its index on each.
-	fnMany = process.Register("fs.many", reflect.MakeFunc(manyType(), func(args []reflect.Value) []reflect.Value {
-		ctx := args[0].Interface().(context.Context)
-		for i, a := range args[1:] {
-			c := a.Interface().(*ipc.Conn)
-			if err := c.Send(ctx, i); err != nil {
-				return []reflect.Value{reflect.ValueOf(&err).Elem()}
-			}
-			c.Close()
-		}
-		return []reflect.Value{reflect.Zero(reflect.TypeFor[error]())}
-	}).Interface())
-	// fnFDs reports the child's open fds and what its stdin is.
-	fnFDs = process.Register("fs.fds", func(ctx context.Context, c *ipc.Conn) error {
-		defer c.Close()
-		ents, _ := os.ReadDir("/proc/self/fd")
-		var targets []string
-		for _, e := range ents {
-			t, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
-			targets = append(targets, e.Name()+" -> "+t)
-		}
-		stdin, _ := os.Readlink("/proc/self/fd/0")
-		n, err := os.Stdin.Read(make([]byte, 1))
-		return c.Send(ctx, fdReport{Targets: targets, Stdin: stdin, StdinN: n, StdinEOF: err != nil})
-	})
-	// fnCleanup returns exit code 7 when terminated.
-	fnCleanup = process.Register("fs.cleanup", func(ctx context.Context, c *ipc.Conn) error {
-		c.Send(ctx, "ready")
-		c.Close()
-		<-ctx.Done()
-		return process.Exit(7)
 	})
 	// fnGrandchildren starts a grandchild with Spawn and one through a
 	// forkserver of its own, and reports their start methods and exit
@@ -162,28 +95,7 @@ var (
 	})
 )
 
-type fdReport struct {
-	Targets  []string
-	Stdin    string
-	StdinN   int
-	StdinEOF bool
-}
-
 func fnExitRef() *process.Func { return fnExit }
-
-// manyConns duplex pipe Conns (two files each, plus the status socket
-// and stdio) are more than one frame's worth of files (253); reflect
-// allows at most 128 parameters and results.
-const manyConns = 126
-
-// manyType is func(context.Context, *ipc.Conn x manyConns) error.
-func manyType() reflect.Type {
-	in := []reflect.Type{reflect.TypeFor[context.Context]()}
-	for range manyConns {
-		in = append(in, reflect.TypeFor[*ipc.Conn]())
-	}
-	return reflect.FuncOf(in, []reflect.Type{reflect.TypeFor[error]()}, false)
-}
 
 // Helpers: programs that use a forkserver and end, for the leak tests.
 var (
