@@ -31,6 +31,8 @@ type Client struct {
 	network string // where the server listens ("" for a Client over a Pipe)
 	address string
 	authkey []byte
+	tls     bool   // the server takes only TLS connections
+	tlsName string // the ServerName the server's certificate was checked against, if set
 
 	nextID atomic.Uint64
 

@@ -20,8 +20,14 @@ var binderType = reflect.TypeFor[binder]()
 // an abstract "@name") or "tcp" ("host:port"). Every connection must pass
 // the authkey handshake (WithAuthkey is required): a client with a wrong
 // key is refused before it can send a request. Serve the listener with
-// Server.Serve. TLS is not supported yet (ipc's connections run on raw
-// sockets); use TCP on trusted networks or tunnel it.
+// Server.Serve.
+//
+// With WithTLS (tcp only) every connection runs a TLS handshake first and
+// the authkey handshake and all requests inside TLS: use it whenever the
+// network between clients and the server is not trusted, since the
+// authkey handshake authenticates but does not encrypt. A client without
+// TLS, or one that does not trust the server's certificate (or, with
+// ClientAuth, whose certificate the server does not trust), gets nothing.
 func Listen(network, address string, opts ...Option) (*ipc.Listener, error) {
 	o := defaultOptions()
 	for _, f := range opts {
@@ -32,13 +38,19 @@ func Listen(network, address string, opts ...Option) (*ipc.Listener, error) {
 	}
 	// A server holds many connections: its receivers park in the
 	// netpoller rather than each holding a thread in poll(2).
-	return ipc.Listen(network, address, ipc.WithAuthkey(o.authkey), ipc.SameUser(),
-		ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame), ipc.WaitInNetpoller()))
+	lopts := []ipc.ListenOption{ipc.WithAuthkey(o.authkey), ipc.SameUser(),
+		ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame), ipc.WaitInNetpoller())}
+	if o.tls != nil {
+		lopts = append(lopts, ipc.WithTLS(o.tls))
+	}
+	return ipc.Listen(network, address, lopts...)
 }
 
 // Connect connects to the manager server at address (see Listen) and runs
-// the authkey handshake (WithAuthkey is required). A wrong key fails with
-// an error that matches ipc.ErrAuthentication.
+// the authkey handshake (WithAuthkey is required), after a TLS handshake
+// with WithTLS. A wrong key fails with an error that matches
+// ipc.ErrAuthentication; a failed TLS handshake with one that says "tls
+// handshake" and wraps crypto/tls's error.
 func Connect(ctx context.Context, network, address string, opts ...Option) (*Client, error) {
 	o := defaultOptions()
 	for _, f := range opts {
@@ -47,13 +59,19 @@ func Connect(ctx context.Context, network, address string, opts ...Option) (*Cli
 	if !o.hasAuthkey {
 		return nil, errors.New("manager: Connect needs WithAuthkey")
 	}
-	conn, err := ipc.Dial(ctx, network, address, ipc.WithAuthkey(o.authkey),
-		ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame)))
+	dopts := []ipc.ListenOption{ipc.WithAuthkey(o.authkey), ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame))}
+	if o.tls != nil {
+		dopts = append(dopts, ipc.WithTLS(o.tls))
+	}
+	conn, err := ipc.Dial(ctx, network, address, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("manager: connect to %s %s: %w", network, address, err)
 	}
 	c := NewClient(conn, opts...)
 	c.network, c.address = network, address
+	if o.tls != nil {
+		c.tls, c.tlsName = true, o.tls.ServerName
+	}
 	return c, nil
 }
 
@@ -73,7 +91,7 @@ type sharedClient struct {
 }
 
 func sharedKey(d *pb.HandleDesc) string {
-	return d.Network + "\x00" + d.Address + "\x00" + string(d.Authkey)
+	return fmt.Sprintf("%s\x00%s\x00%t\x00%s\x00%s", d.Network, d.Address, d.Tls, d.TlsServerName, d.Authkey)
 }
 
 func acquireShared(ctx context.Context, d *pb.HandleDesc) (*Client, error) {
@@ -84,7 +102,11 @@ func acquireShared(ctx context.Context, d *pb.HandleDesc) (*Client, error) {
 		s.n++
 		return s.c, nil
 	}
-	c, err := Connect(ctx, d.Network, d.Address, WithAuthkey(d.Authkey))
+	opts, err := attachTLS(d)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Connect(ctx, d.Network, d.Address, append(opts, WithAuthkey(d.Authkey))...)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +158,15 @@ func (h *handle) addr() (network, address string, authkey []byte) {
 	return h.c.network, h.c.address, h.c.authkey
 }
 
+// tlsInfo returns whether the handle's server takes only TLS, and the
+// ServerName its certificate was checked against if one was set.
+func (h *handle) tlsInfo() (bool, string) {
+	if h.target != nil {
+		return h.target.Tls, h.target.TlsServerName
+	}
+	return h.c.tls, h.c.tlsName
+}
+
 // ---------------------------------------------------------------- handle contract
 
 // MultiprocHandle describes the proxy so that another process can use it
@@ -147,7 +178,9 @@ func (h *handle) addr() (network, address string, authkey []byte) {
 // the child has used its copy (for example until the child has finished).
 //
 // Only proxies made through a Client that has an address (Connect, Start)
-// can be handed over.
+// can be handed over. When the server takes only TLS (WithTLS,
+// WithServerTLS), the descriptor says so, and the receiving process must
+// have a client configuration (SetClientTLS) before its first call.
 func (b *base) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 	h, err := b.handle()
 	if err != nil {
@@ -160,7 +193,9 @@ func (b *base) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 	if address == "" {
 		return nil, nil, errors.New("manager: a proxy of a Client without an address (NewClient) cannot be passed to another process")
 	}
-	desc, err = proto.Marshal(&pb.HandleDesc{Network: network, Address: address, Authkey: authkey, Id: h.id, Typeid: h.typeid})
+	tls, tlsName := h.tlsInfo()
+	desc, err = proto.Marshal(&pb.HandleDesc{Network: network, Address: address, Authkey: authkey, Id: h.id, Typeid: h.typeid,
+		Tls: tls, TlsServerName: tlsName})
 	return nil, desc, err
 }
 

@@ -69,7 +69,8 @@ type Manager struct {
 // the program must call process.Init first in main) and connects to it.
 // By default the server listens on a unix socket in a private temporary
 // directory with a fresh random authkey; WithAddress and WithAuthkey
-// choose others (e.g. "tcp", "127.0.0.1:0" for remote clients).
+// choose others (e.g. "tcp", "127.0.0.1:0" for remote clients), and
+// WithServerTLS makes the server take only TLS connections.
 //
 // The server process is a daemon: it dies with this process, however this
 // process ends. Shutdown (or Close) stops it.
@@ -86,12 +87,23 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	if o.network == "" {
 		o.network = "unix"
 	}
+	if o.tls != nil {
+		return nil, errStartTLS
+	}
+	if o.serverTLS != "" {
+		if lookupServerTLS(o.serverTLS) == nil {
+			return nil, fmt.Errorf("manager: WithServerTLS(%q): no function registered under that name with RegisterServerTLS", o.serverTLS)
+		}
+		if o.network != "tcp" && o.network != "tcp4" && o.network != "tcp6" {
+			return nil, fmt.Errorf("manager: WithServerTLS needs a tcp address (WithAddress(\"tcp\", ...)), not %q", o.network)
+		}
+	}
 	if !o.hasAuthkey {
 		o.authkey = make([]byte, 32)
 		rand.Read(o.authkey)
 	}
 	cfg, err := proto.Marshal(&pb.StartConfig{Network: o.network, Address: o.address, Authkey: o.authkey,
-		Initializer: o.initializer, MaxFrame: o.maxFrame, MaxObjects: int64(o.maxObjects)})
+		Initializer: o.initializer, MaxFrame: o.maxFrame, MaxObjects: int64(o.maxObjects), ServerTls: o.serverTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +148,7 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	// handshake (the pipe was never reachable by anyone else).
 	c := NewClient(mine, WithAuthkey(o.authkey), WithMaxFrame(o.maxFrame), WithLogger(o.log))
 	c.network, c.address = reply.Network, reply.Address
+	c.tls = o.serverTLS != ""
 	mine = nil
 	return &Manager{Client: c, proc: p}, nil
 }
@@ -221,6 +234,23 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 		address = filepath.Join(dir, "manager.sock")
 	}
 	opts := []Option{WithAuthkey(cfg.Authkey), WithMaxFrame(cfg.MaxFrame), WithMaxObjects(int(cfg.MaxObjects))}
+	if cfg.ServerTls != "" {
+		fn := lookupServerTLS(cfg.ServerTls)
+		if fn == nil {
+			err := fmt.Errorf("no server TLS configuration registered as %q (RegisterServerTLS must run at package level)", cfg.ServerTls)
+			reply(&pb.StartReply{Error: err.Error()})
+			return err
+		}
+		tlsCfg, err := fn()
+		if err == nil && tlsCfg == nil {
+			err = errors.New("the function returned no configuration")
+		}
+		if err != nil {
+			reply(&pb.StartReply{Error: "server TLS configuration: " + err.Error()})
+			return err
+		}
+		opts = append(opts, WithTLS(tlsCfg))
+	}
 	if cfg.Initializer != "" {
 		initializers.RLock()
 		fn := initializers.m[cfg.Initializer]

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"crypto/tls"
 	"fmt"
 	"reflect"
 	"slices"
@@ -26,6 +27,8 @@ type options struct {
 	network     string
 	address     string
 	starter     process.Starter
+	tls         *tls.Config // WithTLS
+	serverTLS   string      // WithServerTLS
 }
 
 func defaultOptions() options {

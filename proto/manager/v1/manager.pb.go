@@ -1169,12 +1169,19 @@ func (x *Response) GetError() *v1.RemoteError {
 // HandleDesc is the descriptor of a proxy handed to another process
 // (MultiprocHandle): where to connect and what to refer to.
 type HandleDesc struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Authkey       []byte                 `protobuf:"bytes,3,opt,name=authkey,proto3" json:"authkey,omitempty"`
-	Id            uint64                 `protobuf:"varint,4,opt,name=id,proto3" json:"id,omitempty"`
-	Typeid        string                 `protobuf:"bytes,5,opt,name=typeid,proto3" json:"typeid,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Network string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Authkey []byte                 `protobuf:"bytes,3,opt,name=authkey,proto3" json:"authkey,omitempty"`
+	Id      uint64                 `protobuf:"varint,4,opt,name=id,proto3" json:"id,omitempty"`
+	Typeid  string                 `protobuf:"bytes,5,opt,name=typeid,proto3" json:"typeid,omitempty"`
+	// tls says the server accepts only TLS connections: the attaching
+	// process dials with the client configuration set by SetClientTLS.
+	Tls bool `protobuf:"varint,6,opt,name=tls,proto3" json:"tls,omitempty"`
+	// tls_server_name is the name the handing process verified the server's
+	// certificate against, when it was set explicitly (empty: the host of
+	// address).
+	TlsServerName string `protobuf:"bytes,7,opt,name=tls_server_name,json=tlsServerName,proto3" json:"tls_server_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1244,6 +1251,20 @@ func (x *HandleDesc) GetTypeid() string {
 	return ""
 }
 
+func (x *HandleDesc) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
+func (x *HandleDesc) GetTlsServerName() string {
+	if x != nil {
+		return x.TlsServerName
+	}
+	return ""
+}
+
 // StartConfig is what Start sends to the server process it spawns.
 type StartConfig struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1251,9 +1272,12 @@ type StartConfig struct {
 	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	Authkey []byte                 `protobuf:"bytes,3,opt,name=authkey,proto3" json:"authkey,omitempty"`
 	// initializer names a function registered with RegisterInitializer.
-	Initializer   string `protobuf:"bytes,4,opt,name=initializer,proto3" json:"initializer,omitempty"`
-	MaxFrame      int64  `protobuf:"varint,5,opt,name=max_frame,json=maxFrame,proto3" json:"max_frame,omitempty"`
-	MaxObjects    int64  `protobuf:"varint,6,opt,name=max_objects,json=maxObjects,proto3" json:"max_objects,omitempty"`
+	Initializer string `protobuf:"bytes,4,opt,name=initializer,proto3" json:"initializer,omitempty"`
+	MaxFrame    int64  `protobuf:"varint,5,opt,name=max_frame,json=maxFrame,proto3" json:"max_frame,omitempty"`
+	MaxObjects  int64  `protobuf:"varint,6,opt,name=max_objects,json=maxObjects,proto3" json:"max_objects,omitempty"`
+	// server_tls names a function registered with RegisterServerTLS that
+	// makes the listener's TLS configuration (empty: no TLS).
+	ServerTls     string `protobuf:"bytes,7,opt,name=server_tls,json=serverTls,proto3" json:"server_tls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1328,6 +1352,13 @@ func (x *StartConfig) GetMaxObjects() int64 {
 		return x.MaxObjects
 	}
 	return 0
+}
+
+func (x *StartConfig) GetServerTls() string {
+	if x != nil {
+		return x.ServerTls
+	}
+	return ""
 }
 
 // StartReply is the server process's answer: where it listens, or why it
@@ -1459,14 +1490,16 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x05value\x18\x02 \x01(\v2\x1b.multiproc.manager.v1.ValueR\x05value\x126\n" +
-	"\x05error\x18\x03 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\x82\x01\n" +
+	"\x05error\x18\x03 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\xbc\x01\n" +
 	"\n" +
 	"HandleDesc\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
 	"\aauthkey\x18\x03 \x01(\fR\aauthkey\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\x04R\x02id\x12\x16\n" +
-	"\x06typeid\x18\x05 \x01(\tR\x06typeid\"\xbb\x01\n" +
+	"\x06typeid\x18\x05 \x01(\tR\x06typeid\x12\x10\n" +
+	"\x03tls\x18\x06 \x01(\bR\x03tls\x12&\n" +
+	"\x0ftls_server_name\x18\a \x01(\tR\rtlsServerName\"\xda\x01\n" +
 	"\vStartConfig\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
@@ -1474,7 +1507,9 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\vinitializer\x18\x04 \x01(\tR\vinitializer\x12\x1b\n" +
 	"\tmax_frame\x18\x05 \x01(\x03R\bmaxFrame\x12\x1f\n" +
 	"\vmax_objects\x18\x06 \x01(\x03R\n" +
-	"maxObjects\"V\n" +
+	"maxObjects\x12\x1d\n" +
+	"\n" +
+	"server_tls\x18\a \x01(\tR\tserverTls\"V\n" +
 	"\n" +
 	"StartReply\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
