@@ -294,7 +294,14 @@ func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool) (*C
 			uc.SetWriteBuffer(sockBuf) // best effort, as for Pipe's socketpairs
 		}
 	}
-	c, err := newConn(t, t, false, false, o.conn)
+	copts := o.conn
+	if o.tls != nil {
+		// The Conn's data comes from, and goes to, the pump goroutines of
+		// this process: a receiver blocked in poll(2) would hold a P they
+		// need until sysmon takes it back (tens of microseconds or more).
+		copts = append(copts[:len(copts):len(copts)], WaitInNetpoller())
+	}
+	c, err := newConn(t, t, false, false, copts)
 	if err != nil {
 		t.Close()
 		return nil, err

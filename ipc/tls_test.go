@@ -342,3 +342,66 @@ func ctxTimeout(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// BenchmarkTLSRoundTrip measures a 16-byte request/response between two
+// goroutines over loopback TCP, plain and with TLS: the cost of the TLS
+// pump (a socketpair hop and a goroutine wake-up each way on each side).
+func BenchmarkTLSRoundTrip(b *testing.B) {
+	certs := mptest.NewTLSCerts(b)
+	for _, tr := range []struct {
+		name       string
+		lopt, dopt []ListenOption
+	}{
+		{"tcp", nil, nil},
+		{"tls", []ListenOption{WithTLS(certs.ServerConfig())}, []ListenOption{WithTLS(certs.ClientConfig())}},
+	} {
+		b.Run(tr.name, func(b *testing.B) {
+			ctx := context.Background()
+			l, err := Listen("tcp", "127.0.0.1:0", tr.lopt...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			acc := make(chan acceptResult, 1)
+			go func() { c, err := l.Accept(ctx); acc <- acceptResult{c, err} }()
+			c, err := Dial(ctx, "tcp", l.Addr().String(), tr.dopt...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			s := <-acc
+			if s.err != nil {
+				b.Fatal(s.err)
+			}
+			defer s.c.Close()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				buf := make([]byte, 64)
+				for {
+					n, err := s.c.RecvBytesInto(ctx, buf)
+					if err != nil {
+						return
+					}
+					if s.c.SendBytes(ctx, buf[:n]) != nil {
+						return
+					}
+				}
+			}()
+			msg := make([]byte, 16)
+			buf := make([]byte, 64)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.SendBytes(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.RecvBytesInto(ctx, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1000/float64(b.N), "us")
+			c.Close()
+			<-done
+		})
+	}
+}
