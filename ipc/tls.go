@@ -70,6 +70,17 @@ const (
 // close_notify and closes the TCP connection; it waits for a peer that
 // does not read for at most 5 seconds. No goroutine or descriptor of the
 // Conn outlives Close.
+//
+// TLS ends in two goroutines per Conn that copy between the TLS
+// connection and a socketpair the Conn runs on (so the Conn's read path,
+// cancellation and Wait are those of every other Conn). Such a Conn
+// waits in the runtime's netpoller (as with WaitInNetpoller): its bytes
+// come from this process's goroutines, which a receiver blocked in
+// poll(2) would keep waiting for a P. Each message thus takes one more
+// hop and goroutine wake-up each way on each side: on loopback a small
+// round trip costs about twice that of plain TCP (BenchmarkTLSRoundTrip).
+// A TLS or network error from the peer reads as the end of the stream
+// (io.EOF, or ErrTruncated inside a frame).
 func WithTLS(cfg *tls.Config) ListenOption {
 	var c *tls.Config
 	if cfg != nil {
