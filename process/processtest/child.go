@@ -225,11 +225,11 @@ func testFDsConstant(t *testing.T, e *env) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out bytes.Buffer
+		var out, errb bytes.Buffer
 		ps := []*process.Process{
 			fnEmpty.Process(),
 			fnFail.Process("x"),
-			{Func: fnStdio, Stdin: strings.NewReader("y"), Stdout: &out, Stderr: &out},
+			{Func: fnStdio, Stdin: strings.NewReader("y"), Stdout: &out, Stderr: &errb},
 			fnEcho.Process(b),
 		}
 		for _, p := range ps {
