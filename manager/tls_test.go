@@ -339,3 +339,77 @@ func TestTLSStartOptions(t *testing.T) {
 		}
 	})
 }
+
+// A TLS client process killed while holding references and a lock: the
+// server's pump sees the TCP connection end, the Conn reads the end of
+// stream, and the server drops the references and hands the lock over.
+var childTLSHolder = process.Register("mgr.tls.holder", func(ctx context.Context, caPEM []byte, lock *manager.Lock, ready *ipc.Conn, address string, key []byte) error {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return errors.New("bad CA certificate")
+	}
+	cfg := &tls.Config{RootCAs: pool}
+	manager.SetClientTLS(cfg)
+	if err := lock.Acquire(ctx); err != nil {
+		return err
+	}
+	c, err := manager.Connect(ctx, "tcp", address, manager.WithAuthkey(key), manager.WithTLS(cfg))
+	if err != nil {
+		return err
+	}
+	for range 3 {
+		if _, err := manager.NewDict[string, int](ctx, c); err != nil {
+			return err
+		}
+	}
+	if err := ready.SendBytes(ctx, []byte("ready")); err != nil {
+		return err
+	}
+	<-ctx.Done() // until killed
+	return nil
+})
+
+func TestTLSClientKilled(t *testing.T) {
+	mptest.CheckChildren(t)
+	ts := startTLSServer(t, (*mptest.TLSCerts).ServerConfig)
+	ctx := ctxT(t)
+	c, err := ts.connect(t, ctx, manager.WithTLS(ts.certs.ClientConfig()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := manager.NewLock(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := c.Objects(ctx)
+	mine, theirs, err := ipc.Pipe(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	p := &process.Process{Func: childTLSHolder, Args: []any{ts.certs.CAPEM, lock, theirs, ts.addr, ts.key}}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	if _, err := mine.RecvBytes(ctx); err != nil {
+		t.Fatalf("child not ready: %v (%v)", err, p.Wait())
+	}
+	if during, _ := c.Objects(ctx); len(during) != len(before)+3 {
+		t.Fatalf("child holds %d objects, want 3", len(during)-len(before))
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	p.Wait()
+	if err := lock.Acquire(ctx); !errors.Is(err, manager.ErrOwnerDead) {
+		t.Fatalf("acquire after the holder died: %v, want ErrOwnerDead", err)
+	}
+	if err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := c.Objects(ctx)
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Fatalf("objects of the killed client not freed (-before +after):\n%s", diff)
+	}
+}
