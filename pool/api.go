@@ -389,28 +389,70 @@ type Future[R any] struct {
 	onError   func(error)
 	p         *Pool
 	j         *job
+	// c is the task's chunk when the caller may receive its result
+	// itself (see Pool.waitDirect); observed is set once Done or Ready
+	// gave that up.
+	c        *chunk
+	observed atomic.Bool
 }
 
 // Done returns a channel closed when the result is ready.
-func (f *Future[R]) Done() <-chan struct{} { return f.done }
+func (f *Future[R]) Done() <-chan struct{} {
+	f.observe()
+	return f.done
+}
+
+// observe makes the pool's reader goroutine receive the result: the
+// caller may wait on Done instead of calling Get.
+func (f *Future[R]) observe() {
+	if f.c == nil || f.fin.Load() || f.observed.Swap(true) {
+		return
+	}
+	f.p.mu.Lock()
+	f.p.undirectLocked(f.c)
+	f.p.mu.Unlock()
+}
 
 // Get waits for the result. When ctx ends first it returns ctx.Err(); the
 // task goes on (cancel the context given to Submit to cancel it).
 func (f *Future[R]) Get(ctx context.Context) (R, error) {
+	if err := f.wait(ctx); err != nil {
+		var zero R
+		return zero, err
+	}
+	return f.r, f.err
+}
+
+// wait waits until the result is set or ctx ends (ctx.Err()).
+func (f *Future[R]) wait(ctx context.Context) error {
+	if f.fin.Load() {
+		return nil
+	}
+	if f.c != nil && !f.observed.Load() {
+		if err := f.p.waitDirect(ctx, f.j.ctx, f.c, &f.fin); err != nil {
+			return err
+		}
+		if f.fin.Load() {
+			return nil
+		}
+	}
 	if f.spin() {
-		return f.r, f.err
+		return nil
 	}
 	select {
 	case <-f.done:
-		return f.r, f.err
+		return nil
 	case <-ctx.Done():
-		var zero R
-		return zero, ctx.Err()
+		return ctx.Err()
 	}
 }
 
 // Ready reports whether the result is ready.
 func (f *Future[R]) Ready() bool {
+	if f.fin.Load() {
+		return true
+	}
+	f.observe()
 	select {
 	case <-f.done:
 		return true
@@ -511,7 +553,7 @@ func (t *Task[A, R]) Submit(ctx context.Context, p *Pool, a A) *Future[R] {
 
 // ApplyAsync is Submit with callbacks: onSuccess with the result or
 // onError with the error (either may be nil), called once, before Done is
-// closed, from the pool's result goroutine (they must return quickly).
+// closed, from one of the pool's goroutines (they must return quickly).
 func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess func(R), onError func(error)) *Future[R] {
 	f := &Future[R]{done: make(chan struct{}), onSuccess: onSuccess, onError: onError, p: p}
 	j, err := p.newJob(ctx, t.info, f)
@@ -525,6 +567,13 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess fun
 		p.endJob(j, err)
 		return f
 	}
+	if !p.thread && onSuccess == nil && onError == nil && p.o.taskTimeout <= 0 {
+		// The caller may receive the result itself (Pool.waitDirect).
+		// Not with callbacks, which must run without a Get, nor with a
+		// task timeout, whose Started messages must be received at once.
+		c.direct = true
+		f.c = c
+	}
 	p.submit(c)
 	return f
 }
@@ -534,17 +583,11 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess fun
 // returns ctx.Err().
 func (t *Task[A, R]) Apply(ctx context.Context, p *Pool, a A) (R, error) {
 	f := t.Submit(ctx, p, a)
-	if f.spin() {
-		return f.r, f.err
-	}
-	select {
-	case <-f.done:
-		return f.r, f.err
-	case <-ctx.Done():
+	if f.wait(ctx) != nil {
 		if f.j != nil {
 			p.endJob(f.j, ctx.Err())
 		}
 		<-f.done
-		return f.r, f.err
 	}
+	return f.r, f.err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -93,6 +94,11 @@ type chunk struct {
 	frame    []byte // the encoded ToWorker message (process pools)
 	attempts int
 	order    uint64 // dispatch order on its worker, which runs chunks in that order
+	// w is the worker the chunk was last given to; direct says that the
+	// caller may wait for it by receiving from w itself (Future.Get, see
+	// worker.tok). Both under Pool.mu.
+	w      *worker
+	direct bool
 	// suspect marks a chunk held by a worker that died holding several:
 	// it runs again alone on a worker, so that a worker dying then
 	// tells which chunk killed it.
@@ -135,6 +141,21 @@ type worker struct {
 	ageTimer  *time.Timer
 	needFlush bool
 
+	// The read token (under Pool.mu) says who receives from conn. The
+	// reader goroutine (readLoop) takes it when loopWanted: a frame was
+	// pushed that no caller waits on directly; it gives it back when the
+	// worker holds nothing. A lone Submit's chunk given to a worker whose
+	// token is free (and holds nothing else) does not want the loop: the
+	// caller's Future.Get takes the token and receives its result itself
+	// (a direct read), which saves the hand-off from the reader goroutine
+	// to the caller, a thread wake-up per task. Whoever gives up the token
+	// while something is left to receive hands it to the reader goroutine.
+	tok        int
+	loopWanted bool
+	wake       chan struct{} // capacity 1: wakes the reader goroutine
+	rfd        int           // conn's descriptor, polled by a direct reader's spin; -1 if unknown
+	rbuf       []byte        // the token holder's receive buffer
+
 	outMu   sync.Mutex
 	out     [][]byte
 	spare   [][]byte
@@ -142,6 +163,13 @@ type worker struct {
 
 	tq chan *chunk // ThreadPool: the worker goroutine's queue; closed to stop it
 }
+
+// Values of worker.tok.
+const (
+	tokFree = iota
+	tokLoop
+	tokDirect
+)
 
 const (
 	// A worker is given more chunks while it holds fewer than
@@ -329,7 +357,11 @@ func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
 		mine.Close()
 		return nil, &StartError{Err: fmt.Errorf("initializer: %w", rerr)}
 	}
-	w := &worker{p: p, proc: proc, conn: mine, pid: proc.Pid(), name: name, held: map[uint64]*chunk{}}
+	w := &worker{p: p, proc: proc, conn: mine, pid: proc.Pid(), name: name, held: map[uint64]*chunk{},
+		wake: make(chan struct{}, 1), rfd: -1, rbuf: make([]byte, readBuf)}
+	if fd, ready, err := mine.WaitFD(); err == nil && !ready {
+		w.rfd = int(fd)
+	}
 	p.log.Debug("worker started", zap.String("name", name), zap.Int("pid", w.pid))
 	return w, nil
 }
@@ -663,8 +695,10 @@ func (p *Pool) dispatchLocked() []*worker {
 		}
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
+		quiet := c.direct && len(best.held) == 0 && best.tok == tokFree && !best.loopWanted
 		best.order++
 		c.order = best.order
+		c.w = best
 		best.held[c.seq] = c
 		best.heldTasks += c.n
 		best.sent += c.n
@@ -672,9 +706,13 @@ func (p *Pool) dispatchLocked() []*worker {
 			best.retiring = true
 			p.startWorkersLocked()
 		}
-		if p.thread {
+		switch {
+		case p.thread:
 			best.tq <- c
-		} else {
+		case quiet:
+			best.pushQuiet(c.frame)
+			mark(best)
+		default:
 			best.push(c.frame)
 			mark(best)
 		}
@@ -684,6 +722,11 @@ func (p *Pool) dispatchLocked() []*worker {
 	}
 	idleStop := p.state != stateRunning && len(p.jobs) == 0
 	for _, w := range p.ws {
+		if (w.retiring || p.state != stateRunning) && len(w.held) > 0 && !p.thread {
+			// Whatever it holds is received now, whether its callers
+			// wait for it or not, so that it can stop.
+			w.wantLoopLocked()
+		}
 		if !w.gone && !w.stopSent && len(w.held) == 0 && (w.retiring || idleStop) {
 			w.stopSent = true
 			if p.thread {
@@ -704,11 +747,58 @@ func (p *Pool) dispatchLocked() []*worker {
 // package initialisation, which every worker would pay).
 var stopFrame = protowire.AppendVarint(protowire.AppendTag(nil, fToWorkerStop, protowire.BytesType), 0)
 
-// push queues a frame for the worker (in order); flush writes them.
+// push queues a frame for the worker (in order); flush writes them. The
+// reader goroutine is to receive the answer. Called with Pool.mu held.
 func (w *worker) push(frame []byte) {
+	w.pushQuiet(frame)
+	w.wantLoopLocked()
+}
+
+// pushQuiet is push for the chunk of a lone Submit whose caller may
+// receive the result itself (see worker.tok).
+func (w *worker) pushQuiet(frame []byte) {
 	w.outMu.Lock()
 	w.out = append(w.out, frame)
 	w.outMu.Unlock()
+}
+
+// wantLoopLocked asks the reader goroutine to receive from the worker,
+// waking it if the token is free (else the holder hands it over when it
+// is done). Called with Pool.mu held.
+func (w *worker) wantLoopLocked() {
+	if w.loopWanted {
+		return
+	}
+	w.loopWanted = true
+	if w.tok == tokFree {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// releaseTokLocked gives back the read token, to the reader goroutine
+// if anything is left to receive. Called with Pool.mu held.
+func (w *worker) releaseTokLocked() {
+	w.tok = tokFree
+	if w.loopWanted || len(w.held) > 0 || w.stopSent || w.kill != killNone || w.gone {
+		w.loopWanted = false
+		w.wantLoopLocked()
+	}
+}
+
+// undirectLocked makes the reader goroutine receive c's result: its
+// caller will not (a callback, Done, or a wait that gave up reading).
+// Called with Pool.mu held.
+func (p *Pool) undirectLocked(c *chunk) {
+	if !c.direct {
+		return
+	}
+	c.direct = false
+	if w := c.w; w != nil && w.held[c.seq] == c {
+		w.wantLoopLocked()
+	}
 }
 
 // flush writes the queued frames, several per system call. Whoever finds
@@ -736,6 +826,9 @@ func (w *worker) flush() {
 			w.outMu.Unlock()
 			w.p.log.Debug("cannot write to a worker", zap.Int("pid", w.pid), zap.Error(err))
 			w.proc.Kill()
+			w.p.mu.Lock()
+			w.wantLoopLocked()
+			w.p.mu.Unlock()
 			w.outMu.Lock()
 			break
 		}
@@ -757,47 +850,23 @@ func (w *worker) terminate() {
 	}
 }
 
-// readLoop receives a worker's messages until its connection ends (the
-// worker exited or was killed), then reaps it and settles the tasks it
-// held.
+// readLoop receives a worker's messages while it holds the read token
+// (see worker.tok) until the connection ends (the worker exited or was
+// killed), then reaps the worker and settles the tasks it held.
 func (w *worker) readLoop() {
 	p := w.p
 	defer p.wg.Done()
-	// Messages are received into buf, reused: nothing keeps a reference
-	// to a message once it is handled (results and errors are decoded
-	// into fresh memory).
-	buf := make([]byte, readBuf)
 	for {
-		var b []byte
-		n, err := w.conn.RecvBytesInto(context.Background(), buf)
-		if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
-			b, err = tooShort.Msg, nil
-		} else {
-			b = buf[:n]
-		}
-		if err != nil {
-			break
-		}
-		r, isResult, m, err := parseFromWorker(b)
-		if err != nil {
-			p.log.Error("bad message from a worker; killing it", zap.Int("pid", w.pid), zap.Error(err))
-			w.proc.Kill()
-			break
-		}
-		if isResult {
-			w.onResult(&r)
-		} else if s := m.GetStarted(); s != nil {
-			w.onStarted(s)
-		}
-		if !w.conn.Ready() {
-			p.mu.Lock()
-			fl := p.dispatchLocked()
+		p.mu.Lock()
+		for w.tok != tokFree || !w.loopWanted {
 			p.mu.Unlock()
-			flushAll(fl)
-			// Let the goroutines just woken (callers waiting for results)
-			// run on this P before this goroutine blocks in poll(2)
-			// holding it.
-			runtime.Gosched()
+			<-w.wake
+			p.mu.Lock()
+		}
+		w.tok = tokLoop
+		p.mu.Unlock()
+		if !w.receiveLoop() {
+			break
 		}
 	}
 	p.mu.Lock()
@@ -816,6 +885,151 @@ func (w *worker) readLoop() {
 	w.proc.Close()
 	w.conn.Close()
 	p.workerGone(w, code, err)
+}
+
+// receiveLoop receives and handles messages until the worker holds
+// nothing more (it gives the token back and returns true) or the
+// connection ends (false).
+func (w *worker) receiveLoop() bool {
+	p := w.p
+	for {
+		b, err := w.recv(context.Background())
+		if err != nil || !w.handleFrame(b) {
+			return false
+		}
+		if !w.conn.Ready() {
+			p.mu.Lock()
+			fl := p.dispatchLocked()
+			idle := len(w.held) == 0 && !w.stopSent && w.kill == killNone && !w.gone
+			if idle {
+				w.tok, w.loopWanted = tokFree, false
+			}
+			p.mu.Unlock()
+			flushAll(fl)
+			if idle {
+				return true
+			}
+			// Let the goroutines just woken (callers waiting for results)
+			// run on this P before this goroutine blocks in poll(2)
+			// holding it.
+			runtime.Gosched()
+		}
+	}
+}
+
+// recv receives one message into the token holder's buffer (reused:
+// nothing keeps a reference to a message once it is handled; results
+// and errors are decoded into fresh memory). Longer messages get memory
+// of their own.
+func (w *worker) recv(ctx context.Context) ([]byte, error) {
+	n, err := w.conn.RecvBytesInto(ctx, w.rbuf)
+	if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
+		return tooShort.Msg, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return w.rbuf[:n], nil
+}
+
+// handleFrame acts on one message from the worker. A malformed one gets
+// the worker killed (false).
+func (w *worker) handleFrame(b []byte) bool {
+	r, isResult, m, err := parseFromWorker(b)
+	if err != nil {
+		w.p.log.Error("bad message from a worker; killing it", zap.Int("pid", w.pid), zap.Error(err))
+		w.proc.Kill()
+		return false
+	}
+	if isResult {
+		w.onResult(&r)
+	} else if s := m.GetStarted(); s != nil {
+		w.onStarted(s)
+	}
+	return true
+}
+
+// waitDirect waits for the result of c, a lone Submit's chunk, by
+// receiving from its worker itself while it may (see worker.tok), until
+// fin is set. It returns ctx.Err() if ctx ends first, and nil when fin
+// is set or reading directly is not possible (the caller then waits for
+// the result the usual way). jctx is the job's context: when it ends,
+// the job's end delivers the result.
+func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool) error {
+	rctx := ctx
+	switch {
+	case ctx.Done() == nil:
+		rctx = jctx
+	case jctx.Done() != nil && jctx != ctx:
+		// Two contexts to watch: not worth a merged one.
+		p.mu.Lock()
+		p.undirectLocked(c)
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Lock()
+	w := c.w
+	if !c.direct || w == nil || w.held[c.seq] != c || w.tok != tokFree || w.loopWanted || w.gone {
+		p.undirectLocked(c)
+		p.mu.Unlock()
+		return nil
+	}
+	w.tok = tokDirect
+	p.mu.Unlock()
+	var err error
+	for !fin.Load() {
+		p.spinReadable(w)
+		b, rerr := w.recv(rctx)
+		if rerr != nil {
+			if rctx == ctx && ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			break
+		}
+		if !w.handleFrame(b) {
+			break
+		}
+	}
+	p.mu.Lock()
+	c.direct = false
+	w.releaseTokLocked()
+	p.mu.Unlock()
+	return err
+}
+
+// spinReadable waits up to futureSpin for the worker's connection to
+// become readable before a direct reader blocks in a receive: an answer
+// that comes back that soon is picked up without this thread sleeping
+// and being woken (10-20 µs on a virtual machine), which dominates the
+// round trip of a short task. Each attempt is a non-blocking poll(2)
+// and a sched_yield, which hands the CPU to any runnable thread first
+// (the worker). With a single CPU it does not spin at all (the receive
+// yields to the worker by itself). A spin that runs out turns spinning
+// off for the pool's next spinSkipAfterMiss waits, so a caller of long
+// tasks burns at most futureSpin per that many waits.
+func (p *Pool) spinReadable(w *worker) {
+	if w.rfd < 0 || !multiCPU {
+		return
+	}
+	if p.spinSkip.Load() > 0 {
+		p.spinSkip.Add(-1)
+		return
+	}
+	if w.conn.Buffered() {
+		return
+	}
+	pfd := [1]unix.PollFd{{Fd: int32(w.rfd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(futureSpin)
+	for i := 0; ; i++ {
+		if n, _ := unix.Poll(pfd[:], 0); n > 0 {
+			return
+		}
+		schedYield()
+		if i%4 == 3 && time.Now().After(deadline) {
+			break
+		}
+	}
+	p.spinSkip.Store(spinSkipAfterMiss)
 }
 
 func (w *worker) onStarted(s *pb.Started) {
@@ -1051,6 +1265,7 @@ func (p *Pool) Terminate() error {
 			}
 		} else {
 			w.terminate()
+			w.wantLoopLocked()
 		}
 	}
 	p.maybeDoneLocked()
