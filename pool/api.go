@@ -553,7 +553,8 @@ func (t *Task[A, R]) Submit(ctx context.Context, p *Pool, a A) *Future[R] {
 
 // ApplyAsync is Submit with callbacks: onSuccess with the result or
 // onError with the error (either may be nil), called once, before Done is
-// closed, from one of the pool's goroutines (they must return quickly).
+// closed, from the goroutine that receives the result (they must return
+// quickly).
 func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess func(R), onError func(error)) *Future[R] {
 	f := &Future[R]{done: make(chan struct{}), onSuccess: onSuccess, onError: onError, p: p}
 	j, err := p.newJob(ctx, t.info, f)

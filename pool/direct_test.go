@@ -165,3 +165,26 @@ func TestDirectReadChaos(t *testing.T) {
 		t.Errorf("after the kills: %d, %v", v, err)
 	}
 }
+
+// The death of an idle worker (whose reader goroutine is not receiving)
+// is seen at once: it is replaced without any call on the pool.
+func TestIdleWorkerDeath(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(1))
+	if v, err := square.Apply(bg, p, 3); v != 9 || err != nil {
+		t.Fatalf("Apply = %d, %v", v, err)
+	}
+	old := p.Pids()[0]
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if pids := p.Pids(); len(pids) == 1 && pids[0] != old {
+			break
+		}
+		runtime.Gosched()
+	}
+	if v, err := square.Apply(bg, p, 4); v != 16 || err != nil {
+		t.Errorf("Apply on the replacement = %d, %v", v, err)
+	}
+}

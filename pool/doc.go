@@ -45,7 +45,11 @@
 // the pool keeps a few chunks in flight per worker and writes the frames
 // queued for a worker in one system call, and workers answer the same
 // way. OnProgress reports done/failed/total counts after every chunk, for
-// progress bars.
+// progress bars. A caller waiting in Future.Get (or Apply) for a lone
+// task on an otherwise idle worker receives the result from the worker's
+// connection itself, spinning up to 100 µs before it sleeps, rather than
+// through the pool's reader goroutine: one thread wake-up less per round
+// trip.
 //
 // # Robustness
 //
@@ -97,8 +101,9 @@
 // or child process outlives Join.
 //
 // All methods of Pool, Task and Future are safe for concurrent use.
-// Callbacks (OnProgress, ApplyAsync's) run on the pool's result
-// goroutines and must return quickly.
+// Callbacks (OnProgress, ApplyAsync's) run on the goroutine that
+// receives the results (one of the pool's, or a caller waiting in
+// Future.Get) and must return quickly.
 //
 // NewThreadPool gives the same API on goroutines of this process
 // (Python's ThreadPool): switching is a one-line change. Errors then come

@@ -218,6 +218,6 @@ type Progress struct {
 }
 
 // OnProgress calls fn after each chunk of results arrives (from the
-// pool's result goroutine: fn must return quickly), e.g. to draw a
+// goroutine that receives it: fn must return quickly), e.g. to draw a
 // progress bar. Calls are serialized and Done never decreases.
 func OnProgress(fn func(Progress)) MapOption { return func(o *mapOptions) { o.progress = fn } }

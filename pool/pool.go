@@ -375,6 +375,8 @@ func (p *Pool) addWorkerLocked(w *worker) {
 		return
 	}
 	go w.readLoop()
+	p.wg.Add(1)
+	go w.watchExit()
 	if p.o.maxAge > 0 {
 		w.ageTimer = time.AfterFunc(p.o.maxAge, func() {
 			p.mu.Lock()
@@ -885,6 +887,18 @@ func (w *worker) readLoop() {
 	w.proc.Close()
 	w.conn.Close()
 	p.workerGone(w, code, err)
+}
+
+// watchExit makes the reader goroutine receive from the worker once its
+// process exits: the reader goroutine receives only while the worker
+// holds work (see worker.tok), and the death of an idle worker must be
+// seen at once too.
+func (w *worker) watchExit() {
+	defer w.p.wg.Done()
+	w.proc.Join(context.Background())
+	w.p.mu.Lock()
+	w.wantLoopLocked()
+	w.p.mu.Unlock()
 }
 
 // receiveLoop receives and handles messages until the worker holds
