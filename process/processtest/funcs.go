@@ -205,8 +205,7 @@ var (
 		return nil
 	})
 	// fnMiddle starts a grandchild with a Starter of method, running
-	// fnWatchParent with c, tells c the grandchild's pid, then waits to be
-	// killed.
+	// fnWatchParent with c, then waits to be killed.
 	fnMiddle = process.Register("processtest.middle", func(ctx context.Context, method string, daemon bool, c *ipc.Conn) error {
 		defer c.Close()
 		s, closeS, err := newStarter(method)
@@ -218,18 +217,16 @@ var (
 		if err := p.Start(ctx); err != nil {
 			return err
 		}
-		if err := c.Send(ctx, p.Pid()); err != nil {
-			return err
-		}
+		c.Close() // the grandchild alone talks on c
 		<-ctx.Done()
 		return nil
 	})
-	// fnWatchParent reports its parent's liveness before and after the
-	// parent dies.
+	// fnWatchParent reports its pid, its parent's and the parent's
+	// liveness, then, once the parent is gone, its liveness again.
 	fnWatchParent = process.Register("processtest.watchparent", func(ctx context.Context, c *ipc.Conn) error {
 		defer c.Close()
 		pp := process.Parent()
-		if err := c.Send(ctx, pp.Alive()); err != nil {
+		if err := c.Send(ctx, watchReport{Pid: os.Getpid(), ParentPid: pp.Pid, ParentAlive: pp.Alive()}); err != nil {
 			return err
 		}
 		select {
@@ -341,6 +338,11 @@ type childInfo struct {
 	LogLevel    string
 	Env         string
 	Marker      string
+}
+
+type watchReport struct {
+	Pid, ParentPid int
+	ParentAlive    bool
 }
 
 type fdReport struct {

@@ -137,13 +137,12 @@ func testParentKilled(t *testing.T, e *env) {
 			a, b := pipe(t)
 			mid := e.start(t, &process.Process{Func: fnMiddle, Args: []any{e.m.Name(), daemon, b}})
 			b.Close()
-			var gpid int
-			recv(t, a, &gpid)
-			var alive bool
-			recv(t, a, &alive)
-			if !alive {
-				t.Fatal("grandchild says its parent is dead")
+			var rep watchReport
+			recv(t, a, &rep)
+			if !rep.ParentAlive || rep.ParentPid != mid.Pid() {
+				t.Fatalf("grandchild says %+v; its parent is %d, alive", rep, mid.Pid())
 			}
+			gpid := rep.Pid
 			// Watch the grandchild (not our child) through a pidfd.
 			pidfd, err := unix.PidfdOpen(gpid, 0)
 			if err != nil {
@@ -155,6 +154,7 @@ func testParentKilled(t *testing.T, e *env) {
 				t.Fatalf("middle: %v", err)
 			}
 			if !daemon {
+				var alive bool
 				if err := a.Recv(ctx, &alive); err != nil || alive {
 					t.Fatalf("grandchild after its parent's death: alive=%v err=%v", alive, err)
 				}
