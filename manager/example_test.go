@@ -2,11 +2,13 @@ package manager_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 
+	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/manager"
 	"github.com/multiproc/multiproc/process"
 )
@@ -151,5 +153,52 @@ func ExampleRegisterType() {
 	// 7 <nil>
 	// manager: remote *errors.errorString: division by zero
 	// [add] <nil>
+	// true
+}
+
+// A remote manager over TLS: the server has a certificate, clients trust
+// the CA that signed it, and the authkey handshake runs inside TLS. A
+// client without TLS gets nothing.
+func ExampleWithTLS() {
+	ctx := context.Background()
+	key := []byte("a secret shared with the clients")
+	// A CA and a certificate for 127.0.0.1, made for the example; a real
+	// server loads its own (tls.LoadX509KeyPair), and clients the CA's
+	// certificate (x509.CertPool.AppendCertsFromPEM).
+	certs, err := mptest.MakeTLSCerts()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	// The server side.
+	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.WithAuthkey(key),
+		manager.WithTLS(&tls.Config{Certificates: []tls.Certificate{certs.Server}}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := manager.NewServer()
+	defer srv.Close()
+	go srv.Serve(ctx, l)
+	addr := l.Addr().String()
+
+	// A client that trusts the CA.
+	c, err := manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key),
+		manager.WithTLS(&tls.Config{RootCAs: certs.CA}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	d, _ := manager.NewDict(ctx, c, map[string]int{"answer": 42})
+	fmt.Println(d.Get(ctx, "answer"))
+
+	// A client that does not trust the server's certificate gets nothing.
+	_, err = manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key), manager.WithTLS(&tls.Config{}))
+	var verr *tls.CertificateVerificationError
+	fmt.Println(errors.As(err, &verr))
+	// Output:
+	// 42 <nil>
 	// true
 }

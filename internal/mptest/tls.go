@@ -24,11 +24,25 @@ type TLSCerts struct {
 	Client tls.Certificate
 }
 
-// NewTLSCerts makes a fresh TLSCerts (ECDSA P-256 keys).
+// NewTLSCerts makes a fresh TLSCerts (ECDSA P-256 keys), failing t on
+// error.
 func NewTLSCerts(t testing.TB) *TLSCerts {
 	t.Helper()
+	c, err := MakeTLSCerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// MakeTLSCerts makes a fresh TLSCerts (ECDSA P-256 keys), for Examples,
+// which have no testing.TB.
+func MakeTLSCerts() (*TLSCerts, error) {
 	now := time.Now()
-	caKey := newKey(t)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "mptest CA"},
@@ -40,14 +54,17 @@ func NewTLSCerts(t testing.TB) *TLSCerts {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) tls.Certificate {
-		key := newKey(t)
+	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) (tls.Certificate, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial),
 			Subject:      pkix.Name{CommonName: name},
@@ -60,26 +77,20 @@ func NewTLSCerts(t testing.TB) *TLSCerts {
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 		if err != nil {
-			t.Fatal(err)
+			return tls.Certificate{}, err
 		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return &TLSCerts{
-		CA:     pool,
-		CAPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		Server: leaf(2, "mptest server", x509.ExtKeyUsageServerAuth),
-		Client: leaf(3, "mptest client", x509.ExtKeyUsageClientAuth),
+	c := &TLSCerts{CA: pool, CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
+	if c.Server, err = leaf(2, "mptest server", x509.ExtKeyUsageServerAuth); err != nil {
+		return nil, err
 	}
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	if c.Client, err = leaf(3, "mptest client", x509.ExtKeyUsageClientAuth); err != nil {
+		return nil, err
 	}
-	return k
+	return c, nil
 }
 
 // ServerConfig returns a server configuration with the server
