@@ -67,9 +67,10 @@ const (
 // session lives in this process.
 //
 // Close on such a Conn forwards what was sent before it, sends TLS's
-// close_notify and closes the TCP connection; it waits for a peer that
-// does not read for at most 5 seconds. No goroutine or descriptor of the
-// Conn outlives Close.
+// close_notify and closes the TCP connection. For a peer that does not
+// read, it gives up forwarding after 5 seconds (and crypto/tls bounds
+// close_notify by as much). No goroutine or descriptor of the Conn
+// outlives Close.
 //
 // TLS ends in two goroutines per Conn that copy between the TLS
 // connection and a socketpair the Conn runs on (so the Conn's read path,
@@ -206,7 +207,11 @@ func (e *tlsEnd) writePump() {
 		n, err := e.peer.Read(buf)
 		if n > 0 {
 			if _, werr := e.tc.Write(buf[:n]); werr != nil {
+				// The Conn's end can no longer send (EPIPE); drop what
+				// it queued, so that a sender waiting for room in the
+				// socketpair wakes up and sees that.
 				e.peer.CloseRead()
+				io.Copy(io.Discard, e.peer)
 				return
 			}
 		}

@@ -121,6 +121,22 @@ func TestTLSListenDial(t *testing.T) {
 	}
 }
 
+// A frame larger than every buffer on the way, sent to a peer that has
+// closed: the send fails, it does not wait for room that never comes.
+func TestTLSBigSendToClosedPeer(t *testing.T) {
+	mptest.CheckFDs(t)
+	certs := mptest.NewTLSCerts(t)
+	ctx := ctxTimeout(t)
+	s, c := tlsPair(t, ctx, []ListenOption{WithTLS(certs.ServerConfig())}, []ListenOption{WithTLS(certs.ClientConfig())})
+	if s.err != nil || c.err != nil {
+		t.Fatalf("accept: %v, dial: %v", s.err, c.err)
+	}
+	s.c.Close()
+	if err := c.c.SendBytes(ctx, make([]byte, 64<<20)); err == nil || ctx.Err() != nil {
+		t.Fatalf("send to a closed peer: %v (context: %v)", err, ctx.Err())
+	}
+}
+
 func TestTLSWithoutAuthkey(t *testing.T) {
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
