@@ -26,8 +26,8 @@ import (
 
 // tlsFlushTimeout bounds how long Close waits for a peer that does not
 // read to take what the Conn sent before Close (plus TLS's close_notify),
-// as crypto/tls bounds its own close_notify.
-const tlsFlushTimeout = 5 * time.Second
+// as crypto/tls bounds its own close_notify. A variable for tests.
+var tlsFlushTimeout = 5 * time.Second
 
 // pump buffer sizes: a TLS record carries at most 16 KiB of plaintext, so
 // one read of the tls.Conn returns no more; the other way a larger read

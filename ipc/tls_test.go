@@ -137,6 +137,31 @@ func TestTLSBigSendToClosedPeer(t *testing.T) {
 	}
 }
 
+// Close returns, and leaves no goroutine or descriptor behind, when the
+// peer reads nothing and every buffer between them is full.
+func TestTLSCloseStuckPeer(t *testing.T) {
+	mptest.CheckFDs(t)
+	defer func(d time.Duration) { tlsFlushTimeout = d }(tlsFlushTimeout)
+	tlsFlushTimeout = 50 * time.Millisecond
+	certs := mptest.NewTLSCerts(t)
+	ctx := ctxTimeout(t)
+	s, c := tlsPair(t, ctx, []ListenOption{WithTLS(certs.ServerConfig())}, []ListenOption{WithTLS(certs.ClientConfig())})
+	if s.err != nil || c.err != nil {
+		t.Fatalf("accept: %v, dial: %v", s.err, c.err)
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- c.c.SendBytes(ctx, make([]byte, 64<<20)) }() // more than all the buffers
+	if err := c.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err == nil {
+		t.Fatal("a 64 MiB send to a peer that reads nothing succeeded")
+	}
+	if err := s.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestTLSWithoutAuthkey(t *testing.T) {
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
