@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,6 +160,10 @@ func runChild(b []byte, files []*os.File) int {
 			os.Setenv(k, v)
 		}
 	}
+	if err := takeWorkingDir(boot, files); err != nil {
+		st.startupError(err.Error())
+		return 1
+	}
 	f, ok := lookup(boot.Function)
 	if !ok {
 		st.startupError(fmt.Sprintf("%v: %q is not registered in this binary (register it at package level, not conditionally)", ErrUnknownFunction, boot.Function))
@@ -245,6 +250,33 @@ func runChild(b []byte, files []*os.File) int {
 	}
 	st.send(&pb.ChildStatus{Error: remoteError(err)})
 	return 1
+}
+
+// cwdKey is the inherited handle that carries the parent's working
+// directory (an O_PATH descriptor) to a child that a Starter did not fork
+// at Start.
+const cwdKey = "process.cwd"
+
+// takeWorkingDir changes to the parent's working directory when the
+// bootstrap message carries it, and removes it from boot.Inherited.
+func takeWorkingDir(boot *pb.Bootstrap, files []*os.File) error {
+	for i, in := range boot.Inherited {
+		if in.Key != cwdKey {
+			continue
+		}
+		boot.Inherited = slices.Delete(boot.Inherited, i, i+1)
+		fs, err := tableFiles(files, in.GetHandle().GetFiles())
+		if err != nil || len(fs) != 1 {
+			return fmt.Errorf("process: the parent's working directory: bad handle (%v)", err)
+		}
+		err = unix.Fchdir(int(fs[0].Fd()))
+		fs[0].Close()
+		if err != nil {
+			return fmt.Errorf("process: change to the parent's working directory: %w", os.NewSyscallError("fchdir", err))
+		}
+		return nil
+	}
+	return nil
 }
 
 const maxReport = 64 << 10

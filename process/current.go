@@ -237,6 +237,9 @@ func RegisterInherited(key string, fn InheritFunc) {
 	if key == "" || fn == nil {
 		panic("process: RegisterInherited needs a key and a function")
 	}
+	if key == cwdKey {
+		panic(fmt.Sprintf("process: RegisterInherited(%q): the key is the process package's own", key))
+	}
 	inh.Lock()
 	defer inh.Unlock()
 	for _, p := range inh.providers {

@@ -113,8 +113,13 @@
 // RegisterInitHook lets its pre-started processes wait inside Init (after
 // all package initialisation, before any user code) for their request,
 // and ChildFromPidfd watches a process it started ahead of time exactly as
-// Spawn watches its own. StartMethod("fork") returns ErrNoFork,
+// Spawn watches its own. Whatever the Starter, the child runs in the
+// parent's working directory of the time of Start: a child that Spawn
+// did not fork then receives it in its bootstrap message (as a directory
+// descriptor, like CPython's preparation data "dir") and changes to it
+// before running anything. StartMethod("fork") returns ErrNoFork,
 // which explains why there is no fork in Go and what to use instead.
+// Package processtest checks a Starter against all of this.
 //
 // # Handles for the whole tree
 //

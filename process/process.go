@@ -243,6 +243,20 @@ func (p *Process) Start(ctx context.Context) (err error) {
 		boot.Inherited = append(boot.Inherited, &pb.Inherited{Key: in.key, Handle: &pb.HandleRef{Files: addFiles(hf), Desc: desc}})
 	}
 
+	// A child that Spawn forks at Start has the parent's working directory
+	// already. Another Starter's child (a forkserver's, started ahead of
+	// time) gets it as a handle and changes to it before running anything,
+	// as CPython's preparation data does with "dir".
+	if starter != Spawn {
+		if fd, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			boot.Inherited = append(boot.Inherited, &pb.Inherited{Key: cwdKey, Handle: &pb.HandleRef{
+				Files: addFiles([]*os.File{os.NewFile(uintptr(fd), "multiproc-cwd")}),
+			}})
+		} else {
+			p.log.Debug("process: the working directory cannot be opened: the child keeps the one its Starter gives it", zap.Error(err))
+		}
+	}
+
 	stdio, after, copies, err := p.stdio()
 	closeAfter = append(closeAfter, after...)
 	if err != nil {
