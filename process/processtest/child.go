@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -107,6 +108,39 @@ func testEnv(t *testing.T, e *env) {
 	}
 }
 
+// The child's working directory is the parent's at Start, not at some
+// earlier time: relative paths mean the same in both.
+func testWorkingDir(t *testing.T, e *env) {
+	// A Starter that prepares processes ahead of time does so in the old
+	// directory.
+	if err := e.start(t, fnEmpty.Process()).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	e.warm(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "marker"), []byte("here"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	want, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := pipe(t)
+	p := e.start(t, fnCwd.Process("marker", b))
+	b.Close()
+	var got [2]string
+	if err := a.Recv(ctxT(t), &got); err != nil {
+		t.Fatalf("no report from the child (%v); it says: %v", err, p.Wait())
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got != [2]string{want, "here"} {
+		t.Fatalf("child's working directory and ./marker: %q, want %q", got, [2]string{want, "here"})
+	}
+}
+
 // Stdin, stdout and stderr: readers and writers through pipes, an
 // *os.File as it is.
 func testStdio(t *testing.T, e *env) {
@@ -169,11 +203,12 @@ func testChildFDs(t *testing.T, e *env) {
 	target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(files[0].Fd())))
 	secrets = append(secrets, target)
 	mkSecret()
-	// A first child, so that a Starter that prepares processes ahead of
-	// time has done so.
+	// A Starter that prepares processes ahead of time does so with the
+	// first secrets open; the child comes from one of them.
 	if err := e.start(t, fnEmpty.Process()).Wait(); err != nil {
 		t.Fatal(err)
 	}
+	e.warm(t)
 	mkSecret()
 
 	a, b := pipe(t)

@@ -41,10 +41,10 @@
 //     start saying why (the bootstrap message mangled on its way to the
 //     Starter), plain values of each encoding, Conns and pipe ends talked
 //     over, a 16 MiB argument, 126 Conns (252 files) in one child.
-//   - CurrentAndParent, Env, Stdio, ChildFDs, FDsConstant,
+//   - CurrentAndParent, Env, WorkingDir, Stdio, ChildFDs, FDsConstant,
 //     InheritedHandles: what the child sees (Current, Parent, the log
 //     level of the parent's Process.Logger, Process.Env over the parent's
-//     environment, redirected stdio, stdin /dev/null, no descriptor it
+//     environment, the parent's working directory at Start, redirected stdio, stdin /dev/null, no descriptor it
 //     was not given, even one opened without close-on-exec), the parent's
 //     descriptor table unchanged by starts, handles for the whole tree.
 //   - RecursiveChildren, ManyTerminated, ActiveChildrenAndShutdown,

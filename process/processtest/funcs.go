@@ -132,6 +132,20 @@ var (
 		}
 		return c.Send(ctx, vals)
 	})
+	// fnCwd reports its working directory and the content of the file
+	// named name, read by that relative name.
+	fnCwd = process.Register("processtest.cwd", func(ctx context.Context, name string, c *ipc.Conn) error {
+		defer c.Close()
+		wd, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		return c.Send(ctx, [2]string{wd, string(b)})
+	})
 	fnFDs = process.Register("processtest.fds", func(ctx context.Context, c *ipc.Conn) error {
 		defer c.Close()
 		ents, _ := os.ReadDir("/proc/self/fd")

@@ -59,6 +59,7 @@ var suite = []struct {
 	// what a child sees (child.go)
 	{"CurrentAndParent", testCurrentAndParent},
 	{"Env", testEnv},
+	{"WorkingDir", testWorkingDir},
 	{"Stdio", testStdio},
 	{"ChildFDs", testChildFDs},
 	{"FDsConstant", testFDsConstant},
@@ -103,6 +104,24 @@ func startWith(t *testing.T, s process.Starter, p *process.Process) *process.Pro
 		t.Errorf("StartMethodName = %q, want the Starter's name %q", got, s.Name())
 	}
 	return p
+}
+
+// A Warmer is a Starter that prepares processes ahead of time and can be
+// asked to have them all ready (the forkserver's Warm). The suite calls
+// Warm where it matters which state of the parent such processes saw.
+type Warmer interface {
+	Warm(ctx context.Context) error
+}
+
+// warm makes the Starter's prepared processes ready, if it has any: a
+// child started next was prepared before what the caller does now.
+func (e *env) warm(t *testing.T) {
+	t.Helper()
+	if w, ok := e.s.(Warmer); ok {
+		if err := w.Warm(ctxT(t)); err != nil {
+			t.Fatalf("Warm: %v", err)
+		}
+	}
 }
 
 // ctxT bounds a blocking call of the test: a hang fails the test instead
