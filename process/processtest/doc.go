@@ -76,6 +76,15 @@
 // test binary; the binary's TestMain must call process.Init and then
 // mptest.Main, which runs helper programs.
 //
+// # Starters that prepare processes ahead of time
+//
+// A Starter whose processes are started before the request (the
+// forkserver's warm processes) may implement Warmer. The suite then calls
+// Warm where it matters which state of the parent those processes saw:
+// before the parent changes its working directory (WorkingDir) or opens
+// descriptors its children must not inherit (ChildFDs), so that the child
+// checked comes from a process prepared before the change.
+//
 // # Concurrency and cost
 //
 // TestStarter's subtests run one after the other and must not run in
