@@ -35,6 +35,7 @@ func testExitCodes(t *testing.T, e *env) {
 		{name: "exit0", p: func() *process.Process { return fnExit.Process(0) }},
 		{name: "exit3", p: func() *process.Process { return fnExit.Process(3) }, want: 3},
 		{name: "exit255", p: func() *process.Process { return fnExit.Process(255) }, want: 255},
+		{name: "osexit5", p: func() *process.Process { return fnOSExit.Process(5) }, want: 5},
 		{name: "typed", p: func() *process.Process { return fnSquare.Process(4) }, want: 16},
 		{name: "terminate", p: func() *process.Process { return fnBlock.Process() }, stop: (*process.Process).Terminate, sig: syscall.SIGTERM, want: -15},
 		{name: "kill", p: func() *process.Process { return fnBlock.Process() }, stop: (*process.Process).Kill, sig: syscall.SIGKILL, want: -9},

@@ -26,6 +26,10 @@ var (
 	fnExit  = process.Register("processtest.exit", func(ctx context.Context, code int) error {
 		return process.Exit(code)
 	})
+	// fnOSExit ends the process with os.Exit, never returning.
+	fnOSExit = process.Register("processtest.osexit", func(ctx context.Context, code int) {
+		os.Exit(code)
+	})
 	fnFail = process.Register("processtest.fail", func(ctx context.Context, msg string) error {
 		return fmt.Errorf("wrapped: %w", errors.New(msg))
 	})
