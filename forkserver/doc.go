@@ -103,6 +103,13 @@
 //     program's of the time of Start (applied with os.Setenv, so a value
 //     that package initialisation read is the value at the warm process's
 //     start), and os.Args is the program's argv[0], as with Spawn.
+//   - What a process takes from its parent when it is forked, the child
+//     takes from the program of the time its warm process was started:
+//     umask, resource limits, ignored signals, CPU affinity, scheduling
+//     priority, cgroup, session. A program that changes one of these
+//     between two starts should Close its Starter and make a new one. The
+//     working directory is the exception: the process package gives every
+//     child the program's directory of the time of Start.
 //   - Package initialisation ran before the request, possibly long before:
 //     init functions that read the time, the environment or files see
 //     those of the warm process's start, and so does the runtime
