@@ -1015,12 +1015,10 @@ func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool)
 // become readable before a direct reader blocks in a receive: an answer
 // that comes back that soon is picked up without this thread sleeping
 // and being woken (10-20 µs on a virtual machine), which dominates the
-// round trip of a short task. Each attempt is a non-blocking poll(2)
-// and a sched_yield, which hands the CPU to any runnable thread first
-// (the worker). With a single CPU it does not spin at all (the receive
-// yields to the worker by itself). A spin that runs out turns spinning
-// off for the pool's next spinSkipAfterMiss waits, so a caller of long
-// tasks burns at most futureSpin per that many waits.
+// round trip of a short task. With a single CPU it does not spin at all
+// (the receive yields to the worker by itself). A spin that runs out
+// turns spinning off for the pool's next spinSkipAfterMiss waits, so a
+// caller of long tasks burns at most futureSpin per that many waits.
 func (p *Pool) spinReadable(w *worker) {
 	if w.rfd < 0 || !multiCPU {
 		return
@@ -1032,18 +1030,28 @@ func (p *Pool) spinReadable(w *worker) {
 	if w.conn.Buffered() {
 		return
 	}
-	pfd := [1]unix.PollFd{{Fd: int32(w.rfd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(futureSpin)
+	if !spinPoll(w.rfd, futureSpin) {
+		p.spinSkip.Store(spinSkipAfterMiss)
+	}
+}
+
+// spinPoll polls fd (without blocking) until it is readable or d has
+// passed, and reports whether it became readable. Between two polls it
+// calls sched_yield, which hands the CPU to any runnable thread first
+// (the peer process, when it shares this CPU): the spin takes a CPU only
+// while nothing else wants it, and never longer than d.
+func spinPoll(fd int, d time.Duration) bool {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(d)
 	for i := 0; ; i++ {
 		if n, _ := unix.Poll(pfd[:], 0); n > 0 {
-			return
+			return true
 		}
 		schedYield()
 		if i%4 == 3 && time.Now().After(deadline) {
-			break
+			return false
 		}
 	}
-	p.spinSkip.Store(spinSkipAfterMiss)
 }
 
 func (w *worker) onStarted(s *pb.Started) {

@@ -41,8 +41,9 @@ type taskInfo struct {
 	sliceIn func(in any, i, j int) any
 	// decodeOut decodes n results ([]R).
 	decodeOut func(b []byte, n int) (any, error)
-	// runEncoded runs a chunk in a worker process.
-	runEncoded func(ctx context.Context, data []byte, n int, h *runHooks) (out []byte, errs []*pb.TaskError)
+	// runEncoded runs a chunk in a worker process, appending the encoded
+	// results to dst.
+	runEncoded func(ctx context.Context, data []byte, n int, h *runHooks, dst []byte) (out []byte, errs []*pb.TaskError)
 	// runLocal runs a chunk in this process (ThreadPool); remote says
 	// whether panics are reported like a worker's (always true: a panic
 	// never crosses into the caller's goroutine).
@@ -179,7 +180,7 @@ func toRemote(err error) *commonpb.RemoteError {
 }
 
 // runEncoded is the worker side of a chunk.
-func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks) ([]byte, []*pb.TaskError) {
+func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks, dst []byte) ([]byte, []*pb.TaskError) {
 	ins, err := t.in.decode(data, n)
 	if err != nil {
 		re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: "pool: decoding the arguments: " + err.Error(), Kind: kindEncode}
@@ -210,7 +211,7 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 			outs[i] = r
 		}
 	}
-	out, err := t.out.encode(nil, outs)
+	out, err := t.out.encode(dst, outs)
 	if err == nil {
 		return out, errs
 	}
@@ -226,7 +227,7 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 			}})
 		}
 	}
-	out, err = t.out.encode(nil, outs)
+	out, err = t.out.encode(dst[:0], outs)
 	if err != nil {
 		re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: "pool: encoding the results: " + err.Error(), Kind: kindEncode}
 		errs = errs[:0]

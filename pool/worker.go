@@ -48,9 +48,27 @@ type childWorker struct {
 	// to chunk of the same job; Cancel cancels it.
 	jobCtx context.Context
 
-	sendMu  sync.Mutex // guards pending and writes
+	sendMu  sync.Mutex // guards pending, arena and writes
 	pending [][]byte
+	// arena holds the small frames of pending (copied in by queueResult),
+	// reused once they are written: no allocation per result.
+	arena []byte
+
+	// Used by the execute goroutine only:
+	rbuf     []byte // receive buffer; a message's chunk is run before the next receive
+	rfd      int    // conn's descriptor, for spinRecv; -1 if unknown
+	spinSkip int    // receives left that do not spin (see spinRecv)
+	obuf     []byte // a chunk's encoded results
+	fbuf     []byte // a result frame
 }
+
+const (
+	// maxArenaFrame is the largest result frame copied into the arena;
+	// larger ones are written from their own memory.
+	maxArenaFrame = 16 << 10
+	// maxRecvBuf is the largest receive buffer the worker keeps.
+	maxRecvBuf = 1 << 20
+)
 
 // watchAfter is how long a chunk runs before a watcher goroutine starts
 // reading the connection for Cancel messages.
@@ -69,7 +87,7 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
 		t := lookupTask(cfg.initializer)
 		if t == nil {
 			initErr = &commonpb.RemoteError{Type: "pool", Message: fmt.Sprintf("%v: %q", ErrNotRegistered, cfg.initializer)}
-		} else if _, errs := t.runEncoded(ctx, cfg.initInput, 1, nil); len(errs) > 0 {
+		} else if _, errs := t.runEncoded(ctx, cfg.initInput, 1, nil, nil); len(errs) > 0 {
 			initErr = errs[0].Error
 		}
 	}
@@ -85,7 +103,10 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
 	if initErr != nil {
 		return errors.New("pool: initializer failed: " + initErr.Message)
 	}
-	w := &childWorker{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}}
+	w := &childWorker{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}, rfd: -1}
+	if fd, ready, err := conn.WaitFD(); err == nil && !ready {
+		w.rfd = int(fd)
+	}
 	return w.execute(ctx)
 }
 
@@ -128,11 +149,31 @@ func (w *childWorker) control(m toWorkerMsg) {
 	}
 }
 
-// queueFrame adds a frame to the batch of results to write.
+// queueFrame adds a frame to the batch of results to write; it is
+// written from f's memory.
 func (w *childWorker) queueFrame(f []byte) int {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
 	w.pending = append(w.pending, f)
+	return len(w.pending)
+}
+
+// queueResult is queueFrame for the execute goroutine's result frame f
+// (in fbuf): a small one is copied into the arena, a large one is given
+// away (fbuf is then dropped).
+func (w *childWorker) queueResult(f []byte) int {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	if len(f) > maxArenaFrame {
+		w.fbuf = nil
+		w.pending = append(w.pending, f)
+		return len(w.pending)
+	}
+	// Frames already queued keep pointing at the old arena if this
+	// append moves it.
+	at := len(w.arena)
+	w.arena = append(w.arena, f...)
+	w.pending = append(w.pending, w.arena[at:len(w.arena):len(w.arena)])
 	return len(w.pending)
 }
 
@@ -146,10 +187,72 @@ func (w *childWorker) send() error {
 	err := w.conn.SendFrames(context.Background(), w.pending...)
 	clear(w.pending)
 	w.pending = w.pending[:0]
+	w.arena = w.arena[:0]
 	return err
 }
 
+// workerSpin bounds how long a worker that has answered everything
+// polls its connection for the next request before it sleeps in a
+// receive (see spinPoll).
+const workerSpin = 50 * time.Microsecond
+
+// spinRecv waits up to workerSpin for the next request, so that a caller
+// that sends its next task within that time (a loop of Apply or Submit
+// and Get) finds the worker awake: no sleep and wake-up (10-20 µs on a
+// virtual machine) per task. It does not spin with a single CPU (the
+// caller must run), nor for the next spinSkipAfterMiss receives after a
+// spin that ran out, so an idle worker burns at most workerSpin per that
+// many requests.
+func (w *childWorker) spinRecv() {
+	if w.rfd < 0 || !multiCPU || w.conn.Buffered() {
+		return
+	}
+	if w.spinSkip > 0 {
+		w.spinSkip--
+		return
+	}
+	if !spinPoll(w.rfd, workerSpin) {
+		w.spinSkip = spinSkipAfterMiss
+	}
+}
+
+// recv receives the next message into rbuf. It is only called when every
+// chunk received before has run (the queue is empty), so the chunk it
+// brings may alias rbuf.
+func (w *childWorker) recv() ([]byte, error) {
+	if w.rbuf == nil {
+		w.rbuf = make([]byte, 4<<10)
+	}
+	n, err := w.conn.RecvBytesInto(context.Background(), w.rbuf)
+	if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
+		b := tooShort.Msg
+		if len(b) <= maxRecvBuf {
+			// Next time it is the buffer (this message is done by then).
+			w.rbuf = b[:cap(b)]
+		}
+		return b, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return w.rbuf[:n], nil
+}
+
 func (w *childWorker) execute(ctx context.Context) error {
+	// The root context ends at SIGTERM: closing the connection then ends
+	// a receive in progress (one AfterFunc for the worker's life rather
+	// than one per receive).
+	stop := context.AfterFunc(ctx, func() { w.conn.Close() })
+	defer stop()
+	// fail turns an error of the connection into the worker's result.
+	fail := func(err error) error {
+		if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			// The pool is gone or terminating us.
+			return ctx.Err()
+		}
+		return err
+	}
+	ran := 0 // chunks run since the results were last written
 	for {
 		w.mu.Lock()
 		var c chunkMsg
@@ -164,46 +267,37 @@ func (w *childWorker) execute(ctx context.Context) error {
 			clear(w.cancelled)
 		}
 		w.mu.Unlock()
-		if !have {
-			if !stopped && w.conn.Ready() {
-				// More work is (or may be) buffered: take it before
-				// writing the results, so that they go out together.
-				b, err := w.conn.RecvBytes(ctx)
-				if err != nil {
-					if errors.Is(err, io.EOF) || ctx.Err() != nil {
-						return ctx.Err()
-					}
-					return err
+		if have {
+			ran++
+			if w.run(ctx, &c) >= resultBatch {
+				if err := w.send(); err != nil {
+					return fail(err)
 				}
-				w.mu.Lock()
-				w.handle(b)
-				w.mu.Unlock()
-				continue
+				ran = 0
 			}
+			continue
+		}
+		// After a lone chunk (a request answered at once) the results go
+		// out now; after several (a stream), more work that is buffered
+		// or already in the pipe is taken first, so that the results go
+		// out together.
+		if stopped || (ran <= 1 && !w.conn.Buffered()) || !w.conn.Ready() {
 			if err := w.send(); err != nil {
-				return err
+				return fail(err)
 			}
+			ran = 0
 			if stopped {
 				return rerr
 			}
-			b, err := w.conn.RecvBytes(ctx)
-			if err != nil {
-				if errors.Is(err, io.EOF) || ctx.Err() != nil {
-					// The pool is gone or terminating us.
-					return ctx.Err()
-				}
-				return err
-			}
-			w.mu.Lock()
-			w.handle(b)
-			w.mu.Unlock()
-			continue
 		}
-		if w.run(ctx, &c) >= resultBatch {
-			if err := w.send(); err != nil {
-				return err
-			}
+		w.spinRecv()
+		b, err := w.recv()
+		if err != nil {
+			return fail(err)
 		}
+		w.mu.Lock()
+		w.handle(b)
+		w.mu.Unlock()
 	}
 }
 
@@ -257,13 +351,17 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 	w.mu.Lock()
 	skip := w.cancelled[c.job]
 	if !skip {
-		if w.curJob != c.job || w.jobCtx == nil {
+		// A job's tasks get a context that a Cancel of the job ends. The
+		// last job's is reused while no Cancel ended it: a task's context
+		// is only promised to end when its call is cancelled, not to stay
+		// untouched after the task returned.
+		if w.jobCtx == nil || w.jobCtx.Err() != nil {
 			if w.curCancel != nil {
 				w.curCancel()
 			}
 			w.jobCtx, w.curCancel = context.WithCancel(ctx)
-			w.curJob = c.job
 		}
+		w.curJob = c.job
 		w.running = true
 	}
 	cctx := w.jobCtx
@@ -291,7 +389,10 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 				w.send()
 			}}
 		}
-		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h)
+		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0])
+		if cap(outputs) <= maxArenaFrame {
+			w.obuf = outputs[:0]
+		}
 	}
 	cancelled := skip
 	if !skip {
@@ -313,11 +414,12 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 		// another job's sake): report nothing; the pool runs it again.
 		return 0
 	}
-	f, err := appendResult(nil, c.seq, outputs, errs, cancelled)
+	f, err := appendResult(w.fbuf[:0], c.seq, outputs, errs, cancelled)
 	if err != nil {
-		f, _ = appendResult(nil, c.seq, nil, nil, true)
+		f, _ = appendResult(w.fbuf[:0], c.seq, nil, nil, true)
 	}
-	return w.queueFrame(f)
+	w.fbuf = f[:0]
+	return w.queueResult(f)
 }
 
 // threadLoop is a ThreadPool worker goroutine.
