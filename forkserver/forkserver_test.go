@@ -1,12 +1,10 @@
 package forkserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -226,43 +224,6 @@ func TestOptions(t *testing.T) {
 		t.Error(s.Name())
 	}
 	s.Close()
-}
-
-// A program that SIGKILLed leaves none of its forkserver processes: the
-// daemonic child and the warm processes die, the non-daemonic child sees
-// its parent go and ends. All of them hold the program's stdout, so EOF on
-// it says that every one is gone.
-func TestProgramKilledLeavesNoProcess(t *testing.T) {
-	ctx := testCtx(t)
-	cmd := mptest.HelperCmd(t, "fs.tree")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var first []byte
-	buf := make([]byte, 1)
-	for !bytes.HasSuffix(first, []byte("\n")) {
-		if _, err := out.Read(buf); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("helper: %v (output %q)", err, first)
-		}
-		first = append(first, buf[0])
-	}
-	pids := readPids(string(first))
-	cmd.Process.Kill()
-	rest := readAll(t, ctx, out)
-	cmd.Wait()
-	if len(pids) != 2 {
-		t.Fatalf("helper said %q", first)
-	}
-	want := "orphan " + strconv.Itoa(pids[1]) + " saw its parent go\n"
-	if rest != want {
-		t.Errorf("after the kill, output %q, want %q", rest, want)
-	}
 }
 
 // A program that exits without closing its Starter leaves no warm process.

@@ -60,11 +60,6 @@ var (
 			N: n, S: s, Env: os.Getenv("FS_TEST_VAR"),
 		})
 	})
-	// fnOrphan waits until its parent is gone, then says so on stdout.
-	fnOrphan = process.Register("fs.orphan", func(ctx context.Context) {
-		<-process.Parent().Done()
-		fmt.Printf("orphan %d saw its parent go\n", os.Getpid())
-	})
 	// fnGrandchildren starts a grandchild with Spawn and one through a
 	// forkserver of its own, and reports their start methods and exit
 	// codes.
@@ -89,42 +84,12 @@ var (
 		}
 		return c.Send(ctx, got)
 	})
-	fnBlock = process.Register("fs.block", func(ctx context.Context) error {
-		<-ctx.Done()
-		return ctx.Err()
-	})
 )
 
 func fnExitRef() *process.Func { return fnExit }
 
 // Helpers: programs that use a forkserver and end, for the leak tests.
 var (
-	// helperTree starts a daemonic and a non-daemonic child through a
-	// forkserver, prints their pids and waits to be killed.
-	_ = mptest.RegisterHelper("fs.tree", func() {
-		ctx := context.Background()
-		s, err := New(Size(2))
-		if err != nil {
-			panic(err)
-		}
-		if err := s.Warm(ctx); err != nil {
-			panic(err)
-		}
-		d := fnBlock.Process()
-		d.Daemon, d.Starter = true, s
-		o := fnOrphan.Process()
-		o.Starter = s
-		for _, p := range []*process.Process{d, o} {
-			if err := p.Start(ctx); err != nil {
-				panic(err)
-			}
-		}
-		if err := s.Warm(ctx); err != nil {
-			panic(err)
-		}
-		fmt.Printf("started daemon %d orphan %d\n", d.Pid(), o.Pid())
-		select {}
-	})
 	// helperExit runs one child through a forkserver and exits without
 	// closing it.
 	_ = mptest.RegisterHelper("fs.exit", func() {
@@ -167,17 +132,6 @@ func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// readPids parses "word pid word pid ..." into the pids.
-func readPids(line string) []int {
-	var pids []int
-	for _, f := range strings.Fields(line) {
-		if n, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, n)
-		}
-	}
-	return pids
 }
 
 // readAll reads r to EOF, failing the test if that takes longer than the

@@ -283,8 +283,8 @@ func init() { recurseFn, watchParentFn = fnRecurse, fnWatchParent }
 
 // The helper program of testProgramKilled: with a Starter of the method
 // named by its argument, it starts a daemonic child that blocks and a
-// non-daemonic one that waits for its parent to go, prints their pids and
-// waits to be killed.
+// non-daemonic one that waits for its parent to go, warms the Starter if
+// it is a Warmer, prints the children's pids and waits to be killed.
 var _ = mptest.RegisterHelper("processtest.program", func() {
 	args := mptest.HelperArgs()
 	if len(args) != 1 {
@@ -302,6 +302,14 @@ var _ = mptest.RegisterHelper("processtest.program", func() {
 	for _, p := range []*process.Process{d, o} {
 		if err := p.Start(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "processtest.program:", err)
+			os.Exit(2)
+		}
+	}
+	// A Starter that prepares processes ahead of time has them ready when
+	// the program is killed: they must end too.
+	if w, ok := s.(Warmer); ok {
+		if err := w.Warm(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "processtest.program: Warm:", err)
 			os.Exit(2)
 		}
 	}

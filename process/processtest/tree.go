@@ -176,7 +176,7 @@ func testParentKilled(t *testing.T, e *env) {
 
 // A program (not itself a child) that is SIGKILLed leaves nothing: its
 // daemonic child dies, its other child sees it go and ends, and whatever
-// the Starter made in it ends too. All of them hold the program's stdout,
+// the Starter made in it (a Warmer's ready processes) ends too. All of them hold the program's stdout,
 // so EOF on it says that every one is gone.
 func testProgramKilled(t *testing.T, e *env) {
 	cmd := mptest.HelperCmd(t, "processtest.program", e.m.Name())
