@@ -124,6 +124,9 @@ func TestMPCommands(t *testing.T) {
 	t.Run("shm cat python list", func(t *testing.T) { testShmCatPython(t, bin) })
 	t.Run("manager serve", func(t *testing.T) { testManagerServe(t, bin) })
 	t.Run("manager serve generated key", func(t *testing.T) { testManagerServeGenKey(t, bin) })
+	t.Run("manager serve tls", func(t *testing.T) { testManagerServeTLS(t, bin) })
+	t.Run("manager serve tls client certificates", func(t *testing.T) { testManagerServeMutualTLS(t, bin) })
+	t.Run("manager serve tls bad input", func(t *testing.T) { testManagerServeTLSBadInput(t, bin) })
 	t.Run("tracker ls", func(t *testing.T) { testTrackerLs(t, bin) })
 	t.Run("bad input", func(t *testing.T) { testBadInput(t, bin) })
 }
@@ -307,10 +310,12 @@ func stopServe(t *testing.T, cmd *exec.Cmd, stdout io.Reader) {
 	}
 }
 
-func useDict(t *testing.T, network, addr string, key []byte) {
+// useDict connects to the server at addr with key (and opts, such as
+// manager.WithTLS) and sets and gets an item of a new Dict.
+func useDict(t *testing.T, network, addr string, key []byte, opts ...manager.Option) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := manager.Connect(ctx, network, addr, manager.WithAuthkey(key))
+	c, err := manager.Connect(ctx, network, addr, append([]manager.Option{manager.WithAuthkey(key)}, opts...)...)
 	if err != nil {
 		t.Fatalf("manager.Connect(%s, %s): %v", network, addr, err)
 	}

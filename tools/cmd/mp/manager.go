@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +35,8 @@ func managerCmd() *cobra.Command {
 
 type serveOpts struct {
 	addr, network, keyFile string
+
+	tlsCert, tlsKey, tlsClientCA string // PEM files; all empty: no TLS
 }
 
 func managerServeCmd() *cobra.Command {
@@ -52,6 +58,18 @@ the key). The file must not be readable or writable by group or others. If
 the file does not exist, a random key is written there (mode 0600); without
 --authkey-file, a random key is written to a file in the temporary directory.
 
+The authkey proves that a client knows the key but encrypts nothing: across
+a network you do not trust, serve TLS (tcp only) with --tls-cert and
+--tls-key, the server's certificate (with any intermediate certificates
+after it) and its private key, PEM-encoded. The TLS handshake comes first,
+then the authkey handshake and every request inside TLS; clients connect
+with manager.WithTLS and a tls.Config whose RootCAs trust the server's
+certificate (or the CA that signed it), and whose ServerName, if the host
+they dial is not one of the certificate's names, is one of them. With
+--tls-client-ca, a PEM bundle of CA certificates, every client must also
+present a certificate signed by one of them (tls.RequireAndVerifyClientCert).
+TLS 1.2 is the oldest version accepted.
+
 serve prints the address and how to connect, then runs until SIGINT or
 SIGTERM (or a client's Shutdown) and shuts down cleanly: every connection
 closed, every object freed, the temporary directory removed.`,
@@ -66,6 +84,9 @@ closed, every object freed, the temporary directory removed.`,
 	f.StringVar(&o.addr, "addr", "", "address: unix socket path, @abstract name or tcp host:port (default: a unix socket in a temporary directory)")
 	f.StringVar(&o.network, "network", "", "unix or tcp (default: guessed from --addr)")
 	f.StringVar(&o.keyFile, "authkey-file", "", "file holding the authkey, created with a random key if missing (default: a new key in the temporary directory)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS (tcp only) with the certificate (chain) in this PEM file; needs --tls-key")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM file holding the private key of --tls-cert")
+	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM file of CA certificates: require client certificates signed by one of them (needs --tls-cert)")
 	return cmd
 }
 
@@ -133,6 +154,10 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 	if network == "tcp" && o.addr == "" {
 		return errors.New("manager serve: --network tcp needs --addr host:port")
 	}
+	tlsCfg, err := serverTLS(o, network, time.Now())
+	if err != nil {
+		return fmt.Errorf("manager serve: %w", err)
+	}
 	var dir string
 	if o.addr == "" || o.keyFile == "" {
 		if dir, err = os.MkdirTemp("", "mp-manager-"); err != nil {
@@ -157,7 +182,11 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 		return fmt.Errorf("manager serve: %w", err)
 	}
 
-	l, err := manager.Listen(network, addr, manager.WithAuthkey(key))
+	lopts := []manager.Option{manager.WithAuthkey(key)}
+	if tlsCfg != nil {
+		lopts = append(lopts, manager.WithTLS(tlsCfg))
+	}
+	l, err := manager.Listen(network, addr, lopts...)
 	if err != nil {
 		return fmt.Errorf("manager serve: %w", err)
 	}
@@ -177,7 +206,8 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 	}
 	fmt.Fprintf(w, "manager serving on %s %s\n", network, addr)
 	fmt.Fprintf(w, "authkey %s %s\n", how, keyFile)
-	fmt.Fprintf(w, `connect from Go:
+	if tlsCfg == nil {
+		fmt.Fprintf(w, `connect from Go:
 
 	key, err := os.ReadFile(%q)
 	key = bytes.TrimSuffix(key, []byte("\n"))
@@ -187,6 +217,9 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 
 stop with SIGINT or SIGTERM
 `, keyFile, network, addr)
+	} else {
+		printTLSHowTo(w, o, tlsCfg, keyFile, addr)
+	}
 
 	var serveErr error
 	select {
@@ -204,4 +237,140 @@ stop with SIGINT or SIGTERM
 	}
 	fmt.Fprintln(w, "manager shut down")
 	return nil
+}
+
+// serverTLS returns the server TLS configuration of --tls-cert, --tls-key
+// and --tls-client-ca, or nil without them. Its errors name the flag and
+// the file at fault.
+func serverTLS(o serveOpts, network string, now time.Time) (*tls.Config, error) {
+	switch {
+	case o.tlsCert == "" && o.tlsKey == "":
+		if o.tlsClientCA != "" {
+			return nil, errors.New("--tls-client-ca needs --tls-cert and --tls-key (client certificates are checked only over TLS)")
+		}
+		return nil, nil
+	case o.tlsKey == "":
+		return nil, fmt.Errorf("--tls-cert %s needs --tls-key, the file of its private key", o.tlsCert)
+	case o.tlsCert == "":
+		return nil, fmt.Errorf("--tls-key %s needs --tls-cert, the file of its certificate", o.tlsKey)
+	case network != "tcp":
+		return nil, fmt.Errorf("TLS (--tls-cert) needs --network tcp and a host:port --addr, not %s: a unix socket is local, its clients are checked by the socket file's permissions", network)
+	}
+	certPEM, certs, err := readPEM("--tls-cert", o.tlsCert, "CERTIFICATE")
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(certs[0].Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %s: %w", o.tlsCert, err)
+	}
+	keyPEM, _, err := readPEM("--tls-key", o.tlsKey, "PRIVATE KEY")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-key %s with --tls-cert %s: %w", o.tlsKey, o.tlsCert, err)
+	}
+	if now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("--tls-cert %s: the certificate expired at %s", o.tlsCert, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if now.Before(leaf.NotBefore) {
+		return nil, fmt.Errorf("--tls-cert %s: the certificate is not valid before %s", o.tlsCert, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if o.tlsClientCA != "" {
+		_, cas, err := readPEM("--tls-client-ca", o.tlsClientCA, "CERTIFICATE")
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		for _, b := range cas {
+			ca, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("--tls-client-ca %s: %w", o.tlsClientCA, err)
+			}
+			pool.AddCert(ca)
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = pool
+	}
+	return cfg, nil
+}
+
+// readPEM reads the PEM file given as flag and returns its content and
+// its blocks whose type ends in kind ("CERTIFICATE", "PRIVATE KEY"),
+// failing if there is none.
+func readPEM(flag, path, kind string) ([]byte, []*pem.Block, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return nil, nil, fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	var blocks []*pem.Block
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if strings.HasSuffix(blk.Type, kind) {
+			blocks = append(blocks, blk)
+		}
+	}
+	if len(blocks) == 0 {
+		return nil, nil, fmt.Errorf("%s %s: no PEM %s block in it", flag, path, kind)
+	}
+	return b, blocks, nil
+}
+
+// certNames returns the names a client can check the certificate against.
+func certNames(c *x509.Certificate) []string {
+	names := slices.Clone(c.DNSNames)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
+}
+
+// printTLSHowTo prints the TLS settings and how to connect over TLS.
+func printTLSHowTo(w io.Writer, o serveOpts, cfg *tls.Config, keyFile, addr string) {
+	leaf := cfg.Certificates[0].Leaf
+	if leaf == nil { // X509KeyPair sets it; it was parsed already
+		leaf, _ = x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+	}
+	names := certNames(leaf)
+	forNames, serverName := "no DNS or IP names (clients cannot check it by name)", ""
+	if len(names) > 0 {
+		forNames = strings.Join(names, ", ")
+		serverName = fmt.Sprintf(`
+	// If the host dialled is not a name of the certificate, set one:
+	// cfg.ServerName = %q`, names[0])
+	}
+	fmt.Fprintf(w, "tls certificate %s for %s, valid until %s\n", o.tlsCert, forNames, leaf.NotAfter.UTC().Format(time.RFC3339))
+	clientCert := ""
+	if o.tlsClientCA != "" {
+		fmt.Fprintf(w, "tls client certificates required, signed by a CA in %s\n", o.tlsClientCA)
+		clientCert = fmt.Sprintf(`
+	// A client certificate signed by a CA in %s:
+	cert, err := tls.LoadX509KeyPair("client.pem", "client-key.pem")
+	cfg.Certificates = []tls.Certificate{cert}`, o.tlsClientCA)
+	}
+	fmt.Fprintf(w, `connect from Go, over TLS (manager.WithTLS):
+
+	key, err := os.ReadFile(%q)
+	key = bytes.TrimSuffix(key, []byte("\n"))
+	// Trust the server's certificate, or the CA that signed it:
+	ca, err := os.ReadFile(%q)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}%s%s
+	c, err := manager.Connect(ctx, "tcp", %q, manager.WithAuthkey(key), manager.WithTLS(cfg))
+	defer c.Close()
+	d, err := manager.NewDict[string, int](ctx, c)
+
+stop with SIGINT or SIGTERM
+`, keyFile, o.tlsCert, serverName, clientCert, addr)
 }
