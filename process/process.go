@@ -61,6 +61,8 @@ type Process struct {
 	// other writer receives the output through a pipe and a goroutine,
 	// and Wait waits until the output is fully copied (that is, until
 	// every process holding the pipe, grandchildren included, closed it).
+	// When Stdout and Stderr are the same writer (==, as with os/exec),
+	// both go through one pipe, so one goroutine at a time writes to it.
 	Stdout, Stderr io.Writer
 	// Starter starts the child; nil means DefaultStarter() (Spawn unless
 	// SetDefaultStarter chose another).
@@ -427,6 +429,10 @@ func (p *Process) stdio() (files [3]*os.File, after []*os.File, copies []stdioCo
 		case *os.File:
 			files[i+1] = w
 		default:
+			if i == 1 && sameWriter(p.Stderr, p.Stdout) {
+				files[2] = files[1] // one pipe, one copying goroutine
+				continue
+			}
 			pr, pw, err := os.Pipe()
 			if err != nil {
 				return fail(err)
@@ -444,6 +450,17 @@ func (p *Process) stdio() (files [3]*os.File, after []*os.File, copies []stdioCo
 		}
 	}
 	return files, after, copies, nil
+}
+
+// sameWriter reports whether a and b are the same writer (as os/exec
+// compares Stdout and Stderr); writers of incomparable types never are.
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }
 
 // ------------------------------------------------------------- waiting
