@@ -141,8 +141,8 @@ func testWorkingDir(t *testing.T, e *env) {
 	}
 }
 
-// Stdin, stdout and stderr: readers and writers through pipes, an
-// *os.File as it is.
+// Stdin, stdout and stderr: readers and writers through pipes (one for
+// both when Stdout and Stderr are the same writer), an *os.File as it is.
 func testStdio(t *testing.T, e *env) {
 	var out, errb bytes.Buffer
 	p := e.start(t, &process.Process{Func: fnStdio, Stdin: strings.NewReader("hi\n"), Stdout: &out, Stderr: &errb})
@@ -151,6 +151,16 @@ func testStdio(t *testing.T, e *env) {
 	}
 	if out.String() != "out:HI\n" || errb.String() != "err:HI\n" {
 		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+	}
+	// One writer for both: one pipe, so the writes do not race and keep
+	// the child's order.
+	var both bytes.Buffer
+	p = e.start(t, &process.Process{Func: fnStdio, Stdin: strings.NewReader("hi\n"), Stdout: &both, Stderr: &both})
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if both.String() != "out:HI\nerr:HI\n" {
+		t.Fatalf("stdout and stderr to one writer: %q", both.String())
 	}
 	f, err := os.CreateTemp(t.TempDir(), "out")
 	if err != nil {
