@@ -148,4 +148,3 @@ func report(b *testing.B, timed []time.Duration) {
 	slices.Sort(timed)
 	b.ReportMetric(float64(timed[len(timed)/2])/1e6, "ms")
 }
-
