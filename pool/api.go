@@ -380,8 +380,9 @@ func (t *Task[A, R]) imap(ctx context.Context, p *Pool, in iter.Seq[A], ordered 
 
 // Future is the pending result of one task (Submit, ApplyAsync).
 type Future[R any] struct {
-	done      chan struct{}
-	fin       atomic.Bool // set just before done is closed
+	mu        sync.Mutex    // guards done
+	done      chan struct{} // made on demand (doneChan), closed by set
+	fin       atomic.Bool   // set (under mu) when the result is
 	r         R
 	err       error
 	once      sync.Once
@@ -389,6 +390,7 @@ type Future[R any] struct {
 	onError   func(error)
 	p         *Pool
 	j         *job
+	dec       sliceCodec[R] // decodes the result (process pools)
 	// c is the task's chunk when the caller may receive its result
 	// itself (see Pool.waitDirect); observed is set once Done or Ready
 	// gave that up.
@@ -399,6 +401,20 @@ type Future[R any] struct {
 // Done returns a channel closed when the result is ready.
 func (f *Future[R]) Done() <-chan struct{} {
 	f.observe()
+	return f.doneChan()
+}
+
+// doneChan returns the channel closed when the result is set, making it
+// on first use (most futures are waited on without one).
+func (f *Future[R]) doneChan() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done == nil {
+		f.done = make(chan struct{})
+		if f.fin.Load() {
+			close(f.done)
+		}
+	}
 	return f.done
 }
 
@@ -440,7 +456,7 @@ func (f *Future[R]) wait(ctx context.Context) error {
 		return nil
 	}
 	select {
-	case <-f.done:
+	case <-f.doneChan():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -453,12 +469,7 @@ func (f *Future[R]) Ready() bool {
 		return true
 	}
 	f.observe()
-	select {
-	case <-f.done:
-		return true
-	default:
-		return false
-	}
+	return f.fin.Load()
 }
 
 func (f *Future[R]) set(r R, err error) bool {
@@ -472,8 +483,12 @@ func (f *Future[R]) set(r R, err error) bool {
 		if err != nil && f.onError != nil {
 			f.onError(err)
 		}
+		f.mu.Lock()
 		f.fin.Store(true)
-		close(f.done)
+		if f.done != nil {
+			close(f.done)
+		}
+		f.mu.Unlock()
 	})
 	return first
 }
@@ -539,6 +554,22 @@ func (f *Future[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
 	}
 }
 
+// deliverEncoded implements encodedSink: the result is decoded straight
+// into the future.
+func (f *Future[R]) deliverEncoded(c *chunk, b []byte, errs []idxErr) error {
+	var r [1]R
+	var err error
+	if len(errs) > 0 {
+		err = errs[0].err
+	} else if err := decodeInto(f.dec, b, r[:]); err != nil {
+		return err
+	}
+	if f.set(r[0], err) {
+		f.p.endJob(f.j, nil)
+	}
+	return nil
+}
+
 func (f *Future[R]) abort(err error) {
 	var zero R
 	f.set(zero, err)
@@ -556,14 +587,17 @@ func (t *Task[A, R]) Submit(ctx context.Context, p *Pool, a A) *Future[R] {
 // closed, from the goroutine that receives the result (they must return
 // quickly).
 func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess func(R), onError func(error)) *Future[R] {
-	f := &Future[R]{done: make(chan struct{}), onSuccess: onSuccess, onError: onError, p: p}
-	j, err := p.newJob(ctx, t.info, f)
+	s := &submission[A, R]{in: [1]A{a}}
+	f := &s.f
+	f.onSuccess, f.onError, f.p, f.dec = onSuccess, onError, p, t.out
+	j, err := p.newJobIn(ctx, t.info, f, &s.j)
 	if err != nil {
 		f.abort(err)
 		return f
 	}
 	f.j = j
-	c, err := p.newChunk(j, 0, []A{a}, 0, 1)
+	m := chunkMaker{p: p, j: j, one: &s.c}
+	c, err := m.make(0, s.in[:], 0, 1)
 	if err != nil {
 		p.endJob(j, err)
 		return f
@@ -579,6 +613,15 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess fun
 	return f
 }
 
+// submission is what a Submit allocates: its future, job, chunk and
+// input, together.
+type submission[A, R any] struct {
+	f  Future[R]
+	j  job
+	c  chunk
+	in [1]A
+}
+
 // Apply runs the task on a and waits for its result (Python's
 // Pool.apply). When ctx ends first, the task is cancelled and Apply
 // returns ctx.Err().
@@ -588,7 +631,7 @@ func (t *Task[A, R]) Apply(ctx context.Context, p *Pool, a A) (R, error) {
 		if f.j != nil {
 			p.endJob(f.j, ctx.Err())
 		}
-		<-f.done
+		<-f.doneChan()
 	}
 	return f.r, f.err
 }

@@ -39,6 +39,7 @@ type Pool struct {
 	ws       []*worker
 	starting int
 	queue    []*chunk
+	qbase    []*chunk // queue's memory, reused once it is empty (entries are cleared as they leave)
 	jobs     map[uint64]*job
 	jobSeq   uint64
 	nworker  int
@@ -477,10 +478,15 @@ func flushAll(ws []*worker) {
 // newJob registers a call. The job ends when its sink got every result
 // (endJob), when ctx is done, or when the pool is terminated.
 func (p *Pool) newJob(ctx context.Context, t *taskInfo, s sink) (*job, error) {
+	return p.newJobIn(ctx, t, s, new(job))
+}
+
+// newJobIn is newJob in j's memory.
+func (p *Pool) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	j := &job{task: t, sink: s, ctx: ctx}
+	*j = job{task: t, sink: s, ctx: ctx}
 	if p.thread {
 		j.ctx, j.cancel = context.WithCancel(ctx)
 	}
@@ -533,7 +539,11 @@ func (p *Pool) endJob(j *job, cause error) {
 			})
 		}
 	}
-	fl = append(fl, p.dispatchLocked()...)
+	if fl == nil {
+		var buf [2]*worker
+		fl = buf[:0]
+	}
+	fl = p.dispatchInto(fl)
 	p.maybeDoneLocked()
 	p.mu.Unlock()
 	if j.stop != nil {
@@ -578,6 +588,7 @@ type chunkMaker struct {
 	chunks  []chunk // the current block of chunk structs
 	frames  []byte  // the current block of frames
 	scratch []byte  // the inputs of the chunk being made, encoded
+	one     *chunk  // when set, the memory of a lone chunk
 }
 
 const (
@@ -596,6 +607,8 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 		c = &m.chunks[0]
 		m.chunks = m.chunks[1:]
 		m.hint--
+	} else if m.one != nil {
+		c, m.one = m.one, nil
 	} else {
 		c = new(chunk)
 	}
@@ -628,10 +641,19 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 
 var chunkSeq uint64
 
+// maxQbase is the largest queue memory a pool keeps for reuse.
+const maxQbase = 1024
+
 // submit queues chunks of a job and hands out what workers can take.
 func (p *Pool) submit(cs ...*chunk) {
 	p.mu.Lock()
+	if len(p.queue) == 0 {
+		p.queue = p.qbase[:0]
+	}
 	p.queue = append(p.queue, cs...)
+	if len(p.queue) == len(cs) && cap(p.queue) <= maxQbase {
+		p.qbase = p.queue[:0]
+	}
 	p.startWorkersLocked()
 	var ds []delivery
 	if len(p.ws) == 0 && p.starting == 0 {
@@ -639,7 +661,8 @@ func (p *Pool) submit(cs ...*chunk) {
 		// failed to start): nothing will run these.
 		ds = p.startFailedLocked(ErrClosed)
 	}
-	fl := p.dispatchLocked()
+	var buf [2]*worker
+	fl := p.dispatchInto(buf[:0])
 	p.mu.Unlock()
 	deliverAll(ds)
 	flushAll(fl)
@@ -668,8 +691,10 @@ func (w *worker) hasRoom() bool {
 // loaded first), and asks idle workers that should stop to stop. It
 // returns the workers whose frames must be flushed once Pool.mu is
 // released.
-func (p *Pool) dispatchLocked() []*worker {
-	var fl []*worker
+func (p *Pool) dispatchLocked() []*worker { return p.dispatchInto(nil) }
+
+// dispatchInto is dispatchLocked appending to fl (a caller's buffer).
+func (p *Pool) dispatchInto(fl []*worker) []*worker {
 	mark := func(w *worker) {
 		if !w.needFlush {
 			w.needFlush = true
