@@ -12,10 +12,7 @@
 //		return mystarter.New()
 //	})
 //
-//	func TestMain(m *testing.M) {
-//		process.Init()
-//		mptest.Main(m)
-//	}
+//	func TestMain(m *testing.M) { processtest.Main(m) }
 //
 //	func TestConformance(t *testing.T) { processtest.TestStarter(t, myMethod) }
 //
@@ -73,8 +70,8 @@
 // Importing processtest registers its functions (named "processtest.*"),
 // a helper program ("processtest.program") and an inherited handle
 // (key "processtest.inherited", empty except during one subtest) in the
-// test binary; the binary's TestMain must call process.Init and then
-// mptest.Main, which runs helper programs.
+// test binary; the binary's TestMain must be Main (process.Init, then
+// the helper programs, then the tests).
 //
 // # Starters that prepare processes ahead of time
 //
@@ -83,7 +80,9 @@
 // Warm where it matters which state of the parent those processes saw:
 // before the parent changes its working directory (WorkingDir) or opens
 // descriptors its children must not inherit (ChildFDs), so that the child
-// checked comes from a process prepared before the change.
+// checked comes from a process prepared before the change; and in the
+// helper program of ProgramKilled, whose prepared processes must die with
+// it.
 //
 // # Concurrency and cost
 //

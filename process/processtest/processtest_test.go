@@ -8,15 +8,11 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/process"
 	"github.com/multiproc/multiproc/process/processtest"
 )
 
-func TestMain(m *testing.M) {
-	process.Init()
-	mptest.Main(m)
-}
+func TestMain(m *testing.M) { processtest.Main(m) }
 
 // counting is a Starter of its own (it lets Spawn do the work and counts
 // the children), as a user of this package would write one.

@@ -17,9 +17,10 @@ import (
 //
 // The subtests are not parallel (they check for leaks and count the
 // children of the process); do not call t.Parallel around TestStarter.
-// The test binary must call process.Init and then mptest.Main in
-// TestMain, and import this package: its registered functions and its
-// helper program then exist in every child.
+// The test binary's TestMain must be Main (or call process.Init, then
+// the multiproc repository's mptest.Main); importing this package
+// registers the functions and the helper program the suite runs in
+// children.
 func TestStarter(t *testing.T, m *Method) {
 	if m == nil {
 		t.Fatal("processtest: TestStarter with a nil Method")
@@ -32,6 +33,20 @@ func TestStarter(t *testing.T, m *Method) {
 			tc.run(t, e)
 		})
 	}
+}
+
+// Main is a TestMain for a test binary that runs the suite:
+//
+//	func TestMain(m *testing.M) { processtest.Main(m) }
+//
+// It calls process.Init (in a child: runs the child's function and
+// exits), runs the suite's helper program when the binary was started as
+// one (and exits), and otherwise runs the tests, then fails if they
+// leaked a goroutine. It is what process.Init followed by the multiproc
+// repository's mptest.Main does, for binaries outside that repository.
+func Main(m *testing.M) {
+	process.Init()
+	mptest.Main(m)
 }
 
 // The subtests, in the order they run.
