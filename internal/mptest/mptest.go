@@ -3,7 +3,8 @@
 // without the process package, and leak checks for goroutines, file
 // descriptors, child processes and /dev/shm entries.
 //
-// It is imported only from _test.go files.
+// It is imported from _test.go files, and by process/processtest, the
+// conformance suite for Starters, which is test code in a normal package.
 package mptest
 
 import (
