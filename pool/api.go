@@ -538,7 +538,12 @@ const (
 	spinSkipAfterMiss = 16
 )
 
-func schedYield() { syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
+// schedYield calls sched_yield(2) as a raw system call: the runtime is
+// not told, so sysmon never takes this goroutine's P away while the
+// kernel runs another thread first (the goroutine would then have to
+// wait for a P, often on another thread). The spins that call it are
+// bounded by time.
+func schedYield() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
 
 func (f *Future[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
 	var r R

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
@@ -1060,16 +1062,26 @@ func (p *Pool) spinReadable(w *worker) {
 	}
 }
 
+// readable reports whether fd is readable (or hung up), without
+// blocking. Like schedYield it is a raw system call.
+func readable(fd int) bool {
+	pfd := unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	n, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1,
+		uintptr(unsafe.Pointer(&zeroTimeout)), 0, 0, 0)
+	return errno == 0 && n > 0
+}
+
+var zeroTimeout unix.Timespec
+
 // spinPoll polls fd (without blocking) until it is readable or d has
 // passed, and reports whether it became readable. Between two polls it
 // calls sched_yield, which hands the CPU to any runnable thread first
 // (the peer process, when it shares this CPU): the spin takes a CPU only
 // while nothing else wants it, and never longer than d.
 func spinPoll(fd int, d time.Duration) bool {
-	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	deadline := time.Now().Add(d)
 	for i := 0; ; i++ {
-		if n, _ := unix.Poll(pfd[:], 0); n > 0 {
+		if readable(fd) {
 			return true
 		}
 		schedYield()
