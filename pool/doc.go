@@ -49,7 +49,10 @@
 // task on an otherwise idle worker receives the result from the worker's
 // connection itself, spinning up to 100 µs before it sleeps, rather than
 // through the pool's reader goroutine: one thread wake-up less per round
-// trip.
+// trip. A worker that has answered everything likewise polls for its next
+// request for up to 50 µs. Both spins yield the CPU between polls, do not
+// spin with a single CPU, and stop spinning for a while after one that
+// ran out.
 //
 // # Robustness
 //
