@@ -453,7 +453,7 @@ func (p *Pool) startFailedLocked(err error) []delivery {
 			ds = append(ds, delivery{c: c, all: err})
 		}
 	}
-	p.queue = nil
+	p.setQueueLocked(nil)
 	return ds
 }
 
@@ -646,13 +646,25 @@ var chunkSeq uint64
 // maxQbase is the largest queue memory a pool keeps for reuse.
 const maxQbase = 1024
 
+// setQueueLocked replaces the queue by q, clearing the old queue's
+// entries first, so that its memory (which qbase may keep) holds no
+// chunk. Called with Pool.mu held.
+func (p *Pool) setQueueLocked(q []*chunk) {
+	clear(p.queue)
+	p.queue = q
+}
+
 // submit queues chunks of a job and hands out what workers can take.
 func (p *Pool) submit(cs ...*chunk) {
 	p.mu.Lock()
 	if len(p.queue) == 0 {
 		p.queue = p.qbase[:0]
 	}
-	p.queue = append(p.queue, cs...)
+	if cap(p.queue)-len(p.queue) < len(cs) {
+		p.setQueueLocked(append(p.queue, cs...))
+	} else {
+		p.queue = append(p.queue, cs...)
+	}
 	if len(p.queue) == len(cs) && cap(p.queue) <= maxQbase {
 		p.qbase = p.queue[:0]
 	}
@@ -1255,7 +1267,7 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 			ds = append(ds, delivery{c: c, all: de})
 		}
 	}
-	p.queue = append(requeue, p.queue...)
+	p.setQueueLocked(append(requeue, p.queue...))
 	p.startWorkersLocked()
 	fl := p.dispatchLocked()
 	p.maybeDoneLocked()
@@ -1314,7 +1326,7 @@ func (p *Pool) Terminate() error {
 		jobs = append(jobs, j)
 	}
 	clear(p.jobs)
-	p.queue = nil
+	p.setQueueLocked(nil)
 	for _, w := range p.ws {
 		w.kill = killTerminate
 		if p.thread {
