@@ -188,3 +188,43 @@ func TestIdleWorkerDeath(t *testing.T) {
 		t.Errorf("Apply on the replacement = %d, %v", v, err)
 	}
 }
+
+// Terminate while a caller may be receiving its result directly: the
+// caller gets ErrTerminated and nothing hangs.
+func TestTerminateDirectReader(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(1), pool.KillGrace(50*time.Millisecond))
+	f := stubborn.Submit(bg, p, time.Hour)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.Get(bg)
+		errc <- err
+	}()
+	if err := p.Terminate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != pool.ErrTerminated {
+		t.Errorf("Get = %v, want ErrTerminated", err)
+	}
+}
+
+// Workers retired after every task (MaxTasksPerChild(1)) while callers
+// submit one task at a time: each result arrives, each from a new worker.
+func TestDirectReadRetiring(t *testing.T) {
+	mptest.CheckChildren(t)
+	p := newPool(t, pool.Workers(1), pool.MaxTasksPerChild(1))
+	seen := map[int]bool{}
+	for i := range 10 {
+		w, err := pid.Submit(bg, p, i).Get(bg)
+		if err != nil {
+			t.Fatalf("task %d: %v", i, err)
+		}
+		if seen[w] {
+			t.Fatalf("task %d ran on worker %d again", i, w)
+		}
+		seen[w] = true
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
