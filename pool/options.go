@@ -106,8 +106,10 @@ func MaxWorkerAge(d time.Duration) Option {
 	}
 }
 
-// WithStarter starts workers with s (process.Spawn by default; a
-// forkserver's Starter makes worker starts and replacements cheaper).
+// WithStarter starts workers with s. By default a pool uses
+// process.DefaultStarter() as it was when New ran: Spawn, unless
+// process.SetDefaultStarter chose another. A forkserver's Starter makes
+// worker starts and replacements cheaper.
 func WithStarter(s process.Starter) Option {
 	return func(o *options) error {
 		if s == nil {

@@ -268,7 +268,7 @@ func NewThreadPool(ctx context.Context, opts ...Option) (*Pool, error) {
 func newPool(opts []Option, thread bool) (*Pool, error) {
 	o := options{
 		workers:   process.CPUCount(),
-		starter:   process.Spawn,
+		starter:   process.DefaultStarter(),
 		log:       zap.NewNop(),
 		killGrace: time.Second,
 	}
