@@ -77,7 +77,8 @@ func WithAuthkey(key []byte) Option {
 
 // WithStarter makes Start start the server process with s (for example a
 // forkserver's Starter, whose warm processes start in a round trip)
-// instead of spawning it.
+// instead of process.DefaultStarter() (Spawn, unless
+// process.SetDefaultStarter chose another).
 func WithStarter(s process.Starter) Option {
 	return func(o *options) { o.starter = s }
 }
