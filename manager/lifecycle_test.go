@@ -65,6 +65,18 @@ func TestStartedServerProcs(t *testing.T) {
 	if n := procs(m.Client); n != 1 {
 		t.Errorf("GOMAXPROCS %d with only the parent connected, want 1", n)
 	}
+	// The one P is the server's own business: what it starts (and what
+	// its objects' methods read) sees no GOMAXPROCS in the environment.
+	env, err := m.Client.Create(ctx, "EnvReader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"GOMAXPROCS", "MULTIPROC_MANAGER_ONE_P"} {
+		if v, err := manager.Call[string](ctx, env, "Get", name); err != nil || v != "" {
+			t.Errorf("server environment %s=%q (%v), want it unset", name, v, err)
+		}
+	}
+	env.Release(ctx)
 	network, address := m.Address()
 	c, err := manager.Connect(ctx, network, address, manager.WithAuthkey(key))
 	if err != nil {
