@@ -11,54 +11,10 @@ import (
 	"github.com/multiproc/multiproc/process"
 )
 
-// BenchmarkKit holds the benchmark that stands for the baseline kit's
-// start.forkserver key: start+join of an empty registered function through
-// the forkserver Starter, in ms.
-//
-// Each iteration first waits (untimed by the metric) until the warm set is
-// full again, then times Start+Join alone: the latency a caller sees when
-// a warm process is ready, which is what a forkserver is for. The
-// replacement's exec runs in the background meanwhile, on the same CPUs.
-// The metric is the median, which a loaded machine's outliers move least
-// (FS_BENCH_DIST=1 logs the distribution). BenchmarkBackToBack measures
-// the other case, BenchmarkFloorWakeExit the floor.
-func BenchmarkKit(b *testing.B) {
-	b.Run("start.forkserver", func(b *testing.B) {
-		s, err := New(Size(2))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		ctx := context.Background()
-		b.ReportAllocs()
-		var timed []time.Duration
-		for b.Loop() {
-			if err := s.Warm(ctx); err != nil {
-				b.Fatal(err)
-			}
-			t0 := time.Now()
-			p := fnEmpty.Process()
-			p.Starter = s
-			if err := p.Start(ctx); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.Wait(); err != nil {
-				b.Fatal(err)
-			}
-			timed = append(timed, time.Since(t0))
-		}
-		slices.Sort(timed)
-		if os.Getenv("FS_BENCH_DIST") != "" {
-			var sum time.Duration
-			for _, d := range timed {
-				sum += d
-			}
-			b.Logf("n=%d mean %v min %v p10 %v p50 %v p90 %v max %v", len(timed), sum/time.Duration(len(timed)),
-				timed[0], timed[len(timed)/10], timed[len(timed)/2], timed[len(timed)*9/10], timed[len(timed)-1])
-		}
-		b.ReportMetric(float64(timed[len(timed)/2])/1e6, "ms")
-	})
-}
+// The start.forkserver key of the baseline kit is measured in
+// tools/internal/startbench, in a binary that links no test-only package
+// (a warm process is a re-execution of the binary measuring it). The
+// benchmarks here compare the other cases and the floor.
 
 // BenchmarkBackToBack starts and joins children as fast as it can, so the
 // warm set is always empty and each start waits for a new warm process:

@@ -13,22 +13,11 @@ import (
 
 // BenchmarkKit measures the baseline kit's manager keys. The server is a
 // separate process started by manager.Start (as CPython's Manager() is),
-// and the client talks to it over its unix socket.
+// and the client talks to it over its unix socket. manager.lifecycle,
+// bound by starting a process, lives in tools/internal/startbench, in a
+// binary that links no test-only package (see there).
 func BenchmarkKit(b *testing.B) {
 	ctx := context.Background()
-	b.Run("manager.lifecycle", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			m, err := manager.Start(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := m.Shutdown(ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms")
-	})
 	m, err := manager.Start(ctx)
 	if err != nil {
 		b.Fatal(err)

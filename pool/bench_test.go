@@ -10,30 +10,13 @@ import (
 )
 
 // BenchmarkKit reports the baseline kit's pool.* keys (2 workers, like
-// CPython's Pool(2)).
+// CPython's Pool(2)), but pool.lifecycle, which is bound by starting
+// processes and so lives in tools/internal/startbench, in a binary that
+// links no test-only package (see there).
 func BenchmarkKit(b *testing.B) {
 	ctx := context.Background()
 	const n = 100_000
 	in := ints(n)
-	b.Run("pool.lifecycle", func(b *testing.B) {
-		b.ReportAllocs()
-		var total time.Duration
-		for b.Loop() {
-			t0 := time.Now()
-			p, err := pool.New(ctx, pool.Workers(2))
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := square.Map(ctx, p, []int{1, 2}); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.Wait(); err != nil {
-				b.Fatal(err)
-			}
-			total += time.Since(t0)
-		}
-		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms")
-	})
 	mapKey := func(name string, opts ...pool.MapOption) {
 		b.Run(name, func(b *testing.B) {
 			p := newPool(b, pool.Workers(2))

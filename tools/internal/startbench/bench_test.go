@@ -11,29 +11,102 @@ import (
 	"github.com/multiproc/multiproc/forkserver"
 	"github.com/multiproc/multiproc/manager"
 	"github.com/multiproc/multiproc/pool"
+	"github.com/multiproc/multiproc/process"
 )
 
-var square = pool.Register("startbench.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
+var (
+	square = pool.Register("startbench.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
+	empty  = process.Register("startbench.empty", func(context.Context) error { return nil })
+)
 
-// BenchmarkKit holds figures beside the kit's keys (no CPython
-// counterpart; mp bench reports them against the exec floor): how long a
-// pool takes to replace a worker that died, with each start method, and
-// the pool and manager lifecycles of the kit through the forkserver.
+// BenchmarkKit holds the benchmarks whose figures are bound by starting
+// processes: the kit's start.forkserver, pool.lifecycle and
+// manager.lifecycle, and beside them (no CPython counterpart; mp bench
+// reports them against the exec floor) how long a pool takes to replace a
+// worker that died, with each start method, and the pool and manager
+// lifecycles through the forkserver.
 //
-// The forkserver figures follow start.forkserver's convention: before
-// each timed iteration the warm set is filled again (untimed), so they are
-// the latency a caller sees when warm processes are ready, which is what a
+// They live here, not in their modules' test binaries, because a child is
+// a re-execution of the binary that starts it: a module's test binary
+// links test-only packages whose initialisation every child would pay
+// (go-cmp alone compiles regular expressions at init, 0.4 ms measured), a
+// cost no program using multiproc has. This binary links the modules, the
+// standard testing package and internal/mptest only.
+//
+// The forkserver figures follow one convention: before each timed
+// iteration the warm set is filled again (untimed), so they are the
+// latency a caller sees when warm processes are ready, which is what a
 // forkserver is for; run back to back, a forkserver cannot replace more
-// processes per second than the machine can exec. Each metric is the
+// processes per second than the machine can exec. Each of them is the
 // median of the iterations.
 func BenchmarkKit(b *testing.B) {
+	ctx := context.Background()
+	// start.forkserver (kit key): start+join of an empty function through
+	// a forkserver whose warm set is full.
+	b.Run("start.forkserver", func(b *testing.B) {
+		fs := newStarter(b)
+		b.ReportAllocs()
+		timed := make([]time.Duration, 0, 64)
+		for b.Loop() {
+			warm(b, fs)
+			t0 := time.Now()
+			p := empty.Process()
+			p.Starter = fs
+			if err := p.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			timed = append(timed, time.Since(t0))
+		}
+		report(b, timed)
+	})
+	// pool.lifecycle (kit key): Pool(2) made, map of 2 items, closed and
+	// joined, with the default start method; the mean, back to back.
+	b.Run("pool.lifecycle", func(b *testing.B) {
+		b.ReportAllocs()
+		var total time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			p, err := pool.New(ctx, pool.Workers(2))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got, err := square.Map(ctx, p, []int{1, 2}); err != nil || !slices.Equal(got, []int{1, 4}) {
+				b.Fatalf("Map = %v, %v", got, err)
+			}
+			if err := p.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(t0)
+		}
+		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms")
+	})
+	// manager.lifecycle (kit key): manager.Start and Shutdown, the mean,
+	// back to back.
+	b.Run("manager.lifecycle", func(b *testing.B) {
+		b.ReportAllocs()
+		var total time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			m, err := manager.Start(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.Shutdown(ctx); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(t0)
+		}
+		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms")
+	})
 	for _, method := range []string{"spawn", "forkserver"} {
 		b.Run("pool.replace."+method, func(b *testing.B) {
 			benchReplace(b, method == "forkserver")
 		})
 	}
 	b.Run("pool.lifecycle.forkserver", func(b *testing.B) {
-		ctx := context.Background()
 		fs := newStarter(b)
 		timed := make([]time.Duration, 0, 64)
 		for b.Loop() {
@@ -56,7 +129,6 @@ func BenchmarkKit(b *testing.B) {
 		report(b, timed)
 	})
 	b.Run("manager.lifecycle.forkserver", func(b *testing.B) {
-		ctx := context.Background()
 		fs := newStarter(b)
 		timed := make([]time.Duration, 0, 64)
 		for b.Loop() {

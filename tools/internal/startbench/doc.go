@@ -1,7 +1,9 @@
-// Package startbench holds benchmarks that need both a start method and
-// the modules built on process: pool worker replacement and pool and
-// manager lifecycles through the forkserver. The process, pool, manager
-// and forkserver modules may not import each other in that direction, so
-// these live here, where tools may import every module. It has no code
-// of its own: see bench_test.go, run by `make bench` (mp bench).
+// Package startbench holds the benchmarks bound by starting processes:
+// the baseline kit's start.forkserver, pool.lifecycle and
+// manager.lifecycle, pool worker replacement with each start method, and
+// the pool and manager lifecycles through the forkserver. A child is a
+// re-execution of the binary that starts it, so these run in a binary
+// that links what a program using multiproc links and no test-only
+// package (see BenchmarkKit). It has no code of its own: see
+// bench_test.go, run by `make bench` (mp bench).
 package startbench
