@@ -19,10 +19,11 @@
 //	process.SetDefaultStarter(fs)
 //
 // Costs, measured on the project's 2-CPU VM (docs/performance.md): a
-// start+join of an empty function 1.1-1.8 ms against about 3.5 ms with
-// Spawn; a pool worker killed and replaced, task included, about 2 ms
-// against 3.7 ms. A warm process must still exit and be reaped like any
-// other, which on that VM alone costs 0.4-0.9 ms (BenchmarkFloorWakeExit).
+// start+join of an empty function 0.9-1.2 ms against about 3 ms with
+// Spawn; a pool worker killed and replaced, task included, 1.2-1.3 ms
+// against 3.0-3.2 ms; a Pool(2) made, used and joined 2.0 ms against
+// 4.3 ms. A warm process must still exit and be reaped like any other,
+// which on that VM alone costs 0.4-0.9 ms (BenchmarkFloorWakeExit).
 //
 // # Warm processes
 //
