@@ -86,3 +86,32 @@ func mustMarshal(m proto.Message) []byte {
 	}
 	return b
 }
+
+// FuzzProxyDescriptor feeds arbitrary bytes to a proxy's MultiprocAttach,
+// the decoder of what a parent hands its child for a proxy argument: it
+// must never panic, and a descriptor it accepts names a server and an
+// object.
+func FuzzProxyDescriptor(f *testing.F) {
+	for _, d := range []*pb.HandleDesc{
+		{Network: "unix", Address: "/tmp/x/manager.sock", Authkey: []byte("k"), Id: 1, Typeid: "dict"},
+		{Network: "tcp", Address: "127.0.0.1:1", Authkey: []byte("k"), Id: 7, Typeid: "Lock", Tls: true, TlsServerName: "localhost"},
+		{Network: "unix", Id: 1},
+	} {
+		b, err := proto.Marshal(d)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var b base
+		if err := b.MultiprocAttach(nil, data); err != nil {
+			return
+		}
+		if b.h == nil || b.h.id == 0 || b.h.target == nil || b.h.target.Address == "" {
+			t.Fatalf("accepted a descriptor without a server or an object: %+v", b.h)
+		}
+	})
+}
