@@ -267,7 +267,6 @@ func NewThreadPool(ctx context.Context, opts ...Option) (*Pool, error) {
 
 func newPool(opts []Option, thread bool) (*Pool, error) {
 	o := options{
-		workers:   process.CPUCount(),
 		starter:   process.DefaultStarter(),
 		log:       zap.NewNop(),
 		killGrace: time.Second,
@@ -277,8 +276,10 @@ func newPool(opts []Option, thread bool) (*Pool, error) {
 			return nil, err
 		}
 	}
-	if o.workers < 1 {
-		o.workers = 1
+	if o.workers == 0 {
+		// Only when Workers did not say: CPUCount reads the cgroup
+		// files, about 0.1 ms at every New otherwise.
+		o.workers = process.CPUCount()
 	}
 	return &Pool{o: o, log: o.log.Named("pool"), thread: thread, jobs: map[uint64]*job{}, done: make(chan struct{})}, nil
 }
