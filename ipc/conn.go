@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -766,7 +767,23 @@ func closeFiles(fs []*os.File) {
 // recvFrame returns the next frame's body (in into when it fits, else in a
 // new slice) and the stream offset of its header. A frame larger than max
 // is refused before anything is allocated. Called with rmu held.
+//
+// On a Conn over TLS, an end of stream that a TLS or network error caused
+// says so: the error still matches io.EOF (or ErrTruncated) with
+// errors.Is, and wraps the TLS error too.
 func (c *Conn) recvFrame(ctx context.Context, into []byte, max int64) ([]byte, int64, error) {
+	msg, start, err := c.recvFrameRaw(ctx, into, max)
+	if err != nil && (err == io.EOF || err == ErrTruncated) {
+		if e, ok := c.r.(*tlsEnd); ok {
+			if terr := e.readErr(); terr != nil {
+				err = fmt.Errorf("%w (TLS: %w)", err, terr)
+			}
+		}
+	}
+	return msg, start, err
+}
+
+func (c *Conn) recvFrameRaw(ctx context.Context, into []byte, max int64) ([]byte, int64, error) {
 	if c.rerr != nil {
 		return nil, 0, c.rerr
 	}

@@ -80,8 +80,10 @@ const (
 // poll(2) would keep waiting for a P. Each message thus takes one more
 // hop and goroutine wake-up each way on each side: on loopback a small
 // round trip costs about twice that of plain TCP (BenchmarkTLSRoundTrip).
-// A TLS or network error from the peer reads as the end of the stream
-// (io.EOF, or ErrTruncated inside a frame).
+// A TLS or network error from the peer ends the stream: the receive
+// returns an error that matches io.EOF (or ErrTruncated inside a frame)
+// with errors.Is and wraps the TLS error, so errors.As finds, for example,
+// a tls.RecordHeaderError.
 func WithTLS(cfg *tls.Config) ListenOption {
 	var c *tls.Config
 	if cfg != nil {
@@ -166,7 +168,8 @@ type tlsEnd struct {
 // readPump copies what the TLS peer sends to the Conn. The peer's end of
 // stream (or a TLS or network error, which the Conn cannot be told about
 // otherwise) becomes an end of stream for the Conn: a receive returns
-// io.EOF, or ErrTruncated inside a frame.
+// io.EOF, or ErrTruncated inside a frame, wrapped with the error kept in
+// rerr (Conn.recvFrame).
 func (e *tlsEnd) readPump() {
 	defer close(e.rdone)
 	buf := make([]byte, tlsReadBuf)

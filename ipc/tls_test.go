@@ -446,3 +446,62 @@ func BenchmarkTLSRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// A TLS error in the middle of a session (here: bytes that are no TLS
+// record, from a peer that completed the handshake) ends the Conn's stream,
+// and the receive says why: the error matches io.EOF and wraps the TLS
+// error.
+func TestTLSErrorMidSession(t *testing.T) {
+	mptest.CheckFDs(t)
+	certs := mptest.NewTLSCerts(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	served := make(chan error, 1)
+	go func() {
+		raw, err := nl.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer raw.Close()
+		tc := tls.Server(raw, certs.ServerConfig())
+		if err := tc.HandshakeContext(ctx); err != nil {
+			served <- err
+			return
+		}
+		// One good frame, then garbage under the TLS layer.
+		if _, err := tc.Write([]byte{0, 0, 0, 2, 'o', 'k'}); err != nil {
+			served <- err
+			return
+		}
+		_, err = raw.Write([]byte("this is not a TLS record at all"))
+		served <- err
+		// Hold the connection until the client has read: its error must
+		// come from the garbage, not from this end closing.
+		io.Copy(io.Discard, raw)
+	}()
+	c, err := Dial(ctx, "tcp", nl.Addr().String(), WithTLS(certs.ClientConfig()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if b, err := c.RecvBytes(ctx); err != nil || string(b) != "ok" {
+		t.Fatalf("first frame = %q, %v", b, err)
+	}
+	_, err = c.RecvBytes(ctx)
+	if !errors.Is(err, io.EOF) || !strings.Contains(err.Error(), "TLS: ") {
+		t.Fatalf("receive after a bad record = %v, want io.EOF carrying the TLS error", err)
+	}
+	var rh tls.RecordHeaderError
+	if !errors.As(err, &rh) {
+		t.Fatalf("receive after a bad record = %v, want it to wrap crypto/tls's RecordHeaderError", err)
+	}
+}
