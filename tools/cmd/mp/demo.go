@@ -22,6 +22,7 @@ func demoCmd() *cobra.Command {
 	var messages int
 	var o mandelOpts
 	var noPython bool
+	var starts int
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the demo: multiproc at work across real processes",
@@ -35,7 +36,11 @@ func demoCmd() *cobra.Command {
     band, and the image comes out identical (compare the checksums).
  2. A python3 process connects to a Go Listener with CPython's own
     multiprocessing.connection.Client: the two run CPython's HMAC challenge
-    handshake both ways and exchange messages in CPython's wire format.`,
+    handshake both ways and exchange messages in CPython's wire format.
+ 3. What starting a process costs with each start method: spawn (a
+    re-execution of this binary, since Go cannot fork) and a forkserver of
+    warm processes, for a start+join and for a pool worker that is killed
+    and replaced.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -52,16 +57,23 @@ func demoCmd() *cobra.Command {
 			if err := demoMandelbrot(ctx, w, o); err != nil {
 				return err
 			}
-			if noPython {
-				return nil
+			if !noPython {
+				fmt.Fprintln(w)
+				if err := demoPython(ctx, w, messages); err != nil {
+					return err
+				}
 			}
-			fmt.Fprintln(w)
-			return demoPython(ctx, w, messages)
+			if starts > 0 {
+				fmt.Fprintln(w)
+				return demoStarts(ctx, w, starts)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&messages, "messages", 10000, "messages to exchange with the python3 peer")
 	f.BoolVar(&noPython, "no-python", false, "skip the python3 part")
+	f.IntVar(&starts, "starts", 20, "timed starts per start method in the last part (0 skips it)")
 	f.BoolVar(&o.chaos, "chaos", false, "kill random workers during the render; the image must still come out right")
 	f.IntVar(&o.workers, "workers", 0, "worker processes (default: the CPUs this process may use)")
 	f.IntVar(&o.width, "width", 1600, "image width in pixels")

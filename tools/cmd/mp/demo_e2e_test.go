@@ -55,9 +55,16 @@ func TestDemoImage(t *testing.T) {
 	bin := buildDemoBinary(t)
 	plainDir, chaosDir := t.TempDir(), t.TempDir()
 
-	out := runDemo(t, bin, "--out", plainDir)
+	out := runDemo(t, bin, "--out", plainDir, "--starts", "3")
 	if !strings.Contains(out, "identical to the single-worker image") {
 		t.Errorf("demo output does not confirm the worker count made no difference:\n%s", out)
+	}
+	// The start-method part ran both methods to the end (its figures are
+	// for reading; only that they are there is checked).
+	for _, want := range []string{"spawn  forkserver", "start+join of an empty function", "pool worker SIGKILLed, replaced, task done"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
 	}
 	img, plain := decodePNG(t, filepath.Join(plainDir, "mandelbrot.png"))
 	if got := img.Bounds().Size(); got != image.Pt(320, 200) {
@@ -74,7 +81,10 @@ func TestDemoImage(t *testing.T) {
 		t.Fatalf("image looks blank: %d distinct colours in a sample", len(colors))
 	}
 
-	out = runDemo(t, bin, "--chaos", "--baseline=false", "--band-rows", "2", "--out", chaosDir)
+	out = runDemo(t, bin, "--chaos", "--baseline=false", "--band-rows", "2", "--out", chaosDir, "--starts", "0")
+	if strings.Contains(out, "start+join") {
+		t.Errorf("--starts 0 did not skip the start-method part:\n%s", out)
+	}
 	var kills int
 	if i := strings.Index(out, "chaos: SIGKILLed "); i < 0 {
 		t.Fatalf("chaos output missing:\n%s", out)
