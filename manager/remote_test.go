@@ -169,11 +169,17 @@ func TestManagerRestart(t *testing.T) {
 // references are dropped (objects freed) and the lock is released, the
 // next acquirer being told ErrOwnerDead.
 var childHolder = process.Register("mgr.holder", func(ctx context.Context, lock *manager.Lock, ready *ipc.Conn, network, address string, key []byte) error {
+	return holdUntilKilled(ctx, lock, ready, network, address, manager.WithAuthkey(key))
+})
+
+// holdUntilKilled takes lock, connects to the server with opts and makes
+// three objects only this process holds, says so on ready, and waits to
+// be killed.
+func holdUntilKilled(ctx context.Context, lock *manager.Lock, ready *ipc.Conn, network, address string, opts ...manager.Option) error {
 	if err := lock.Acquire(ctx); err != nil {
 		return err
 	}
-	// Take references of our own: three objects only this process holds.
-	c, err := manager.Connect(ctx, network, address, manager.WithAuthkey(key))
+	c, err := manager.Connect(ctx, network, address, opts...)
 	if err != nil {
 		return err
 	}
@@ -187,7 +193,7 @@ var childHolder = process.Register("mgr.holder", func(ctx context.Context, lock 
 	}
 	<-ctx.Done() // until killed
 	return nil
-})
+}
 
 func TestClientKilledHoldingReferences(t *testing.T) {
 	mptest.CheckChildren(t)

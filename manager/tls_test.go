@@ -350,23 +350,7 @@ var childTLSHolder = process.Register("mgr.tls.holder", func(ctx context.Context
 	}
 	cfg := &tls.Config{RootCAs: pool}
 	manager.SetClientTLS(cfg)
-	if err := lock.Acquire(ctx); err != nil {
-		return err
-	}
-	c, err := manager.Connect(ctx, "tcp", address, manager.WithAuthkey(key), manager.WithTLS(cfg))
-	if err != nil {
-		return err
-	}
-	for range 3 {
-		if _, err := manager.NewDict[string, int](ctx, c); err != nil {
-			return err
-		}
-	}
-	if err := ready.SendBytes(ctx, []byte("ready")); err != nil {
-		return err
-	}
-	<-ctx.Done() // until killed
-	return nil
+	return holdUntilKilled(ctx, lock, ready, "tcp", address, manager.WithAuthkey(key), manager.WithTLS(cfg))
 })
 
 func TestTLSClientKilled(t *testing.T) {
