@@ -67,10 +67,14 @@ bench: ## Benchmarks with the baseline kit's keys, beside CPython and the floors
 	$(GO) run $(PREFIX)/tools/cmd/mp bench $(BENCHFLAGS)
 
 .PHONY: lint
-lint: check-deps build-modules ## go vet, staticcheck, gofmt and the dependency-direction check.
+lint: check-deps check-spdx build-modules ## go vet, staticcheck, gofmt, SPDX headers and the dependency-direction check.
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 	@unformatted=$$(gofmt -l $(MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+.PHONY: check-spdx
+check-spdx: ## Fail when a Go or proto file lacks its SPDX licence line.
+	scripts/check-spdx.sh
 
 .PHONY: check-deps
 check-deps: ## Fail when a lower module imports a higher one.

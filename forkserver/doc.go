@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package forkserver is the forkserver start method of the process
 // package: a process.Starter whose children are warm processes, started
 // ahead of time, so that starting a child costs a message instead of an

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ipc provides framed connections between processes with CPython's
 // multiprocessing.connection wire format, so that a Go process and a Python
 // process (or two Go processes) exchange messages, authenticate each other

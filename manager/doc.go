@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package manager shares objects between processes through a server
 // process that owns them, as CPython's multiprocessing.managers does:
 // clients hold proxies, and every operation on a proxy is a request to the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package pool runs functions on a pool of worker processes, like
 // Python's multiprocessing.Pool, without its failure modes: a worker that
 // dies never hangs the pool.

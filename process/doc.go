@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package process runs Go functions in child processes, with the
 // semantics of Python's multiprocessing.Process and fewer ways to go
 // wrong.

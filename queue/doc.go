@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package queue provides Queue, JoinableQueue and SimpleQueue: FIFO
 // queues of typed items shared by any number of producer and consumer
 // processes, with the semantics of Python's multiprocessing queues and

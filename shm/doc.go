@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package shm is shared memory for multiproc: segments that several
 // processes map, typed values and arrays in them, CPython-compatible
 // ShareableLists, and arenas for many small shared objects.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package syncprim provides synchronisation primitives shared between
 // processes: Lock, RLock, Semaphore (and bounded semaphores), Condition,
 // Event and Barrier, with the semantics of Python's multiprocessing

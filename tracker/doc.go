@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package tracker is multiproc's resource tracker: a daemon process that
 // cleans up the named resources (POSIX shared memory segments, and any
 // type a module adds) that a process tree created and did not remove,

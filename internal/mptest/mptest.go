@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package mptest holds the test helpers that multiproc's modules share:
 // a helper-process dispatcher for tests that need a real child process
 // without the process package, and leak checks for goroutines, file

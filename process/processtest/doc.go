@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package processtest is the conformance suite of process.Starter: the
 // behaviours a Process must have whatever start method made its child,
 // as one function to call from a test, the way testing/fstest.TestFS

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Quickstart is the README's example: square numbers on a pool of worker
 // processes.
 package main

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package kitbench holds process's benchmarks for the baseline kit
 // (BenchmarkKit: start.spawn, start.spawn.parallel2) in a test binary of
 // their own. Every child re-executes the test binary, so its start cost

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Messages shared by every multiproc module: the error a remote side
 // reports and the envelope that carries a request or a reply.
 

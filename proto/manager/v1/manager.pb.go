@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The manager protocol: requests from a client to a manager server and
 // the server's responses. See manager/PROTOCOL.md.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The messages a pool and its worker processes exchange. See pool/doc.go
 // ("Wire protocol"). Each message travels as one ipc frame on the worker's
 // own duplex connection; the pool writes ToWorker frames and the worker

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The messages a parent and a re-executed child exchange at start.
 // See process/doc.go and docs/architecture.md ("How a child starts").
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package futex holds the low-level pieces that syncprim's primitives are
 // made of: FUTEX_WAIT/FUTEX_WAKE on shared (not process-private) 32-bit
 // words, an adaptive spinner, and process identities (pid plus start time)

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command mp is multiproc's command-line tool: the demo, the side-by-side
 // benchmark report, and (as the modules land) inspection of shared memory
 // and the resource tracker, and a standalone manager server.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package benchfmt turns `go test -bench` output into the baseline kit's
 // JSON (../shared/bench/README.md), so that report.py can put multiproc's
 // figures beside CPython's and the floors.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package startbench holds the benchmarks bound by starting processes:
 // the baseline kit's start.forkserver, pool.lifecycle and
 // manager.lifecycle, pool worker replacement with each start method, and
