@@ -12,6 +12,8 @@ BIN       := $(CURDIR)/.bin
 FUZZTIME  ?= 10s
 TESTFLAGS ?=
 STATICCHECK_VERSION := v0.8.2
+# The module set's tool: the dependency table (modules.txt), the version (VERSION).
+MODSET    := $(GO) run $(PREFIX)/tools/cmd/modset
 
 export GOFLAGS := -buildvcs=false
 
@@ -77,8 +79,18 @@ check-spdx: ## Fail when a Go or proto file lacks its SPDX licence line.
 	scripts/check-spdx.sh
 
 .PHONY: check-deps
-check-deps: ## Fail when a lower module imports a higher one.
-	scripts/check-deps.sh
+check-deps: ## Fail when a module imports one that modules.txt does not allow.
+	$(MODSET) check-deps
+	$(MODSET) gomod -check
+	$(MODSET) docs -check
+
+.PHONY: gomod
+gomod: ## Write every go.mod's replace block and sibling requires from modules.txt and VERSION.
+	$(MODSET) gomod
+
+.PHONY: docs-deps
+docs-deps: ## Write the dependency table of docs/architecture.md from modules.txt.
+	$(MODSET) docs
 
 .PHONY: generate
 generate: deps ## Regenerate *.pb.go with local protoc and the pinned protoc-gen-go.
@@ -94,15 +106,15 @@ go-work: ## Regenerate go.work from the modules present.
 .PHONY: tidy
 tidy: ## go mod tidy in every module.
 	@for mod in $(MODULES); do echo "== tidy $$mod"; (cd $$mod && GOWORK=off $(GO) mod tidy); done
-	@scripts/normalize-requires.sh
+	@$(MODSET) gomod
 
 .PHONY: check-clean
-check-clean: generate go-work ## Fail when generated code, go.work or go.mod drift.
+check-clean: generate go-work docs-deps ## Fail when generated code, go.work, go.mod or the docs' table drift.
 	@for mod in $(MODULES); do (cd $$mod && GOWORK=off $(GO) mod tidy); done
-	@scripts/normalize-requires.sh
-	@if [ -n "$$(git status --porcelain -- go.work '*.pb.go' '*/go.mod' '*/go.sum' '**/go.mod' '**/go.sum')" ]; then \
-	  echo "check-clean: generated files drifted; run make generate go-work tidy and commit:"; \
-	  git status --porcelain -- go.work '*.pb.go' '*/go.mod' '*/go.sum'; git diff --stat; exit 1; fi
+	@$(MODSET) gomod
+	@if [ -n "$$(git status --porcelain -- go.work docs/architecture.md '*.pb.go' '*/go.mod' '*/go.sum' '**/go.mod' '**/go.sum')" ]; then \
+	  echo "check-clean: generated files drifted; run make generate go-work tidy docs-deps and commit:"; \
+	  git status --porcelain -- go.work docs/architecture.md '*.pb.go' '*/go.mod' '*/go.sum'; git diff --stat; exit 1; fi
 	@echo "check-clean: generated code, go.work and go.mod files are in sync"
 
 .PHONY: clean
