@@ -95,6 +95,13 @@
 //   - If a worker cannot be started during New, the ones already started
 //     are stopped and New returns a *StartError. An Initializer runs once
 //     in every worker; when it fails, New returns its error.
+//   - Replacements: a replacement that cannot be started (its Starter
+//     fails, or it dies before it reports ready) is started again with
+//     backoff until the pool is back to its size. Tasks never fail for
+//     that while another worker can run them; when none can and several
+//     starts in a row failed, the waiting tasks fail with one *StartError
+//     wrapping the last failure (a worker killed before it was ready is a
+//     *WorkerDiedError there, errors.Is ErrWorkerDied, like any death).
 //
 // # Lifecycle
 //

@@ -44,9 +44,16 @@ type WorkerDiedError struct {
 	Signal syscall.Signal
 	// Attempts is how many times the task was started.
 	Attempts int
+	// BeforeReady is true for a worker that died while it was starting,
+	// before it reported ready: it held no task (the error of a
+	// *StartError).
+	BeforeReady bool
 }
 
 func (e *WorkerDiedError) Error() string {
+	if e.BeforeReady {
+		return fmt.Sprintf("pool: worker (pid %d) was killed by signal %d (%v) before it was ready", e.Pid, int(e.Signal), e.Signal)
+	}
 	if e.Signal != 0 {
 		return fmt.Sprintf("pool: worker (pid %d) was killed by signal %d (%v) while running the task (%d attempts)",
 			e.Pid, int(e.Signal), e.Signal, e.Attempts)
@@ -122,11 +129,22 @@ const (
 )
 
 // StartError reports that a worker could not be started (or that its
-// initializer failed). New returns it; once the pool runs, it is the
-// error of the tasks that were waiting when no worker could be started.
+// initializer failed, or that it died before it was ready: Err is then a
+// *WorkerDiedError, errors.Is ErrWorkerDied). New returns it. Once the
+// pool runs, a replacement that cannot be started is started again with
+// backoff for as long as the pool needs it; only when no worker can run
+// the queued tasks and Attempts starts in a row failed do those tasks
+// fail with it.
 type StartError struct {
 	Err error
+	// Attempts is how many starts in a row failed (1 from New).
+	Attempts int
 }
 
-func (e *StartError) Error() string { return "pool: starting a worker: " + e.Err.Error() }
+func (e *StartError) Error() string {
+	if e.Attempts > 1 {
+		return fmt.Sprintf("pool: starting a worker failed %d times in a row: %v", e.Attempts, e.Err)
+	}
+	return "pool: starting a worker: " + e.Err.Error()
+}
 func (e *StartError) Unwrap() error { return e.Err }

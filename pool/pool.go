@@ -53,6 +53,11 @@ type Pool struct {
 	// spinSkip counts the Future waits that park at once after a spin
 	// that ran out (see Future.spin).
 	spinSkip atomic.Int32
+	// life ends (endLife) when the pool no longer wants workers: it was
+	// terminated, or closed with nothing left to run. It bounds the
+	// starts of replacements.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 const (
@@ -283,7 +288,9 @@ func newPool(opts []Option, thread bool) (*Pool, error) {
 		// files, about 0.1 ms at every New otherwise.
 		o.workers = process.CPUCount()
 	}
-	return &Pool{o: o, log: o.log.Named("pool"), thread: thread, jobs: map[uint64]*job{}, done: make(chan struct{})}, nil
+	p := &Pool{o: o, log: o.log.Named("pool"), thread: thread, jobs: map[uint64]*job{}, done: make(chan struct{})}
+	p.life, p.endLife = context.WithCancel(context.Background())
+	return p, nil
 }
 
 // Workers returns the number of workers the pool keeps.
@@ -343,7 +350,13 @@ func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
 		// The worker died before it was ready: its exit says why.
 		werr := proc.Wait()
 		mine.Close()
-		if werr == nil {
+		var xe *process.ExitError
+		switch {
+		case errors.As(werr, &xe) && xe.Signal != 0:
+			// Killed (the OOM killer, chaos tooling): a death, reported
+			// as every worker death is.
+			werr = &WorkerDiedError{Pid: xe.Pid, Code: xe.Code, Signal: xe.Signal, BeforeReady: true}
+		case werr == nil:
 			werr = err
 		}
 		return nil, &StartError{Err: werr}
@@ -400,7 +413,7 @@ func (p *Pool) addWorkerLocked(w *worker) {
 // startWorkersLocked starts replacements until the pool has its number
 // of active (not retiring) workers, counting those being started.
 func (p *Pool) startWorkersLocked() {
-	if p.thread || p.state == stateTerminated || (p.state == stateClosing && len(p.jobs) == 0) || p.isDone() {
+	if !p.needWorkersLocked() {
 		return
 	}
 	active := p.starting
@@ -412,16 +425,46 @@ func (p *Pool) startWorkersLocked() {
 	for ; active < p.o.workers; active++ {
 		p.starting++
 		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			w, err := p.startWorker(context.Background())
-			p.mu.Lock()
+		go p.keepStarting()
+	}
+}
+
+// needWorkersLocked reports whether the pool wants workers: it runs, or it
+// was closed with work still to finish.
+func (p *Pool) needWorkersLocked() bool {
+	return !p.thread && p.state != stateTerminated && !(p.state == stateClosing && len(p.jobs) == 0) && !p.isDone()
+}
+
+const (
+	// A replacement that cannot be started (its Starter fails, or the
+	// worker dies before it reports ready: the OOM killer, chaos tooling)
+	// is started again after startBackoffMin, doubling up to
+	// startBackoffMax, for as long as the pool needs it.
+	startBackoffMin = 10 * time.Millisecond
+	startBackoffMax = 2 * time.Second
+	// maxStartAttempts is how many starts in a row may fail while no
+	// worker can run the queued tasks before those tasks fail with the
+	// start's error (a *StartError). While another worker can run them,
+	// nothing fails: the starts go on.
+	maxStartAttempts = 5
+)
+
+// keepStarting starts one worker for the pool, again and again with
+// backoff until one reports ready or the pool no longer needs it. It holds
+// one count of Pool.starting until it returns.
+func (p *Pool) keepStarting() {
+	defer p.wg.Done()
+	delay := startBackoffMin
+	for attempt := 1; ; attempt++ {
+		w, err := p.startWorker(p.life)
+		var se *StartError
+		if errors.As(err, &se) {
+			err = se.Err
+		}
+		p.mu.Lock()
+		if err == nil {
 			p.starting--
-			var ds []delivery
-			if err != nil {
-				p.log.Warn("cannot start a worker", zap.Error(err))
-				ds = p.startFailedLocked(err)
-			} else if p.state == stateTerminated {
+			if p.state == stateTerminated {
 				defer func() {
 					w.proc.Kill()
 					w.proc.Wait()
@@ -433,23 +476,54 @@ func (p *Pool) startWorkersLocked() {
 			fl := p.dispatchLocked()
 			p.maybeDoneLocked()
 			p.mu.Unlock()
+			flushAll(fl)
+			return
+		}
+		if !p.needWorkersLocked() {
+			p.starting--
+			p.maybeDoneLocked()
+			p.mu.Unlock()
+			return
+		}
+		p.log.Warn("cannot start a worker; trying again", zap.Int("attempt", attempt), zap.Duration("backoff", delay), zap.Error(err))
+		if attempt >= maxStartAttempts && !p.canRunLocked() {
+			// No worker can run what is queued, and none could be started:
+			// what waits fails with one error, and this start ends (the
+			// next submission tries again).
+			p.starting--
+			ds := p.failQueueLocked(&StartError{Err: err, Attempts: attempt})
+			fl := p.dispatchLocked()
+			p.maybeDoneLocked()
+			p.mu.Unlock()
 			deliverAll(ds)
 			flushAll(fl)
-		}()
+			return
+		}
+		p.mu.Unlock()
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-p.life.Done():
+			t.Stop()
+		}
+		delay = min(2*delay, startBackoffMax)
 	}
 }
 
-// startFailedLocked fails the queued tasks when no worker is left to run
-// them, so that nothing waits forever. The next submission tries again.
-func (p *Pool) startFailedLocked(err error) []delivery {
-	if p.starting > 0 {
-		return nil
-	}
+// canRunLocked reports whether a worker of the pool can take queued tasks
+// now or once it has room.
+func (p *Pool) canRunLocked() bool {
 	for _, w := range p.ws {
-		if !w.gone {
-			return nil
+		if !w.gone && !w.retiring && w.kill == killNone {
+			return true
 		}
 	}
+	return false
+}
+
+// failQueueLocked fails the queued tasks with err: no worker is left to
+// run them.
+func (p *Pool) failQueueLocked(err error) []delivery {
 	var ds []delivery
 	for _, c := range p.queue {
 		if !c.job.ended {
@@ -676,7 +750,7 @@ func (p *Pool) submit(cs ...*chunk) {
 	if len(p.ws) == 0 && p.starting == 0 {
 		// A closed pool whose workers are all gone (their replacements
 		// failed to start): nothing will run these.
-		ds = p.startFailedLocked(ErrClosed)
+		ds = p.failQueueLocked(ErrClosed)
 	}
 	var buf [2]*worker
 	fl := p.dispatchInto(buf[:0])
@@ -1292,6 +1366,9 @@ func (p *Pool) subChunk(c *chunk, i, j int) (*chunk, error) {
 // maybeDoneLocked closes done once a closed or terminated pool has no
 // worker left.
 func (p *Pool) maybeDoneLocked() {
+	if p.state == stateTerminated || (p.state == stateClosing && len(p.jobs) == 0) {
+		p.endLife()
+	}
 	if p.state == stateRunning || p.starting > 0 || len(p.ws) > 0 {
 		return
 	}

@@ -407,14 +407,17 @@ func TestStartFailureNoLeak(t *testing.T) {
 
 var errStarter = errors.New("starter refuses")
 
+// failingStarter is process.Spawn failing its failAt-th start, and every
+// start from the failFrom-th on (when set).
 type failingStarter struct {
-	n      atomic.Int32
-	failAt int32
+	n        atomic.Int32
+	failAt   int32
+	failFrom int32
 }
 
 func (s *failingStarter) Name() string { return "failing" }
 func (s *failingStarter) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
-	if s.n.Add(1) == s.failAt {
+	if n := s.n.Add(1); n == s.failAt || (s.failFrom > 0 && n >= s.failFrom) {
 		return nil, errStarter
 	}
 	return process.Spawn.Start(ctx, req)
