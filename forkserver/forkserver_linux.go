@@ -196,6 +196,9 @@ func (s *Starter) Start(ctx context.Context, req *process.StartRequest) (process
 			last = err
 			continue
 		}
+		if h := testHookHand.Load(); h != nil {
+			(*h)(w)
+		}
 		if err := w.hand(ctx, req); err != nil {
 			s.opts.log.Debug("forkserver: hand-over failed, discarding warm process", zap.Int("pid", w.pid), zap.Error(err))
 			w.destroy()
@@ -333,6 +336,11 @@ func (s *Starter) take(ctx context.Context, keep bool) (*warm, error) {
 		return r.w, nil
 	}
 }
+
+// testHookHand, set only by tests, runs in Start between taking a warm
+// process (checked alive) and handing it the request: the moment at which
+// a warm process killed by someone else is met by the hand-over itself.
+var testHookHand atomic.Pointer[func(*warm)]
 
 // doneCtx makes Child.Wait poll without blocking.
 var doneCtx = func() context.Context {

@@ -145,33 +145,58 @@ func TestKilledWarmProcessReplaced(t *testing.T) {
 	}
 }
 
-// A warm process killed right after the Starter checked it: the hand-over
-// fails and Start takes another.
+// A warm process SIGKILLed at the moment of the hand-over, after the
+// Starter checked it alive: the hand-over fails and Start takes another
+// (making one: the set holds only the dead one), so the start succeeds.
 func TestHandOverToDeadWarmProcess(t *testing.T) {
+	mptest.CheckChildren(t)
 	s := newStarter(t, Size(1))
 	ctx := testCtx(t)
 	if err := s.Warm(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w, err := s.take(ctx, false)
-	if err != nil {
-		t.Fatal(err)
+	var killed []int
+	hook := func(w *warm) {
+		if len(killed) > 0 {
+			return // the second warm process is handed the request
+		}
+		killed = append(killed, w.pid)
+		if err := syscall.Kill(w.pid, syscall.SIGKILL); err != nil {
+			t.Errorf("kill warm process %d: %v", w.pid, err)
+			return
+		}
+		// Wait until it is dead (its pidfd readable), not reaped: its
+		// end of the control socket is closed when the hand-over starts.
+		fd, _, err := w.child.WaitFD()
+		if err != nil {
+			t.Errorf("warm process %d: %v", w.pid, err)
+			return
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
+				break
+			}
+		}
 	}
-	w.conn.Close() // what the hand-over meets when the peer is gone
-	p := fnEmpty.Process()
+	testHookHand.Store(&hook)
+	defer testHookHand.Store(nil)
+	p := fnExit.Process(7)
 	p.Starter = s
-	// The dead hand-over fails as Start would see it...
-	if err := w.hand(ctx, &process.StartRequest{Name: "x", Bootstrap: []byte{1}}); err == nil {
-		t.Fatal("hand-over on a closed control socket succeeded")
-	}
-	w.destroy()
-	// ...and a Start afterwards gets a fresh warm process.
 	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("Start after the warm process was killed at hand-over: %v", err)
 	}
 	defer p.Close()
-	if err := p.Join(ctx); err != nil {
-		t.Fatal(err)
+	testHookHand.Store(nil)
+	if len(killed) != 1 {
+		t.Fatalf("the hand-over hook ran %d times before the first hand-over, want 1", len(killed))
+	}
+	if p.Pid() == killed[0] {
+		t.Fatalf("Start returned the killed warm process %d", killed[0])
+	}
+	p.Join(ctx) // an *ExitError for code 7
+	if code, _ := p.ExitCode(); code != 7 {
+		t.Fatalf("the child that replaced the killed warm process exited %d, want 7", code)
 	}
 }
 
