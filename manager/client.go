@@ -59,6 +59,10 @@ type Client struct {
 
 	closeOnce sync.Once
 	sharedKey string // non-empty for a client shared by attached proxies
+
+	// serverEnded, set by Start, tells how the server process ended when
+	// the connection is lost (nil if it did not end).
+	serverEnded func() error
 }
 
 type pendingCall struct {
@@ -248,11 +252,18 @@ func (c *Client) writeLoop(stop chan struct{}) {
 
 // fail marks the client broken: calls in flight and later calls get err.
 func (c *Client) fail(err error) {
+	var ended error
+	if c.serverEnded != nil && !errors.Is(err, ipc.ErrClosed) && !errors.Is(err, ErrClosed) && c.Err() == nil {
+		ended = c.serverEnded()
+	}
 	c.mu.Lock()
 	if c.err == nil {
-		if errors.Is(err, ipc.ErrClosed) {
+		switch {
+		case errors.Is(err, ipc.ErrClosed):
 			err = ErrClosed
-		} else {
+		case ended != nil:
+			err = fmt.Errorf("%w: connection to the server lost (the server process ended: %w): %w", ErrClosed, ended, err)
+		default:
 			err = fmt.Errorf("%w: connection to the server lost: %w", ErrClosed, err)
 		}
 		c.err = err

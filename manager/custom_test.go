@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/manager"
 )
 
@@ -61,7 +62,48 @@ func (it *Iterator) Next() (int, error) {
 // Wait blocks until ctx ends: cancellation reaches custom methods.
 func (it *Iterator) Wait(ctx context.Context) error {
 	<-ctx.Done()
+	select {
+	case iteratorWaitCancelled <- struct{}{}:
+	default:
+	}
 	return ctx.Err()
+}
+
+// iteratorWaitCancelled receives when a Wait saw its context end (in the
+// process running the server).
+var iteratorWaitCancelled = make(chan struct{}, 1)
+
+// A call of a custom method blocked in the server is cancelled there: the
+// method's context ends, and the caller gets context.Canceled.
+func TestCancelReachesCustomMethod(t *testing.T) {
+	ts := startServer(t, "unix") // in this process: its goroutines are visible
+	ctx := ctxT(t)
+	it, err := ts.client.Create(ctx, "Iterator", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-iteratorWaitCancelled: // an earlier test's
+	default:
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := it.Call(cctx, "Wait"); done <- err }()
+	mptest.WaitBlocked(t, "manager_test.(*Iterator).Wait") // the server runs it
+	cancel()
+	if err := recvErr(ctx, done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Wait: %v", err)
+	}
+	// A custom method's call returns at once (it may ignore its
+	// context); this one sees the cancellation in the server.
+	select {
+	case <-iteratorWaitCancelled:
+	case <-ctx.Done():
+		t.Fatal("the method blocked in the server never saw its context end")
+	}
+	if _, err := manager.Call[int](ctx, it, "Next"); err != nil {
+		t.Fatalf("the object after a cancelled call: %v", err)
+	}
 }
 
 var (
@@ -138,14 +180,7 @@ func TestMyManager(t *testing.T) {
 	if fmt.Sprint(seq) != "[0 1 2]" {
 		t.Fatalf("iterated %v", seq)
 	}
-	// Cancellation reaches a blocked custom method.
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { _, err := it.Call(cctx, "Wait"); done <- err }()
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled Wait: %v", err)
-	}
+	// Cancellation reaching a blocked custom method: TestCancelReachesCustomMethod.
 	types, err := c.Types(ctx)
 	if err != nil {
 		t.Fatal(err)

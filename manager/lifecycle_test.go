@@ -178,7 +178,7 @@ func TestStartTCPAndConnect(t *testing.T) {
 }
 
 func TestClosedClient(t *testing.T) {
-	srv, c := pipeServer(t)
+	srv, c, served := pipeServerDone(t)
 	ctx := ctxT(t)
 	d, _ := manager.NewDict[string, int](ctx, c)
 	if srv.NumObjects() != 1 {
@@ -189,10 +189,15 @@ func TestClosedClient(t *testing.T) {
 	if err := d.Set(ctx, "a", 1); !errors.Is(err, manager.ErrClosed) {
 		t.Fatalf("call after close: %v", err)
 	}
-	// The server dropped the closed client's references.
-	srv.Close()
-	if srv.NumObjects() != 0 {
-		t.Fatalf("%d objects after close", srv.NumObjects())
+	// The server dropped the closed client's references once it saw the
+	// connection end (ServeConn returned), while it still runs.
+	select {
+	case <-served:
+	case <-ctx.Done():
+		t.Fatal("the server did not notice the closed client")
+	}
+	if n := srv.NumObjects(); n != 0 {
+		t.Fatalf("%d objects after the client closed, server still running", n)
 	}
 }
 
@@ -214,8 +219,9 @@ func TestReleaseFreesObject(t *testing.T) {
 	}
 }
 
-// Cancellation takes nothing: a cancelled Get leaves the next item in the
-// queue, a cancelled Acquire does not hold the lock.
+// Cancellation takes nothing: a Get cancelled while the server holds it
+// waiting leaves the next item in the queue, an Acquire cancelled while
+// waiting in the server does not hold the lock.
 func TestCancelledCallsTakeNothing(t *testing.T) {
 	_, c := pipeServer(t)
 	ctx := ctxT(t)
@@ -223,8 +229,9 @@ func TestCancelledCallsTakeNothing(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	got := make(chan error, 1)
 	go func() { _, err := q.Get(cctx); got <- err }()
+	mptest.WaitBlocked(t, "manager.(*queueObj).waitChange") // the server holds the Get
 	cancel()
-	if err := <-got; !errors.Is(err, context.Canceled) {
+	if err := recvErr(ctx, got); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled get: %v", err)
 	}
 	q.Put(ctx, 7)
@@ -251,8 +258,9 @@ func TestCancelledCallsTakeNothing(t *testing.T) {
 	}
 	cctx, cancel = context.WithCancel(ctx)
 	go func() { got <- l.Acquire(cctx) }()
+	mptest.WaitBlocked(t, "manager.(*lockCore).acquire") // the server holds the Acquire
 	cancel()
-	if err := <-got; !errors.Is(err, context.Canceled) {
+	if err := recvErr(ctx, got); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled acquire: %v", err)
 	}
 	if err := l.Release(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -67,6 +68,14 @@ func startServer(t testing.TB, network string) *testServer {
 // pipeServer serves one end of an ipc.Pipe and returns a client on the other.
 func pipeServer(t testing.TB) (*manager.Server, *manager.Client) {
 	t.Helper()
+	srv, c, _ := pipeServerDone(t)
+	return srv, c
+}
+
+// pipeServerDone is pipeServer that also returns a channel closed when
+// the server has finished with the connection (ServeConn returned).
+func pipeServerDone(t testing.TB) (*manager.Server, *manager.Client, <-chan struct{}) {
+	t.Helper()
 	a, b, err := ipc.Pipe(true)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +89,18 @@ func pipeServer(t testing.TB) (*manager.Server, *manager.Client) {
 		<-done
 		srv.Close()
 	})
-	return srv, c
+	return srv, c, done
+}
+
+// recvErr receives a call's error, or fails with a clear message when the
+// call is still waiting as ctx ends.
+func recvErr(ctx context.Context, errc <-chan error) error {
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("the call did not return before the test's deadline: %w", ctx.Err())
+	}
 }
 
 func ctxT(t testing.TB) context.Context {

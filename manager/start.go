@@ -166,8 +166,23 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	c := NewClient(mine, WithAuthkey(o.authkey), WithMaxFrame(o.maxFrame), WithLogger(o.log))
 	c.network, c.address = reply.Network, reply.Address
 	c.tls = o.serverTLS != ""
+	c.serverEnded = func() error { return serverEnded(p) }
 	mine = nil
 	return &Manager{Client: c, proc: p}, nil
+}
+
+// serverEnded returns how the server process p ended, when it ended
+// unexpectedly: an *process.ExitError, or nil. The connection is lost as
+// the process exits, a moment before its exit can be reaped; the wait
+// is bounded for a connection lost while the server lives on.
+func serverEnded(p *process.Process) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var ee *process.ExitError
+	if err := p.Join(ctx); errors.As(err, &ee) {
+		return ee
+	}
+	return nil
 }
 
 // Pid returns the server process's pid.
