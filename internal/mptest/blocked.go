@@ -125,7 +125,7 @@ func threadSleepsInKernel() bool {
 		w := string(wchan)
 		switch {
 		case w == "" || w == "0",
-			strings.HasPrefix(w, "futex"), // idle Ms, locks
+			strings.HasPrefix(w, "futex"),                                // idle Ms, locks
 			strings.Contains(w, "ep_poll"), strings.Contains(w, "epoll"), // the netpoller
 			strings.Contains(w, "nanosleep"), strings.Contains(w, "hrtimer"):
 			continue
