@@ -61,7 +61,12 @@
 // Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event and Barrier.
 // Values crossing the wire are a small language-neutral model (null, bool,
 // integers, floats, strings, bytes, lists, maps and proxy references; see
-// ToValue and PROTOCOL.md): nothing from the wire is ever executed.
+// ToValue and PROTOCOL.md): nothing from the wire is ever executed. Go
+// structs ride it as maps of their exported fields, so a Dict[string,
+// Order], a List[Order], a struct in a Namespace or a struct argument of
+// a registered type's method work, nested structs, slices and maps of
+// them and proxies in their fields included; a struct holding a channel
+// or a func is refused with an error naming the field.
 //
 // User types are registered by name with RegisterType; their exported
 // methods become callable through an *Object proxy (Object.Call, or the

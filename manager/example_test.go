@@ -204,3 +204,63 @@ func ExampleWithTLS() {
 	// 42 <nil>
 	// true
 }
+
+// Stock is a struct a shared dict holds: its exported fields travel,
+// nested structs and slices included.
+type Stock struct {
+	Name     string
+	Count    int
+	Supplier *Supplier
+	Sizes    []string
+}
+
+type Supplier struct{ Name, Country string }
+
+// exampleRestock runs in a child process and changes a struct in the dict.
+var exampleRestock = process.Register("example.manager.restock",
+	func(ctx context.Context, d *manager.Dict[string, Stock]) error {
+		s, err := d.Get(ctx, "blankets")
+		if err != nil {
+			return err
+		}
+		s.Count += 10
+		s.Sizes = append(s.Sizes, "XL")
+		return d.Set(ctx, "blankets", s)
+	})
+
+// A typed dict whose values are structs, changed by another process; a
+// struct holding a func or a channel is refused, naming the field.
+func ExampleDict_structs() {
+	ctx := context.Background()
+	m, err := manager.Start(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+
+	d, _ := manager.NewDict[string, Stock](ctx, m.Client)
+	d.Set(ctx, "blankets", Stock{Name: "blankets", Count: 5, Supplier: &Supplier{"Wool & Co", "NZ"}, Sizes: []string{"S", "M"}})
+
+	p := &process.Process{Func: exampleRestock, Args: []any{d}}
+	if err := p.Start(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := p.Wait(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	s, err := d.Get(ctx, "blankets")
+	fmt.Println(s.Count, s.Supplier.Name, s.Sizes, err)
+
+	type Job struct {
+		Name string
+		Run  func()
+	}
+	jobs, _ := manager.NewList[Job](ctx, m.Client)
+	fmt.Println(jobs.Append(ctx, Job{Name: "backup"}))
+	// Output:
+	// 15 Wool & Co [S M XL] <nil>
+	// manager: cannot encode field Job.Run: func type
+}

@@ -63,9 +63,12 @@ func TestRemoteManager(t *testing.T) {
 	if err := q.Put(ctx, func() {}); err == nil || !strings.Contains(err.Error(), "cannot send") {
 		t.Fatalf("put of a func: %v", err)
 	}
-	type S struct{ A int }
-	if err := q.Put(ctx, S{1}); err == nil {
-		t.Fatal("put of a struct succeeded")
+	type S struct {
+		A int
+		C chan int
+	}
+	if err := q.Put(ctx, S{A: 1}); err == nil || err.Error() != "manager: cannot encode field S.C: chan type" {
+		t.Fatalf("put of a struct with a channel: %v", err)
 	}
 	if n, _ := q.Qsize(ctx); n != 0 {
 		t.Fatalf("qsize %d after refused puts", n)

@@ -57,8 +57,21 @@ type encoder struct {
 
 // ToValue converts a Go value to the wire's Value. It accepts nil, bool,
 // every integer and float type, string, []byte, slices and arrays,
-// maps whose keys are scalars, *pb.Value itself, and proxies. Structs,
-// channels and functions are refused: nothing executable crosses the wire.
+// maps whose keys are scalars, structs, pointers to any of these,
+// *pb.Value itself, and proxies.
+//
+// A struct becomes a map from the names of its exported fields (in
+// declaration order) to their values; unexported fields are left out, and
+// an embedded struct is one field named after its type. A struct type
+// with a text form (encoding.TextMarshaler on T or *T and
+// encoding.TextUnmarshaler on *T, as time.Time has) becomes that text.
+// Decoding fills a struct's fields by name, ignores names it does not
+// have and leaves missing fields zero.
+//
+// Channels, functions, complex numbers, unsafe pointers and structs whose
+// fields are all unexported are refused, with an error that names the
+// field that holds one ("manager: cannot encode field
+// Order.Items[].Callback: func type"): nothing executable crosses the wire.
 func ToValue(v any) (*pb.Value, error) { return (&encoder{}).encode(v) }
 
 func (e *encoder) encode(v any) (*pb.Value, error) {
@@ -117,6 +130,13 @@ func (e *encoder) proxy(p proxier) (*pb.Value, error) {
 }
 
 func (e *encoder) reflect(rv reflect.Value, depth int) (*pb.Value, error) {
+	return e.value(rv, depth, 0)
+}
+
+// value encodes rv, found at depth, through hops pointers or interfaces
+// in a row: a chain of pointers never deepens the Value, so it is bounded
+// apart, and a pointer to itself is an error, not a hang.
+func (e *encoder) value(rv reflect.Value, depth, hops int) (*pb.Value, error) {
 	if depth > MaxDepth {
 		return nil, fmt.Errorf("manager: value nested deeper than %d", MaxDepth)
 	}
@@ -162,7 +182,12 @@ func (e *encoder) reflect(rv reflect.Value, depth int) (*pb.Value, error) {
 		if rv.IsNil() {
 			return nullValue, nil
 		}
-		return e.reflect(rv.Elem(), depth)
+		if hops >= MaxDepth {
+			return nil, fmt.Errorf("manager: a chain of more than %d pointers", MaxDepth)
+		}
+		return e.value(rv.Elem(), depth, hops+1)
+	case reflect.Struct:
+		return e.encodeStruct(rv, depth)
 	case reflect.Slice, reflect.Array:
 		if rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Uint8 {
 			if rv.IsNil() {
@@ -174,7 +199,7 @@ func (e *encoder) reflect(rv reflect.Value, depth int) (*pb.Value, error) {
 		for i := range items {
 			v, err := e.reflect(rv.Index(i), depth+1)
 			if err != nil {
-				return nil, err
+				return nil, inElem(err, "encode", nil)
 			}
 			items[i] = v
 		}
@@ -185,14 +210,14 @@ func (e *encoder) reflect(rv reflect.Value, depth int) (*pb.Value, error) {
 		for _, k := range keys {
 			kv, err := e.reflect(k, depth+1)
 			if err != nil {
-				return nil, err
+				return nil, inElem(err, "encode", &k)
 			}
 			if _, err := keyOf(kv); err != nil {
-				return nil, err
+				return nil, inElem(err, "encode", &k)
 			}
 			vv, err := e.reflect(rv.MapIndex(k), depth+1)
 			if err != nil {
-				return nil, err
+				return nil, inElem(err, "encode", &k)
 			}
 			entries = append(entries, &pb.Entry{Key: kv, Value: vv})
 		}
@@ -200,7 +225,7 @@ func (e *encoder) reflect(rv reflect.Value, depth int) (*pb.Value, error) {
 		sort.Slice(entries, func(i, j int) bool { return keyLess(entries[i].Key, entries[j].Key) })
 		return &pb.Value{Kind: &pb.Value_Map{Map: &pb.Map{Entries: entries}}}, nil
 	}
-	return nil, fmt.Errorf("manager: cannot send a value of type %s (only nil, bool, numbers, strings, bytes, slices, maps and proxies)", rv.Type())
+	return nil, &unencodableError{t: rv.Type()}
 }
 
 // ---------------------------------------------------------------- keys
@@ -456,6 +481,10 @@ func (d *decoder) decodeInto(v *pb.Value, dst reflect.Value, depth int) error {
 		}
 	case *pb.Value_String_:
 		switch t.Kind() {
+		case reflect.Struct:
+			if structInfo(t).text {
+				return decodeText(x.String_, dst)
+			}
 		case reflect.String:
 			dst.SetString(x.String_)
 			return nil
@@ -482,7 +511,7 @@ func (d *decoder) decodeInto(v *pb.Value, dst reflect.Value, depth int) error {
 			s := reflect.MakeSlice(t, len(items), len(items))
 			for i, it := range items {
 				if err := d.decodeInto(it, s.Index(i), depth+1); err != nil {
-					return err
+					return inElem(err, "decode", nil)
 				}
 			}
 			dst.Set(s)
@@ -493,7 +522,7 @@ func (d *decoder) decodeInto(v *pb.Value, dst reflect.Value, depth int) error {
 			}
 			for i, it := range items {
 				if err := d.decodeInto(it, dst.Index(i), depth+1); err != nil {
-					return err
+					return inElem(err, "decode", nil)
 				}
 			}
 			return nil
@@ -508,6 +537,9 @@ func (d *decoder) decodeInto(v *pb.Value, dst reflect.Value, depth int) error {
 			return setIface(dst, s)
 		}
 	case *pb.Value_Map:
+		if t.Kind() == reflect.Struct {
+			return d.decodeStruct(x.Map, dst, depth)
+		}
 		entries := x.Map.GetEntries()
 		mt := t
 		if t.Kind() == reflect.Interface {
@@ -520,9 +552,13 @@ func (d *decoder) decodeInto(v *pb.Value, dst reflect.Value, depth int) error {
 				if err := d.decodeInto(e.GetKey(), k, depth+1); err != nil {
 					return err
 				}
+				if !k.Comparable() {
+					// bytes decoded into an interface key: not hashable in Go.
+					return fmt.Errorf("manager: a %s key does not fit %s", kindName(e.GetKey()), mt)
+				}
 				val := reflect.New(mt.Elem()).Elem()
 				if err := d.decodeInto(e.GetValue(), val, depth+1); err != nil {
-					return err
+					return inElem(err, "decode", &k)
 				}
 				m.SetMapIndex(k, val)
 			}
