@@ -369,7 +369,7 @@ func (c *Client) roundTrip(ctx context.Context, req *pb.Request, detach bool) (*
 			return nil, ctx.Err()
 		}
 		resp, err = c.wait(context.Background(), pc)
-		if err == nil && resp.Error != nil && resp.Error.Kind == "canceled" {
+		if err == nil && resp.Error != nil && errors.Is(fromRemote(resp.Error), context.Canceled) {
 			callPool.Put(pc)
 			return nil, ctx.Err()
 		}

@@ -109,9 +109,13 @@
 //
 // An error raised in the server reaches the caller as a *RemoteError with
 // the server-side type and message (and the stack of a panic); it matches
-// the sentinel of its kind with errors.Is: ErrKeyNotFound (Python's
-// KeyError), ErrIndexOutOfRange, ErrEmpty, ErrFull, ErrNotOwner,
-// ErrBrokenBarrier, ErrUnknownType, ErrUnknownMethod, ErrBadArgs, ...
+// with errors.Is the sentinels of the server-side chain: ErrKeyNotFound
+// (Python's KeyError), ErrIndexOutOfRange, ErrEmpty, ErrFull, ErrNotOwner,
+// ErrBrokenBarrier, ErrUnknownType, ErrUnknownMethod, ErrBadArgs, ... A
+// custom type's methods keep the identity of their own errors too when
+// those are registered with package ipc/remote (remote.Register for
+// sentinels, remote.RegisterType for error types: errors.As then gives the
+// value with its exported fields).
 //
 // # Concurrency
 //

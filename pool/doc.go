@@ -87,7 +87,10 @@
 //     killed and replaced.
 //   - Task errors and panics reach the caller as a *RemoteError with the
 //     worker's message, the error's Go type and, for a panic, the worker's
-//     stack. A result that cannot be encoded fails its task alone
+//     stack. Errors registered with package ipc/remote (remote.Register
+//     for sentinels, remote.RegisterType for error types) keep their
+//     identity: errors.Is and errors.As match them in the caller, however
+//     often the task wrapped them. A result that cannot be encoded fails its task alone
 //     (errors.Is ErrEncode); the pool goes on.
 //   - Recycling: MaxTasksPerChild, MaxMemory (the worker's RSS, read from
 //     /proc after each chunk) and MaxWorkerAge retire a worker once it

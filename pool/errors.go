@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+
+	"github.com/multiproc/multiproc/ipc/remote"
 )
 
 var (
@@ -25,10 +27,10 @@ var (
 	ErrWorkerDied = errors.New("pool: worker process died")
 	// ErrEncode is matched by a *RemoteError for a task whose argument or
 	// result could not be encoded (Python's MaybeEncodingError).
-	ErrEncode = errors.New("pool: value cannot be encoded")
+	ErrEncode = remote.Register(errors.New("pool: value cannot be encoded"))
 	// ErrNotRegistered is returned for a Task that was not made by
 	// Register at package level (the worker does not know it).
-	ErrNotRegistered = errors.New("pool: task is not registered in the worker")
+	ErrNotRegistered = remote.Register(errors.New("pool: task is not registered in the worker"))
 )
 
 // WorkerDiedError is the error of a task whose worker process died while
@@ -81,23 +83,18 @@ func (e *TimeoutError) Error() string {
 func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 // RemoteError is a task's error or panic as it reaches the caller from the
-// worker process: the text of the error, its Go type and, for a panic,
-// the worker's stack. errors.Is(err, context.DeadlineExceeded) and
-// context.Canceled hold when the task's error was (or wrapped) one of
-// them, and errors.Is(err, ErrEncode) when the task's result (or argument)
+// worker process: where it happened (the task, its index, the worker) and
+// the Report (ipc/remote) of what the task returned: its text, Go type,
+// the worker's stack for a panic, and the registered errors of its chain.
+// errors.Is and errors.As match those (remote.Register,
+// remote.RegisterType), among them context.DeadlineExceeded,
+// context.Canceled, and ErrEncode for a task whose result (or argument)
 // could not be encoded.
 type RemoteError struct {
 	Task  string // the task's registered name
 	Index int    // the task's position in its call's input
 	Pid   int    // the worker's process id
-	// Type is the Go type of the task's error (e.g. "*fs.PathError"), or
-	// "panic".
-	Type     string
-	Message  string
-	Stack    string // the worker's stack when the task panicked
-	Panicked bool
-	// Kind is "deadline", "canceled", "encode" or "".
-	Kind string
+	remote.Report
 }
 
 func (e *RemoteError) Error() string {
@@ -107,26 +104,6 @@ func (e *RemoteError) Error() string {
 	}
 	return fmt.Sprintf("pool: task %s[%d] %s in worker pid %d: %s", e.Task, e.Index, what, e.Pid, e.Message)
 }
-
-// Is matches context.DeadlineExceeded, context.Canceled and ErrEncode by
-// Kind.
-func (e *RemoteError) Is(target error) bool {
-	switch target {
-	case context.DeadlineExceeded:
-		return e.Kind == kindDeadline
-	case context.Canceled:
-		return e.Kind == kindCanceled
-	case ErrEncode:
-		return e.Kind == kindEncode
-	}
-	return false
-}
-
-const (
-	kindDeadline = "deadline"
-	kindCanceled = "canceled"
-	kindEncode   = "encode"
-)
 
 // StartError reports that a worker could not be started (or that its
 // initializer failed, or that it died before it was ready: Err is then a

@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/multiproc/multiproc/process"
 	"go.uber.org/zap"
+
+	"github.com/multiproc/multiproc/process"
 )
 
 // An Option configures a Pool (New, NewThreadPool).

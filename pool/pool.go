@@ -16,13 +16,16 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/multiproc/multiproc/ipc"
-	"github.com/multiproc/multiproc/process"
-	pb "github.com/multiproc/multiproc/proto/pool/v1"
+	"github.com/multiproc/multiproc/ipc/remote"
+
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
+	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )
 
 var selfPid = os.Getpid()
@@ -371,7 +374,7 @@ func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
 	}
 	if r.InitError != nil {
 		ie := r.InitError
-		rerr := &RemoteError{Task: p.o.initTask.name, Pid: proc.Pid(), Type: ie.Type, Message: ie.Message, Stack: ie.Stack, Panicked: ie.Panicked, Kind: ie.Kind}
+		rerr := &RemoteError{Task: p.o.initTask.name, Pid: proc.Pid(), Report: remote.Decode(ie)}
 		proc.Wait()
 		mine.Close()
 		return nil, &StartError{Err: fmt.Errorf("initializer: %w", rerr)}
@@ -1256,8 +1259,7 @@ func (w *worker) onResult(r *resultMsg) {
 			continue
 		}
 		errs = append(errs, idxErr{int(te.Index), &RemoteError{
-			Task: c.job.task.name, Index: c.start + int(te.Index), Pid: w.pid,
-			Type: e.Type, Message: e.Message, Stack: e.Stack, Panicked: e.Panicked, Kind: e.Kind,
+			Task: c.job.task.name, Index: c.start + int(te.Index), Pid: w.pid, Report: remote.Decode(e),
 		}})
 	}
 	var out any
@@ -1271,7 +1273,7 @@ func (w *worker) onResult(r *resultMsg) {
 	}
 	if err != nil && len(errs) < c.n {
 		c.job.sink.deliver(c, nil, nil, &RemoteError{Task: c.job.task.name, Index: c.start, Pid: w.pid,
-			Type: fmt.Sprintf("%T", err), Message: "pool: decoding the results: " + err.Error(), Kind: kindEncode})
+			Report: remote.ReportOf(fmt.Errorf("%w: decoding the results: %w", ErrEncode, err))})
 		return
 	}
 	c.job.sink.deliver(c, out, errs, nil)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/pool"
 	"github.com/multiproc/multiproc/process"

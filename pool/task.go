@@ -4,11 +4,11 @@ package pool
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/multiproc/multiproc/ipc/remote"
 
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
@@ -147,45 +147,18 @@ func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error),
 		if returned {
 			return
 		}
-		rec := recover()
-		msg := "the task called runtime.Goexit"
-		if rec != nil {
-			msg = fmt.Sprint(rec)
-		}
-		perr = &commonpb.RemoteError{Type: "panic", Message: truncate(msg), Stack: truncate(string(debug.Stack())), Panicked: rec != nil}
+		perr = remote.CapturePanic(recover())
 	}()
 	r, err = fn(ctx, a)
 	returned = true
 	return r, nil, err
 }
 
-const maxReport = 64 << 10
-
-func truncate(s string) string {
-	if len(s) > maxReport {
-		return s[:maxReport] + "\n... (truncated)"
-	}
-	return s
-}
-
-func toRemote(err error) *commonpb.RemoteError {
-	re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: truncate(err.Error())}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		re.Kind = kindDeadline
-	case errors.Is(err, context.Canceled):
-		re.Kind = kindCanceled
-	case errors.Is(err, ErrEncode):
-		re.Kind = kindEncode
-	}
-	return re
-}
-
 // runEncoded is the worker side of a chunk.
 func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks, dst []byte) ([]byte, []*pb.TaskError) {
 	ins, err := t.in.decode(data, n)
 	if err != nil {
-		re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: "pool: decoding the arguments: " + err.Error(), Kind: kindEncode}
+		re := remote.Errorf("%w: decoding the arguments: %w", ErrEncode, err)
 		errs := make([]*pb.TaskError, n)
 		for i := range errs {
 			errs[i] = &pb.TaskError{Index: uint32(i), Error: re}
@@ -196,7 +169,7 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 	var errs []*pb.TaskError
 	for i := range ins {
 		if err := ctx.Err(); err != nil {
-			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: toRemote(err)})
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: remote.Capture(err)})
 			continue
 		}
 		tctx, cancel := h.taskCtx(ctx, i)
@@ -208,7 +181,7 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 		case perr != nil:
 			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: perr})
 		case err != nil:
-			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: toRemote(err)})
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: remote.Capture(err)})
 		default:
 			outs[i] = r
 		}
@@ -222,16 +195,12 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 	for i := range outs {
 		if _, e := t.out.encode(nil, outs[i:i+1]); e != nil {
 			outs[i] = zero
-			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: &commonpb.RemoteError{
-				Type:    fmt.Sprintf("%T", e),
-				Message: truncate(fmt.Sprintf("pool: error sending result %.200v: %v", any(outs[i]), e)),
-				Kind:    kindEncode,
-			}})
+			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: remote.Errorf("%w: sending result %.200v: %w", ErrEncode, any(outs[i]), e)})
 		}
 	}
 	out, err = t.out.encode(dst[:0], outs)
 	if err != nil {
-		re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: "pool: encoding the results: " + err.Error(), Kind: kindEncode}
+		re := remote.Errorf("%w: encoding the results: %w", ErrEncode, err)
 		errs = errs[:0]
 		for i := range outs {
 			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: re})
@@ -259,8 +228,7 @@ func (t *Task[A, R]) runLocal(ctx context.Context, in any, h *runHooks) (any, []
 		}
 		switch {
 		case perr != nil:
-			errs = append(errs, idxErr{i, &RemoteError{Task: t.info.name, Type: perr.Type, Message: perr.Message,
-				Stack: perr.Stack, Panicked: perr.Panicked, Pid: selfPid}})
+			errs = append(errs, idxErr{i, &RemoteError{Task: t.info.name, Index: i, Pid: selfPid, Report: remote.Decode(perr)}})
 		case err != nil:
 			errs = append(errs, idxErr{i, err})
 		default:

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"unicode/utf8"
 
-	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )
 
 // The hot messages (a Chunk going to a worker, a Result coming back) are

@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	commonpb "github.com/multiproc/multiproc/proto/common/v1"
-	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+
+	commonpb "github.com/multiproc/multiproc/proto/common/v1"
+	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )
 
 func TestWireMatchesGenerated(t *testing.T) {
@@ -22,7 +23,7 @@ func TestWireMatchesGenerated(t *testing.T) {
 	if diff := cmp.Diff(want, &m, protocmp.Transform()); diff != "" {
 		t.Errorf("chunk (-want +got):\n%s", diff)
 	}
-	errs := []*pb.TaskError{{Index: 1, Error: &commonpb.RemoteError{Message: "x", Kind: "deadline"}}}
+	errs := []*pb.TaskError{{Index: 1, Error: &commonpb.RemoteError{Message: "x", Identities: []*commonpb.ErrorIdentity{{Key: "k"}}}}}
 	b, err := appendResult(nil, 5, []byte{4}, errs, true)
 	if err != nil {
 		t.Fatal(err)

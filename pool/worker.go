@@ -15,11 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/multiproc/multiproc/ipc/remote"
+
+	"google.golang.org/protobuf/proto"
+
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // workerFunc is the function every worker process runs.
@@ -88,7 +91,7 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
 	if cfg.initializer != "" {
 		t := lookupTask(cfg.initializer)
 		if t == nil {
-			initErr = &commonpb.RemoteError{Type: "pool", Message: fmt.Sprintf("%v: %q", ErrNotRegistered, cfg.initializer)}
+			initErr = remote.Errorf("%w: %q", ErrNotRegistered, cfg.initializer)
 		} else if _, errs := t.runEncoded(ctx, cfg.initInput, 1, nil, nil); len(errs) > 0 {
 			initErr = errs[0].Error
 		}
@@ -378,7 +381,7 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 	switch {
 	case skip:
 	case t == nil:
-		re := &commonpb.RemoteError{Type: "pool", Message: fmt.Sprintf("%v: %q", ErrNotRegistered, c.task)}
+		re := remote.Errorf("%w: %q", ErrNotRegistered, c.task)
 		for i := range c.count {
 			errs = append(errs, &pb.TaskError{Index: i, Error: re})
 		}

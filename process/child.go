@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,12 +20,15 @@ import (
 	"syscall"
 	"time"
 
-	commonpb "github.com/multiproc/multiproc/proto/common/v1"
-	pb "github.com/multiproc/multiproc/proto/process/v1"
+	"github.com/multiproc/multiproc/ipc/remote"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	commonpb "github.com/multiproc/multiproc/proto/common/v1"
+	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
 
 // Init turns the running program into a child's registered function when
@@ -250,7 +252,7 @@ func runChild(b []byte, files []*os.File) int {
 	case errors.As(err, &ec):
 		return ec.code
 	}
-	st.send(&pb.ChildStatus{Error: remoteError(err)})
+	st.send(&pb.ChildStatus{Error: remote.Capture(err)})
 	return 1
 }
 
@@ -290,17 +292,6 @@ func truncate(s string) string {
 	return s
 }
 
-func remoteError(err error) *commonpb.RemoteError {
-	re := &commonpb.RemoteError{Type: fmt.Sprintf("%T", err), Message: truncate(err.Error())}
-	switch {
-	case errors.Is(err, context.Canceled):
-		re.Kind = kindCanceled
-	case errors.Is(err, context.DeadlineExceeded):
-		re.Kind = kindDeadline
-	}
-	return re
-}
-
 // call runs f; a panic (or runtime.Goexit) becomes a RemoteError.
 func call(ctx context.Context, f *Func, args []reflect.Value) (rerr *commonpb.RemoteError, err error) {
 	returned := false
@@ -308,12 +299,7 @@ func call(ctx context.Context, f *Func, args []reflect.Value) (rerr *commonpb.Re
 		if returned {
 			return
 		}
-		r := recover()
-		msg := "the function called runtime.Goexit"
-		if r != nil {
-			msg = fmt.Sprint(r)
-		}
-		rerr = &commonpb.RemoteError{Type: "panic", Message: truncate(msg), Stack: truncate(string(debug.Stack())), Panicked: r != nil}
+		rerr = remote.CapturePanic(recover())
 	}()
 	in := append([]reflect.Value{reflect.ValueOf(ctx)}, args...)
 	out := f.fn.Call(in)

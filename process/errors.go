@@ -3,11 +3,12 @@
 package process
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"syscall"
+
+	"github.com/multiproc/multiproc/ipc/remote"
 )
 
 var (
@@ -79,20 +80,13 @@ type ExitError struct {
 	Code int
 	// Signal is the signal that killed the child, or 0.
 	Signal syscall.Signal
-	// Type is the Go type of the error the child's function returned
-	// (e.g. "*fs.PathError"), or "panic".
-	Type string
-	// Message is the child's error text (err.Error(), or the panic value).
-	Message string
-	// Stack is the child's goroutine stack when its function panicked.
-	Stack string
-	// Panicked is true when the child's function panicked.
-	Panicked bool
 	// Startup is true when the child failed before running its function.
 	Startup bool
-	// Kind is "canceled" or "deadline" when the child's error was (or
-	// wrapped) context.Canceled or context.DeadlineExceeded.
-	Kind string
+	// Report is what the child's function returned or panicked with: its
+	// text, Go type, stack, and the registered errors of its chain (see
+	// package ipc/remote), which errors.Is and errors.As match. For a
+	// startup failure, Message says what went wrong.
+	remote.Report
 }
 
 func (e *ExitError) Error() string {
@@ -115,8 +109,10 @@ func (e *ExitError) Error() string {
 	return b.String()
 }
 
-// Is makes errors.Is(err, ErrStartup), ErrPanicked, ErrSignaled,
-// context.Canceled and context.DeadlineExceeded work on an *ExitError.
+// Is makes errors.Is(err, ErrStartup), ErrPanicked and ErrSignaled work on
+// an *ExitError. The registered errors of the child's error chain (among
+// them context.Canceled and context.DeadlineExceeded) match through
+// Report's Unwrap.
 func (e *ExitError) Is(target error) bool {
 	switch target {
 	case ErrStartup:
@@ -125,18 +121,9 @@ func (e *ExitError) Is(target error) bool {
 		return e.Panicked
 	case ErrSignaled:
 		return e.Signal != 0
-	case context.Canceled:
-		return e.Kind == kindCanceled
-	case context.DeadlineExceeded:
-		return e.Kind == kindDeadline
 	}
 	return false
 }
-
-const (
-	kindCanceled = "canceled"
-	kindDeadline = "deadline"
-)
 
 // exitCodeError is the error Exit returns.
 type exitCodeError struct{ code int }

@@ -18,12 +18,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multiproc/multiproc/ipc"
-	pb "github.com/multiproc/multiproc/proto/process/v1"
+	"github.com/multiproc/multiproc/ipc/remote"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/ipc"
+	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
 
 // Process runs a registered function in a child process. It is shaped
@@ -564,11 +567,7 @@ func (p *Process) exitError(code int, started bool, st *pb.ChildStatus) error {
 		e.Startup = true
 		e.Message = st.StartupError
 	case st != nil && st.Error != nil:
-		e.Type = st.Error.Type
-		e.Message = st.Error.Message
-		e.Stack = st.Error.Stack
-		e.Panicked = st.Error.Panicked
-		e.Kind = st.Error.Kind
+		e.Report = remote.Decode(st.Error)
 	case !started && code == 0:
 		e.Startup = true
 		e.Message = "the child exited without running its function (does main call process.Init() first?)"

@@ -39,9 +39,11 @@ type RemoteError struct {
 	Stack string `protobuf:"bytes,3,opt,name=stack,proto3" json:"stack,omitempty"`
 	// Panicked is true when the remote function panicked.
 	Panicked bool `protobuf:"varint,4,opt,name=panicked,proto3" json:"panicked,omitempty"`
-	// Kind is a machine-readable category (e.g. "deadline", "canceled")
-	// that lets the receiving side rebuild a sentinel for errors.Is.
-	Kind          string `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Identities are the registered errors (ipc/remote: Register and
+	// RegisterType) found in the remote error's chain, so that the
+	// receiving side's errors.Is and errors.As match them. A key the
+	// receiver has not registered is ignored.
+	Identities    []*ErrorIdentity `protobuf:"bytes,6,rep,name=identities,proto3" json:"identities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -104,11 +106,66 @@ func (x *RemoteError) GetPanicked() bool {
 	return false
 }
 
-func (x *RemoteError) GetKind() string {
+func (x *RemoteError) GetIdentities() []*ErrorIdentity {
 	if x != nil {
-		return x.Kind
+		return x.Identities
+	}
+	return nil
+}
+
+// ErrorIdentity is one registered error in a remote error's chain: a
+// sentinel (key only) or a value of a registered error type (key and the
+// value's encoding).
+type ErrorIdentity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorIdentity) Reset() {
+	*x = ErrorIdentity{}
+	mi := &file_common_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorIdentity) ProtoMessage() {}
+
+func (x *ErrorIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_common_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorIdentity.ProtoReflect.Descriptor instead.
+func (*ErrorIdentity) Descriptor() ([]byte, []int) {
+	return file_common_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ErrorIdentity) GetKey() string {
+	if x != nil {
+		return x.Key
 	}
 	return ""
+}
+
+func (x *ErrorIdentity) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
 }
 
 // Envelope carries one request or reply with an id, so one connection can
@@ -126,7 +183,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_common_v1_common_proto_msgTypes[1]
+	mi := &file_common_v1_common_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -138,7 +195,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_common_v1_common_proto_msgTypes[1]
+	mi := &file_common_v1_common_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -151,7 +208,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_common_v1_common_proto_rawDescGZIP(), []int{1}
+	return file_common_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Envelope) GetId() uint64 {
@@ -186,13 +243,18 @@ var File_common_v1_common_proto protoreflect.FileDescriptor
 
 const file_common_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x16common/v1/common.proto\x12\x13multiproc.common.v1\"\x81\x01\n" +
+	"\x16common/v1/common.proto\x12\x13multiproc.common.v1\"\xbd\x01\n" +
 	"\vRemoteError\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
 	"\x05stack\x18\x03 \x01(\tR\x05stack\x12\x1a\n" +
-	"\bpanicked\x18\x04 \x01(\bR\bpanicked\x12\x12\n" +
-	"\x04kind\x18\x05 \x01(\tR\x04kind\"\x80\x01\n" +
+	"\bpanicked\x18\x04 \x01(\bR\bpanicked\x12B\n" +
+	"\n" +
+	"identities\x18\x06 \x03(\v2\".multiproc.common.v1.ErrorIdentityR\n" +
+	"identitiesJ\x04\b\x05\x10\x06R\x04kind\"7\n" +
+	"\rErrorIdentity\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\x80\x01\n" +
 	"\bEnvelope\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -211,18 +273,20 @@ func file_common_v1_common_proto_rawDescGZIP() []byte {
 	return file_common_v1_common_proto_rawDescData
 }
 
-var file_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_common_v1_common_proto_goTypes = []any{
-	(*RemoteError)(nil), // 0: multiproc.common.v1.RemoteError
-	(*Envelope)(nil),    // 1: multiproc.common.v1.Envelope
+	(*RemoteError)(nil),   // 0: multiproc.common.v1.RemoteError
+	(*ErrorIdentity)(nil), // 1: multiproc.common.v1.ErrorIdentity
+	(*Envelope)(nil),      // 2: multiproc.common.v1.Envelope
 }
 var file_common_v1_common_proto_depIdxs = []int32{
-	0, // 0: multiproc.common.v1.Envelope.error:type_name -> multiproc.common.v1.RemoteError
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 0: multiproc.common.v1.RemoteError.identities:type_name -> multiproc.common.v1.ErrorIdentity
+	0, // 1: multiproc.common.v1.Envelope.error:type_name -> multiproc.common.v1.RemoteError
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_common_v1_common_proto_init() }
@@ -236,7 +300,7 @@ func file_common_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_common_v1_common_proto_rawDesc), len(file_common_v1_common_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
