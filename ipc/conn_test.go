@@ -190,8 +190,8 @@ func TestCloseWakesReceiver(t *testing.T) {
 			errc := make(chan error, 2)
 			go func() { _, err := b.RecvBytes(context.Background()); errc <- err }()
 			go func() { _, err := b.Poll(context.Background()); errc <- err }()
-			// The receivers may not have blocked yet; either way they
-			// must return ErrClosed.
+			mptest.WaitBlocked(t, "ipc.(*Conn).RecvBytes(")
+			mptest.WaitBlocked(t, "ipc.(*Conn).Poll(")
 			b.Close()
 			for range 2 {
 				if err := <-errc; !errors.Is(err, ErrClosed) {
@@ -527,15 +527,16 @@ func TestBlockedSender(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			errc := make(chan error, 1)
 			go func() { errc <- a.SendBytes(ctx, big) }()
+			// Cancel once the sender has filled the buffer with part of
+			// the frame and blocks.
+			mptest.WaitBlocked(t, "ipc.(*Conn).SendBytes(")
 			cancel()
 			err := <-errc
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("cancelled send: %v", err)
+			if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrBroken) {
+				t.Fatalf("send cancelled with part of the frame out: %v, want context.Canceled and ErrBroken", err)
 			}
-			if errors.Is(err, ErrBroken) {
-				if err := a.SendBytes(context.Background(), []byte("x")); !errors.Is(err, ErrBroken) {
-					t.Fatalf("send after a broken frame: %v", err)
-				}
+			if err := a.SendBytes(context.Background(), []byte("x")); !errors.Is(err, ErrBroken) {
+				t.Fatalf("send after a broken frame: %v", err)
 			}
 
 			c, _ := mustPipe(t, true, tr.opts...)

@@ -54,6 +54,10 @@ func TestSendFilesToChild(t *testing.T) {
 	f2 := highFile(t, tempFileWith(t, "two"), 300)
 	defer f1.Close()
 	defer f2.Close()
+	// After each frame the child reports the descriptors it holds: the
+	// same every time (different frames carry 0, 1 or 2 files), none of
+	// them a file it was sent.
+	var childFDs string
 	for i, tc := range []struct {
 		payload string
 		files   []*os.File
@@ -70,6 +74,18 @@ func TestSendFilesToChild(t *testing.T) {
 		got, err := a.RecvBytes(ctx)
 		if err != nil || string(got) != tc.want {
 			t.Fatalf("%d: %.40q %v, want %.40q", i, got, err, tc.want)
+		}
+		fds, err := a.RecvBytes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(fds), f1.Name()) || strings.Contains(string(fds), f2.Name()) {
+			t.Errorf("%d: the child still holds a file it was sent: %s", i, fds)
+		}
+		if i == 0 {
+			childFDs = string(fds)
+		} else if string(fds) != childFDs {
+			t.Errorf("%d: the child's descriptors changed (a received file leaked?):\nfirst %s\nnow   %s", i, childFDs, fds)
 		}
 	}
 }

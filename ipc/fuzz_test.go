@@ -199,10 +199,16 @@ func FuzzDeliverChallenge(f *testing.F) {
 }
 
 // FuzzHandleDescriptor: a random descriptor never panics and never leaks
-// the files given with it.
+// the files given with it: ConnFromHandle owns them, so once it returned
+// (and the Conn it made, if any, is closed) each is closed. The process's
+// descriptors are counted before and after.
 func FuzzHandleDescriptor(f *testing.F) {
 	f.Add([]byte{1, 3, 0, 0, 0, 0, 0, 0, 1, 0}, uint8(2))
 	f.Add([]byte{1, 9, 0, 0, 0, 0, 0, 0, 1, 0}, uint8(1))
+	f.Add([]byte{1, 0x1f, 0, 0, 0, 0, 0, 0, 1, 0}, uint8(1))
+	f.Add([]byte{1, 3, 0, 0, 0, 0, 0, 0, 1, 0}, uint8(3))
+	f.Add([]byte{2, 3, 0, 0, 0, 0, 0, 0, 1, 0}, uint8(2))
+	f.Add([]byte{1, 3}, uint8(2))
 	f.Fuzz(func(t *testing.T, desc []byte, n uint8) {
 		var files []*os.File
 		for range n % 4 {
@@ -213,9 +219,28 @@ func FuzzHandleDescriptor(f *testing.F) {
 			w.Close()
 			files = append(files, r)
 		}
+		before := countFDs(t)
 		c, err := ConnFromHandle(files, desc)
 		if err == nil {
 			c.Close()
 		}
+		if after := countFDs(t); after != before-len(files) {
+			t.Fatalf("descriptor %x with %d files (err %v): %d descriptors open before, %d after, want %d",
+				desc, len(files), err, before, after, before-len(files))
+		}
 	})
+}
+
+// countFDs returns the number of this process's open descriptors.
+func countFDs(t *testing.T) int {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(names)
 }

@@ -160,6 +160,7 @@ func TestAcceptCancel(t *testing.T) {
 	// Close wakes a blocked Accept.
 	errc := make(chan error)
 	go func() { _, err := l.Accept(context.Background()); errc <- err }()
+	mptest.WaitBlocked(t, "ipc.(*Listener).Accept(")
 	l.Close()
 	if err := <-errc; !errors.Is(err, ErrClosed) {
 		t.Fatalf("Accept during Close: %v", err)

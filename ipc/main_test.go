@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/multiproc/multiproc/internal/mptest"
@@ -78,6 +80,35 @@ func childConns() ([]*Conn, []string) {
 		conns = append(conns, c)
 	}
 	return conns, args[1+n:]
+}
+
+// openFDList returns this process's open descriptors, in order, with
+// what each refers to ("3:socket:[1234] 4:anon_inode:[eventfd] ..."),
+// leaving out the one that reads /proc/self/fd.
+func openFDList() string {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		fail(err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		fail(err)
+	}
+	self := int(d.Fd())
+	var fds []int
+	for _, n := range names {
+		if fd, err := strconv.Atoi(n); err == nil && fd != self {
+			fds = append(fds, fd)
+		}
+	}
+	slices.Sort(fds)
+	var b strings.Builder
+	for _, fd := range fds {
+		target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+		fmt.Fprintf(&b, "%d:%s ", fd, target)
+	}
+	return strings.TrimSpace(b.String())
 }
 
 func fail(err error) {
@@ -165,6 +196,9 @@ var (
 				f.Close()
 			}
 			if err := c.SendBytes(ctx, reply); err != nil {
+				fail(err)
+			}
+			if err := c.SendBytes(ctx, []byte(openFDList())); err != nil {
 				fail(err)
 			}
 		}

@@ -175,6 +175,7 @@ func TestWaitTimeout(t *testing.T) {
 	cctx, cancel3 := context.WithCancel(context.Background())
 	errc := make(chan error)
 	go func() { _, err := Wait(cctx, b); errc <- err }()
+	mptest.WaitBlocked(t, "ipc.Wait(")
 	cancel3()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Wait: %v", err)
