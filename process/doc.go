@@ -134,8 +134,10 @@
 // # Current process, CPUs, authkey, logging
 //
 // Current describes this process (name, pid, identity, daemon flag, start
-// method, the tree's 32-byte authkey). CPUCount respects the affinity mask
-// and cgroup CPU quotas (v1 and v2). Diagnostics go to Process.Logger (a
+// method, the tree's 32-byte authkey). CPUCount is the number of CPUs
+// this process may use: its affinity mask, lowered by cgroup CPU quotas
+// (v1 and v2). HostCPUCount is the number the machine has online
+// (Python's os.cpu_count), which neither lowers. Diagnostics go to Process.Logger (a
 // *zap.Logger, no-op by default); the package never prints, except a
 // child's last-resort message on its stderr when it cannot even reach its
 // parent. A child whose parent set a Logger gets Current().Logger at the
@@ -146,7 +148,8 @@
 // Register and RegisterInherited are meant for package initialisation
 // but are safe at any time. A Process's fields must not change after
 // Start; its methods are safe for concurrent use. Current, Parent,
-// ActiveChildren, Shutdown and CPUCount are safe for concurrent use.
+// ActiveChildren, Shutdown, CPUCount and HostCPUCount are safe for
+// concurrent use.
 //
 // # Systems
 //

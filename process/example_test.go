@@ -133,3 +133,14 @@ func ExampleStartMethod() {
 	// true
 	// spawn
 }
+
+// Two counts of CPUs, as Python 3.13 has two: CPUCount is what this
+// process may use (its affinity mask, lowered by a cgroup CPU quota: size
+// a pool by it), HostCPUCount what the machine has online
+// (os.cpu_count).
+func ExampleHostCPUCount() {
+	workers := process.CPUCount()
+	fmt.Println(workers >= 1, process.HostCPUCount() >= workers)
+	// Output:
+	// true true
+}

@@ -40,7 +40,12 @@ func procStartTime(pid int) (uint64, error) {
 // its affinity mask (sched_getaffinity), further limited by a cgroup CPU
 // quota (cgroup v2 cpu.max of the process's cgroup and its ancestors, or
 // v1 cpu.cfs_quota_us/cpu.cfs_period_us), rounded up. It is at least 1.
-// Python's os.process_cpu_count() sees only the affinity mask.
+// It is what a pool should size itself by, and its default worker count.
+//
+// Python 3.13's os.process_cpu_count() sees only the affinity mask, so in
+// a container limited to 2 CPUs' worth of time on a 64-CPU host it says
+// 64 where CPUCount says 2. HostCPUCount is the count of the whole
+// machine (Python's os.cpu_count()).
 func CPUCount() int {
 	n := runtime.NumCPU() // the affinity mask, read at start-up
 	var set unix.CPUSet
@@ -53,6 +58,53 @@ func CPUCount() int {
 		n = int(math.Ceil(q))
 	}
 	return max(n, 1)
+}
+
+// HostCPUCount returns the number of CPUs online on the host, whatever
+// this process may use of them (Python's os.cpu_count(): glibc's
+// sysconf(_SC_NPROCESSORS_ONLN), read from /sys/devices/system/cpu/online).
+// Neither the affinity mask nor a cgroup quota lowers it, so it can be far
+// above CPUCount; size worker counts by CPUCount. It is at least 1.
+func HostCPUCount() int {
+	if b, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
+		if n := countCPUList(strings.TrimSpace(string(b))); n > 0 {
+			return n
+		}
+	}
+	// No sysfs (some sandboxes): the per-CPU lines of /proc/stat.
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		n := 0
+		for line := range strings.Lines(string(b)) {
+			if len(line) > 3 && strings.HasPrefix(line, "cpu") && line[3] >= '0' && line[3] <= '9' {
+				n++
+			}
+		}
+		if n > 0 {
+			return n
+		}
+	}
+	return max(runtime.NumCPU(), 1)
+}
+
+// countCPUList counts the CPUs of a kernel cpu list ("0-3,5,7-8"), or
+// returns 0 when it does not parse.
+func countCPUList(s string) int {
+	n := 0
+	for part := range strings.SplitSeq(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return 0
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0
+			}
+		}
+		n += b - a + 1
+	}
+	return n
 }
 
 // cgroupQuota returns the CPU quota (CPUs' worth) of this process's cgroup,
