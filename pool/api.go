@@ -43,34 +43,36 @@ func (p *Pool) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) {
 // Python); the results of the tasks that succeeded are filled in even
 // then. When ctx ends, Map stops dispatching the call's tasks, cancels the
 // running ones (see the package documentation) and returns ctx.Err().
-func (t *Task[A, R]) Map(ctx context.Context, p *Pool, in []A, opts ...MapOption) ([]R, error) {
+// r is a *Pool, or any other Runner (a cluster pool).
+func (t *Task[A, R]) Map(ctx context.Context, r Runner, in []A, opts ...MapOption) ([]R, error) {
+	e := engineOf(r)
 	o := t.mapOpts(opts)
 	cs := o.chunksize
 	if cs < 1 {
-		w := 4 * p.o.workers
+		w := 4 * e.slots()
 		cs = (len(in) + w - 1) / w
 		cs = max(cs, 1)
 	}
 	s := &mapSink[R]{codec: t.out, res: make([]R, len(in)), remaining: len(in), done: make(chan struct{}), progress: o.progress, errIdx: -1}
-	j, err := p.newJob(ctx, t.info, s)
+	j, err := e.newJobIn(ctx, t.info, s, new(job))
 	if err != nil {
 		return nil, err
 	}
-	s.p, s.j = p, j
+	s.e, s.j = e, j
 	if len(in) == 0 {
-		p.endJob(j, nil)
+		e.endJob(j, nil)
 		return []R{}, nil
 	}
-	cks, err := p.chunks(j, in, len(in), cs, 0)
+	cks, err := e.chunks(j, in, len(in), cs, 0)
 	if err != nil {
-		p.endJob(j, nil)
+		e.endJob(j, nil)
 		return nil, err
 	}
-	p.submit(cks...)
+	e.submit(cks...)
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		p.endJob(j, ctx.Err())
+		e.endJob(j, ctx.Err())
 		<-s.done
 	}
 	s.mu.Lock()
@@ -83,13 +85,13 @@ func (t *Task[A, R]) Map(ctx context.Context, p *Pool, in []A, opts ...MapOption
 
 // Starmap is Map for a task of two arguments (Register2): Python's
 // Pool.starmap.
-func Starmap[A, B, R any](ctx context.Context, p *Pool, t *Task[Args2[A, B], R], in []Args2[A, B], opts ...MapOption) ([]R, error) {
-	return t.Map(ctx, p, in, opts...)
+func Starmap[A, B, R any](ctx context.Context, r Runner, t *Task[Args2[A, B], R], in []Args2[A, B], opts ...MapOption) ([]R, error) {
+	return t.Map(ctx, r, in, opts...)
 }
 
 type mapSink[R any] struct {
 	codec     sliceCodec[R]
-	p         *Pool
+	e         engine
 	j         *job
 	mu        sync.Mutex
 	res       []R
@@ -160,7 +162,7 @@ func (s *mapSink[R]) settleLocked(c *chunk, errs []idxErr, all error) {
 	}
 	s.mu.Unlock()
 	if end {
-		s.p.endJob(s.j, nil)
+		s.e.endJob(s.j, nil)
 	}
 }
 
@@ -279,97 +281,92 @@ func (s *streamSink[R]) next(ctx context.Context, start int) (*chunkRes[R], erro
 // still running and returns at once; when ctx ends, the stream yields
 // ctx.Err() and stops. If the pool is not running, the stream yields
 // ErrClosed.
-func (t *Task[A, R]) Imap(ctx context.Context, p *Pool, in iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
-	return t.imap(ctx, p, in, true, opts)
+func (t *Task[A, R]) Imap(ctx context.Context, r Runner, in iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
+	return t.imap(ctx, r, in, true, opts)
 }
 
 // ImapUnordered is Imap with the results in the order they complete
 // (Python's Pool.imap_unordered).
-func (t *Task[A, R]) ImapUnordered(ctx context.Context, p *Pool, in iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
-	return t.imap(ctx, p, in, false, opts)
+func (t *Task[A, R]) ImapUnordered(ctx context.Context, r Runner, in iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
+	return t.imap(ctx, r, in, false, opts)
 }
 
-func (t *Task[A, R]) imap(ctx context.Context, p *Pool, in iter.Seq[A], ordered bool, opts []MapOption) iter.Seq2[R, error] {
+func (t *Task[A, R]) imap(ctx context.Context, r Runner, in iter.Seq[A], ordered bool, opts []MapOption) iter.Seq2[R, error] {
 	o := t.mapOpts(opts)
 	return func(yield func(R, error) bool) {
 		var zero R
+		e := engineOf(r)
 		cs := max(o.chunksize, 1)
 		window := o.buffersize
 		if window < 1 {
-			window = max(2*p.o.workers, (minHeldTasks*2*p.o.workers+cs-1)/cs)
+			window = max(2*e.slots(), (minHeldTasks*2*e.slots()+cs-1)/cs)
 		}
 		s := &streamSink[R]{ordered: ordered, notify: make(chan struct{}, 1), progress: o.progress}
 		if ordered {
 			s.ready = map[int]*chunkRes[R]{}
 		}
-		j, err := p.newJob(ctx, t.info, s)
+		j, err := e.newJobIn(ctx, t.info, s, new(job))
 		if err != nil {
 			yield(zero, err)
 			return
 		}
-		defer p.endJob(j, nil)
+		defer e.endJob(j, nil)
 		next, stop := iter.Pull(in)
 		defer stop()
-		submitted, outstanding, nextOut := 0, 0, 0
+		// Tasks are counted, not chunks: a chunk's results may come back
+		// in pieces (a task timeout splits its chunk).
+		submitted, consumed := 0, 0
 		inputDone := false
 		for {
 			// Top up to the window, in batches so that frames coalesce.
-			if !inputDone && outstanding <= window/2 {
-				var cks []*chunk
-				m := chunkMaker{p: p, j: j, hint: window - outstanding}
-				for !inputDone && outstanding < window {
-					buf := make([]A, 0, cs)
-					for len(buf) < cs {
-						a, ok := next()
-						if !ok {
-							inputDone = true
-							break
-						}
-						buf = append(buf, a)
-					}
-					if len(buf) == 0 {
+			if outstanding := (submitted - consumed + cs - 1) / cs; !inputDone && outstanding <= window/2 {
+				want := (window - outstanding) * cs
+				batch := make([]A, 0, min(want, 1024*cs))
+				for len(batch) < want {
+					a, ok := next()
+					if !ok {
+						inputDone = true
 						break
 					}
-					c, err := m.make(submitted, buf, 0, len(buf))
+					batch = append(batch, a)
+				}
+				if len(batch) > 0 {
+					cks, err := e.chunks(j, batch, len(batch), cs, submitted)
 					if err != nil {
-						p.submit(cks...)
 						yield(zero, err)
 						return
 					}
-					cks = append(cks, c)
-					submitted += len(buf)
-					outstanding++
+					submitted += len(batch)
+					s.mu.Lock()
+					s.total = submitted
+					s.mu.Unlock()
+					e.submit(cks...)
 				}
-				s.mu.Lock()
-				s.total = submitted
-				s.mu.Unlock()
-				p.submit(cks...)
 			}
-			if outstanding == 0 {
+			if submitted == consumed {
 				return
 			}
-			r, err := s.next(ctx, nextOut)
+			r, err := s.next(ctx, consumed)
 			if err != nil {
 				yield(zero, err)
 				return
 			}
-			outstanding--
-			nextOut += r.n
+			consumed += r.n
 			ei := 0
 			for i := range r.n {
-				var e error
+				var te error
 				if r.all != nil {
-					e = r.all
+					te = r.all
 				} else {
 					for ei < len(r.errs) && r.errs[ei].idx < i {
 						ei++
 					}
 					if ei < len(r.errs) && r.errs[ei].idx == i {
-						e = r.errs[ei].err
+						te = r.errs[ei].err
 					}
 				}
-				if e != nil {
-					if !yield(zero, e) {
+				if te != nil {
+					if !yield(zero, te) {
 						return
 					}
 				} else if !yield(r.out[i], nil) {
@@ -390,7 +387,8 @@ type Future[R any] struct {
 	once      sync.Once
 	onSuccess func(R)
 	onError   func(error)
-	p         *Pool
+	p         *Pool  // the local pool (nil on another Runner): direct reads and spins
+	e         engine // where the task runs
 	j         *job
 	dec       sliceCodec[R] // decodes the result (process pools)
 	// c is the task's chunk when the caller may receive its result
@@ -557,7 +555,7 @@ func (f *Future[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
 		r = out.([]R)[0]
 	}
 	if f.set(r, err) {
-		f.p.endJob(f.j, nil)
+		f.e.endJob(f.j, nil)
 	}
 }
 
@@ -572,7 +570,7 @@ func (f *Future[R]) deliverEncoded(c *chunk, b []byte, errs []idxErr) error {
 		return err
 	}
 	if f.set(r[0], err) {
-		f.p.endJob(f.j, nil)
+		f.e.endJob(f.j, nil)
 	}
 	return nil
 }
@@ -585,38 +583,39 @@ func (f *Future[R]) abort(err error) {
 // Submit runs the task on a (Python's apply_async) and returns its
 // future at once. Cancelling ctx cancels the task. Submitting to a pool
 // that is not running returns a Future whose error is ErrClosed.
-func (t *Task[A, R]) Submit(ctx context.Context, p *Pool, a A) *Future[R] {
-	return t.ApplyAsync(ctx, p, a, nil, nil)
+func (t *Task[A, R]) Submit(ctx context.Context, r Runner, a A) *Future[R] {
+	return t.ApplyAsync(ctx, r, a, nil, nil)
 }
 
 // ApplyAsync is Submit with callbacks: onSuccess with the result or
 // onError with the error (either may be nil), called once, before Done is
 // closed, from the goroutine that receives the result (they must return
 // quickly).
-func (t *Task[A, R]) ApplyAsync(ctx context.Context, p *Pool, a A, onSuccess func(R), onError func(error)) *Future[R] {
+func (t *Task[A, R]) ApplyAsync(ctx context.Context, r Runner, a A, onSuccess func(R), onError func(error)) *Future[R] {
 	s := &submission[A, R]{in: [1]A{a}}
 	f := &s.f
-	f.onSuccess, f.onError, f.p, f.dec = onSuccess, onError, p, t.out
-	j, err := p.newJobIn(ctx, t.info, f, &s.j)
+	e := engineOf(r)
+	p, _ := r.(*Pool)
+	f.onSuccess, f.onError, f.p, f.e, f.dec = onSuccess, onError, p, e, t.out
+	j, err := e.newJobIn(ctx, t.info, f, &s.j)
 	if err != nil {
 		f.abort(err)
 		return f
 	}
 	f.j = j
-	m := chunkMaker{p: p, j: j, one: &s.c}
-	c, err := m.make(0, s.in[:], 0, 1)
+	c, err := e.oneChunk(j, s.in[:], &s.c)
 	if err != nil {
-		p.endJob(j, err)
+		e.endJob(j, err)
 		return f
 	}
-	if !p.thread && onSuccess == nil && onError == nil && p.o.taskTimeout <= 0 {
+	if p != nil && !p.thread && onSuccess == nil && onError == nil && p.o.taskTimeout <= 0 {
 		// The caller may receive the result itself (Pool.waitDirect).
 		// Not with callbacks, which must run without a Get, nor with a
 		// task timeout, whose Started messages must be received at once.
 		c.direct = true
 		f.c = c
 	}
-	p.submit(c)
+	e.submit(c)
 	return f
 }
 
@@ -632,11 +631,11 @@ type submission[A, R any] struct {
 // Apply runs the task on a and waits for its result (Python's
 // Pool.apply). When ctx ends first, the task is cancelled and Apply
 // returns ctx.Err().
-func (t *Task[A, R]) Apply(ctx context.Context, p *Pool, a A) (R, error) {
-	f := t.Submit(ctx, p, a)
+func (t *Task[A, R]) Apply(ctx context.Context, r Runner, a A) (R, error) {
+	f := t.Submit(ctx, r, a)
 	if f.wait(ctx) != nil {
 		if f.j != nil {
-			p.endJob(f.j, ctx.Err())
+			f.e.endJob(f.j, ctx.Err())
 		}
 		<-f.doneChan()
 	}

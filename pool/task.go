@@ -43,6 +43,10 @@ type taskInfo struct {
 	sliceIn func(in any, i, j int) any
 	// decodeOut decodes n results ([]R).
 	decodeOut func(b []byte, n int) (any, error)
+	// decodeIn decodes n inputs ([]A); encodeOut appends the encoding of
+	// out (a []R) to dst. Used by Pool.StartCall.
+	decodeIn  func(b []byte, n int) (any, error)
+	encodeOut func(dst []byte, out any) ([]byte, error)
 	// runEncoded runs a chunk in a worker process, appending the encoded
 	// results to dst.
 	runEncoded func(ctx context.Context, data []byte, n int, h *runHooks, dst []byte) (out []byte, errs []*pb.TaskError)
@@ -110,6 +114,10 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 		sliceIn: func(in any, i, j int) any { return in.([]A)[i:j] },
 		decodeOut: func(b []byte, n int) (any, error) {
 			return t.out.decode(b, n)
+		},
+		decodeIn: func(b []byte, n int) (any, error) { return t.in.decode(b, n) },
+		encodeOut: func(dst []byte, out any) ([]byte, error) {
+			return t.out.encode(dst, out.([]R))
 		},
 		runEncoded: t.runEncoded,
 		runLocal:   t.runLocal,
