@@ -44,6 +44,11 @@
 // unlink. Prefer anonymous segments whenever the processes are all
 // multiproc processes: they need no cleanup at all.
 //
+// A Scope is CPython's SharedMemoryManager without its server process:
+// the named segments created with InScope(sc) (Create, CreateValue,
+// CreateArray, NewShareableList) are unlinked together by sc.Close, and,
+// being tracked, by the tracker if the program dies before that.
+//
 // # Values and arrays
 //
 // Value[T] and Array[T] place a fixed-size, pointer-free T (numbers,

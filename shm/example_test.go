@@ -194,3 +194,32 @@ func ExampleArena() {
 	fmt.Println(counters[999].Load(), b.Offset()%64, b.Size())
 	// Output: 1 0 64
 }
+
+// A Scope is CPython's SharedMemoryManager: every named segment made
+// through it is unlinked by one Close (and by the resource tracker if the
+// program dies first).
+func ExampleScope() {
+	sc := shm.NewScope()
+	defer sc.Close()
+
+	seg, err := shm.Create("", 128, shm.InScope(sc))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer seg.Close()
+	l, err := shm.NewShareableList("", []any{"howdy", 42}, shm.InScope(sc))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	fmt.Println(len(sc.Names()), "segments in the scope")
+
+	if err := sc.Close(); err != nil {
+		log.Fatal(err)
+	}
+	_, err = shm.Open(seg.Name())
+	fmt.Println(errors.Is(err, fs.ErrNotExist))
+	// Output:
+	// 2 segments in the scope
+	// true
+}

@@ -9,6 +9,7 @@ type Option func(*options)
 type options struct {
 	untracked bool
 	byteSlots bool
+	scope     *Scope // InScope
 }
 
 // Untracked creates a named segment that is never registered with the

@@ -26,6 +26,8 @@ type Segment struct {
 	fd   int // -1 once closed
 	size int
 	name string // without the leading "/"; "" for anonymous
+
+	scope *Scope // the Scope it was created through (InScope), if any
 }
 
 // maxNameLen is NAME_MAX: the longest file name in /dev/shm.
@@ -105,6 +107,14 @@ func create(name string, size int, init []byte, opts []Option) (*Segment, error)
 	if size <= 0 {
 		return nil, fmt.Errorf("%w: %d (must be > 0)", ErrInvalidSize, size)
 	}
+	if o.scope != nil {
+		if o.untracked {
+			return nil, errScopeUntracked
+		}
+		if err := o.scope.check(); err != nil {
+			return nil, fmt.Errorf("shm: create in a closed scope: %w", err)
+		}
+	}
 	auto := name == ""
 	if !auto {
 		n, err := normName(name)
@@ -131,6 +141,13 @@ func create(name string, size int, init []byte, opts []Option) (*Segment, error)
 				s.Close()
 				sysUnlink(n)
 				return nil, fmt.Errorf("shm: register %q with the resource tracker: %w", n, err)
+			}
+		}
+		if o.scope != nil {
+			if err := o.scope.add(s); err != nil { // closed meanwhile
+				s.Close()
+				s.Unlink()
+				return nil, fmt.Errorf("shm: create in a closed scope: %w", err)
 			}
 		}
 		return s, nil
@@ -201,6 +218,9 @@ func (s *Segment) Unlink() error {
 	}
 	if err := sysUnlink(s.name); err != nil {
 		return fmt.Errorf("shm: unlink %q: %w", s.name, err)
+	}
+	if s.scope != nil {
+		s.scope.forget(s)
 	}
 	// Unregister whoever unlinks (the creator or a process that attached):
 	// the name is gone either way. Without a tracker this does nothing.
