@@ -28,7 +28,12 @@
 // sides run CPython's HMAC challenge handshake, which interoperates with
 // CPython 3.11 (HMAC-MD5) and 3.12+ ({sha256}-prefixed) peers in both
 // directions; [Strict] refuses the MD5 generation. A wrong key fails on
-// both sides with [ErrAuthentication]. [WithTLS] adds TLS to a TCP
+// both sides with [ErrAuthentication]. Handshakes run concurrently
+// in the background, never inside [Listener.Accept]: a peer that connects
+// and stays silent holds only its own handshake (bounded by
+// [HandshakeTimeout]), and [MaxHandshakes] bounds the connections pending,
+// overall and per peer, shedding the oldest. Accept reports a refused
+// connection with a [*HandshakeError] naming the peer. [WithTLS] adds TLS to a TCP
 // Listener and Dial: a TLS handshake first, then the authkey handshake and
 // every frame inside TLS. Such a Conn behaves like any other (same
 // cancellation, Wait) but cannot pass files or be handed to a child: TLS

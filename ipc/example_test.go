@@ -4,6 +4,7 @@ package ipc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -97,13 +98,19 @@ func ExampleListen() {
 		_, err := ipc.Dial(ctx, "unix", l.Addr().String(), ipc.WithAuthkey([]byte("guess")))
 		clientErr <- err
 	}()
+	// The server's error names the peer: on a unix socket its process
+	// ("ipc: handshake with pid 123 uid 1000: authentication failed: ..."),
+	// on TCP its address.
 	_, err = l.Accept(ctx)
-	fmt.Println("server:", err)
+	var he *ipc.HandshakeError
+	if errors.As(err, &he) && he.Peer == fmt.Sprintf("pid %d uid %d", os.Getpid(), os.Getuid()) {
+		fmt.Println("server: refused this process:", errors.Is(err, ipc.ErrAuthentication))
+	}
 	fmt.Println("client:", <-clientErr)
 	// Output:
 	// authenticated hello
 	// true
-	// server: ipc: authentication failed: digest received was wrong
+	// server: refused this process: true
 	// client: ipc: authentication failed: digest sent was rejected
 }
 

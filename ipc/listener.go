@@ -5,17 +5,13 @@ package ipc
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // DefaultHandshakeTimeout bounds the handshakes (TLS, authkey) of Accept
@@ -34,6 +30,8 @@ type listenOptions struct {
 	conn      []Option
 	peerCreds bool
 	tls       *tls.Config // WithTLS
+	maxHS     int         // MaxHandshakes
+	maxHSPeer int
 }
 
 // WithAuthkey makes Accept and Dial run CPython's HMAC challenge handshake
@@ -69,7 +67,7 @@ func WithConnOptions(opts ...Option) ListenOption {
 func SameUser() ListenOption { return func(o *listenOptions) { o.peerCreds = true } }
 
 func makeListenOptions(opts []ListenOption) listenOptions {
-	o := listenOptions{timeout: DefaultHandshakeTimeout}
+	o := listenOptions{timeout: DefaultHandshakeTimeout, maxHS: DefaultMaxHandshakes, maxHSPeer: DefaultMaxHandshakesPerPeer}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -87,6 +85,7 @@ type Listener struct {
 
 	mu     sync.Mutex
 	closed bool
+	hs     handshakes // the connections in the handshake (accept.go)
 }
 
 // Listen listens on address. network is "unix" (a socket path, or an
@@ -122,7 +121,7 @@ func Listen(network, address string, opts ...ListenOption) (*Listener, error) {
 			}
 			return nil, fmt.Errorf("ipc: %w", lerr)
 		}
-		return &Listener{l: ul, opts: o, tmpDir: tmpDir}, nil
+		return newListener(ul, o, tmpDir), nil
 	case "tcp", "tcp4", "tcp6":
 		if address == "" {
 			address = "127.0.0.1:0"
@@ -134,7 +133,7 @@ func Listen(network, address string, opts ...ListenOption) (*Listener, error) {
 	default:
 		return nil, fmt.Errorf("ipc: Listen: unsupported network %q (want unix or tcp)", network)
 	}
-	return &Listener{l: l, opts: o}, nil
+	return newListener(l, o, ""), nil
 }
 
 // goUnixName writes CPython's "\x00name" abstract form the way Go's net
@@ -152,7 +151,9 @@ func (l *Listener) Addr() net.Addr { return l.l.Addr() }
 
 // Close stops listening and, for a unix path the Listener created, removes
 // the socket file. It is idempotent. Accept calls blocked in other
-// goroutines return ErrClosed.
+// goroutines return ErrClosed. Connections in the handshake, or that
+// passed it and were not taken by Accept, are closed, and the Listener's
+// goroutines have ended when Close returns.
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -162,82 +163,11 @@ func (l *Listener) Close() error {
 	l.closed = true
 	l.mu.Unlock()
 	err := l.l.Close()
+	l.closeHandshakes()
 	if l.tmpDir != "" {
 		os.RemoveAll(l.tmpDir)
 	}
 	return err
-}
-
-type deadliner interface{ SetDeadline(time.Time) error }
-
-// Accept waits for a connection and, with WithAuthkey, runs the handshake
-// on it: the challenge to the client first, then the client's challenge
-// (CPython's order). A failed handshake closes the connection and returns
-// the error (wrapping ErrAuthentication for a wrong key), as CPython's
-// accept() raises; the Listener stays usable.
-func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
-	l.mu.Lock()
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
-		return nil, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	var nc net.Conn
-	var err error
-	if ctx.Done() != nil {
-		d := l.l.(deadliner)
-		fired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			d.SetDeadline(pastDeadline)
-			close(fired)
-		})
-		for {
-			nc, err = l.l.Accept()
-			// Another Accept's cancellation moves the shared deadline
-			// too: retry unless it was ours.
-			if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() != nil {
-				break
-			}
-			runtime.Gosched()
-		}
-		if !stop() {
-			<-fired
-			d.SetDeadline(time.Time{})
-			if err != nil {
-				err = ctx.Err()
-			}
-		}
-	} else {
-		for {
-			nc, err = l.l.Accept()
-			if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			runtime.Gosched()
-		}
-	}
-	if err != nil {
-		if nc != nil {
-			nc.Close()
-		}
-		if errors.Is(err, net.ErrClosed) {
-			return nil, ErrClosed
-		}
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("ipc: accept: %w", err)
-	}
-	if l.opts.peerCreds {
-		if err := checkPeerUser(nc); err != nil {
-			nc.Close()
-			return nil, err
-		}
-	}
-	return connect(ctx, nc, l.opts, true)
 }
 
 // Dial connects to a Listener (or a CPython
@@ -266,13 +196,15 @@ func Dial(ctx context.Context, network, address string, opts ...ListenOption) (*
 	if err != nil {
 		return nil, fmt.Errorf("ipc: %w", err)
 	}
-	return connect(ctx, nc, o, false)
+	return connect(ctx, nc, o, false, address)
 }
 
 // connect wraps a fresh socket in a Conn and runs the handshakes: TLS
 // first with WithTLS, then the authkey one with WithAuthkey, both within
-// one HandshakeTimeout.
-func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool) (*Conn, error) {
+// one HandshakeTimeout. On the server side (Accept) every error is a
+// *HandshakeError naming peer; on the client side a failed TLS handshake
+// is one too.
+func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool, peer string) (*Conn, error) {
 	hctx := ctx
 	if o.timeout > 0 && (o.auth || o.tls != nil) {
 		var cancel context.CancelFunc
@@ -283,7 +215,7 @@ func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool) (*C
 	if o.tls != nil {
 		e, err := tlsHandshake(hctx, nc, o.tls, server)
 		if err != nil {
-			return nil, tlsError(ctx, hctx, nc.RemoteAddr(), err)
+			return nil, tlsError(ctx, hctx, peer, err)
 		}
 		t = e
 	} else {
@@ -322,43 +254,22 @@ func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool) (*C
 			err = DeliverChallenge(hctx, c, o.authkey, o.strict)
 		}
 	}
-	if err != nil {
-		c.Close()
-		if ctx.Err() == nil && hctx.Err() != nil {
-			return nil, fmt.Errorf("ipc: authkey handshake timed out: %w", hctx.Err())
-		}
+	if err == nil {
+		return c, nil
+	}
+	c.Close()
+	switch {
+	case ctx.Err() == nil && hctx.Err() != nil:
+		err = fmt.Errorf("ipc: authkey handshake timed out: %w", hctx.Err())
+	default:
 		if e, ok := t.(*tlsEnd); ok && e.readErr() != nil {
 			// The TLS peer ended the session (e.g. it refused this
 			// side's certificate): say why, not just "EOF".
-			return nil, fmt.Errorf("%w (TLS: %w)", err, e.readErr())
+			err = fmt.Errorf("%w (TLS: %w)", err, e.readErr())
 		}
-		return nil, err
 	}
-	return c, nil
-}
-
-// checkPeerUser refuses a unix-socket peer running as another user.
-func checkPeerUser(nc net.Conn) error {
-	uc, ok := nc.(*net.UnixConn)
-	if !ok {
-		return nil
+	if server {
+		return nil, &HandshakeError{Peer: peer, Err: err}
 	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if cerr != nil {
-		return fmt.Errorf("ipc: SO_PEERCRED: %w", cerr)
-	}
-	if int(cred.Uid) != unix.Getuid() {
-		return fmt.Errorf("%w: peer runs as uid %d", ErrAuthentication, cred.Uid)
-	}
-	return nil
+	return nil, err
 }

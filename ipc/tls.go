@@ -263,9 +263,9 @@ func isTLS(t transport) bool {
 
 // tlsError wraps a failed TLS handshake with peer's address. hctx is the
 // handshake's context (bounded by HandshakeTimeout), ctx the caller's.
-func tlsError(ctx, hctx context.Context, peer net.Addr, err error) error {
+func tlsError(ctx, hctx context.Context, peer string, err error) error {
 	if ctx.Err() == nil && hctx.Err() != nil {
-		return fmt.Errorf("ipc: tls handshake with %s timed out (does the peer use TLS?): %w", peer, hctx.Err())
+		err = fmt.Errorf("timed out (does the peer use TLS?): %w", hctx.Err())
 	}
-	return fmt.Errorf("ipc: tls handshake with %s: %w", peer, err)
+	return &HandshakeError{Peer: peer, TLS: true, Err: err}
 }

@@ -20,7 +20,10 @@ import (
 
 // A Listener hands the server authenticated connections. *ipc.Listener
 // (ipc.Listen) is one; Accept must return when ctx ends or the listener is
-// closed.
+// closed. Serve calls Accept from one goroutine, so Accept must not wait
+// for one peer's handshake while others are ready: *ipc.Listener runs
+// handshakes concurrently, bounded in time and number, and returns the
+// connections that passed.
 type Listener interface {
 	Accept(ctx context.Context) (*ipc.Conn, error)
 	Close() error
@@ -111,26 +114,11 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 		case <-actx.Done():
 		}
 	}()
-	// Several goroutines accept at once: the authkey handshake runs inside
-	// Accept, so a client that connects and stays silent holds up one of
-	// them (until ipc's handshake timeout), not the listener.
-	errc := make(chan error, acceptors)
-	var wg sync.WaitGroup
-	for range acceptors {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- s.acceptLoop(ctx, actx, l)
-		}()
-	}
-	err := <-errc
-	cancel()
-	wg.Wait()
-	return err
+	// One goroutine accepts: *ipc.Listener runs the handshakes
+	// concurrently, so a client that connects and stays silent holds up
+	// no one (see Listener).
+	return s.acceptLoop(ctx, actx, l)
 }
-
-// acceptors is the number of goroutines accepting on one listener.
-const acceptors = 8
 
 func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
 	var backoff time.Duration
@@ -145,9 +133,6 @@ func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if actx.Err() != nil {
-				return actx.Err() // another acceptor ended Serve
-			}
 			if errors.Is(err, ipc.ErrClosed) {
 				return err
 			}
@@ -156,7 +141,8 @@ func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
 			// serving. Other failures (out of file descriptors) are
 			// retried after a growing pause, as net/http does.
 			s.opts.log.Info("manager: connection refused", zap.Error(err))
-			if !errors.Is(err, ipc.ErrAuthentication) {
+			var he *ipc.HandshakeError
+			if !errors.Is(err, ipc.ErrAuthentication) && !errors.As(err, &he) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				t := time.NewTimer(backoff)
 				select {
