@@ -22,8 +22,8 @@ help: ## List the targets.
 	@grep -hE '^[a-zA-Z0-9_/%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## Install what a fresh machine lacks (protoc, python3 check).
-	@scripts/ensure-deps.sh
+deps: ## Install what the tests need and a fresh machine lacks (python3).
+	@scripts/ensure-deps.sh python3
 
 .PHONY: demo
 demo: ## The main job: a parallel workload across worker processes.
@@ -93,7 +93,8 @@ docs-deps: ## Write the dependency table of docs/architecture.md from modules.tx
 	$(MODSET) docs
 
 .PHONY: generate
-generate: deps ## Regenerate *.pb.go with local protoc and the pinned protoc-gen-go.
+generate: ## Regenerate *.pb.go with local protoc (installed if missing) and the pinned protoc-gen-go.
+	@scripts/ensure-deps.sh protoc
 	@mkdir -p $(BIN)
 	cd proto && $(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	cd proto && protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go -I . \
@@ -116,6 +117,27 @@ check-clean: generate go-work docs-deps ## Fail when generated code, go.work, go
 	  echo "check-clean: generated files drifted; run make generate go-work tidy docs-deps and commit:"; \
 	  git status --porcelain -- go.work docs/architecture.md '*.pb.go' '*/go.mod' '*/go.sum'; git diff --stat; exit 1; fi
 	@echo "check-clean: generated code, go.work and go.mod files are in sync"
+
+.PHONY: release-check
+release-check: ## Serve the module set at VERSION from a file proxy; a module outside the repository go-gets, builds and runs it.
+	scripts/release-check.sh
+
+.PHONY: release
+release: ## make release VERSION=vX.Y.Z [TAG=1]: set the version, check, print (TAG=1: create) the tags.
+	@[[ -n "$(VERSION)" ]] || { echo "usage: make release VERSION=vX.Y.Z [TAG=1]" >&2; exit 2; }
+	$(MODSET) set-version $(VERSION)
+	@$(MAKE) --no-print-directory go-work docs-deps
+	@$(MAKE) --no-print-directory check-deps build-modules release-check
+	$(MODSET) tags $(if $(TAG),-create)
+
+# Other systems: multiproc needs Linux; elsewhere every package builds and
+# each call returns an error wrapping errors.ErrUnsupported (docs/architecture.md).
+CROSS ?= linux/386 linux/arm64 darwin/arm64 windows/amd64 freebsd/amd64
+
+.PHONY: cross
+cross: ## go vet every module for other systems and architectures (CROSS).
+	@for t in $(CROSS); do echo "== vet GOOS=$${t%/*} GOARCH=$${t#*/}"; \
+	  GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet $(PKGS) || exit 1; done
 
 .PHONY: clean
 clean: ## Remove build outputs.

@@ -8,6 +8,7 @@
 //	modset check-deps            compare every import with the table
 //	modset docs [-check]         write the table into docs/architecture.md
 //	modset closure MODULE        print what MODULE may import, one a line
+//	modset modules               print every module of the set present in the repository
 //	modset version               print the version of the set
 //	modset set-version vX.Y.Z    write VERSION and every go.mod's sibling requires
 //	modset tags [-create]        print (or create) the git tags <module>/vX.Y.Z
@@ -23,7 +24,7 @@ import (
 	"os"
 )
 
-const usage = `usage: modset gomod [-check] | check-deps | docs [-check] | closure MODULE |
+const usage = `usage: modset gomod [-check] | check-deps | docs [-check] | closure MODULE | modules |
        version | set-version vX.Y.Z | tags [-create] | proxy DIR`
 
 func main() {
@@ -55,6 +56,10 @@ func main() {
 			for _, m := range mods {
 				fmt.Println(m)
 			}
+		}
+	case cmd == "modules":
+		for _, m := range set.Present() {
+			fmt.Println(m.Dir)
 		}
 	case cmd == "version":
 		fmt.Println(set.Version)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,6 +31,17 @@ func (s *Set) tags(create bool) error {
 	var tags []string
 	for _, m := range s.Present() {
 		tags = append(tags, m.Dir+"/"+s.Version)
+	}
+	changelog, err := os.ReadFile(filepath.Join(s.Root, "CHANGELOG.md"))
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(changelog), "## ["+s.Version+"]") {
+		msg := "CHANGELOG.md has no section \"## [" + s.Version + "]\": move the Unreleased entries under it"
+		if create {
+			return errors.New(msg)
+		}
+		fmt.Println("note: " + msg)
 	}
 	if !create {
 		fmt.Println("the tags of release " + s.Version + " (make release VERSION=" + s.Version + " TAG=1 creates them at HEAD):")
