@@ -3,11 +3,14 @@
 package process
 
 import (
+	"encoding/binary"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/multiproc/multiproc/ipc"
+	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/process/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -82,15 +85,56 @@ func FuzzBootstrap(f *testing.F) {
 	})
 }
 
-// FuzzStatus: whatever a (possibly broken) child wrote on its status
-// socket, the parent's parser never panics and reads a valid stream back.
+// FuzzStatus: what a child writes on its status socket (a "started"
+// frame, then at most one final frame: a startup error, or the function's
+// error and exit code) round-trips through the parent's parser, and a
+// stream cut anywhere yields only what was wholly received. Whatever
+// else a (possibly broken) child wrote, the parser never panics.
 func FuzzStatus(f *testing.F) {
-	errFrame, _ := proto.Marshal(&pb.ChildStatus{StartupError: "boom"})
-	f.Add(append(append([]byte{}, startedFrame...), append([]byte{0, 0, 0, byte(len(errFrame))}, errFrame...)...))
-	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1})
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		parseStatus(b)
+	f.Add(true, uint8(0), "", int32(0), uint16(0), []byte{})
+	f.Add(true, uint8(1), "boom", int32(0), uint16(7), []byte{0xff, 0xff, 0xff, 0xff, 1})
+	f.Add(true, uint8(2), "ValueError: g()", int32(3), uint16(9), []byte{})
+	f.Add(false, uint8(1), "no such function", int32(0), uint16(3), []byte{0, 0, 0, 2, 8})
+	f.Fuzz(func(t *testing.T, started bool, kind uint8, msg string, code int32, cut uint16, junk []byte) {
+		parseStatus(junk) // anything: no panic
+
+		msg = strings.ToValidUTF8(msg, "?")
+		var stream []byte
+		if started {
+			stream = append(stream, startedFrame...)
+		}
+		var want *pb.ChildStatus
+		switch kind % 3 {
+		case 1:
+			want = &pb.ChildStatus{StartupError: "startup: " + msg}
+		case 2:
+			want = &pb.ChildStatus{Error: &commonpb.RemoteError{Type: "*errors.errorString", Message: msg}, ExitCode: code}
+		}
+		if want != nil {
+			body, err := proto.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream = binary.BigEndian.AppendUint32(stream, uint32(len(body)))
+			stream = append(stream, body...)
+		}
+		gotStarted, got := parseStatus(stream)
+		if gotStarted != started {
+			t.Fatalf("started = %v, want %v", gotStarted, started)
+		}
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Fatalf("final status (-want +got):\n%s", diff)
+		}
+		// A stream cut short (the child died while writing): the started
+		// frame counts once whole, the final frame only when whole.
+		n := int(cut) % (len(stream) + 1)
+		cs, cf := parseStatus(stream[:n])
+		if cs != (started && n >= len(startedFrame)) {
+			t.Fatalf("cut at %d of %d: started = %v", n, len(stream), cs)
+		}
+		if (cf != nil) != (want != nil && n == len(stream)) {
+			t.Fatalf("cut at %d of %d: final = %v", n, len(stream), cf)
+		}
 	})
 }
 
