@@ -67,10 +67,18 @@
 // If the holder dies holding the lock, the next process to acquire it
 // gets it together with ErrOwnerDead (like a robust pthread mutex's
 // EOWNERDEAD): the lock is held and consistent, the data it protects may
-// not be; repair it and continue. Waiters already asleep check the holder's
-// liveness after 20 ms and then at least every 250 ms of waiting, so they
-// notice within about a quarter of a second; the uncontended path never
-// checks. Semaphores and Events have no owner, so a participant's death is
+// not be; repair it and continue. A waiter already asleep checks the
+// holder's liveness after 20 ms of sleep; if the holder lives, the waiter
+// asks the kernel to tell it when the holder exits (a pidfd, watched by
+// the Go runtime's poller, which wakes the futex) and sleeps on without
+// polling. So a holder that dies is noticed about 20 ms after the wait
+// began at the latest, and a holder that dies later almost at once:
+// measured with SIGKILL (TestOwnerDeadSleeper, 20 trials on a loaded
+// 2-CPU machine), 1–6 ms, median 1.3 ms; before pidfds, 1–250 ms. A lock
+// that changes hands while the waiter sleeps gets its new holder watched
+// within 50 ms, when the waiter next wakes, and a kernel without pidfds
+// (before Linux 5.3, or under a seccomp filter) falls back to checking
+// /proc every 50 ms. The uncontended path and short waits never check. Semaphores and Events have no owner, so a participant's death is
 // not detected (bound waits with contexts); a Condition frees the slots of
 // waiters whose process is gone; a Barrier cannot tell that a party died
 // (see Barrier).

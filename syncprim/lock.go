@@ -42,8 +42,10 @@ const LockSize = 64
 // by another process returns ErrNotHeld (CPython lets any process release a
 // Lock; we do not). Any goroutine of the holding process may release it, as
 // with sync.Mutex. If the holder dies holding the lock, the next process to
-// acquire it gets it with ErrOwnerDead; waiters that are already asleep
-// notice within about a quarter of a second.
+// acquire it gets it with ErrOwnerDead; a waiter that is already asleep
+// notices within a few milliseconds, or 20 ms after it began waiting when
+// that is later (see "Ownership and robustness" in the package
+// documentation).
 //
 // A Lock must not be copied after first use (copy the *Lock, or hand it to
 // another process through MultiprocHandle). The zero Lock is not usable (its
@@ -249,7 +251,8 @@ func (m *lockMem) lockSlow(ctx context.Context, sp *futex.Spinner) error {
 			stop()
 		}
 	}()
-	check := livenessFirst
+	var hw holderWatch
+	defer hw.stop()
 	for {
 		s := atomic.LoadUint32(&m.seq)
 		v := atomic.LoadUint64(&m.owner)
@@ -265,28 +268,22 @@ func (m *lockMem) lockSlow(ctx context.Context, sp *futex.Spinner) error {
 			m.leave()
 			return err
 		}
-		if v&waitersFlag == 0 {
-			if !atomic.CompareAndSwapUint64(&m.owner, v, v|waitersFlag) {
-				continue
-			}
-			v |= waitersFlag
+		if v&waitersFlag == 0 && !atomic.CompareAndSwapUint64(&m.owner, v, v|waitersFlag) {
+			continue
 		}
 		if stop == nil && ctx.Done() != nil {
 			stop = wakeOnDone(ctx, &m.seq)
 			continue
 		}
-		timedOut, err := sleep(ctx, &m.seq, s, check)
+		timedOut, err := sleep(ctx, &m.seq, s, hw.timeout())
 		if err != nil {
 			m.leave()
 			return err
 		}
-		if timedOut {
-			if atomic.LoadUint64(&m.owner) == v && !futex.Alive(holder(v)) {
-				if atomic.CompareAndSwapUint64(&m.owner, v, me|waitersFlag) {
-					return ErrOwnerDead
-				}
+		if v = atomic.LoadUint64(&m.owner); v != 0 && hw.dead(holder(v), &m.seq, timedOut) {
+			if atomic.CompareAndSwapUint64(&m.owner, v, me|waitersFlag) {
+				return ErrOwnerDead
 			}
-			check = min(2*check, livenessMax)
 		}
 	}
 }

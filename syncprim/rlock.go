@@ -111,7 +111,8 @@ func (m *rlockMem) acquireSlow(ctx context.Context, sp *futex.Spinner, me uint64
 			stop()
 		}
 	}()
-	check := livenessFirst
+	var hw holderWatch
+	defer hw.stop()
 	for {
 		s := atomic.LoadUint32(&m.seq)
 		if m.tryTake(me, waitersFlag) {
@@ -125,26 +126,20 @@ func (m *rlockMem) acquireSlow(ctx context.Context, sp *futex.Spinner, me uint64
 			m.leave()
 			return err
 		}
-		if v&waitersFlag == 0 {
-			if !atomic.CompareAndSwapUint64(&m.owner, v, v|waitersFlag) {
-				continue
-			}
-			v |= waitersFlag
+		if v&waitersFlag == 0 && !atomic.CompareAndSwapUint64(&m.owner, v, v|waitersFlag) {
+			continue
 		}
 		if stop == nil && ctx.Done() != nil {
 			stop = wakeOnDone(ctx, &m.seq)
 			continue
 		}
-		timedOut, err := sleep(ctx, &m.seq, s, check)
+		timedOut, err := sleep(ctx, &m.seq, s, hw.timeout())
 		if err != nil {
 			m.leave()
 			return err
 		}
-		if timedOut {
-			if atomic.LoadUint64(&m.owner) == v && !futex.Alive(holder(v)) && m.takeOver(v, me) {
-				return ErrOwnerDead
-			}
-			check = min(2*check, livenessMax)
+		if v = atomic.LoadUint64(&m.owner); v != 0 && hw.dead(holder(v), &m.seq, timedOut) && m.takeOver(v, me) {
+			return ErrOwnerDead
 		}
 	}
 }

@@ -10,14 +10,70 @@ import (
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
-// Liveness checking of a lock's owner while waiting: the first check comes
-// after livenessFirst, then the interval doubles up to livenessMax, so a
-// waiter notices a dead owner within livenessMax and a healthy wait costs
-// a handful of extra wake-ups per second.
+// Liveness of a lock's holder while waiting. A waiter sleeps at most
+// livenessFirst before its first check of the holder (a read of
+// /proc/<pid>/stat). If the holder is alive, the waiter arms an exit watch
+// (futex.WatchExit: a pidfd in the runtime's poller), which wakes it the
+// moment the holder exits, and from then on sleeps livenessMax at a time:
+// those wake-ups only compare the owner word (no /proc read) so that a
+// lock that changed hands while the waiter slept gets its new holder
+// watched. Without pidfds (old kernels, seccomp) the same wake-ups poll
+// /proc instead.
 const (
 	livenessFirst = 20 * time.Millisecond
-	livenessMax   = 250 * time.Millisecond
+	livenessMax   = 50 * time.Millisecond
 )
+
+// holderWatch is one waiter's view of a lock holder's liveness.
+type holderWatch struct {
+	w     *futex.Watch // armed on id, once the wait has lasted
+	id    futex.ID
+	armed bool // past the first check: sleep livenessMax, re-arm on a new holder
+}
+
+// timeout is the cap of the next sleep.
+func (h *holderWatch) timeout() time.Duration {
+	if h.armed {
+		return livenessMax
+	}
+	return livenessFirst
+}
+
+// dead reports whether the holder id, read from the owner word after a
+// sleep on seq, has died. timedOut says the sleep reached its cap.
+func (h *holderWatch) dead(id futex.ID, seq *uint32, timedOut bool) bool {
+	if id == futex.Self() {
+		return false // another goroutine of this process holds it
+	}
+	switch {
+	case h.armed && h.id == id && h.w != nil && !h.w.Broken():
+		if !h.w.Fired() {
+			return false // the kernel will tell
+		}
+	case h.armed && h.id == id:
+		if !timedOut {
+			return false // no watch: poll on timeouts only
+		}
+	case !h.armed && !timedOut:
+		return false // a short wait: the first check comes at livenessFirst
+	}
+	if !futex.Alive(id) {
+		return true
+	}
+	h.stop()
+	w, dead := futex.WatchExit(id, seq)
+	if dead {
+		return true
+	}
+	h.w, h.id, h.armed = w, id, true
+	return false
+}
+
+// stop drops the exit watch, if any.
+func (h *holderWatch) stop() {
+	h.w.Stop()
+	h.w = nil
+}
 
 // sleep waits on the futex word seq while it holds s: until a wake-up,
 // ctx's deadline, or capd (> 0) elapses. It returns timedOut when capd
