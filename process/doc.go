@@ -137,11 +137,13 @@
 // method, the tree's 32-byte authkey). CPUCount is the number of CPUs
 // this process may use: its affinity mask, lowered by cgroup CPU quotas
 // (v1 and v2). HostCPUCount is the number the machine has online
-// (Python's os.cpu_count), which neither lowers. Diagnostics go to Process.Logger (a
-// *zap.Logger, no-op by default); the package never prints, except a
-// child's last-resort message on its stderr when it cannot even reach its
-// parent. A child whose parent set a Logger gets Current().Logger at the
-// parent's level, writing to its stderr.
+// (Python's os.cpu_count), which neither lowers.
+//
+// Diagnostics go to Process.Logger (a *zap.Logger, no-op by default); the
+// package never prints, except a child's last-resort message on its
+// stderr when it cannot even reach its parent. A child whose parent set a
+// Logger gets Current().Logger at the parent's level, writing to its
+// stderr.
 //
 // # Concurrency
 //
