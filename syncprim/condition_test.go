@@ -206,10 +206,12 @@ func TestConditionWaitFor(t *testing.T) {
 // TestConditionDeadWaiter: a waiter killed while waiting does not take a
 // notification.
 func TestConditionDeadWaiter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(bg, time.Minute)
+	defer cancel()
 	c, ready, woken := newCondSet(t, nil)
 	dead := start(t, "cond-wait", nil, c, ready, woken)
-	if err := ready.Acquire(bg); err != nil {
-		t.Fatal(err)
+	if err := ready.Acquire(ctx); err != nil {
+		t.Fatalf("the first waiter never got ready: %v", err)
 	}
 	c.Lock() // once the lock is ours, dead is inside Wait
 	if got := c.Waiting(); got != 1 {
@@ -219,15 +221,20 @@ func TestConditionDeadWaiter(t *testing.T) {
 	dead.kill()
 	dead.reap()
 	live := start(t, "cond-wait", nil, c, ready, woken)
-	if err := ready.Acquire(bg); err != nil {
+	if err := ready.Acquire(ctx); err != nil {
+		t.Fatalf("the second waiter never got ready: %v", err)
+	}
+	if err := c.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c.Lock()
 	if err := c.Notify(1); err != nil {
 		t.Fatal(err)
 	}
 	c.Unlock()
-	live.wait() // would hang if the dead waiter took the notification
+	if err := woken.Acquire(ctx); err != nil {
+		t.Fatalf("the live waiter was not woken (%v): the dead waiter took the notification", err)
+	}
+	live.waitWithin(time.Minute, "the live waiter did not finish after its wake-up")
 }
 
 // TestConditionMaxWaiters: with every slot taken by a live waiter Wait

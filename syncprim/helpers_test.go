@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/multiproc/multiproc/internal/mptest"
@@ -120,6 +122,56 @@ func (p *proc) kill() {
 	p.t.Helper()
 	if err := p.cmd.Process.Kill(); err != nil {
 		p.t.Fatal(err)
+	}
+}
+
+// waitWithin is wait with a ceiling: a child still running after d is
+// killed and the test fails with why, instead of hanging until the test
+// binary's timeout.
+func (p *proc) waitWithin(d time.Duration, why string) {
+	p.t.Helper()
+	p.in.Close()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		p.done = true
+		if err != nil {
+			p.t.Fatalf("child %d: %v", p.cmd.Process.Pid, err)
+		}
+	case <-time.After(d):
+		p.cmd.Process.Kill()
+		<-done
+		p.done = true
+		p.t.Fatalf("child %d still running after %v: %s", p.cmd.Process.Pid, d, why)
+	}
+}
+
+// futexSleepers returns how many threads of this process are blocked in
+// futex(2) on addr (from /proc/self/task/*/syscall: number, then the
+// arguments): proof that a waiter really sleeps, not merely about to.
+func futexSleepers(addr unsafe.Pointer) int {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	want := fmt.Sprintf("%d %#x ", syscall.SYS_FUTEX, uintptr(addr))
+	n := 0
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/syscall")
+		if err == nil && strings.HasPrefix(string(b), want) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitSleepers waits until n threads sleep in futex(2) on addr, failing
+// after a generous ceiling.
+func waitSleepers(t testing.TB, addr unsafe.Pointer, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); futexSleepers(addr) != n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads asleep on the futex word after 30 s, want %d", futexSleepers(addr), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

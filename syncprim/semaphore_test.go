@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/internal/mptest"
 )
@@ -101,8 +102,9 @@ func TestSemaphore(t *testing.T) {
 	}
 }
 
-// TestSemaphoreCancel: cancelled and timed-out waits leave the value
-// unchanged and do not swallow a release meant for another waiter.
+// TestSemaphoreCancel: a wait cancelled while it sleeps in the kernel
+// returns promptly, leaves the value unchanged and does not swallow a
+// release meant for another waiter.
 func TestSemaphoreCancel(t *testing.T) {
 	s, err := NewSemaphore(0)
 	if err != nil {
@@ -111,19 +113,33 @@ func TestSemaphoreCancel(t *testing.T) {
 	defer s.Close()
 	ctx, cancel := context.WithCancel(bg)
 	errc := make(chan error, 2)
+	result := func(what string) error {
+		t.Helper()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no result 30 s later", what)
+			return nil
+		}
+	}
 	go func() { errc <- s.Acquire(ctx) }()
 	go func() { errc <- s.Acquire(bg) }()
+	// Cancel only once both waiters sleep in FUTEX_WAIT.
+	waitSleepers(t, unsafe.Pointer(&s.m.Load().seq), 2)
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
+	if err := result("cancelled waiter"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("first result: %v, want Canceled", err)
 	}
 	if s.Value() != 0 {
 		t.Fatalf("Value() = %d after a cancelled wait", s.Value())
 	}
+	// The other waiter went back to sleep.
+	waitSleepers(t, unsafe.Pointer(&s.m.Load().seq), 1)
 	if err := s.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-errc; err != nil {
+	if err := result("remaining waiter"); err != nil {
 		t.Fatalf("remaining waiter: %v", err)
 	}
 	if s.Value() != 0 {
