@@ -6,6 +6,7 @@ go 1.26.0
 replace (
 	github.com/multiproc/multiproc/cluster => ../cluster
 	github.com/multiproc/multiproc/forkserver => ../forkserver
+	github.com/multiproc/multiproc/internal/base => ../internal/base
 	github.com/multiproc/multiproc/internal/mptest => ../internal/mptest
 	github.com/multiproc/multiproc/ipc => ../ipc
 	github.com/multiproc/multiproc/manager => ../manager
@@ -28,6 +29,7 @@ require (
 )
 
 require (
+	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
 	github.com/multiproc/multiproc/ipc v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect

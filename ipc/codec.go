@@ -4,8 +4,11 @@ package ipc
 
 import (
 	"fmt"
+	"reflect"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/internal/base/valenc"
 )
 
 // A Codec turns values into frame payloads and back. The receiving side
@@ -15,35 +18,17 @@ type Codec interface {
 	Unmarshal(data []byte, v any) error
 }
 
-// DefaultCodec is the codec a Conn uses unless WithCodec says otherwise:
+// DefaultCodec is the codec a Conn uses unless WithCodec says otherwise.
+// It follows multiproc's one set of encoding rules (internal/base/valenc)
+// for a peer that may be another build or architecture:
 //   - a proto.Message is encoded in protobuf wire format;
-//   - a []byte is sent as it is, so a CPython peer's recv_bytes() reads it
-//     (decode into a *[]byte);
-//   - anything else is one self-contained gob stream.
+//   - a []byte (or a named slice of bytes) is sent as it is, so a CPython
+//     peer's recv_bytes() reads it (decode into a *[]byte);
+//   - anything else is one self-contained gob stream, through encoders and
+//     decoders cached per type.
 var DefaultCodec Codec = defaultCodec{}
 
 type defaultCodec struct{}
-
-// Encoding names the rule DefaultCodec applies to a value.
-type Encoding int
-
-const (
-	EncodingRaw   Encoding = iota + 1 // []byte as is
-	EncodingProto                     // protobuf wire format
-	EncodingGob                       // a gob stream
-)
-
-// EncodingOf reports which rule DefaultCodec applies to v.
-func EncodingOf(v any) Encoding {
-	switch v.(type) {
-	case []byte, *[]byte:
-		return EncodingRaw
-	case proto.Message:
-		return EncodingProto
-	default:
-		return EncodingGob
-	}
-}
 
 func (defaultCodec) Marshal(v any) ([]byte, error) {
 	switch x := v.(type) {
@@ -58,7 +43,10 @@ func (defaultCodec) Marshal(v any) ([]byte, error) {
 		}
 		return b, nil
 	}
-	b, err := gobMarshal(v)
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Uint8 {
+		return rv.Bytes(), nil // a named slice of bytes
+	}
+	b, err := valenc.GobMarshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("ipc: encode %T: %w", v, err)
 	}
@@ -76,7 +64,11 @@ func (defaultCodec) Unmarshal(data []byte, v any) error {
 		}
 		return nil
 	}
-	if err := gobUnmarshal(data, v); err != nil {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && !rv.IsNil() && valenc.ClassOf(rv.Type().Elem()) == valenc.Bytes {
+		rv.Elem().SetBytes(data) // a named slice of bytes
+		return nil
+	}
+	if err := valenc.GobUnmarshal(data, v); err != nil {
 		return fmt.Errorf("ipc: decode %T: %w", v, err)
 	}
 	return nil

@@ -6,7 +6,9 @@ require google.golang.org/protobuf v1.36.12
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/multiproc/multiproc/internal/base v0.1.0
 	github.com/multiproc/multiproc/internal/mptest v0.1.0
+	github.com/multiproc/multiproc/proto v0.1.0
 	golang.org/x/sys v0.50.0
 )
 
@@ -17,6 +19,7 @@ replace (
 	github.com/multiproc/multiproc/cluster => ../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/docs => ../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/forkserver => ../FORBIDDEN_DEPENDENCY
+	github.com/multiproc/multiproc/internal/base => ../internal/base
 	github.com/multiproc/multiproc/internal/mptest => ../internal/mptest
 	github.com/multiproc/multiproc/manager => ../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/pool => ../FORBIDDEN_DEPENDENCY

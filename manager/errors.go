@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/multiproc/multiproc/ipc/remote"
-
 	commonv1 "github.com/multiproc/multiproc/proto/common/v1"
 )
 

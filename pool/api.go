@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/multiproc/multiproc/internal/base/valenc"
 )
 
 func (t *Task[A, R]) mapOpts(opts []MapOption) mapOptions {
@@ -90,7 +92,7 @@ func Starmap[A, B, R any](ctx context.Context, r Runner, t *Task[Args2[A, B], R]
 }
 
 type mapSink[R any] struct {
-	codec     sliceCodec[R]
+	codec     valenc.Run[R]
 	e         engine
 	j         *job
 	mu        sync.Mutex
@@ -133,7 +135,7 @@ func (s *mapSink[R]) deliverEncoded(c *chunk, b []byte, errs []idxErr) error {
 		s.mu.Unlock()
 		return nil
 	}
-	if err := decodeInto(s.codec, b, s.res[c.start:c.start+c.n]); err != nil {
+	if err := valenc.DecodeInto(s.codec, b, s.res[c.start:c.start+c.n]); err != nil {
 		s.mu.Unlock()
 		return err
 	}
@@ -390,7 +392,7 @@ type Future[R any] struct {
 	p         *Pool  // the local pool (nil on another Runner): direct reads and spins
 	e         engine // where the task runs
 	j         *job
-	dec       sliceCodec[R] // decodes the result (process pools)
+	dec       valenc.Run[R] // decodes the result (process pools)
 	// c is the task's chunk when the caller may receive its result
 	// itself (see Pool.waitDirect); observed is set once Done or Ready
 	// gave that up.
@@ -566,7 +568,7 @@ func (f *Future[R]) deliverEncoded(c *chunk, b []byte, errs []idxErr) error {
 	var err error
 	if len(errs) > 0 {
 		err = errs[0].err
-	} else if err := decodeInto(f.dec, b, r[:]); err != nil {
+	} else if err := valenc.DecodeInto(f.dec, b, r[:]); err != nil {
 		return err
 	}
 	if f.set(r[0], err) {

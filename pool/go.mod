@@ -7,6 +7,7 @@ replace (
 	github.com/multiproc/multiproc/cluster => ../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/docs => ../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/forkserver => ../FORBIDDEN_DEPENDENCY
+	github.com/multiproc/multiproc/internal/base => ../internal/base
 	github.com/multiproc/multiproc/internal/mptest => ../internal/mptest
 	github.com/multiproc/multiproc/ipc => ../ipc
 	github.com/multiproc/multiproc/manager => ../FORBIDDEN_DEPENDENCY
@@ -23,6 +24,7 @@ replace (
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/multiproc/multiproc/internal/base v0.1.0
 	github.com/multiproc/multiproc/internal/mptest v0.1.0
 	github.com/multiproc/multiproc/ipc v0.1.0
 	github.com/multiproc/multiproc/process v0.1.0

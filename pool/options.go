@@ -53,7 +53,7 @@ func Initializer[A, R any](t *Task[A, R], arg A) Option {
 		if t == nil {
 			return errors.New("pool: Initializer: nil task")
 		}
-		in, err := t.in.encode(nil, []A{arg})
+		in, err := t.in.Append(nil, []A{arg})
 		if err != nil {
 			return fmt.Errorf("pool: Initializer(%s): encoding the argument: %w", t.info.name, err)
 		}

@@ -16,14 +16,13 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/multiproc/multiproc/ipc/remote"
-
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/ipc/remote"
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )

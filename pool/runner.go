@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/multiproc/multiproc/ipc/remote"
 )
 
 // A Runner is where a Task's calls run. Map, Imap, ImapUnordered,
@@ -75,7 +77,7 @@ type Failure struct {
 
 // engine is what the Task methods need from where they run: the *Pool
 // itself (its worker machinery, with direct reads and frames made ahead),
-// or remote, which adapts any other Runner.
+// or otherRunner, which adapts any other Runner.
 type engine interface {
 	slots() int
 	newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job, error)
@@ -89,7 +91,7 @@ func engineOf(r Runner) engine {
 	if p, ok := r.(*Pool); ok {
 		return p
 	}
-	return &remote{r: r}
+	return &otherRunner{r: r}
 }
 
 func (p *Pool) slots() int { return p.o.workers }
@@ -99,9 +101,9 @@ func (p *Pool) oneChunk(j *job, in any, c *chunk) (*chunk, error) {
 	return m.make(0, in, 0, 1)
 }
 
-// remote runs one call (one job) on a Runner other than *Pool. A chunk's
+// otherRunner runs one call (one job) on a Runner other than *Pool. A chunk's
 // frame holds its encoded inputs.
-type remote struct {
+type otherRunner struct {
 	r     Runner
 	call  Call
 	j     *job
@@ -109,9 +111,9 @@ type remote struct {
 	ended bool
 }
 
-func (e *remote) slots() int { return max(e.r.Workers(), 1) }
+func (e *otherRunner) slots() int { return max(e.r.Workers(), 1) }
 
-func (e *remote) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job, error) {
+func (e *otherRunner) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -128,7 +130,7 @@ func (e *remote) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*jo
 	return j, nil
 }
 
-func (e *remote) endJob(j *job, cause error) {
+func (e *otherRunner) endJob(j *job, cause error) {
 	e.mu.Lock()
 	if e.ended {
 		e.mu.Unlock()
@@ -145,7 +147,7 @@ func (e *remote) endJob(j *job, cause error) {
 	}
 }
 
-func (e *remote) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) {
+func (e *otherRunner) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) {
 	nc := (n + cs - 1) / cs
 	mem := make([]chunk, nc)
 	out := make([]*chunk, 0, nc)
@@ -170,7 +172,7 @@ func (e *remote) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) {
 	return out, nil
 }
 
-func (e *remote) oneChunk(j *job, in any, c *chunk) (*chunk, error) {
+func (e *otherRunner) oneChunk(j *job, in any, c *chunk) (*chunk, error) {
 	b, err := j.task.encodeIn(nil, in, 0, 1)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: encoding the argument: %v", ErrEncode, j.task.name, err)
@@ -179,7 +181,7 @@ func (e *remote) oneChunk(j *job, in any, c *chunk) (*chunk, error) {
 	return c, nil
 }
 
-func (e *remote) submit(cs ...*chunk) {
+func (e *otherRunner) submit(cs ...*chunk) {
 	for _, c := range cs {
 		if err := e.call.Send(c.start, c.n, c.frame); err != nil {
 			e.receive(ChunkResult{Start: c.start, N: c.n, Err: err})
@@ -188,7 +190,7 @@ func (e *remote) submit(cs ...*chunk) {
 }
 
 // receive hands a chunk's result to the call's sink.
-func (e *remote) receive(r ChunkResult) {
+func (e *otherRunner) receive(r ChunkResult) {
 	e.mu.Lock()
 	ended := e.ended
 	e.mu.Unlock()
@@ -223,7 +225,7 @@ func (e *remote) receive(r ChunkResult) {
 	}
 	if err != nil {
 		j.sink.deliver(c, nil, nil, &RemoteError{Task: j.task.name, Index: c.start,
-			Type: fmt.Sprintf("%T", err), Message: "pool: decoding the results: " + err.Error(), Kind: kindEncode})
+			Report: remote.ReportOf(fmt.Errorf("%w: decoding the results: %w", ErrEncode, err))})
 		return
 	}
 	j.sink.deliver(c, out, errs, nil)
@@ -292,8 +294,8 @@ func (pc *poolCall) Send(start, n int, inputs []byte) error {
 		// which re-encodes part of them.
 		in, err := t.decodeIn(inputs, n)
 		if err != nil {
-			return &RemoteError{Task: t.name, Index: start, Pid: selfPid, Type: fmt.Sprintf("%T", err),
-				Message: "pool: decoding the arguments: " + err.Error(), Kind: kindEncode}
+			return &RemoteError{Task: t.name, Index: start, Pid: selfPid,
+				Report: remote.ReportOf(fmt.Errorf("%w: decoding the arguments: %w", ErrEncode, err))}
 		}
 		c.in = in
 	}
@@ -401,7 +403,7 @@ func (pc *poolCall) merge(s *sentChunk) ChunkResult {
 			v, err := pc.t.decodeOut(pe.enc, pe.n)
 			if err != nil {
 				return ChunkResult{Start: s.start, N: s.n, Err: &RemoteError{Task: pc.t.name, Index: pe.start, Pid: selfPid,
-					Type: fmt.Sprintf("%T", err), Message: "pool: decoding the results: " + err.Error(), Kind: kindEncode}}
+					Report: remote.ReportOf(fmt.Errorf("%w: decoding the results: %w", ErrEncode, err))}}
 			}
 			out = v
 		}
@@ -419,7 +421,7 @@ func (pc *poolCall) merge(s *sentChunk) ChunkResult {
 		b, err := pc.t.encodeOut(nil, full.Interface())
 		if err != nil {
 			return ChunkResult{Start: s.start, N: s.n, Err: &RemoteError{Task: pc.t.name, Index: s.start, Pid: selfPid,
-				Type: fmt.Sprintf("%T", err), Message: "pool: encoding the results: " + err.Error(), Kind: kindEncode}}
+				Report: remote.ReportOf(fmt.Errorf("%w: encoding the results: %w", ErrEncode, err))}}
 		}
 		r.Outputs = b
 	}

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/multiproc/multiproc/internal/base/valenc"
 	"github.com/multiproc/multiproc/ipc/remote"
-
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )
@@ -21,8 +21,8 @@ import (
 type Task[A, R any] struct {
 	info *taskInfo
 	fn   func(context.Context, A) (R, error)
-	in   sliceCodec[A]
-	out  sliceCodec[R]
+	in   valenc.Run[A]
+	out  valenc.Run[R]
 }
 
 // Name returns the name the task was registered under.
@@ -105,19 +105,19 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 	if fn == nil {
 		panic(fmt.Sprintf("pool: Register(%q): nil function", name))
 	}
-	t := &Task[A, R]{fn: fn, in: newCodec[A](), out: newCodec[R]()}
+	t := &Task[A, R]{fn: fn, in: valenc.RunOf[A](), out: valenc.RunOf[R]()}
 	t.info = &taskInfo{
 		name: name,
 		encodeIn: func(dst []byte, in any, i, j int) ([]byte, error) {
-			return t.in.encode(dst, in.([]A)[i:j])
+			return t.in.Append(dst, in.([]A)[i:j])
 		},
 		sliceIn: func(in any, i, j int) any { return in.([]A)[i:j] },
 		decodeOut: func(b []byte, n int) (any, error) {
-			return t.out.decode(b, n)
+			return t.out.Decode(b, n)
 		},
-		decodeIn: func(b []byte, n int) (any, error) { return t.in.decode(b, n) },
+		decodeIn: func(b []byte, n int) (any, error) { return t.in.Decode(b, n) },
 		encodeOut: func(dst []byte, out any) ([]byte, error) {
-			return t.out.encode(dst, out.([]R))
+			return t.out.Append(dst, out.([]R))
 		},
 		runEncoded: t.runEncoded,
 		runLocal:   t.runLocal,
@@ -164,7 +164,7 @@ func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error),
 
 // runEncoded is the worker side of a chunk.
 func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks, dst []byte) ([]byte, []*pb.TaskError) {
-	ins, err := t.in.decode(data, n)
+	ins, err := t.in.Decode(data, n)
 	if err != nil {
 		re := remote.Errorf("%w: decoding the arguments: %w", ErrEncode, err)
 		errs := make([]*pb.TaskError, n)
@@ -194,19 +194,19 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 			outs[i] = r
 		}
 	}
-	out, err := t.out.encode(dst, outs)
+	out, err := t.out.Append(dst, outs)
 	if err == nil {
 		return out, errs
 	}
 	// Find the results that cannot be encoded: they fail alone.
 	var zero R
 	for i := range outs {
-		if _, e := t.out.encode(nil, outs[i:i+1]); e != nil {
+		if _, e := t.out.Append(nil, outs[i:i+1]); e != nil {
 			outs[i] = zero
 			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: remote.Errorf("%w: sending result %.200v: %w", ErrEncode, any(outs[i]), e)})
 		}
 	}
-	out, err = t.out.encode(dst[:0], outs)
+	out, err = t.out.Append(dst[:0], outs)
 	if err != nil {
 		re := remote.Errorf("%w: encoding the results: %w", ErrEncode, err)
 		errs = errs[:0]

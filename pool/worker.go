@@ -15,11 +15,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multiproc/multiproc/ipc/remote"
-
 	"google.golang.org/protobuf/proto"
 
 	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/ipc/remote"
 	"github.com/multiproc/multiproc/process"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"

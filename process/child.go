@@ -3,10 +3,8 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"os"
@@ -20,13 +18,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multiproc/multiproc/ipc/remote"
-
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/multiproc/multiproc/internal/base/valenc"
+	"github.com/multiproc/multiproc/ipc/remote"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
@@ -429,7 +427,7 @@ func decodeValue(t reflect.Type, v *pb.Value) (reflect.Value, error) {
 		return m, nil
 	case pb.Encoding_ENCODING_GOB:
 		pv := reflect.New(t)
-		if err := gob.NewDecoder(bytes.NewReader(v.Data)).Decode(pv.Interface()); err != nil {
+		if err := valenc.GobUnmarshal(v.Data, pv.Interface()); err != nil {
 			return reflect.Value{}, fmt.Errorf("decode %v: %w", t, err)
 		}
 		return pv.Elem(), nil

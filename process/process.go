@@ -18,14 +18,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multiproc/multiproc/ipc/remote"
-
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/multiproc/multiproc/internal/base/valenc"
 	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/ipc/remote"
 	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
 
@@ -236,7 +236,7 @@ func (p *Process) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("process: %s: argument %d: %w", p.Func.name, i, err)
 		}
 		boot.Args = append(boot.Args, &pb.Argument{Kind: &pb.Argument_Value{Value: &pb.Value{
-			Encoding: encodingToPB(ipc.EncodingOf(a)), Data: data,
+			Encoding: encodingOf(a), Data: data,
 		}}})
 	}
 	for _, in := range inheritedProviders() {
@@ -327,16 +327,16 @@ func identString(ident []uint32) string {
 	return strings.Join(parts, ":")
 }
 
-func encodingToPB(e ipc.Encoding) pb.Encoding {
-	switch e {
-	case ipc.EncodingRaw:
+// encodingOf names the rule ipc.DefaultCodec applied to a (multiproc's
+// rules for a peer that may be another build: internal/base/valenc).
+func encodingOf(a any) pb.Encoding {
+	switch valenc.ClassOf(reflect.TypeOf(a)) {
+	case valenc.Bytes:
 		return pb.Encoding_ENCODING_RAW
-	case ipc.EncodingProto:
+	case valenc.Proto:
 		return pb.Encoding_ENCODING_PROTO
-	case ipc.EncodingGob:
-		return pb.Encoding_ENCODING_GOB
 	}
-	return pb.Encoding_ENCODING_UNSPECIFIED
+	return pb.Encoding_ENCODING_GOB
 }
 
 func logLevel(l *zap.Logger) zapcore.Level {

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/multiproc/multiproc/internal/base/valenc"
 	"github.com/multiproc/multiproc/ipc"
 )
 
@@ -345,9 +346,5 @@ func codecBytes(tag uint8, data []byte) ([]byte, error) {
 	default:
 		return nil, errCorrupt
 	}
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(v); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return valenc.GobMarshal(v)
 }

@@ -8,41 +8,18 @@ import (
 	"reflect"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/multiproc/multiproc/internal/base/valenc"
 )
 
 // checkType reports whether values of type t can live in shared memory:
-// fixed size and no pointers anywhere inside.
+// plain data (fixed size, no pointers anywhere inside), by multiproc's one
+// rule (internal/base/valenc.PlainCheck).
 func checkType(root reflect.Type) error {
-	var walk func(t reflect.Type, path string) error
-	walk = func(t reflect.Type, path string) error {
-		switch t.Kind() {
-		case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
-			reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
-			return nil
-		case reflect.Array:
-			return walk(t.Elem(), path+"[0]")
-		case reflect.Struct:
-			for i := range t.NumField() {
-				f := t.Field(i)
-				var p string
-				switch {
-				case path != "":
-					p = path + "." + f.Name
-				case t.Name() != "":
-					p = t.Name() + "." + f.Name
-				default:
-					p = f.Name
-				}
-				if err := walk(f.Type, p); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		return &TypeError{Type: root, Path: path, Kind: t.Kind()}
+	if path, kind, ok := valenc.PlainCheck(root); !ok {
+		return &TypeError{Type: root, Path: path, Kind: kind}
 	}
-	return walk(root, "")
+	return nil
 }
 
 // atomicWidth returns 4 or 8 for the integer kinds that sync/atomic

@@ -7,6 +7,7 @@ replace (
 	github.com/multiproc/multiproc/cluster => ../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/docs => ../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/forkserver => ../FORBIDDEN_DEPENDENCY
+	github.com/multiproc/multiproc/internal/base => ../internal/base
 	github.com/multiproc/multiproc/internal/mptest => ../internal/mptest
 	github.com/multiproc/multiproc/ipc => ../ipc
 	github.com/multiproc/multiproc/manager => ../FORBIDDEN_DEPENDENCY
@@ -29,6 +30,7 @@ require (
 )
 
 require (
+	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
 	github.com/multiproc/multiproc/ipc v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
 	github.com/multiproc/multiproc/tracker v0.1.0 // indirect

@@ -18,6 +18,7 @@ require (
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
@@ -32,6 +33,7 @@ replace (
 	github.com/multiproc/multiproc/cluster => ../cluster
 	github.com/multiproc/multiproc/docs => ../docs
 	github.com/multiproc/multiproc/forkserver => ../forkserver
+	github.com/multiproc/multiproc/internal/base => ../internal/base
 	github.com/multiproc/multiproc/internal/mptest => ../internal/mptest
 	github.com/multiproc/multiproc/ipc => ../ipc
 	github.com/multiproc/multiproc/manager => ../manager

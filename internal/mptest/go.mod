@@ -9,6 +9,7 @@ replace (
 	github.com/multiproc/multiproc/cluster => ../../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/docs => ../../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/forkserver => ../../FORBIDDEN_DEPENDENCY
+	github.com/multiproc/multiproc/internal/base => ../../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/ipc => ../../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/manager => ../../FORBIDDEN_DEPENDENCY
 	github.com/multiproc/multiproc/pool => ../../FORBIDDEN_DEPENDENCY

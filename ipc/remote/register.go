@@ -33,9 +33,9 @@ type typeEntry struct {
 
 var registry struct {
 	sync.RWMutex
-	sentinels []error            // in registration order
-	byErr     map[error]string   // sentinel -> key
-	byKey     map[string]error   // key -> sentinel
+	sentinels []error          // in registration order
+	byErr     map[error]string // sentinel -> key
+	byKey     map[string]error // key -> sentinel
 	types     map[reflect.Type]*typeEntry
 	typeKeys  map[string]*typeEntry
 }

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package ipc
+package valenc
 
 import (
 	"bytes"
 	"encoding/gob"
+	"fmt"
 	"io"
 	"reflect"
 	"sync"
@@ -75,8 +76,14 @@ func walkStatic(t reflect.Type, seen map[reflect.Type]bool) bool {
 	return true
 }
 
-func gobMarshal(v any) ([]byte, error) {
+// GobMarshal encodes v as one self-contained gob stream, with the cached
+// encoder of v's type when its type definitions are static.
+func GobMarshal(v any) ([]byte, error) {
 	t := reflect.TypeOf(v)
+	if t != nil && t.Kind() == reflect.Pointer && reflect.ValueOf(v).IsNil() {
+		// gob panics on a nil pointer: say it as an error.
+		return nil, fmt.Errorf("valenc: gob cannot encode a nil %v", t)
+	}
 	if t == nil || !staticType(t) {
 		var buf bytes.Buffer
 		err := gob.NewEncoder(&buf).Encode(v)
@@ -114,7 +121,9 @@ func gobMarshal(v any) ([]byte, error) {
 	return out, nil
 }
 
-func gobUnmarshal(data []byte, v any) error {
+// GobUnmarshal decodes one gob stream into v (a pointer), with the primed
+// decoder of v's type when data starts with its type definitions.
+func GobUnmarshal(data []byte, v any) error {
 	t := reflect.TypeOf(v)
 	if t != nil && t.Kind() == reflect.Pointer && staticType(t) {
 		if ok, err := gobDecodeCached(t, data, v); ok {
@@ -127,9 +136,12 @@ func gobUnmarshal(data []byte, v any) error {
 // gobDecodeCached decodes data with the primed decoder for t if data
 // starts with t's type definitions; ok=false means "use a fresh decoder".
 func gobDecodeCached(t reflect.Type, data []byte, v any) (ok bool, err error) {
+	if t.Elem().Kind() == reflect.Pointer {
+		return false, nil // decoding into a **T: a fresh decoder allocates the *T
+	}
 	x, found := gobDecs.Load(t)
 	if !found {
-		zero, err := gobMarshal(reflect.New(t.Elem()).Elem().Interface())
+		zero, err := GobMarshal(reflect.New(t.Elem()).Elem().Interface())
 		if err != nil {
 			return false, nil
 		}

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package valenc
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+type point struct {
+	X, Y float64
+	N    [3]int16
+}
+
+type named struct {
+	Name string
+	Tags []string
+}
+
+func roundTrip[T any](t *testing.T, in []T) {
+	t.Helper()
+	c := RunOf[T]()
+	b, err := c.Append(nil, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Decode(b, len(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in) == 0 {
+		if len(out) != 0 {
+			t.Errorf("decoded %v from nothing", out)
+		}
+		return
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Errorf("%T round trip (-in +out):\n%s", c, diff)
+	}
+}
+
+func TestCodecs(t *testing.T) {
+	roundTrip(t, []int{1, -2, 1 << 40})
+	roundTrip(t, []int{})
+	roundTrip(t, []float32{1.5, -0})
+	roundTrip(t, []bool{true, false})
+	roundTrip(t, []point{{1, 2, [3]int16{3, 4, 5}}, {}})
+	roundTrip(t, []string{"", "héllo", "x"})
+	roundTrip(t, [][]byte{{}, {1, 2, 3}})
+	roundTrip(t, []named{{"a", []string{"b"}}, {}})
+	roundTrip(t, []struct{}{{}, {}})
+	if _, ok := RunOf[point]().(PlainRun[point]); !ok {
+		t.Errorf("point should travel as its memory image")
+	}
+	if _, ok := RunOf[named]().(gobRun[named]); !ok {
+		t.Errorf("named should travel with gob")
+	}
+	type handle struct{ P uintptr }
+	roundTrip(t, []handle{{1}, {1 << 40}})
+}
+
+// Proto messages travel in wire format, not through gob.
+func TestProtoRun(t *testing.T) {
+	r := RunOf[*wrapperspb.StringValue]()
+	if _, ok := r.(protoRun[*wrapperspb.StringValue]); !ok {
+		t.Fatalf("a proto message's run is %T", r)
+	}
+	in := []*wrapperspb.StringValue{wrapperspb.String("a"), wrapperspb.String(""), nil}
+	b, err := r.Append(nil, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Decode(b, len(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*wrapperspb.StringValue{wrapperspb.String("a"), {}, {}}
+	if diff := cmp.Diff(want, out, protocmp.Transform()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if _, err := r.Decode(b[:len(b)-1], len(in)); err == nil {
+		t.Error("a cut payload decoded")
+	}
+}
+
+func TestClassOf(t *testing.T) {
+	type inner struct{ Names []string }
+	type outer struct {
+		A  int
+		In inner
+	}
+	tests := []struct {
+		v    any
+		want Class
+	}{
+		{[]byte{}, Bytes}, {"s", String}, {1, Plain}, {uintptr(1), Plain}, {[2]float64{}, Plain},
+		{wrapperspb.String("x"), Proto}, {outer{}, Gob}, {map[string]int{}, Gob}, {struct{}{}, Gob},
+	}
+	for _, tt := range tests {
+		if got := ClassOf(reflect.TypeOf(tt.v)); got != tt.want {
+			t.Errorf("ClassOf(%T) = %v, want %v", tt.v, got, tt.want)
+		}
+	}
+	path, kind, ok := PlainCheck(reflect.TypeFor[outer]())
+	if ok || path != "outer.In.Names" || kind != reflect.Slice {
+		t.Errorf("PlainCheck(outer) = %q, %v, %v", path, kind, ok)
+	}
+}
+
+// FuzzDecode feeds arbitrary payloads to every decoder: errors, never
+// panics, and never more values than asked for.
+func FuzzDecode(f *testing.F) {
+	b, _ := RunOf[string]().Append(nil, []string{"ab", ""})
+	f.Add(b, 2)
+	b, _ = RunOf[named]().Append(nil, []named{{"a", nil}})
+	f.Add(b, 1)
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8}, 1)
+	f.Fuzz(func(t *testing.T, b []byte, n int) {
+		if n > 1<<16 {
+			n = 1 << 16
+		}
+		check := func(l int, err error) {
+			if err == nil && l != n {
+				t.Fatalf("decoded %d values, asked for %d", l, n)
+			}
+		}
+		v1, err := RunOf[int]().Decode(b, n)
+		check(len(v1), err)
+		v2, err := RunOf[string]().Decode(b, n)
+		check(len(v2), err)
+		v3, err := RunOf[[]byte]().Decode(b, n)
+		check(len(v3), err)
+		v4, err := RunOf[named]().Decode(b, n)
+		check(len(v4), err)
+		v5, err := RunOf[point]().Decode(b, n)
+		check(len(v5), err)
+		v6, err := RunOf[*wrapperspb.StringValue]().Decode(b, n)
+		check(len(v6), err)
+	})
+}
+
+func TestDecodeInto(t *testing.T) {
+	pc := RunOf[point]()
+	in := []point{{X: 1, N: [3]int16{1, 2, 3}}, {Y: -2}}
+	b, _ := pc.Append(nil, in)
+	dst := make([]point, 2)
+	if err := DecodeInto(pc, b, dst); err != nil || !cmp.Equal(dst, in) {
+		t.Fatalf("decodeInto = %v, %v", dst, err)
+	}
+	// A length mismatch fails and leaves dst alone.
+	keep := []point{{X: 9}, {X: 9}, {X: 9}}
+	if err := DecodeInto(pc, b, keep); err == nil || keep[0].X != 9 || keep[2].X != 9 {
+		t.Fatalf("decodeInto with a short payload: %v, %v", keep, err)
+	}
+	sc := RunOf[string]()
+	b, _ = sc.Append(nil, []string{"a", "", "héllo"})
+	sdst := []string{"x", "y", "z"}
+	if err := DecodeInto(sc, b, sdst); err != nil || !cmp.Equal(sdst, []string{"a", "", "héllo"}) {
+		t.Fatalf("decodeInto strings = %q, %v", sdst, err)
+	}
+	if err := DecodeInto(sc, b[:len(b)-1], sdst); err == nil || sdst[2] != "héllo" {
+		t.Fatalf("decodeInto bad strings: %q, %v", sdst, err)
+	}
+}
+
+// Decoding into a pointer to a pointer, and encoding a nil pointer, are
+// plain errors or plain successes, never panics.
+func TestGobPointers(t *testing.T) {
+	type pt struct{ X int }
+	b, err := GobMarshal(&pt{X: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second time through the cache
+		var p *pt
+		if err := GobUnmarshal(b, &p); err != nil || p == nil || p.X != 3 {
+			t.Fatalf("decode into **pt: %+v, %v", p, err)
+		}
+	}
+	if _, err := GobMarshal((*pt)(nil)); err == nil {
+		t.Error("a nil pointer encoded")
+	}
+}
