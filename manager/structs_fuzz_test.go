@@ -45,7 +45,7 @@ func FuzzStructValue(f *testing.F) {
 	seeds := []any{
 		fuzzOrder{ID: 1, When: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Lines: []fuzzLine{{SKU: "a", Qty: 2, Tags: []string{"x"}}},
 			Ship: &fuzzLine{SKU: "s", Meta: map[string]any{"k": 1.5}}, ByKey: map[int]fuzzLine{-1: {SKU: "m"}}, Any: []any{"x", int64(3)},
-			Next: &fuzzOrder{ID: 2}, Grid: [2]float32{1.5, -2}, Raw: []byte{1, 2}, fuzzEmbedded: fuzzEmbedded{By: "me"}},
+			Next: &fuzzOrder{ID: 2, skip: 1}, Grid: [2]float32{1.5, -2}, Raw: []byte{1, 2}, fuzzEmbedded: fuzzEmbedded{By: "me"}},
 		fuzzOrder{},
 		map[string]any{"ID": "not an int"},
 		map[string]any{"Lines": []any{map[string]any{"Qty": 300}}},

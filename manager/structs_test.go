@@ -244,7 +244,7 @@ func TestStructRefused(t *testing.T) {
 		Extra map[string]any
 	}
 	type WithAny struct{ Extra map[string]any }
-	type Hidden struct{ mu sync.Mutex }
+	type Hidden struct{ n int }
 	type WithHidden struct{ Lock sync.Mutex }
 	type Deep struct{ ByKey map[string][]WithChan }
 	tests := []struct {
@@ -257,7 +257,7 @@ func TestStructRefused(t *testing.T) {
 		{"in a slice of structs", []Bill{{Lines: []Line{{}}}}, "manager: cannot encode field Bill.Lines[].Callback: func type"},
 		{"in any", WithAny{Extra: map[string]any{"c": complex(1, 2)}}, `manager: cannot encode field WithAny.Extra["c"]: complex128 type`},
 		{"map value path", Deep{ByKey: map[string][]WithChan{"k": {{}}}}, `manager: cannot encode field Deep.ByKey["k"][].Done: chan type`},
-		{"only unexported fields", Hidden{}, "manager: cannot send a value of type manager_test.Hidden: it has no exported fields"},
+		{"only unexported fields", Hidden{n: 1}, "manager: cannot send a value of type manager_test.Hidden: it has no exported fields"},
 		{"a field with only unexported fields", WithHidden{}, "manager: cannot encode field WithHidden.Lock: struct sync.Mutex has no exported fields"},
 		{"plain func", func() {}, "manager: cannot send a value of type func()"},
 	}
