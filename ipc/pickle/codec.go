@@ -15,6 +15,11 @@ const (
 	DefaultMaxDepth = 1000
 	// DefaultMaxMemo bounds the number of memo entries.
 	DefaultMaxMemo = 1 << 20
+	// DefaultMaxItems bounds the number of values a pickle makes (each
+	// int, str, container and memo reference counts one), and with it the
+	// memory decoding takes beyond copies of str and bytes: at most about
+	// 150 bytes an item, so about 300 MiB.
+	DefaultMaxItems = 2 << 20
 	// DefaultProtocol is the protocol Marshal writes: pickle.DEFAULT_PROTOCOL
 	// of CPython 3.8 to 3.13.
 	DefaultProtocol = 4
@@ -28,6 +33,7 @@ type Codec struct {
 	maxSize  int
 	maxDepth int
 	maxMemo  int
+	maxItems int
 	protocol int
 }
 
@@ -46,6 +52,11 @@ func MaxDepth(n int) Option { return func(c *Codec) { c.maxDepth = n } }
 // (default DefaultMaxMemo).
 func MaxMemo(n int) Option { return func(c *Codec) { c.maxMemo = n } }
 
+// MaxItems bounds the number of values a pickle may make: each None,
+// bool, number, str, bytes, container and memo reference counts one
+// (default DefaultMaxItems).
+func MaxItems(n int) Option { return func(c *Codec) { c.maxItems = n } }
+
 // Protocol sets the protocol Marshal writes: 4 (the default, what CPython
 // 3.8 to 3.13 write) or 5 (3.14's default; it differs only for bytearray).
 // Every CPython from 3.8 reads both.
@@ -55,12 +66,12 @@ func Protocol(p int) Option { return func(c *Codec) { c.protocol = p } }
 // on a bound below 1 or a protocol other than 4 or 5, which are
 // programming errors.
 func New(opts ...Option) *Codec {
-	c := &Codec{maxSize: DefaultMaxSize, maxDepth: DefaultMaxDepth, maxMemo: DefaultMaxMemo, protocol: DefaultProtocol}
+	c := &Codec{maxSize: DefaultMaxSize, maxDepth: DefaultMaxDepth, maxMemo: DefaultMaxMemo, maxItems: DefaultMaxItems, protocol: DefaultProtocol}
 	for _, o := range opts {
 		o(c)
 	}
-	if c.maxSize < 1 || c.maxDepth < 1 || c.maxMemo < 1 {
-		panic(fmt.Sprintf("pickle: bounds must be positive (size %d, depth %d, memo %d)", c.maxSize, c.maxDepth, c.maxMemo))
+	if c.maxSize < 1 || c.maxDepth < 1 || c.maxMemo < 1 || c.maxItems < 1 {
+		panic(fmt.Sprintf("pickle: bounds must be positive (size %d, depth %d, memo %d, items %d)", c.maxSize, c.maxDepth, c.maxMemo, c.maxItems))
 	}
 	if c.protocol != 4 && c.protocol != 5 {
 		panic(fmt.Sprintf("pickle: cannot write protocol %d (4 or 5)", c.protocol))

@@ -225,6 +225,7 @@ func TestLimits(t *testing.T) {
 		{"depth through the memo", chain.String(), pickle.New(), "depth"},
 		{"marks", marks, pickle.New(), "depth"},
 		{"memo", memo, pickle.New(pickle.MaxMemo(50)), "memo"},
+		{"items", "\x80\x04(" + strings.Repeat("N", 101) + "l.", pickle.New(pickle.MaxItems(100)), "items"},
 		{"size", "\x80\x04C\x10" + strings.Repeat("x", 16) + ".", pickle.New(pickle.MaxSize(10)), "size"},
 	}
 	for _, tt := range tests {

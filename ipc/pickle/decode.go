@@ -19,7 +19,7 @@ type (
 	pyTuple struct{ items []any }
 	pySet   struct {
 		items []any
-		seen  map[string]struct{}
+		seen  map[any]struct{}
 	}
 	pyFrozen struct{ items []any }
 )
@@ -113,12 +113,23 @@ type decoder struct {
 	memo   map[uint32]any
 	hcache map[any]string
 	tokens map[*Token]bool // Tokens made by NEWOBJ and not yet given their state
-	seen   map[any]any     // finalize: internal container -> public value
+	pushes int             // values pushed so far: objects and references made
+	shared map[any]bool    // containers the memo or DUP references more than once
+	seen   map[any]any     // finalize: shared container -> public value
+}
+
+// share records that v may be referenced more than once.
+func (d *decoder) share(v any) {
+	switch v.(type) {
+	case *pyList, *pyTuple, *pySet, *pyFrozen, *Dict, *Exception, *Token:
+		if d.shared == nil {
+			d.shared = make(map[any]bool)
+		}
+		d.shared[v] = true
+	}
 }
 
 func (d *decoder) decode() (any, error) {
-	d.memo = make(map[uint32]any)
-	d.hcache = make(map[any]string)
 	for {
 		if d.pos >= len(d.data) {
 			return nil, &DecodeError{Offset: d.pos, Err: malformed("no STOP opcode")}
@@ -132,6 +143,9 @@ func (d *decoder) decode() (any, error) {
 			}
 			return nil, &DecodeError{Offset: start, Op: op, Err: err}
 		}
+		if d.pushes > d.c.maxItems {
+			return nil, &DecodeError{Offset: start, Op: op, Err: &LimitError{Limit: "items", Max: int64(d.c.maxItems)}}
+		}
 	}
 	if d.pos != len(d.data) {
 		return nil, &DecodeError{Offset: d.pos, Err: malformed("data after STOP")}
@@ -139,7 +153,6 @@ func (d *decoder) decode() (any, error) {
 	if len(d.stack) != 1 || len(d.marks) != 0 {
 		return nil, &DecodeError{Offset: d.pos - 1, Op: opStop, Err: malformed("STOP with a stack of more than one value")}
 	}
-	d.seen = make(map[any]any)
 	v, err := d.finalize(d.stack[0], 0)
 	if err != nil {
 		return nil, &DecodeError{Offset: d.pos - 1, Op: opStop, Err: err}
@@ -178,7 +191,11 @@ func (d *decoder) readLen(n int) ([]byte, error) {
 	return d.read(l)
 }
 
-func (d *decoder) push(v any) { d.stack = append(d.stack, v) }
+func (d *decoder) push(v any) {
+	d.pushes++
+	d.stack = grow(d.stack, 1)
+	d.stack = append(d.stack, v)
+}
 
 // base is the index where the current mark's items start.
 func (d *decoder) base() int {
@@ -259,6 +276,7 @@ func (d *decoder) step(op byte) error {
 		if err != nil {
 			return err
 		}
+		d.share(v)
 		d.push(v)
 	case opNone:
 		d.push(nil)
@@ -435,10 +453,14 @@ func (d *decoder) step(op byte) error {
 		if err != nil {
 			return err
 		}
+		if d.memo == nil {
+			d.memo = make(map[uint32]any)
+		}
 		if _, ok := d.memo[uint32(idx)]; !ok && len(d.memo) >= d.c.maxMemo {
 			return &LimitError{Limit: "memo", Max: int64(d.c.maxMemo)}
 		}
 		d.memo[uint32(idx)] = v
+		d.share(v)
 	case opBinGet, opLongBinGet:
 		n := 1
 		if op == opLongBinGet {
@@ -587,6 +609,14 @@ func (d *decoder) readLine() (string, error) {
 	return "", malformed("GLOBAL without a newline within 256 bytes")
 }
 
+// cache returns the memo of hash keys of decoded tuples and frozensets.
+func (d *decoder) cache() map[any]string {
+	if d.hcache == nil {
+		d.hcache = make(map[any]string)
+	}
+	return d.hcache
+}
+
 func (d *decoder) extend(items []any) error {
 	t, err := d.top()
 	if err != nil {
@@ -596,6 +626,7 @@ func (d *decoder) extend(items []any) error {
 	if !ok {
 		return malformed("APPEND to a " + pyTypeName(t))
 	}
+	l.items = grow(l.items, len(items))
 	l.items = append(l.items, items...)
 	return nil
 }
@@ -617,7 +648,7 @@ func (d *decoder) setItems(dict *Dict, items []any) error {
 		return malformed("odd number of items for a dict")
 	}
 	for i := 0; i < len(items); i += 2 {
-		h, err := hashKey(items[i], d.hcache)
+		h, err := hashKey(items[i], d.cache())
 		if err != nil {
 			return err
 		}
@@ -628,10 +659,10 @@ func (d *decoder) setItems(dict *Dict, items []any) error {
 
 func (d *decoder) addItems(s *pySet, items []any) error {
 	if s.seen == nil {
-		s.seen = make(map[string]struct{}, len(items))
+		s.seen = make(map[any]struct{}, len(items))
 	}
 	for _, it := range items {
-		h, err := hashKey(it, d.hcache)
+		h, err := hashKey(it, d.cache())
 		if err != nil {
 			return err
 		}
@@ -639,6 +670,7 @@ func (d *decoder) addItems(s *pySet, items []any) error {
 			continue
 		}
 		s.seen[h] = struct{}{}
+		s.items = grow(s.items, 1)
 		s.items = append(s.items, it)
 	}
 	return nil
@@ -647,10 +679,10 @@ func (d *decoder) addItems(s *pySet, items []any) error {
 // dedup removes items equal to an earlier one, as building a Python set
 // does, and fails on an unhashable item.
 func (d *decoder) dedup(items []any) ([]any, error) {
-	seen := make(map[string]struct{}, len(items))
+	seen := make(map[any]struct{}, len(items))
 	out := items[:0:0]
 	for _, it := range items {
-		h, err := hashKey(it, d.hcache)
+		h, err := hashKey(it, d.cache())
 		if err != nil {
 			return nil, err
 		}
@@ -725,49 +757,64 @@ func decodeLong(b []byte) any {
 	return n
 }
 
-// finalize turns decoder-internal containers into the public types,
-// keeping shared objects shared and bounding the nesting depth.
+// finalize turns decoder-internal containers into the public types, in
+// place, keeping shared objects shared and bounding the nesting depth.
 func (d *decoder) finalize(v any, depth int) (any, error) {
 	if depth > d.c.maxDepth {
 		return nil, &LimitError{Limit: "depth", Max: int64(d.c.maxDepth)}
 	}
+	shared := false
 	switch v.(type) {
 	case *pyList, *pyTuple, *pySet, *pyFrozen, *Dict, *Exception, *Token:
+		shared = d.shared[v]
+	}
+	if shared {
 		if out, ok := d.seen[v]; ok {
 			return out, nil
+		}
+		if d.seen == nil {
+			d.seen = make(map[any]any)
 		}
 	}
 	var err error
 	switch x := v.(type) {
 	case *pyList:
-		out := make([]any, len(x.items))
-		d.seen[v] = out
-		err = d.finalizeInto(out, x.items, depth)
-		return out, err
+		out := x.items
+		if out == nil {
+			out = []any{}
+		}
+		d.remember(shared, v, out)
+		return out, d.finalizeInto(out, depth)
 	case *pyTuple:
-		out := make(Tuple, len(x.items))
-		d.seen[v] = out
-		err = d.finalizeInto(out, x.items, depth)
-		return out, err
+		out := Tuple(x.items)
+		if out == nil {
+			out = Tuple{}
+		}
+		d.remember(shared, v, out)
+		return out, d.finalizeInto(out, depth)
 	case *pySet:
-		out := make(Set, len(x.items))
-		d.seen[v] = out
-		err = d.finalizeInto(out, x.items, depth)
-		return out, err
+		out := Set(x.items)
+		if out == nil {
+			out = Set{}
+		}
+		d.remember(shared, v, out)
+		return out, d.finalizeInto(out, depth)
 	case *pyFrozen:
-		out := make(FrozenSet, len(x.items))
-		d.seen[v] = out
-		err = d.finalizeInto(out, x.items, depth)
-		return out, err
+		out := FrozenSet(x.items)
+		if out == nil {
+			out = FrozenSet{}
+		}
+		d.remember(shared, v, out)
+		return out, d.finalizeInto(out, depth)
 	case *Dict:
-		d.seen[v] = x
-		if err = d.finalizeInto(x.keys, x.keys, depth); err == nil {
-			err = d.finalizeInto(x.vals, x.vals, depth)
+		d.remember(shared, v, x)
+		if err = d.finalizeInto(x.keys, depth); err == nil {
+			err = d.finalizeInto(x.vals, depth)
 		}
 		return x, err
 	case *Exception:
-		d.seen[v] = x
-		if err = d.finalizeInto(x.Args, x.Args, depth); err == nil && x.State != nil {
+		d.remember(shared, v, x)
+		if err = d.finalizeInto(x.Args, depth); err == nil && x.State != nil {
 			_, err = d.finalize(x.State, depth+1)
 		}
 		return x, err
@@ -775,7 +822,7 @@ func (d *decoder) finalize(v any, depth int) (any, error) {
 		if d.tokens[x] {
 			return nil, malformed("a Token without its state")
 		}
-		d.seen[v] = x
+		d.remember(shared, v, x)
 		x.Address, err = d.finalize(x.Address, depth+1)
 		return x, err
 	case global:
@@ -784,8 +831,16 @@ func (d *decoder) finalize(v any, depth int) (any, error) {
 	return v, nil
 }
 
-func (d *decoder) finalizeInto(out, in []any, depth int) error {
-	for i, it := range in {
+// remember records a shared container's public value before its items
+// are finalized, so a cycle ends there.
+func (d *decoder) remember(shared bool, v, out any) {
+	if shared {
+		d.seen[v] = out
+	}
+}
+
+func (d *decoder) finalizeInto(out []any, depth int) error {
+	for i, it := range out {
 		v, err := d.finalize(it, depth+1)
 		if err != nil {
 			return err

@@ -95,7 +95,7 @@ func equalSet(a []any, b any, depth int) bool {
 	if len(a) != len(y) {
 		return false
 	}
-	keys := make(map[string]bool, len(a))
+	keys := make(map[any]bool, len(a))
 	for _, it := range a {
 		h, err := hashKey(it, nil)
 		if err != nil {

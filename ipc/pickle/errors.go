@@ -59,7 +59,7 @@ func (e *GlobalError) Unwrap() error { return ErrForbiddenGlobal }
 
 // LimitError reports which bound was exceeded.
 type LimitError struct {
-	Limit string // "size", "depth", "memo" or "work"
+	Limit string // "size", "depth", "memo", "items" or "work"
 	Max   int64
 }
 

@@ -69,7 +69,7 @@ func (e *Exception) Error() string {
 type Dict struct {
 	keys  []any
 	vals  []any
-	index map[string]int
+	index map[any]int // hashKey of each key -> its position
 }
 
 // NewDict returns a dict holding the given key, value pairs in order.
@@ -123,17 +123,32 @@ func (d *Dict) Set(k, v any) error {
 	return nil
 }
 
-func (d *Dict) setHashed(h string, k, v any) {
+func (d *Dict) setHashed(h any, k, v any) {
 	if d.index == nil {
-		d.index = make(map[string]int)
+		d.index = make(map[any]int)
 	}
 	if i, ok := d.index[h]; ok {
 		d.vals[i] = v
 		return
 	}
 	d.index[h] = len(d.keys)
+	d.keys = grow(d.keys, 1)
 	d.keys = append(d.keys, k)
+	d.vals = grow(d.vals, 1)
 	d.vals = append(d.vals, v)
+}
+
+// grow makes room for n more items, doubling the capacity (append grows
+// large slices by a quarter, which allocates five times the final size in
+// all; doubling allocates twice).
+func grow[T any](s []T, n int) []T {
+	if len(s)+n <= cap(s) {
+		return s
+	}
+	c := max(2*cap(s), len(s)+n, 8)
+	out := make([]T, len(s), c)
+	copy(out, s)
+	return out
 }
 
 // All iterates over the items in order.
@@ -171,14 +186,57 @@ type errUnhashable struct{ typ string }
 func (e errUnhashable) Error() string { return "pickle: unhashable type: '" + e.typ + "'" }
 func (e errUnhashable) Unwrap() error { return ErrMalformed }
 
-// hashKey returns a canonical string for a hashable value such that two
-// values have the same string exactly when Python finds them equal (for
-// the types this package knows: 1 == 1.0 == True, -0.0 == 0). cache holds
-// keys already computed for decoder-internal tuples and frozensets.
-func hashKey(v any, cache map[any]string) (string, error) {
-	var b []byte
-	b, err := appendHashKey(b, v, cache, 0)
-	return string(b), err
+// Keys of Dict.index and of set deduplication: a value such that two
+// values have the same key exactly when Python finds them equal (for the
+// types this package knows: 1 == 1.0 == True, -0.0 == 0.0, a NaN equals
+// nothing). str, int and float keys are Go values; the others are
+// wrapped or encoded so that no two types collide.
+type (
+	noneKey  struct{}
+	bytesKey string
+	canonKey string // the canonical encoding of an int, tuple or frozenset
+)
+
+// hashKey returns v's key, or an error for a value Python cannot hash.
+// cache holds the encodings already computed for decoder-internal tuples
+// and frozensets.
+func hashKey(v any, cache map[any]string) (any, error) {
+	switch x := v.(type) {
+	case nil:
+		return noneKey{}, nil
+	case bool:
+		if x {
+			return int64(1), nil
+		}
+		return int64(0), nil
+	case int64:
+		if x > -1<<62 && x < 1<<62 {
+			return x, nil
+		}
+	case int:
+		if x > -1<<62 && x < 1<<62 {
+			return int64(x), nil
+		}
+	case *big.Int:
+		if x.IsInt64() && x.Int64() > -1<<62 && x.Int64() < 1<<62 {
+			return x.Int64(), nil
+		}
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1<<62 {
+			return int64(x), nil
+		}
+		if math.IsNaN(x) || math.IsInf(x, 0) || x != math.Trunc(x) {
+			return x, nil
+		}
+	case string:
+		return x, nil
+	case []byte:
+		return bytesKey(x), nil
+	case *Token, *Exception:
+		return x, nil
+	}
+	b, err := appendHashKey(nil, v, cache, 0)
+	return canonKey(b), err
 }
 
 func appendHashKey(b []byte, v any, cache map[any]string, depth int) ([]byte, error) {
