@@ -12,7 +12,8 @@
 // what CPython's Connection.send_bytes writes. [Conn.SendBytes] and
 // [Conn.RecvBytes] move raw frames; [Conn.Send] and [Conn.Recv] encode
 // values with a [Codec] (protobuf for proto.Message, raw for []byte, gob
-// otherwise). Empty frames are legal. A frame larger than the Conn's
+// otherwise; the subpackage ipc/pickle is a Codec that speaks pickles to a
+// CPython peer's Connection.send and recv, safely). Empty frames are legal. A frame larger than the Conn's
 // maximum ([MaxFrameSize]) is refused with a [*FrameTooLargeError] before
 // anything of that size is allocated. At a clean end of stream a receive
 // returns io.EOF; a stream cut inside a frame returns [ErrTruncated].

@@ -269,4 +269,3 @@ func interop(t *testing.T, python, version string, pt []struct {
 		t.Errorf("python did not finish: %q", line)
 	}
 }
-
