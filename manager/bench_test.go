@@ -109,3 +109,35 @@ func BenchmarkKit(b *testing.B) {
 		b.ReportMetric(float64(ops)/time.Since(start).Seconds(), "ops/s")
 	})
 }
+
+// BenchmarkStructs measures what a struct costs over a plain value: the
+// encoding alone (ToValue), and a Set and a Get of one in a dict served
+// in this process over a pipe.
+func BenchmarkStructs(b *testing.B) {
+	order := sampleOrders()[0]
+	b.Run("encode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := manager.ToValue(order); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("dict.set+get", func(b *testing.B) {
+		_, c := pipeServer(b)
+		ctx := context.Background()
+		d, err := manager.NewDict[string, Order](ctx, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := d.Set(ctx, "k", order); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.Get(ctx, "k"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
