@@ -63,15 +63,19 @@
 //
 //   - Worker death (a crash, SIGKILL, the OOM killer, os.Exit in a task):
 //     the end of its connection tells the pool at once, and a replacement
-//     is started. If the worker held one chunk, that chunk fails with a
-//     *WorkerDiedError (errors.Is ErrWorkerDied; it names the pid and the
-//     signal or exit code), or runs again on another worker while it has
-//     Retries left. If it held several (a worker batches its results, so
-//     any of them may have been running), each runs again alone on a
-//     worker, without being charged, so that the next death names the
-//     culprit: a task whose worker dies fails only when it was alone on
-//     that worker (a poison task therefore kills one worker more than its
-//     retries). Nothing waits forever.
+//     is started. The death costs the task that was running, not its
+//     chunk: each worker notes in a word of shared memory which task it is
+//     running (one memory write per task), so the pool knows. That task
+//     fails with a *WorkerDiedError (errors.Is ErrWorkerDied; it names the
+//     pid and the signal or exit code), or runs again on another worker
+//     while it has Retries left. The other tasks the worker held run again
+//     without being charged, except those whose results had already
+//     arrived: a worker sends the results of a long chunk's finished tasks
+//     as they finish (every 10 ms once the chunk has run 1 ms), so they are
+//     kept. A worker that dies outside any task (while it receives, say)
+//     charges nothing; the chunks it had not reached run again alone on a
+//     worker, so that a second such death tells which one was to blame.
+//     Nothing waits forever.
 //   - Task timeout (TaskTimeout): each task's context has a deadline from
 //     the moment its worker starts it. A task that honours its context
 //     returns its own error (a *RemoteError, errors.Is
@@ -140,6 +144,8 @@
 //
 // The messages are defined in proto/pool/v1/pool.proto: the pool writes
 // ToWorker frames (Chunk, Cancel, Stop) and the worker FromWorker frames
-// (Ready once, then Result per chunk, and Started per task when a task
-// timeout is set), each one ipc frame on the worker's duplex pipe.
+// (Ready once, then Result per chunk, partial Results for a long chunk,
+// and Started per task when a task timeout is set), each one ipc frame on
+// the worker's duplex pipe. Each worker also gets a progress word, 8 bytes
+// of shared memory (see progress.go).
 package pool

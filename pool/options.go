@@ -203,7 +203,7 @@ type mapOptions struct {
 // Chunksize sends the input to workers in chunks of n tasks (n < 1 means
 // the default: for Map, ceil(len/(4×workers)) as in Python; for Imap and
 // ImapUnordered, 1). Larger chunks cost less per task; a worker that dies
-// loses its whole chunks.
+// costs the task it was running, whatever the chunksize.
 func Chunksize(n int) MapOption { return func(o *mapOptions) { o.chunksize = n } }
 
 // BufferSize bounds how many chunks of an Imap or ImapUnordered call are

@@ -25,6 +25,7 @@ import (
 	"github.com/multiproc/multiproc/ipc/remote"
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
+	"github.com/multiproc/multiproc/shm"
 )
 
 var selfPid = os.Getpid()
@@ -111,10 +112,14 @@ type chunk struct {
 	// worker.tok). Both under Pool.mu.
 	w      *worker
 	direct bool
-	// suspect marks a chunk held by a worker that died holding several:
-	// it runs again alone on a worker, so that a worker dying then
-	// tells which chunk killed it.
+	// suspect marks a chunk held by a worker that died while it was not
+	// running a task (its progress word names none): it runs again alone
+	// on a worker, so that a worker dying then tells which chunk killed it.
 	suspect bool
+	// done counts the chunk's first tasks whose results arrived in partial
+	// results (under Pool.mu); only the others run again if the worker
+	// dies.
+	done int
 }
 
 type killReason int
@@ -133,6 +138,10 @@ type worker struct {
 	conn *ipc.Conn
 	pid  int
 	name string
+	// prog holds the worker's progress word (see progress.go), read once
+	// the worker is dead.
+	prog *shm.Segment
+	word *uint64
 
 	// Under Pool.mu:
 	held      map[uint64]*chunk
@@ -231,6 +240,7 @@ func New(ctx context.Context, opts ...Option) (*Pool, error) {
 				w.proc.Kill()
 				w.proc.Wait()
 				w.conn.Close()
+				w.prog.Close()
 			}
 		}
 		for _, e := range errs {
@@ -314,7 +324,16 @@ func (p *Pool) Pids() []int {
 }
 
 // startWorker starts one worker process and waits for its Ready message.
-func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
+func (p *Pool) startWorker(ctx context.Context) (w *worker, err error) {
+	prog, err := shm.New(progressSize)
+	if err != nil {
+		return nil, &StartError{Err: err}
+	}
+	defer func() {
+		if err != nil {
+			prog.Close()
+		}
+	}()
 	mine, theirs, err := ipc.Pipe(true)
 	if err != nil {
 		return nil, &StartError{Err: err}
@@ -323,7 +342,7 @@ func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
 	p.nworker++
 	name := fmt.Sprintf("PoolWorker-%d", p.nworker)
 	p.mu.Unlock()
-	proc := workerFunc.Process(theirs, p.cfg)
+	proc := workerFunc.Process(theirs, p.cfg, prog)
 	proc.Name = name
 	proc.Daemon = true
 	proc.Starter = p.o.starter
@@ -378,8 +397,8 @@ func (p *Pool) startWorker(ctx context.Context) (*worker, error) {
 		mine.Close()
 		return nil, &StartError{Err: fmt.Errorf("initializer: %w", rerr)}
 	}
-	w := &worker{p: p, proc: proc, conn: mine, pid: proc.Pid(), name: name, held: map[uint64]*chunk{},
-		wake: make(chan struct{}, 1), rfd: -1, rbuf: make([]byte, readBuf)}
+	w = &worker{p: p, proc: proc, conn: mine, pid: proc.Pid(), name: name, held: map[uint64]*chunk{},
+		wake: make(chan struct{}, 1), rfd: -1, rbuf: make([]byte, readBuf), prog: prog, word: progressWord(prog)}
 	if fd, ready, err := mine.WaitFD(); err == nil && !ready {
 		w.rfd = int(fd)
 	}
@@ -471,6 +490,7 @@ func (p *Pool) keepStarting() {
 					w.proc.Kill()
 					w.proc.Wait()
 					w.conn.Close()
+					w.prog.Close()
 				}()
 			} else {
 				p.addWorkerLocked(w)
@@ -1074,7 +1094,9 @@ func (w *worker) handleFrame(b []byte) bool {
 		return false
 	}
 	if isResult {
-		w.onResult(&r)
+		if !w.onResult(&r) {
+			return false
+		}
 	} else if s := m.GetStarted(); s != nil {
 		w.onStarted(s)
 	}
@@ -1215,29 +1237,46 @@ const timeoutSlack = 100 * time.Millisecond
 // messages are received into memory of their own.
 const readBuf = 4 << 10
 
-// onResult settles a chunk a worker answered.
-func (w *worker) onResult(r *resultMsg) {
+// onResult settles a chunk a worker answered, or the part of it that a
+// partial result covers. A result that does not fit its chunk (a part out
+// of order) is a protocol error: false, and the worker is killed.
+func (w *worker) onResult(r *resultMsg) bool {
 	p := w.p
 	p.mu.Lock()
 	c := w.held[r.seq]
 	if c == nil {
 		p.mu.Unlock()
-		return
+		return true
 	}
-	delete(w.held, r.seq)
-	w.heldTasks -= c.n
-	if c.suspect {
-		w.isolated = false
+	off, n, final := int(r.off), c.n-int(r.off), r.count == 0
+	if !final {
+		n = int(r.count)
 	}
-	w.runGen++
-	if w.runTimer != nil {
-		w.runTimer.Stop()
-		w.runTimer = nil
+	if off != c.done || n <= 0 || off+n > c.n || (!final && off+n == c.n) {
+		p.mu.Unlock()
+		p.log.Error("a worker's result does not fit its chunk; killing it", zap.Int("pid", w.pid),
+			zap.Int("offset", off), zap.Int("count", n), zap.Int("done", c.done), zap.Int("tasks", c.n))
+		w.proc.Kill()
+		return false
+	}
+	w.heldTasks -= n
+	if final {
+		delete(w.held, r.seq)
+		if c.suspect {
+			w.isolated = false
+		}
+		w.runGen++
+		if w.runTimer != nil {
+			w.runTimer.Stop()
+			w.runTimer = nil
+		}
+	} else {
+		c.done += n
 	}
 	ended := c.job.ended
 	p.mu.Unlock()
 
-	if p.o.maxMemory > 0 {
+	if final && p.o.maxMemory > 0 {
 		if rss, err := rssOf(w.pid); err == nil && rss > p.o.maxMemory {
 			p.mu.Lock()
 			if !w.retiring {
@@ -1249,37 +1288,42 @@ func (w *worker) onResult(r *resultMsg) {
 		}
 	}
 	if ended || r.cancelled {
-		return
+		return true
 	}
+	v := c.view(off, off+n)
 	var errs []idxErr
 	for _, te := range r.errs {
 		e := te.Error
-		if e == nil || int(te.Index) >= c.n {
+		i := int(te.Index) - off
+		if e == nil || i < 0 || i >= n {
 			continue
 		}
-		errs = append(errs, idxErr{int(te.Index), &RemoteError{
-			Task: c.job.task.name, Index: c.start + int(te.Index), Pid: w.pid, Report: remote.Decode(e),
+		errs = append(errs, idxErr{i, &RemoteError{
+			Task: c.job.task.name, Index: v.start + i, Pid: w.pid, Report: remote.Decode(e),
 		}})
 	}
 	var out any
 	var err error
 	if es, ok := c.job.sink.(encodedSink); ok {
-		if err = es.deliverEncoded(c, r.outputs, errs); err == nil {
-			return
+		if err = es.deliverEncoded(v, r.outputs, errs); err == nil {
+			return true
 		}
 	} else {
-		out, err = c.job.task.decodeOut(r.outputs, c.n)
+		out, err = c.job.task.decodeOut(r.outputs, n)
 	}
-	if err != nil && len(errs) < c.n {
-		c.job.sink.deliver(c, nil, nil, &RemoteError{Task: c.job.task.name, Index: c.start, Pid: w.pid,
+	if err != nil && len(errs) < n {
+		c.job.sink.deliver(v, nil, nil, &RemoteError{Task: c.job.task.name, Index: v.start, Pid: w.pid,
 			Report: remote.ReportOf(fmt.Errorf("%w: decoding the results: %w", ErrEncode, err))})
-		return
+		return true
 	}
-	c.job.sink.deliver(c, out, errs, nil)
+	c.job.sink.deliver(v, out, errs, nil)
+	return true
 }
 
 // workerGone settles the tasks a dead worker held and replaces it.
 func (p *Pool) workerGone(w *worker, code int, exitErr error) {
+	lp := readProgress(w.word)
+	w.prog.Close()
 	p.mu.Lock()
 	w.dead = true
 	w.gone = true
@@ -1302,60 +1346,151 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 	} else {
 		p.log.Debug("worker exited", zap.Int("pid", w.pid), zap.Int("exitcode", code))
 	}
-	var ds []delivery
-	var requeue []*chunk
+	// The progress word says what the worker was doing: running a task of
+	// a chunk it held (that task alone is charged), working on a chunk
+	// outside its tasks (that chunk is charged), or neither (attributed
+	// false).
+	attributed := false
+	for _, c := range held {
+		if i, ok := lp.task(); lp.on(c) && ((ok && i >= c.done) || lp.state == markChunk) {
+			attributed = true
+		}
+	}
+	d := deathSettler{p: p, w: w, code: code}
 	for _, c := range held {
 		if c.job.ended {
 			continue
 		}
+		i, running := lp.task()
 		switch {
 		case w.kill == killTerminate:
 		case w.kill == killTimeout && c.seq == w.timedSeq:
-			i := w.timedIdx
-			to := &TimeoutError{Pid: w.pid, Timeout: p.o.taskTimeout.String()}
-			one, err := p.subChunk(c, i, i+1)
-			if err == nil {
-				ds = append(ds, delivery{c: one, all: to})
-			}
-			for _, r := range [][2]int{{0, i}, {i + 1, c.n}} {
-				if r[1] > r[0] {
-					if sc, err := p.subChunk(c, r[0], r[1]); err == nil {
-						requeue = append(requeue, sc)
-					} else {
-						ds = append(ds, delivery{c: c, all: err})
-					}
-				}
-			}
+			d.splitAround(c, w.timedIdx, &TimeoutError{Pid: w.pid, Timeout: p.o.taskTimeout.String()})
 		case w.kill != killNone || !unexpected:
 			// Not this chunk's fault: run it again.
-			requeue = append(requeue, c)
-		case len(held) > 1:
-			// Any of them may have been running (a worker batches its
-			// results): each runs again alone, uncharged.
-			c.suspect = true
-			requeue = append(requeue, c)
-		case c.attempts < p.o.retries:
-			c.attempts++
-			requeue = append(requeue, c)
+			d.requeueRest(c)
+		case lp.on(c) && running && i >= c.done:
+			// The task that was running: it alone is charged.
+			d.splitAround(c, i, nil)
+		case lp.on(c) && lp.state == markChunk:
+			d.charge(c)
+		case attributed || !lp.notReached(c):
+			// Done or not started while another was to blame: run again,
+			// uncharged.
+			d.requeueRest(c)
+		case c.suspect && len(held) == 1:
+			// Alone on its worker, which died outside any task again.
+			d.charge(c)
 		default:
-			de := &WorkerDiedError{Pid: w.pid, Code: code, Attempts: c.attempts + 1}
-			if code < 0 {
-				de.Signal = signalOf(code)
-			}
-			ds = append(ds, delivery{c: c, all: de})
+			// The worker died outside any task before it reached this
+			// chunk (receiving it, say): it runs again alone, uncharged,
+			// so that a death then tells whether it was to blame.
+			c.suspect = true
+			d.requeueRest(c)
 		}
 	}
-	p.setQueueLocked(append(requeue, p.queue...))
+	p.setQueueLocked(append(d.requeue, p.queue...))
 	p.startWorkersLocked()
 	fl := p.dispatchLocked()
 	p.maybeDoneLocked()
 	p.mu.Unlock()
-	deliverAll(ds)
+	deliverAll(d.ds)
 	flushAll(fl)
+}
+
+// deathSettler collects what becomes of the chunks a dead worker held.
+type deathSettler struct {
+	p       *Pool
+	w       *worker
+	code    int
+	ds      []delivery
+	requeue []*chunk
+}
+
+// requeueRest runs again, uncharged, the tasks of c whose results have not
+// arrived.
+func (d *deathSettler) requeueRest(c *chunk) {
+	if c.done == 0 {
+		d.requeue = append(d.requeue, c)
+		return
+	}
+	d.requeuePart(c, c.done, c.n)
+}
+
+func (d *deathSettler) requeuePart(c *chunk, i, j int) {
+	if j <= i {
+		return
+	}
+	sc, err := d.p.subChunk(c, i, j)
+	if err != nil {
+		d.ds = append(d.ds, delivery{c: c.view(i, j), all: err})
+		return
+	}
+	sc.suspect = c.suspect
+	d.requeue = append(d.requeue, sc)
+}
+
+// splitAround charges task i of c (failing it with err when err is set)
+// and runs the rest of its unanswered tasks again, uncharged.
+func (d *deathSettler) splitAround(c *chunk, i int, err error) {
+	d.requeuePart(c, c.done, i)
+	switch {
+	case err != nil:
+		d.ds = append(d.ds, delivery{c: c.view(i, i+1), all: err})
+	case c.done == i && i+1 == c.n:
+		d.charge(c)
+	default:
+		if one, serr := d.p.subChunk(c, i, i+1); serr != nil {
+			d.ds = append(d.ds, delivery{c: c.view(i, i+1), all: serr})
+		} else {
+			d.charge(one)
+		}
+	}
+	d.requeuePart(c, i+1, c.n)
+}
+
+// charge counts an attempt against the unanswered tasks of c: they run
+// again while retries are left, else fail with a *WorkerDiedError.
+func (d *deathSettler) charge(c *chunk) {
+	if c.attempts < d.p.o.retries {
+		c.attempts++
+		d.requeueRest(c)
+		return
+	}
+	de := &WorkerDiedError{Pid: d.w.pid, Code: d.code, Attempts: c.attempts + 1}
+	if d.code < 0 {
+		de.Signal = signalOf(d.code)
+	}
+	d.ds = append(d.ds, delivery{c: c.view(c.done, c.n), all: de})
+}
+
+// view is tasks i..j-1 of c as a chunk to deliver results for (not to
+// send).
+func (c *chunk) view(i, j int) *chunk {
+	if i == 0 && j == c.n {
+		return c
+	}
+	return &chunk{job: c.job, seq: c.seq, start: c.start + i, n: j - i, in: c.in, inOff: c.inOff + i}
 }
 
 // subChunk returns tasks i..j-1 of c as a new chunk.
 func (p *Pool) subChunk(c *chunk, i, j int) (*chunk, error) {
+	if c.in == nil {
+		// A chunk that arrived encoded (StartCall): its inputs are
+		// decoded from its frame to be cut.
+		m, ok, _, err := parseToWorker(c.frame)
+		if err == nil && !ok {
+			err = errBadMessage
+		}
+		if err != nil {
+			return nil, err
+		}
+		in, err := c.job.task.decodeIn(m.inputs, c.n)
+		if err != nil {
+			return nil, err
+		}
+		c.in, c.inOff = in, 0
+	}
 	sc, err := p.newChunk(c.job, c.start+i, c.in, c.inOff+i, j-i)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/multiproc/multiproc/internal/base/valenc"
@@ -56,11 +57,28 @@ type taskInfo struct {
 	runLocal func(ctx context.Context, in any, h *runHooks) (out any, errs []idxErr)
 }
 
-// runHooks tells a chunk's runner how to make each task's context.
+// runHooks tells a chunk's runner how to make each task's context and
+// what to report while it runs (in a worker process: see progress.go and
+// childWorker.sendPartial).
 type runHooks struct {
 	timeout time.Duration
 	// onStart, when set, is called before task i starts.
 	onStart func(i int)
+	// mark, when set, is the worker's progress word: runEncoded stores
+	// base|i+1 there as task i starts, base|markChunk when it encodes the
+	// results.
+	mark *uint64
+	base uint64
+	// When flush is set and true after a task, and tasks are left, the
+	// results of the tasks finished since the last report are given to
+	// partial (tasks [from, to) of the chunk, their encoded results and
+	// their errors), which reports whether it sent them, and flush is
+	// cleared.
+	flush   *atomic.Bool
+	partial func(from, to int, out []byte, errs []*pb.TaskError) bool
+	// first is set by runEncoded to the index of the first task whose
+	// results it returns (those before went out through partial).
+	first int
 }
 
 func (h *runHooks) taskCtx(ctx context.Context, i int) (context.Context, context.CancelFunc) {
@@ -175,12 +193,29 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 	}
 	outs := make([]R, n)
 	var errs []*pb.TaskError
+	from, efrom := 0, 0 // the first task, and error, not yet reported
+	// The hooks' hot fields, in locals: the loop is a few nanoseconds a
+	// task with tiny tasks.
+	var mark *uint64
+	var base uint64
+	var flush *atomic.Bool
+	slow := false // a context per task
+	if h != nil {
+		mark, base, flush = h.mark, h.base, h.flush
+		slow = h.onStart != nil || h.timeout > 0
+	}
 	for i := range ins {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: remote.Capture(err)})
 			continue
 		}
-		tctx, cancel := h.taskCtx(ctx, i)
+		if mark != nil {
+			*mark = base | uint64(i+1)
+		}
+		tctx, cancel := ctx, context.CancelFunc(nil)
+		if slow {
+			tctx, cancel = h.taskCtx(ctx, i)
+		}
 		r, perr, err := call(tctx, t.fn, ins[i])
 		if cancel != nil {
 			cancel()
@@ -193,7 +228,22 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 		default:
 			outs[i] = r
 		}
+		if flush != nil && flush.Load() && i+1 < n {
+			flush.Store(false)
+			// A part whose results cannot be encoded is left to the final
+			// result, which finds the culprits.
+			if b, err := t.out.Append(nil, outs[from:i+1]); err == nil && h.partial(from, i+1, b, errs[efrom:]) {
+				from, efrom = i+1, len(errs)
+			}
+		}
 	}
+	if h != nil {
+		if h.mark != nil {
+			*h.mark = h.base | markChunk
+		}
+		h.first = from
+	}
+	outs, errs = outs[from:], errs[efrom:]
 	out, err := t.out.Append(dst, outs)
 	if err == nil {
 		return out, errs
@@ -203,7 +253,7 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 	for i := range outs {
 		if _, e := t.out.Append(nil, outs[i:i+1]); e != nil {
 			outs[i] = zero
-			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: remote.Errorf("%w: sending result %.200v: %w", ErrEncode, any(outs[i]), e)})
+			errs = append(errs, &pb.TaskError{Index: uint32(from + i), Error: remote.Errorf("%w: sending result %.200v: %w", ErrEncode, any(outs[i]), e)})
 		}
 	}
 	out, err = t.out.Append(dst[:0], outs)
@@ -211,7 +261,7 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 		re := remote.Errorf("%w: encoding the results: %w", ErrEncode, err)
 		errs = errs[:0]
 		for i := range outs {
-			errs = append(errs, &pb.TaskError{Index: uint32(i), Error: re})
+			errs = append(errs, &pb.TaskError{Index: uint32(from + i), Error: re})
 		}
 		return nil, errs
 	}

@@ -39,6 +39,8 @@ const (
 	fResultOutputs    = 2
 	fResultErrors     = 3
 	fResultCancelled  = 4
+	fResultOffset     = 5
+	fResultCount      = 6
 )
 
 var errBadMessage = errors.New("pool: malformed message")
@@ -75,6 +77,7 @@ type chunkMsg struct {
 	task     string
 	count    uint32
 	inputs   []byte
+	order    uint32 // set by the worker: the chunk's number among those it received
 }
 
 // parseToWorker decodes a ToWorker frame: a chunk by hand (ok true), any
@@ -144,8 +147,10 @@ func parseChunk(b []byte) (c chunkMsg, err error) {
 	return c, nil
 }
 
-// appendResult appends an encoded FromWorker{result}.
-func appendResult(b []byte, seq uint64, outputs []byte, errs []*pb.TaskError, cancelled bool) ([]byte, error) {
+// appendResult appends an encoded FromWorker{result}. It covers the
+// tasks of the chunk from offset on: count of them (a partial result), or
+// all the rest when count is 0.
+func appendResult(b []byte, seq uint64, off, count uint32, outputs []byte, errs []*pb.TaskError, cancelled bool) ([]byte, error) {
 	var errBytes [][]byte
 	n := protowire.SizeTag(fResultSeq) + protowire.SizeVarint(seq)
 	if len(outputs) > 0 {
@@ -161,6 +166,12 @@ func appendResult(b []byte, seq uint64, outputs []byte, errs []*pb.TaskError, ca
 	}
 	if cancelled {
 		n += protowire.SizeTag(fResultCancelled) + 1
+	}
+	if off > 0 {
+		n += protowire.SizeTag(fResultOffset) + protowire.SizeVarint(uint64(off))
+	}
+	if count > 0 {
+		n += protowire.SizeTag(fResultCount) + protowire.SizeVarint(uint64(count))
 	}
 	b = protowire.AppendTag(b, fFromWorkerResult, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
@@ -178,6 +189,14 @@ func appendResult(b []byte, seq uint64, outputs []byte, errs []*pb.TaskError, ca
 		b = protowire.AppendTag(b, fResultCancelled, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
 	}
+	if off > 0 {
+		b = protowire.AppendTag(b, fResultOffset, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(off))
+	}
+	if count > 0 {
+		b = protowire.AppendTag(b, fResultCount, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(count))
+	}
 	return b, nil
 }
 
@@ -187,6 +206,8 @@ type resultMsg struct {
 	outputs   []byte
 	errs      []*pb.TaskError
 	cancelled bool
+	off       uint32 // the first task covered
+	count     uint32 // tasks covered by a partial result; 0 for the final one
 }
 
 // parseFromWorker decodes a FromWorker frame: a result by hand (isResult
@@ -206,7 +227,7 @@ func parseFromWorker(b []byte) (r resultMsg, isResult bool, m *pb.FromWorker, er
 		return r, false, nil, err
 	}
 	if res := m.GetResult(); res != nil {
-		return resultMsg{seq: res.Seq, outputs: res.Outputs, errs: res.Errors, cancelled: res.Cancelled}, true, nil, nil
+		return resultMsg{seq: res.Seq, outputs: res.Outputs, errs: res.Errors, cancelled: res.Cancelled, off: res.Offset, count: res.Count}, true, nil, nil
 	}
 	return r, false, m, nil
 }
@@ -219,15 +240,20 @@ func parseResult(b []byte) (r resultMsg, err error) {
 		}
 		b = b[n:]
 		switch {
-		case typ == protowire.VarintType && (num == fResultSeq || num == fResultCancelled):
+		case typ == protowire.VarintType && (num == fResultSeq || num == fResultCancelled || num == fResultOffset || num == fResultCount):
 			v, k := protowire.ConsumeVarint(b)
 			if k < 0 {
 				return r, errBadMessage
 			}
-			if num == fResultSeq {
+			switch num {
+			case fResultSeq:
 				r.seq = v
-			} else {
+			case fResultCancelled:
 				r.cancelled = v != 0
+			case fResultOffset:
+				r.off = uint32(v)
+			default:
+				r.count = uint32(v)
 			}
 			b = b[k:]
 		case typ == protowire.BytesType && (num == fResultOutputs || num == fResultErrors):

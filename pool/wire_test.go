@@ -24,7 +24,7 @@ func TestWireMatchesGenerated(t *testing.T) {
 		t.Errorf("chunk (-want +got):\n%s", diff)
 	}
 	errs := []*pb.TaskError{{Index: 1, Error: &commonpb.RemoteError{Message: "x", Identities: []*commonpb.ErrorIdentity{{Key: "k"}}}}}
-	b, err := appendResult(nil, 5, []byte{4}, errs, true)
+	b, err := appendResult(nil, 5, 2, 3, []byte{4}, errs, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestWireMatchesGenerated(t *testing.T) {
 	if err := proto.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	wantR := &pb.FromWorker{Msg: &pb.FromWorker_Result{Result: &pb.Result{Seq: 5, Outputs: []byte{4}, Errors: errs, Cancelled: true}}}
+	wantR := &pb.FromWorker{Msg: &pb.FromWorker_Result{Result: &pb.Result{Seq: 5, Outputs: []byte{4}, Errors: errs, Cancelled: true, Offset: 2, Count: 3}}}
 	if diff := cmp.Diff(wantR, &r, protocmp.Transform()); diff != "" {
 		t.Errorf("result (-want +got):\n%s", diff)
 	}
@@ -61,7 +61,9 @@ func TestControlAndConfig(t *testing.T) {
 // the same way.
 func FuzzWire(f *testing.F) {
 	f.Add(appendChunk(nil, 1, 2, "t", 1, []byte{9}))
-	b, _ := appendResult(nil, 3, []byte{1}, []*pb.TaskError{{Index: 0, Error: &commonpb.RemoteError{Message: "m"}}}, false)
+	b, _ := appendResult(nil, 3, 0, 0, []byte{1}, []*pb.TaskError{{Index: 0, Error: &commonpb.RemoteError{Message: "m"}}}, false)
+	f.Add(b)
+	b, _ = appendResult(nil, 3, 4, 2, []byte{1, 2}, nil, false)
 	f.Add(b)
 	b, _ = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Cancel{Cancel: &pb.Cancel{Job: 4}}})
 	f.Add(b)
@@ -94,7 +96,8 @@ func FuzzWire(f *testing.F) {
 				t.Fatalf("hand decoder accepted a result the generated code refuses")
 			}
 			g := m.GetResult()
-			if g == nil || g.Seq != r.seq || string(g.Outputs) != string(r.outputs) || g.Cancelled != r.cancelled || len(g.Errors) != len(r.errs) {
+			if g == nil || g.Seq != r.seq || string(g.Outputs) != string(r.outputs) || g.Cancelled != r.cancelled || len(g.Errors) != len(r.errs) ||
+				g.Offset != r.off || g.Count != r.count {
 				t.Fatalf("result %+v, generated %v", r, &m)
 			}
 		}

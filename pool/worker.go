@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/multiproc/multiproc/process"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
+	"github.com/multiproc/multiproc/shm"
 )
 
 // workerFunc is the function every worker process runs.
@@ -51,6 +53,19 @@ type childWorker struct {
 	// jobCtx is the context of the tasks of job curJob, kept from chunk
 	// to chunk of the same job; Cancel cancels it.
 	jobCtx context.Context
+	// received numbers the chunks received (chunkMsg.order), under mu.
+	received uint32
+
+	// mark is the progress word (see progress.go); hooks, made once, are
+	// the running chunk's runHooks, curSeq its seq. While a chunk runs
+	// longer than watchAfter, flushWanted is set every partialEvery
+	// (partialT) and the next task to finish sends the results so far
+	// (sendPartial).
+	mark        *uint64
+	hooks       runHooks
+	curSeq      uint64
+	flushWanted atomic.Bool
+	partialT    *time.Timer
 
 	sendMu  sync.Mutex // guards pending, arena and writes
 	pending [][]byte
@@ -75,13 +90,19 @@ const (
 )
 
 // watchAfter is how long a chunk runs before a watcher goroutine starts
-// reading the connection for Cancel messages.
-const watchAfter = time.Millisecond
+// reading the connection for Cancel messages, and before the results of
+// its finished tasks go out in a partial result; partialEvery is how
+// often they go out after that.
+const (
+	watchAfter   = time.Millisecond
+	partialEvery = 10 * time.Millisecond
+)
 
 // runWorker is a worker process: it answers Chunks until Stop, the end
 // of its connection, or SIGTERM.
-func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
+func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.Segment) error {
 	defer conn.Close()
+	defer prog.Close()
 	cfg, err := parseConfig(cfgBytes)
 	if err != nil {
 		return fmt.Errorf("pool: bad worker configuration: %w", err)
@@ -107,9 +128,18 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) error {
 	if initErr != nil {
 		return errors.New("pool: initializer failed: " + initErr.Message)
 	}
-	w := &childWorker{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}, rfd: -1}
+	w := &childWorker{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}, rfd: -1, mark: progressWord(prog)}
 	if fd, ready, err := conn.WaitFD(); err == nil && !ready {
 		w.rfd = int(fd)
+	}
+	w.hooks = runHooks{mark: w.mark, flush: &w.flushWanted, partial: w.sendPartial}
+	if w.timeout > 0 {
+		w.hooks.timeout = time.Duration(w.timeout)
+		w.hooks.onStart = func(i int) {
+			f, _ := proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Started{Started: &pb.Started{Seq: w.curSeq, Index: uint32(i)}}})
+			w.queueFrame(f)
+			w.send()
+		}
 	}
 	return w.execute(ctx)
 }
@@ -126,6 +156,8 @@ func (w *childWorker) handle(b []byte) {
 		return
 	}
 	if isChunk {
+		w.received++
+		c.order = w.received
 		w.q = append(w.q, c)
 		return
 	}
@@ -338,8 +370,31 @@ func (w *childWorker) startWatch(ctx context.Context) {
 	w.watching, w.wcancel, w.wdone = true, wcancel, make(chan struct{})
 	go w.watch(wctx, w.wdone)
 	// The results of the chunks before this long one go out now, not
-	// when it ends (progress, and fewer tasks lost if the worker dies).
+	// when it ends (progress, and fewer tasks lost if the worker dies),
+	// and so do its own as its tasks finish.
 	go w.send()
+	w.flushWanted.Store(true)
+}
+
+// sendPartial sends the results of tasks [from, to) of the running chunk
+// (see runHooks.partial) and asks for the next ones partialEvery later.
+// Called by the execute goroutine.
+func (w *childWorker) sendPartial(from, to int, out []byte, errs []*pb.TaskError) bool {
+	f, err := appendResult(nil, w.curSeq, uint32(from), uint32(to-from), out, errs, false)
+	if err != nil {
+		return false
+	}
+	w.queueFrame(f)
+	if w.send() != nil {
+		// The pool is gone: the final result will not go out either.
+		return false
+	}
+	if w.partialT == nil {
+		w.partialT = time.AfterFunc(partialEvery, func() { w.flushWanted.Store(true) })
+	} else {
+		w.partialT.Reset(partialEvery)
+	}
+	return true
 }
 
 func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
@@ -351,6 +406,7 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 	}
 	var outputs []byte
 	var errs []*pb.TaskError
+	first := 0 // the first task whose results go in the final result
 	t := lookupTask(c.task)
 	w.mu.Lock()
 	skip := w.cancelled[c.job]
@@ -385,15 +441,20 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 			errs = append(errs, &pb.TaskError{Index: i, Error: re})
 		}
 	default:
-		var h *runHooks
-		if w.timeout > 0 {
-			h = &runHooks{timeout: time.Duration(w.timeout), onStart: func(i int) {
-				f, _ := proto.Marshal(&pb.FromWorker{Msg: &pb.FromWorker_Started{Started: &pb.Started{Seq: c.seq, Index: uint32(i)}}})
-				w.queueFrame(f)
-				w.send()
-			}}
+		h := &w.hooks
+		if w.mark == nil && w.timeout <= 0 {
+			h = nil
+		} else {
+			h.base, h.first = uint64(c.order)<<32, 0
+			w.curSeq = c.seq
+		}
+		if w.mark != nil {
+			*w.mark = uint64(c.order)<<32 | markChunk
 		}
 		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0])
+		if h != nil {
+			first = h.first
+		}
 		if cap(outputs) <= maxArenaFrame {
 			w.obuf = outputs[:0]
 		}
@@ -401,6 +462,10 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 	cancelled := skip
 	if !skip {
 		w.watchT.Stop()
+		if w.partialT != nil {
+			w.partialT.Stop()
+		}
+		w.flushWanted.Store(false)
 		w.mu.Lock()
 		w.running = false
 		watching, wcancel, wdone := w.watching, w.wcancel, w.wdone
@@ -418,12 +483,16 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 		// another job's sake): report nothing; the pool runs it again.
 		return 0
 	}
-	f, err := appendResult(w.fbuf[:0], c.seq, outputs, errs, cancelled)
+	f, err := appendResult(w.fbuf[:0], c.seq, uint32(first), 0, outputs, errs, cancelled)
 	if err != nil {
-		f, _ = appendResult(w.fbuf[:0], c.seq, nil, nil, true)
+		f, _ = appendResult(w.fbuf[:0], c.seq, uint32(first), 0, nil, nil, true)
 	}
 	w.fbuf = f[:0]
-	return w.queueResult(f)
+	n := w.queueResult(f)
+	if w.mark != nil {
+		*w.mark = uint64(c.order) << 32 // done with it
+	}
+	return n
 }
 
 // threadLoop is a ThreadPool worker goroutine.

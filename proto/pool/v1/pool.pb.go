@@ -466,16 +466,25 @@ func (x *TaskError) GetError() *v1.RemoteError {
 	return nil
 }
 
-// Result answers a Chunk: the outputs in the task's result encoding
-// (count values; a failed task's slot holds the zero value) and the
-// failed tasks.
+// Result answers a Chunk, or part of it: the outputs in the task's result
+// encoding (one value per task covered; a failed task's slot holds the
+// zero value) and the failed tasks (indexes in the chunk). A worker
+// running a long chunk sends the results of the tasks it has finished as
+// partial Results (count set) before the final one, so that the pool keeps
+// them if the worker dies; the parts of a chunk come in order, each
+// starting where the last one ended.
 type Result struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	Outputs []byte                 `protobuf:"bytes,2,opt,name=outputs,proto3" json:"outputs,omitempty"`
 	Errors  []*TaskError           `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
 	// Cancelled is true when the chunk was skipped after a Cancel.
-	Cancelled     bool `protobuf:"varint,4,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	Cancelled bool `protobuf:"varint,4,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	// Offset is the index in the chunk of the first task covered.
+	Offset uint32 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Count, when set, is how many tasks a partial Result covers; 0 means
+	// every task from offset to the end of the chunk (the final Result).
+	Count         uint32 `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +545,20 @@ func (x *Result) GetCancelled() bool {
 		return x.Cancelled
 	}
 	return false
+}
+
+func (x *Result) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Result) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
 }
 
 // Started announces that task index of chunk seq has started (only when
@@ -719,12 +742,14 @@ const file_pool_v1_pool_proto_rawDesc = "" +
 	"init_error\x18\x02 \x01(\v2 .multiproc.common.v1.RemoteErrorR\tinitError\"Y\n" +
 	"\tTaskError\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x126\n" +
-	"\x05error\x18\x02 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\x88\x01\n" +
+	"\x05error\x18\x02 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\xb6\x01\n" +
 	"\x06Result\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
 	"\aoutputs\x18\x02 \x01(\fR\aoutputs\x124\n" +
 	"\x06errors\x18\x03 \x03(\v2\x1c.multiproc.pool.v1.TaskErrorR\x06errors\x12\x1c\n" +
-	"\tcancelled\x18\x04 \x01(\bR\tcancelled\"1\n" +
+	"\tcancelled\x18\x04 \x01(\bR\tcancelled\x12\x16\n" +
+	"\x06offset\x18\x05 \x01(\rR\x06offset\x12\x14\n" +
+	"\x05count\x18\x06 \x01(\rR\x05count\"1\n" +
 	"\aStarted\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\"\xb2\x01\n" +
