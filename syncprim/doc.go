@@ -3,7 +3,8 @@
 // Package syncprim provides synchronisation primitives shared between
 // processes: Lock, RLock, Semaphore (and bounded semaphores), Condition,
 // Event and Barrier, with the semantics of Python's multiprocessing
-// primitives and the robustness that those lack.
+// primitives and the robustness that those lack, and OwnedSemaphore, a
+// semaphore whose permits are given back when their holder dies.
 //
 // # Representation
 //
@@ -79,7 +80,9 @@
 // within 50 ms, when the waiter next wakes, and a kernel without pidfds
 // (before Linux 5.3, or under a seccomp filter) falls back to checking
 // /proc every 50 ms. The uncontended path and short waits never check. Semaphores and Events have no owner, so a participant's death is
-// not detected (bound waits with contexts); a Condition frees the slots of
+// not detected (bound waits with contexts), except with an OwnedSemaphore:
+// its permits record their holder, and a dead holder's permits are given
+// back to the waiters, as promptly as a dead lock holder is noticed; a Condition frees the slots of
 // waiters whose process is gone; a Barrier cannot tell that a party died
 // (see Barrier).
 //

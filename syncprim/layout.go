@@ -15,6 +15,7 @@ var (
 	_ [condLockOff - unsafe.Sizeof(condMem{})]byte
 	_ [condSlotsOff - condLockOff - RLockSize]byte
 	_ [16 - unsafe.Sizeof(condSlot{})]byte
+	_ [ownedSlotsOff - unsafe.Sizeof(ownedSemMem{})]byte
 	// 64-bit words must be 8-byte aligned within their layouts.
 	_ [-(unsafe.Offsetof(lockMem{}.owner) % 8)]byte
 	_ [-(unsafe.Offsetof(barrierMem{}.lock) % 8)]byte

@@ -28,6 +28,7 @@ const (
 	kindEvent
 	kindCondition
 	kindBarrier
+	kindOwnedSemaphore
 )
 
 func (k kind) magic() uint32 { return magicBase | uint32(k) }
@@ -46,6 +47,8 @@ func (k kind) String() string {
 		return "Condition"
 	case kindBarrier:
 		return "Barrier"
+	case kindOwnedSemaphore:
+		return "OwnedSemaphore"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -34,7 +34,8 @@ const SemaphoreSize = 64
 // BoundedSemaphore). Acquire takes a token, waiting while there is none;
 // Release adds one. A Semaphore has no owner: any process may release it,
 // so the death of a process that "held" tokens cannot be detected, and its
-// tokens are lost. Use a Lock where ownership matters. (A waiter that dies
+// tokens are lost. Use an OwnedSemaphore where that matters: its permits
+// have holders and are given back when a holder dies. (A waiter that dies
 // while waiting stays counted as a waiter, which only costs later Releases
 // a spare wake-up call.)
 //

@@ -75,6 +75,76 @@ func (h *holderWatch) stop() {
 	h.w = nil
 }
 
+// holdersWatch is holderWatch for the many holders of an OwnedSemaphore:
+// an exit watch per holder process, armed at the first timed-out sleep.
+type holdersWatch struct {
+	ws    map[futex.ID]*futex.Watch // nil Watch: cannot watch, poll on timeouts
+	seen  map[futex.ID]bool
+	armed bool
+}
+
+func (h *holdersWatch) timeout() time.Duration {
+	if h.armed {
+		return livenessMax
+	}
+	return livenessFirst
+}
+
+// sweep runs scan, which calls dead for each holder process; holders no
+// longer seen lose their watch.
+func (h *holdersWatch) sweep(scan func(dead func(futex.ID) bool), seq *uint32, timedOut bool) {
+	if h.ws == nil {
+		h.ws, h.seen = map[futex.ID]*futex.Watch{}, map[futex.ID]bool{}
+	}
+	clear(h.seen)
+	scan(func(id futex.ID) bool {
+		h.seen[id] = true
+		return h.dead(id, seq, timedOut)
+	})
+	for id, w := range h.ws {
+		if !h.seen[id] {
+			w.Stop()
+			delete(h.ws, id)
+		}
+	}
+	h.armed = true
+}
+
+func (h *holdersWatch) dead(id futex.ID, seq *uint32, timedOut bool) bool {
+	if id == futex.Self() {
+		return false
+	}
+	w, ok := h.ws[id]
+	switch {
+	case w != nil && !w.Broken():
+		if !w.Fired() {
+			return false // the kernel will tell
+		}
+	case ok && !timedOut:
+		return false // no watch: poll on timeouts only
+	}
+	if ok {
+		w.Stop()
+		delete(h.ws, id)
+	}
+	if !futex.Alive(id) {
+		return true
+	}
+	w, dead := futex.WatchExit(id, seq)
+	if dead {
+		return true
+	}
+	h.ws[id] = w
+	return false
+}
+
+func (h *holdersWatch) stop() {
+	for id, w := range h.ws {
+		w.Stop()
+		delete(h.ws, id)
+	}
+}
+
 // sleep waits on the futex word seq while it holds s: until a wake-up,
 // ctx's deadline, or capd (> 0) elapses. It returns timedOut when capd
 // elapsed, and ctx's error when the context ended. A wake-up, a changed
