@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim"
 )
@@ -122,7 +123,6 @@ type core struct {
 	mu     sync.RWMutex // held shared by every operation, exclusively by Close
 	closed atomic.Bool
 	spin   spinner
-	race   raceToken
 	log    *zap.Logger
 }
 
@@ -319,7 +319,7 @@ func (q *core) lock(ctx context.Context, l *syncprim.Lock, producer bool) error 
 func (q *core) repairP() {
 	if atomic.LoadUint64(q.jValidP) != 0 {
 		atomic.StoreUint64(q.tail, atomic.LoadUint64(q.jTail))
-		q.race.sync()
+		race.Sync(unsafe.Pointer(q.tail))
 		atomic.StoreUint64(q.putSeq, atomic.LoadUint64(q.jPutSeq))
 		atomic.StoreUint64(q.jValidP, 0)
 		q.log.Warn("queue: completed the Put of a process that died holding the producers' lock")
@@ -335,7 +335,7 @@ func (q *core) repairP() {
 // or did not (the item stays for the next consumer).
 func (q *core) repairC() {
 	if atomic.LoadUint64(q.jValidC) != 0 {
-		q.race.sync()
+		race.Sync(unsafe.Pointer(q.tail))
 		atomic.StoreUint64(q.head, atomic.LoadUint64(q.jHead))
 		atomic.StoreUint64(q.getSeq, atomic.LoadUint64(q.jGetSeq))
 		atomic.StoreUint64(q.jValidC, 0)
@@ -439,7 +439,7 @@ func (q *core) reserve(need uint64) bool {
 		return true
 	}
 	h := atomic.LoadUint64(q.head)
-	q.race.sync()
+	race.Sync(unsafe.Pointer(q.tail))
 	atomic.StoreUint64(q.cachedHead, h)
 	if tail-h+need <= capa {
 		return true
@@ -461,7 +461,7 @@ func (q *core) reserve(need uint64) bool {
 func (q *core) grow(need uint64) {
 	q.lock(context.Background(), q.c, false)
 	defer q.c.Release()
-	q.race.sync()
+	race.Sync(unsafe.Pointer(q.tail))
 	tail := atomic.LoadUint64(q.tail)
 	h := atomic.LoadUint64(q.head)
 	capa := atomic.LoadUint64(q.capacity)
@@ -479,7 +479,7 @@ func (q *core) grow(need uint64) {
 		atomic.StoreUint64(q.capacity, capa)
 	}
 	atomic.StoreUint64(q.lastGrow, uint64(time.Now().UnixNano()))
-	q.race.sync()
+	race.Sync(unsafe.Pointer(q.tail))
 }
 
 // shrinkAfter is how long after growing the ring may shrink again, so
@@ -534,7 +534,7 @@ func (q *core) writeFrame(e *encoded, need uint64) {
 	atomic.StoreUint64(q.jValidP, 1)
 	crashPoint(crashPutJournaled)
 	atomic.StoreUint64(q.tail, tail+need)
-	q.race.sync()
+	race.Sync(unsafe.Pointer(q.tail))
 	atomic.StoreUint64(q.putSeq, put)
 	atomic.StoreUint64(q.jValidP, 0)
 }
@@ -627,7 +627,7 @@ func (q *core) take(f *frame) (ok, shrink bool, err error) {
 		}
 		atomic.StoreUint64(q.cachedPut, p)
 	}
-	q.race.sync()
+	race.Sync(unsafe.Pointer(q.tail))
 	h := atomic.LoadUint64(q.head)
 	capa := atomic.LoadUint64(q.capacity)
 	hdr := binary.LittleEndian.Uint64(q.data[h&(capa-1)&^7:])
@@ -648,7 +648,7 @@ func (q *core) take(f *frame) (ok, shrink bool, err error) {
 	atomic.StoreUint64(q.jGetSeq, g+1)
 	atomic.StoreUint64(q.jValidC, 1)
 	crashPoint(crashTakeJournaled)
-	q.race.sync()
+	race.Sync(unsafe.Pointer(q.tail))
 	atomic.StoreUint64(q.head, h+need)
 	atomic.StoreUint64(q.getSeq, g+1)
 	atomic.StoreUint64(q.jValidC, 0)

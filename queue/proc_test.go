@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/process"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim"
@@ -389,7 +390,7 @@ func itemsFromEnv(t *testing.T) int {
 	switch {
 	case testing.Short():
 		return 20_000
-	case raceEnabled:
+	case race.Enabled:
 		return 200_000
 	}
 	return 1_000_000

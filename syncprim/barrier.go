@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
@@ -175,16 +176,16 @@ func (b *Barrier) lock(m *barrierMem) {
 	me := uint64(futex.Self())
 	if !atomic.CompareAndSwapUint64(&m.lock.owner, 0, me) {
 		if err := m.lock.lockSlow(context.Background(), &b.spin); err == ErrOwnerDead {
-			raceAcquire(unsafe.Pointer(&m.lock))
+			race.Acquire(unsafe.Pointer(&m.lock))
 			m.breakLocked()
 			return
 		}
 	}
-	raceAcquire(unsafe.Pointer(&m.lock))
+	race.Acquire(unsafe.Pointer(&m.lock))
 }
 
 func (m *lockMem) unlock() {
-	raceRelease(unsafe.Pointer(m))
+	race.Release(unsafe.Pointer(m))
 	if !atomic.CompareAndSwapUint64(&m.owner, uint64(futex.Self()), 0) {
 		m.unlockSlow()
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
@@ -74,7 +75,7 @@ func (e *Event) Set() error {
 	if m == nil {
 		return ErrClosed
 	}
-	raceRelease(unsafe.Pointer(m))
+	race.Release(unsafe.Pointer(m))
 	if atomic.SwapUint32(&m.flag, 1) == 0 && atomic.LoadUint32(&m.nwait) != 0 {
 		bumpAll(&m.seq)
 	}
@@ -106,7 +107,7 @@ func (e *Event) Wait(ctx context.Context) error {
 	}
 	isSet := func() bool {
 		if atomic.LoadUint32(&m.flag) != 0 {
-			raceAcquire(unsafe.Pointer(m))
+			race.Acquire(unsafe.Pointer(m))
 			return true
 		}
 		return false

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
@@ -81,7 +82,7 @@ func NewLock(opts ...Option) (*Lock, error) {
 // unchanged. An available lock is taken even when ctx is already done.
 func (l *Lock) Acquire(ctx context.Context) error {
 	if m := l.m; m != nil && atomic.CompareAndSwapUint64(&m.owner, 0, l.me) {
-		raceAcquire(unsafe.Pointer(m))
+		race.Acquire(unsafe.Pointer(m))
 		return nil
 	}
 	return acquireSlow(l, ctx)
@@ -94,7 +95,7 @@ func acquireSlow(l *Lock, ctx context.Context) error {
 	}
 	err := m.lockSlow(ctx, &l.spin)
 	if err == nil || err == ErrOwnerDead {
-		raceAcquire(unsafe.Pointer(m))
+		race.Acquire(unsafe.Pointer(m))
 	}
 	return err
 }
@@ -112,7 +113,7 @@ func (l *Lock) TryAcquire() (bool, error) {
 	}
 	ok, err := m.tryLock()
 	if ok {
-		raceAcquire(unsafe.Pointer(m))
+		race.Acquire(unsafe.Pointer(m))
 	}
 	return ok, err
 }
@@ -121,7 +122,7 @@ func (l *Lock) TryAcquire() (bool, error) {
 // does not hold it. Release never blocks.
 func (l *Lock) Release() error {
 	if m := l.m; m != nil {
-		raceRelease(unsafe.Pointer(m))
+		race.Release(unsafe.Pointer(m))
 		if atomic.CompareAndSwapUint64(&m.owner, l.me, 0) {
 			return nil
 		}
@@ -134,7 +135,7 @@ func (l *Lock) releaseSlow() error {
 	if m == nil {
 		return ErrClosed
 	}
-	raceRelease(unsafe.Pointer(m))
+	race.Release(unsafe.Pointer(m))
 	return m.unlockSlow()
 }
 

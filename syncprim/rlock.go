@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
@@ -80,7 +81,7 @@ func (m *rlockMem) tryTake(me uint64, flag uint64) bool {
 	}
 	if v == 0 && atomic.CompareAndSwapUint64(&m.owner, 0, me|flag) {
 		atomic.StoreUint32(&m.count, 1)
-		raceAcquire(unsafe.Pointer(m))
+		race.Acquire(unsafe.Pointer(m))
 		return true
 	}
 	return false
@@ -150,7 +151,7 @@ func (m *rlockMem) takeOver(v, me uint64) bool {
 	defer rlockMu.Unlock()
 	if atomic.CompareAndSwapUint64(&m.owner, v, me|v&waitersFlag) {
 		atomic.StoreUint32(&m.count, 1)
-		raceAcquire(unsafe.Pointer(m))
+		race.Acquire(unsafe.Pointer(m))
 		return true
 	}
 	return false
@@ -212,7 +213,7 @@ func (m *rlockMem) release(all bool) (uint32, error) {
 		rlockMu.Unlock()
 		return n, nil
 	}
-	raceRelease(unsafe.Pointer(m))
+	race.Release(unsafe.Pointer(m))
 	v = atomic.SwapUint64(&m.owner, 0)
 	rlockMu.Unlock()
 	if v&waitersFlag != 0 {

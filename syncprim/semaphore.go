@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
@@ -105,7 +106,7 @@ func (m *semMem) take() bool {
 			return false
 		}
 		if atomic.CompareAndSwapUint32(&m.value, v, v-1) {
-			raceAcquire(unsafe.Pointer(m))
+			race.Acquire(unsafe.Pointer(m))
 			return true
 		}
 	}
@@ -187,7 +188,7 @@ func (s *Semaphore) Release() error {
 		if v >= atomic.LoadUint32(&m.max) {
 			return ErrOverRelease
 		}
-		raceRelease(unsafe.Pointer(m))
+		race.Release(unsafe.Pointer(m))
 		if atomic.CompareAndSwapUint32(&m.value, v, v+1) {
 			break
 		}
