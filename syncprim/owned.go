@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
@@ -145,7 +146,7 @@ func (s *OwnedSemaphore) take() bool {
 		}
 		if atomic.LoadUint64(&s.slots[j]) == 0 && atomic.CompareAndSwapUint64(&s.slots[j], 0, s.me) {
 			s.hint.Store(uint32(j))
-			raceAcquire(unsafe.Pointer(&s.slots[0]))
+			race.Acquire(unsafe.Pointer(&s.slots[0]))
 			return true
 		}
 	}
@@ -272,7 +273,7 @@ func (s *OwnedSemaphore) Release() error {
 			j -= n
 		}
 		if atomic.LoadUint64(&s.slots[j]) == s.me {
-			raceRelease(unsafe.Pointer(&s.slots[0]))
+			race.Release(unsafe.Pointer(&s.slots[0]))
 			if atomic.CompareAndSwapUint64(&s.slots[j], s.me, 0) {
 				if atomic.LoadUint32(&m.nwait) != 0 {
 					bump(&m.seq, 1)
