@@ -13,7 +13,9 @@ import (
 //   - builtins.set, builtins.frozenset, builtins.bytearray, builtins.bytes
 //     and _codecs.encode: what protocols 2 and 3 use for sets, bytearrays
 //     and bytes (and protocol 4 for bytearray), called with the arguments
-//     CPython gives them.
+//     CPython gives them;
+//   - builtins.list, called with one list: multiprocessing.managers makes
+//     dict views (d.keys(), items(), values()) pickle that way.
 //   - multiprocessing.managers.Token: created with NEWOBJ and no arguments,
 //     then given its (typeid, address, id) state by BUILD.
 //   - the exception classes in exceptionNames and
@@ -28,7 +30,8 @@ import (
 type globalKind uint8
 
 const (
-	gSet globalKind = iota + 1
+	gList globalKind = iota + 1
+	gSet
 	gFrozenSet
 	gByteArray
 	gBytes
@@ -68,6 +71,8 @@ func resolveGlobal(module, name string) (global, error) {
 	}
 	g := global{module: module, name: name}
 	switch module + "." + name {
+	case "builtins.list":
+		g.kind = gList
 	case "builtins.set":
 		g.kind = gSet
 	case "builtins.frozenset":
@@ -104,7 +109,7 @@ func (d *decoder) call(g global, args []any) (any, error) {
 		return &GlobalError{Module: g.module, Name: g.name, Reason: why}
 	}
 	switch g.kind {
-	case gSet, gFrozenSet:
+	case gList, gSet, gFrozenSet:
 		var items []any
 		switch len(args) {
 		case 0:
@@ -119,6 +124,9 @@ func (d *decoder) call(g global, args []any) (any, error) {
 			}
 		default:
 			return nil, misuse("called with more than one argument")
+		}
+		if g.kind == gList {
+			return &pyList{items: append([]any{}, items...)}, nil
 		}
 		if g.kind == gSet {
 			s := &pySet{}

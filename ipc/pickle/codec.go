@@ -105,6 +105,12 @@ func (c *Codec) Unmarshal(data []byte, v any) error {
 	return assign(v, val, 4*len(data)+4096, c.maxDepth)
 }
 
+// Convert stores a value that Decode returned into dst, a non-nil
+// pointer, as Unmarshal would. The work of copying is bounded by MaxItems.
+func (c *Codec) Convert(v any, dst any) error {
+	return assign(dst, v, c.maxItems, c.maxDepth)
+}
+
 // Decode decodes a pickle into the documented Go type of its value.
 func (c *Codec) Decode(data []byte) (any, error) {
 	if len(data) > c.maxSize {

@@ -71,6 +71,7 @@
 // with the arguments CPython gives it:
 //
 //	builtins.set, builtins.frozenset     protocols 2 and 3 write sets as set(list)
+//	builtins.list                        list(list): a manager's dict views (keys(), items())
 //	builtins.bytearray, builtins.bytes   bytearray(bytes), bytearray(str, "latin1"), bytes()
 //	_codecs.encode                       protocol 2 writes bytes as encode(str, "latin1")
 //	multiprocessing.managers.Token       NEWOBJ with no arguments, then BUILD (typeid, address, id)

@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Writes the FuzzDecode seed corpus: what CPython's pickler writes for the
-objects multiproc exchanges with it, in protocols 2 to 5.
+"""Writes the FuzzDecode seed corpus: what CPython's Connection.send
+(ForkingPickler) writes for the objects multiproc exchanges with it, in
+protocols 2 to 5.
 
 Run it with each CPython (3.11, 3.12, 3.13) from ipc/pickle:
     PYENV_VERSION=3.12.1 python3 testdata/gen_seeds.py
 Files are named <python version>-p<protocol>-<case>; the same bytes from
 two versions are written once.
 """
-import multiprocessing.managers as managers
+import multiprocessing.managers as managers  # registers the dict view reducers
+from multiprocessing.reduction import ForkingPickler
 import os
 import pickle
 import queue
@@ -34,6 +36,7 @@ cases = {
     "list": [1, [2, [3, []]], "a"],
     "tuple": ((), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4)),
     "dict": {"job": 7, "args": [1.5, None]},
+    "dict-view": {"a": 1}.items(),
     "dict-keys": {1: "int", 2.5: "float", (1, "t"): "tuple", b"b": "bytes", None: "none", frozenset([1]): "fs"},
     "set": {1, 2, "three"},
     "frozenset": frozenset([(1, 2), "x"]),
@@ -67,7 +70,7 @@ ver = "%d.%d" % sys.version_info[:2]
 written = 0
 for name, obj in cases.items():
     for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
-        data = pickle.dumps(obj, protocol=proto)
+        data = bytes(ForkingPickler.dumps(obj, proto))
         body = "go test fuzz v1\n[]byte(\"" + "".join(
             "\\x%02x" % c if c < 0x20 or c >= 0x7f or c in (0x22, 0x5c) else chr(c) for c in data
         ) + "\")\n"
