@@ -117,6 +117,19 @@
 // sentinels, remote.RegisterType for error types: errors.As then gives the
 // value with its exported fields).
 //
+// # CPython managers
+//
+// ConnectPython makes a PyClient of a manager that CPython serves
+// (SyncManager().start(), or a BaseManager's get_server().serve_forever()
+// on a unix socket or TCP), speaking CPython's own protocol with the
+// ipc/pickle codec, so the Python side needs only its standard library.
+// PyDict, PyList and PyQueue are typed proxies to its "dict", "list" and
+// "Queue" typeids, and to objects it publishes by name
+// (BaseManager.register("get_queue", callable=...)): Create(ctx,
+// "get_queue") then PyQueueFrom. Python's exceptions match the sentinels
+// below (KeyError is ErrKeyNotFound, queue.Empty is ErrEmpty...).
+// PROTOCOL.md, "CPython managers", describes the exchange.
+//
 // # Concurrency
 //
 // Server, Client, Manager and every proxy are safe for concurrent use.
