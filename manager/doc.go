@@ -58,7 +58,9 @@
 //
 // Built in, each with a typed proxy: Dict[K, V] (insertion ordered),
 // List[T], Namespace, Queue[T] and JoinableQueue[T], Value[T], Array[T],
-// Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event and Barrier.
+// Lock, RLock, Semaphore, BoundedSemaphore, OwnedSemaphore (permits given
+// back when their holder dies; no CPython equivalent), Condition, Event and
+// Barrier.
 // Values crossing the wire are a small language-neutral model (null, bool,
 // integers, floats, strings, bytes, lists, maps and proxy references; see
 // ToValue and PROTOCOL.md): nothing from the wire is ever executed. Go
@@ -103,7 +105,11 @@
 // Unlike CPython's, the manager's locks know their holder's connection:
 // when a client dies holding a Lock or RLock, the lock is released and the
 // next acquirer's Acquire returns ErrOwnerDead while holding it, as a
-// robust mutex does. (Semaphores have no holder and are not recovered.)
+// robust mutex does. Semaphores have no holder, and the tokens a dead
+// client took are lost, as in CPython, unless the semaphore is an
+// OwnedSemaphore: its permits belong to the connection that acquired them,
+// only that connection may release them, and the server gives them back
+// (to waiting clients first) when the connection ends, SIGKILL included.
 //
 // # Errors
 //
