@@ -1,0 +1,695 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/multiproc/multiproc/pool"
+	pb "github.com/multiproc/multiproc/proto/cluster/v1"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+// AgentInfo is an agent's status entry (the status bucket, Pool.Agents).
+type AgentInfo struct {
+	ID       string `json:"id"`
+	Host     string `json:"host"`
+	Pid      int    `json:"pid"`
+	Build    string `json:"build"`    // the agent's namespace (Namespace)
+	Capacity int    `json:"capacity"` // tasks it runs at once (its workers)
+	InFlight int    `json:"in_flight"`
+	Done     uint64 `json:"done"`   // chunks answered
+	Failed   uint64 `json:"failed"` // chunks answered with an error for every task
+	// Redelivered counts the chunks it received that another agent had
+	// held before (it vanished).
+	Redelivered uint64 `json:"redelivered"`
+	// OtherBuilds lists the builds of live callers when none is of the
+	// agent's own: it receives none of their work.
+	OtherBuilds []string `json:"other_builds,omitempty"`
+	// Match is set by Pool.Agents: the agent runs this program's build.
+	Match bool `json:"-"`
+}
+
+// agentConfig is what an agent is started with.
+type agentConfig struct {
+	URL     string
+	Workers int
+	// ExitWithParent ends the agent when its parent process is gone (a
+	// local agent of a cluster.New).
+	ExitWithParent bool
+}
+
+type jobKey struct {
+	caller string
+	job    uint64
+}
+
+// agent pulls chunks of its build from the stream and runs them in its
+// own local pools of worker processes.
+type agent struct {
+	cfg  agentConfig
+	log  *zap.Logger
+	id   string
+	ns   string
+	host string
+
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cons   jetstream.Consumer
+	kv     jetstream.KeyValue
+	ttl    time.Duration
+
+	hand chan struct{} // chunks in hand: 2 per worker
+
+	poolsMu sync.Mutex
+	pools   map[poolKey]*localPool
+
+	mu        sync.Mutex
+	held      map[*heldChunk]struct{}
+	jobs      map[jobKey]*agentJob
+	cancelled map[jobKey]time.Time
+	callers   map[string]*callerSeen
+	others    []string
+
+	ackWait                          atomic.Int64
+	done, failed, redelivered, recvd atomic.Uint64
+	wg                               sync.WaitGroup
+}
+
+type poolKey struct {
+	timeout time.Duration
+	retries int
+}
+
+type localPool struct {
+	ready chan struct{}
+	p     *pool.Pool
+	err   error
+}
+
+type callerSeen struct {
+	ns     string
+	seen   time.Time
+	dead   bool
+	purged bool
+}
+
+type agentJob struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	refs   int
+}
+
+type heldChunk struct {
+	msg    jetstream.Msg
+	caller string
+	id     uint64
+}
+
+// runAgent is an agent's life: it returns when ctx ends (SIGTERM), having
+// handed back what it held.
+func runAgent(ctx context.Context, cfg agentConfig, log *zap.Logger) error {
+	host, _ := os.Hostname()
+	a := &agent{cfg: cfg, log: log, id: strings.ToLower(nuid.Next()), ns: namespace(), host: host,
+		hand: make(chan struct{}, 2*cfg.Workers), pools: map[poolKey]*localPool{}, held: map[*heldChunk]struct{}{},
+		jobs: map[jobKey]*agentJob{}, cancelled: map[jobKey]time.Time{}, callers: map[string]*callerSeen{}}
+	a.log = a.log.With(zap.String("agent", a.id))
+	if cfg.ExitWithParent {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go watchParent(ctx, cancel)
+	}
+	nc, err := nats.Connect(cfg.URL, nats.Name("multiproc-cluster-agent"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		return fmt.Errorf("cluster: agent: connecting to %s: %w", cfg.URL, err)
+	}
+	a.nc = nc
+	defer nc.Close()
+	if err := a.setup(ctx); err != nil {
+		return err
+	}
+	// The default pool's workers are started before the agent reports
+	// any capacity.
+	if _, err := a.localPool(ctx, poolKey{}); err != nil {
+		return err
+	}
+	ctlSub, err := nc.Subscribe(controlSubject(a.ns), a.onControl)
+	if err != nil {
+		return err
+	}
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	watcher, err := a.kv.Watch(bg, "caller.>")
+	if err != nil {
+		return fmt.Errorf("cluster: agent: watching the callers: %w", err)
+	}
+	a.wg.Add(3)
+	go a.watchCallers(bg, watcher)
+	go a.statusLoop(bg)
+	go a.heartbeatLoop(bg)
+	a.putStatus(ctx)
+	a.log.Info("agent ready", zap.String("build", a.ns), zap.Int("workers", cfg.Workers), zap.String("url", cfg.URL))
+
+	a.fetchLoop(ctx)
+
+	// Stopping: running chunks see ctx end and hand their messages back
+	// (Nak), so that another agent takes them at once.
+	a.waitHandlers()
+	ctlSub.Unsubscribe()
+	stopBG()
+	a.wg.Wait()
+	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	a.kv.Delete(dctx, agentKey(a.ns, a.id))
+	cancel()
+	a.closePools()
+	nc.Flush()
+	return nil
+}
+
+func (a *agent) setup(ctx context.Context) error {
+	js, err := jetstream.New(a.nc)
+	if err != nil {
+		return err
+	}
+	a.js = js
+	o := defaults()
+	for {
+		if err = a.bind(ctx, &o); err == nil {
+			return nil
+		}
+		a.log.Warn("cannot reach the cluster's stream yet; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (a *agent) bind(ctx context.Context, o *options) error {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var err error
+	if a.stream, err = ensureStream(sctx, a.js, o, false); err != nil {
+		return err
+	}
+	a.cons, err = a.js.Consumer(sctx, streamName, consumerName(a.ns))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		// No caller of this build yet: create it with the defaults (a
+		// caller updates its AckWait).
+		a.cons, err = a.js.CreateConsumer(sctx, streamName, consumerConfig(a.ns, o.ackWait))
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			a.cons, err = a.js.Consumer(sctx, streamName, consumerName(a.ns))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: agent: the consumer: %w", err)
+	}
+	a.ackWait.Store(int64(a.cons.CachedInfo().Config.AckWait))
+	if a.kv, a.ttl, err = ensureStatus(sctx, a.js, o.callerTTL, false); err != nil {
+		return err
+	}
+	return nil
+}
+
+// watchParent cancels when this process's parent is gone.
+func watchParent(ctx context.Context, cancel context.CancelFunc) {
+	ppid := os.Getppid()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if os.Getppid() != ppid {
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+// fetchLoop pulls as many chunks as the agent has room for.
+func (a *agent) fetchLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		select {
+		case a.hand <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+		for n < cap(a.hand) {
+			select {
+			case a.hand <- struct{}{}:
+				n++
+				continue
+			default:
+			}
+			break
+		}
+		batch, err := a.cons.Fetch(n, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			for range n {
+				<-a.hand
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Debug("fetch failed", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				a.bind(ctx, ptr(defaults()))
+			}
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				defer func() { <-a.hand }()
+				a.handle(ctx, msg)
+			}()
+		}
+		for ; got < n; got++ {
+			<-a.hand
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// waitHandlers waits until no chunk is in hand.
+func (a *agent) waitHandlers() {
+	for range cap(a.hand) {
+		a.hand <- struct{}{}
+	}
+}
+
+// handle runs one chunk message and answers it.
+func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
+	a.recvd.Add(1)
+	c, err := decodeChunk(msg.Data())
+	if err != nil {
+		a.log.Warn("dropping a message that is not a valid chunk", zap.String("subject", msg.Subject()), zap.Error(err))
+		if validToken(c.GetCaller()) && c.GetCaller() != "" && c.GetId() != 0 {
+			a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
+		}
+		msg.Term()
+		return
+	}
+	if a.callerDead(ctx, c.Caller) {
+		a.log.Info("dropping a chunk of a dead caller", zap.String("caller", c.Caller))
+		msg.Term()
+		a.purgeCaller(c.Caller)
+		return
+	}
+	key := jobKey{c.Caller, c.Job}
+	deliveries := uint64(1)
+	if md, err := msg.Metadata(); err == nil {
+		deliveries = md.NumDelivered
+	}
+	if deliveries > 1 {
+		a.redelivered.Add(1)
+	}
+	if max := uint64(c.MaxDeliveries); max > 0 && deliveries > max {
+		perr := &PoisonError{Task: c.Task, Index: int(c.Start), Count: int(c.Count), Deliveries: int(deliveries - 1)}
+		a.log.Warn("poison chunk: every agent that held it vanished", zap.Error(perr))
+		a.reply(c, nil, &pb.Failure{Error: remoteErr(perr)})
+		msg.Term()
+		return
+	}
+	jctx, release, ok := a.holdJob(ctx, key)
+	if !ok {
+		msg.Ack() // its call was cancelled
+		return
+	}
+	defer release()
+	h := &heldChunk{msg: msg, caller: c.Caller, id: c.Id}
+	a.mu.Lock()
+	a.held[h] = struct{}{}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.held, h)
+		a.mu.Unlock()
+	}()
+
+	r, err := a.run(jctx, c)
+	switch {
+	case ctx.Err() != nil:
+		// The agent is stopping: another agent runs it.
+		msg.Nak()
+		return
+	case jctx.Err() != nil:
+		msg.Ack() // cancelled by its caller, who wants no result
+		return
+	case err != nil:
+		a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
+	default:
+		a.reply(c, r, nil)
+	}
+	msg.Ack()
+}
+
+// run runs a chunk in the local pool that has its options.
+func (a *agent) run(ctx context.Context, c *pb.Chunk) (*pool.ChunkResult, error) {
+	lp, err := a.localPool(ctx, poolKey{timeout: time.Duration(c.TaskTimeoutNs), retries: int(c.Retries)})
+	if err != nil {
+		return nil, err
+	}
+	res := make(chan pool.ChunkResult, 1)
+	call, err := lp.StartCall(ctx, c.Task, func(r pool.ChunkResult) {
+		select {
+		case res <- r:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer call.Close()
+	if err := call.Send(0, int(c.Count), c.Inputs); err != nil {
+		return nil, err
+	}
+	r := <-res
+	return &r, nil
+}
+
+// reply publishes a chunk's result (or all, the error of all its tasks)
+// on its caller's subject.
+func (a *agent) reply(c *pb.Chunk, r *pool.ChunkResult, all *pb.Failure) {
+	m := &pb.Result{Job: c.GetJob(), Id: c.GetId(), Agent: a.id, All: all}
+	if r != nil {
+		if r.Err != nil {
+			m.All = failureOf(0, r.Err)
+		} else {
+			m.Outputs = r.Outputs
+			for _, f := range r.Failed {
+				m.Failures = append(m.Failures, failureOf(f.Index, f.Err))
+			}
+		}
+	}
+	if m.All != nil {
+		a.failed.Add(1)
+	}
+	a.done.Add(1)
+	b, err := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
+	if err == nil {
+		err = a.nc.Publish(resultSubject(c.GetCaller()), b)
+	}
+	if err != nil {
+		a.log.Warn("cannot publish a result", zap.Error(err))
+	}
+}
+
+// localPool returns the local pool with these options, starting it on
+// first use.
+func (a *agent) localPool(ctx context.Context, k poolKey) (*pool.Pool, error) {
+	a.poolsMu.Lock()
+	lp := a.pools[k]
+	if lp == nil {
+		lp = &localPool{ready: make(chan struct{})}
+		a.pools[k] = lp
+		a.poolsMu.Unlock()
+		opts := []pool.Option{pool.Workers(a.cfg.Workers), pool.WithLogger(a.log), pool.Retries(k.retries)}
+		if k.timeout > 0 {
+			opts = append(opts, pool.TaskTimeout(k.timeout))
+		}
+		lp.p, lp.err = pool.New(context.Background(), opts...)
+		close(lp.ready)
+		if lp.err != nil {
+			a.poolsMu.Lock()
+			delete(a.pools, k)
+			a.poolsMu.Unlock()
+		}
+	} else {
+		a.poolsMu.Unlock()
+	}
+	select {
+	case <-lp.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return lp.p, lp.err
+}
+
+func (a *agent) closePools() {
+	a.poolsMu.Lock()
+	defer a.poolsMu.Unlock()
+	for _, lp := range a.pools {
+		<-lp.ready
+		if lp.p != nil {
+			lp.p.Terminate()
+		}
+	}
+}
+
+// holdJob returns the context of a job's tasks (cancelled by a Cancel),
+// or false when the job was cancelled already.
+func (a *agent) holdJob(ctx context.Context, k jobKey) (context.Context, func(), bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.cancelled[k]; ok {
+		return nil, nil, false
+	}
+	j := a.jobs[k]
+	if j == nil {
+		j = &agentJob{}
+		j.ctx, j.cancel = context.WithCancel(ctx)
+		a.jobs[k] = j
+	}
+	j.refs++
+	return j.ctx, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if j.refs--; j.refs == 0 && a.jobs[k] == j {
+			delete(a.jobs, k)
+			j.cancel()
+		}
+	}, true
+}
+
+func (a *agent) onControl(m *nats.Msg) {
+	var c pb.Cancel
+	if err := proto.Unmarshal(m.Data, &c); err != nil {
+		return
+	}
+	k := jobKey{c.Caller, c.Job}
+	a.mu.Lock()
+	a.cancelled[k] = time.Now()
+	j := a.jobs[k]
+	a.mu.Unlock()
+	if j != nil {
+		j.cancel()
+	}
+}
+
+// callerDead reports whether a caller is known to be gone: its status
+// entry expired or was deleted. A caller the watch has not shown (yet) is
+// looked up once.
+func (a *agent) callerDead(ctx context.Context, id string) bool {
+	a.mu.Lock()
+	cs := a.callers[id]
+	if cs != nil && (cs.dead || time.Since(cs.seen) < a.ttl) {
+		a.mu.Unlock()
+		return cs.dead
+	}
+	a.mu.Unlock()
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := a.kv.Get(gctx, callerKey(a.ns, id))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cs = a.callers[id]
+	if cs == nil {
+		cs = &callerSeen{ns: a.ns}
+		a.callers[id] = cs
+	}
+	switch {
+	case err == nil:
+		cs.seen, cs.dead = time.Now(), false
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		cs.dead = true
+	}
+	return cs.dead
+}
+
+// purgeCaller drops a dead caller's chunks from the stream (once).
+func (a *agent) purgeCaller(id string) {
+	a.mu.Lock()
+	cs := a.callers[id]
+	if cs == nil || cs.purged {
+		a.mu.Unlock()
+		return
+	}
+	cs.purged = true
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.stream.Purge(ctx, jetstream.WithPurgeSubject(callerSubjects(a.ns, id))); err != nil {
+		a.log.Debug("cannot purge a dead caller's chunks", zap.Error(err))
+	}
+}
+
+func (a *agent) watchCallers(ctx context.Context, w jetstream.KeyWatcher) {
+	defer a.wg.Done()
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			_, ns, id, ok := nsOfKey(e.Key())
+			if !ok {
+				continue
+			}
+			a.mu.Lock()
+			cs := a.callers[id]
+			if cs == nil {
+				cs = &callerSeen{ns: ns}
+				a.callers[id] = cs
+			}
+			if e.Operation() == jetstream.KeyValuePut {
+				cs.seen, cs.dead = time.Now(), false
+			} else {
+				cs.dead = true
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// heartbeatLoop tells JetStream (InProgress) and the callers (Claim)
+// that the chunks in hand are alive, every quarter of the ack wait.
+func (a *agent) heartbeatLoop(ctx context.Context) {
+	defer a.wg.Done()
+	for {
+		d := max(time.Duration(a.ackWait.Load())/4, 25*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		a.mu.Lock()
+		claims := map[string][]uint64{}
+		var msgs []jetstream.Msg
+		for h := range a.held {
+			msgs = append(msgs, h.msg)
+			claims[h.caller] = append(claims[h.caller], h.id)
+		}
+		a.mu.Unlock()
+		for _, m := range msgs {
+			m.InProgress()
+		}
+		for caller, ids := range claims {
+			b, _ := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Claim{Claim: &pb.Claim{Agent: a.id, Ids: ids}}})
+			a.nc.Publish(resultSubject(caller), b)
+		}
+	}
+}
+
+// statusLoop refreshes the agent's status entry, sweeps dead callers and
+// notices when every live caller is of another build.
+func (a *agent) statusLoop(ctx context.Context) {
+	defer a.wg.Done()
+	t := time.NewTicker(a.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.sweep(ctx)
+		a.putStatus(ctx)
+		if info, err := a.cons.Info(ctx); err == nil {
+			a.ackWait.Store(int64(info.Config.AckWait))
+		}
+	}
+}
+
+func (a *agent) sweep(ctx context.Context) {
+	var stale []string
+	builds := map[string]bool{}
+	mine := false
+	a.mu.Lock()
+	for id, cs := range a.callers {
+		live := !cs.dead && time.Since(cs.seen) < a.ttl
+		switch {
+		case live && cs.ns == a.ns:
+			mine = true
+		case live:
+			builds[cs.ns] = true
+		case cs.ns == a.ns && !cs.purged:
+			stale = append(stale, id)
+		case cs.dead && time.Since(cs.seen) > 10*a.ttl:
+			delete(a.callers, id)
+		}
+	}
+	for k, t := range a.cancelled {
+		if time.Since(t) > 10*time.Minute {
+			delete(a.cancelled, k)
+		}
+	}
+	var others []string
+	if !mine {
+		for b := range builds {
+			others = append(others, b)
+		}
+		slices.Sort(others)
+	}
+	changed := !slices.Equal(others, a.others)
+	a.others = others
+	a.mu.Unlock()
+	if changed && len(others) > 0 {
+		a.log.Warn("every live caller runs another build: this agent receives none of their tasks (run the same binary on every host)",
+			zap.String("build", a.ns), zap.Strings("caller_builds", others))
+	}
+	for _, id := range stale {
+		if a.callerDead(ctx, id) {
+			a.log.Info("a caller is gone; purging its chunks", zap.String("caller", id))
+			a.purgeCaller(id)
+		}
+	}
+}
+
+func (a *agent) putStatus(ctx context.Context) {
+	a.mu.Lock()
+	info := AgentInfo{ID: a.id, Host: a.host, Pid: os.Getpid(), Build: a.ns, Capacity: a.cfg.Workers, InFlight: len(a.held),
+		Done: a.done.Load(), Failed: a.failed.Load(), Redelivered: a.redelivered.Load(), OtherBuilds: a.others}
+	a.mu.Unlock()
+	b, _ := json.Marshal(info)
+	pctx, cancel := context.WithTimeout(ctx, a.ttl/3)
+	defer cancel()
+	if _, err := a.kv.Put(pctx, agentKey(a.ns, a.id), b); err != nil && ctx.Err() == nil {
+		a.log.Warn("cannot refresh the agent's status", zap.Error(err))
+	}
+}

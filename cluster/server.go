@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// embedded is a nats-server with JetStream running in this process, its
+// store in a private temporary directory.
+type embedded struct {
+	srv *server.Server
+	dir string
+	url string
+}
+
+func startEmbedded(o *options, log *zap.Logger) (*embedded, error) {
+	dir, err := os.MkdirTemp("", "multiproc-cluster-")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: store directory: %w", err)
+	}
+	host, port := "127.0.0.1", -1
+	if o.listen != "" {
+		h, ps, err := net.SplitHostPort(o.listen)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("cluster: Listen(%q): %w", o.listen, err)
+		}
+		if port, err = strconv.Atoi(ps); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("cluster: Listen(%q): bad port", o.listen)
+		}
+		host = h
+		if host == "" {
+			host = "0.0.0.0"
+		}
+	}
+	sopts := &server.Options{
+		ServerName:   "multiproc-" + strconv.Itoa(os.Getpid()),
+		Host:         host,
+		Port:         port,
+		JetStream:    true,
+		StoreDir:     dir,
+		NoSigs:       true,
+		NoLog:        true,
+		SyncInterval: o.syncInterval,
+		SyncAlways:   o.syncAlways,
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("cluster: embedded server: %w", err)
+	}
+	srv.SetLoggerV2(&serverLog{log.Named("nats")}, false, false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		os.RemoveAll(dir)
+		return nil, errors.New("cluster: the embedded server did not become ready")
+	}
+	return &embedded{srv: srv, dir: dir, url: srv.ClientURL()}, nil
+}
+
+func (e *embedded) close() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	os.RemoveAll(e.dir)
+}
+
+// serverLog passes the embedded server's log to zap.
+type serverLog struct{ l *zap.Logger }
+
+func (s *serverLog) Noticef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Tracef(format string, v ...any)  {}
+
+// ensureStream creates the task stream, or updates it when this process
+// owns the server (own), or else uses it as it is.
+func ensureStream(ctx context.Context, js jetstream.JetStream, o *options, own bool) (jetstream.Stream, error) {
+	cfg := jetstream.StreamConfig{
+		Name:        streamName,
+		Subjects:    []string{taskSubjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      o.maxAge,
+		MaxBytes:    o.maxBytes,
+		Discard:     jetstream.DiscardNew,
+		AllowDirect: true,
+		Duplicates:  2 * time.Minute,
+	}
+	if own {
+		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: creating the task stream: %w", err)
+		}
+		return s, nil
+	}
+	s, err := js.Stream(ctx, streamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, streamName)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: the task stream: %w", err)
+	}
+	return s, nil
+}
+
+// consumerConfig is the durable pull consumer shared by a build's agents.
+func consumerConfig(ns string, ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:           consumerName(ns),
+		FilterSubject:     nsSubjects(ns),
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           ackWait,
+		MaxDeliver:        -1, // agents enforce each chunk's MaxDeliveries
+		MaxAckPending:     1 << 16,
+		MaxWaiting:        4096,
+		InactiveThreshold: 24 * time.Hour,
+	}
+}
+
+// ensureStatus opens the status bucket (creating it, or updating its TTL
+// when this process owns the server) and returns its TTL.
+func ensureStatus(ctx context.Context, js jetstream.JetStream, ttl time.Duration, own bool) (jetstream.KeyValue, time.Duration, error) {
+	cfg := jetstream.KeyValueConfig{Bucket: statusBucket, TTL: ttl, History: 1, Storage: jetstream.MemoryStorage}
+	var kv jetstream.KeyValue
+	var err error
+	if own {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+	} else {
+		kv, err = js.KeyValue(ctx, statusBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, statusBucket)
+			}
+		}
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("cluster: the status bucket: %w", err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("cluster: the status bucket: %w", err)
+	}
+	if st.TTL() > 0 {
+		ttl = st.TTL()
+	}
+	return kv, ttl, nil
+}
