@@ -129,8 +129,11 @@
 // (SyncManager().start(), or a BaseManager's get_server().serve_forever()
 // on a unix socket or TCP), speaking CPython's own protocol with the
 // ipc/pickle codec, so the Python side needs only its standard library.
-// PyDict, PyList and PyQueue are typed proxies to its "dict", "list" and
-// "Queue" typeids, and to objects it publishes by name
+// PyDict, PyList, PyQueue, PyLock, PyEvent, PyValue and PyNamespace are
+// typed proxies to its builtin typeids ("dict", "list", "Queue",
+// "JoinableQueue", "Lock", "RLock", "Semaphore", "BoundedSemaphore",
+// "Event", "Value", "Namespace"), and the first three to objects it
+// publishes by name
 // (BaseManager.register("get_queue", callable=...)): Create(ctx,
 // "get_queue") then PyQueueFrom. Python's exceptions match the sentinels
 // below (KeyError is ErrKeyNotFound, queue.Empty is ErrEmpty...).

@@ -294,6 +294,7 @@ type PyObject struct {
 	token    pickle.Token
 	exposed  []string
 	released atomic.Bool
+	pin      *pyPin // for objects bound to the server thread that serves a connection (RLock)
 }
 
 // Token returns the object's Token (typeid, address, id).
@@ -318,6 +319,9 @@ func (o *PyObject) Call(ctx context.Context, method string, args ...any) (any, e
 func (o *PyObject) CallKw(ctx context.Context, method string, args []any, kwds map[string]any) (any, error) {
 	if o.released.Load() {
 		return nil, ErrReleased
+	}
+	if o.pin != nil {
+		return o.pin.call(ctx, o.c, o.token.ID, method, args, kwds)
 	}
 	return o.c.call(ctx, o.token.ID, method, args, kwds)
 }
@@ -346,6 +350,9 @@ func (o *PyObject) Value(ctx context.Context) (any, error) {
 func (o *PyObject) Release(ctx context.Context) error {
 	if o.released.Swap(true) {
 		return nil
+	}
+	if o.pin != nil {
+		o.pin.close()
 	}
 	_, err := o.c.serverCall(ctx, "decref", o.token.ID)
 	return err

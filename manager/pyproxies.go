@@ -243,3 +243,24 @@ func (q *PyQueue[T]) Qsize(ctx context.Context) (int, error) {
 
 // Release drops the proxy's reference.
 func (q *PyQueue[T]) Release(ctx context.Context) error { return q.obj.Release(ctx) }
+
+// NewPyJoinableQueue creates a queue whose consumers mark items done
+// (manager.JoinableQueue(maxsize)).
+func NewPyJoinableQueue[T any](ctx context.Context, c *PyClient, maxsize int) (*PyQueue[T], error) {
+	o, err := c.Create(ctx, "JoinableQueue", maxsize)
+	if err != nil {
+		return nil, err
+	}
+	return &PyQueue[T]{o}, nil
+}
+
+// TaskDone marks one item got as processed; called more often than items
+// were put, it fails with an error matching ErrReleasedTooManyTimes.
+func (q *PyQueue[T]) TaskDone(ctx context.Context) error {
+	return pyLockError(pyCallNone(ctx, q.obj, "task_done"))
+}
+
+// Join waits until every item put has been marked done, or ctx ends.
+// CPython's join takes no timeout, so a Join cut short by ctx closes the
+// connection it waited on (nothing is lost: join changes nothing).
+func (q *PyQueue[T]) Join(ctx context.Context) error { return pyCallNone(ctx, q.obj, "join") }
