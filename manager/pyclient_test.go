@@ -441,3 +441,45 @@ func TestPyClientErrors(t *testing.T) {
 		t.Errorf("after shutdown: %v", err)
 	}
 }
+
+// A CPython manager SIGKILLed while a Go client waits in a Get and holds
+// idle connections: every call fails at once instead of hanging.
+func TestPyClientManagerKilled(t *testing.T) {
+	ctx := testCtx(t)
+	s := startPyManager(t, "", "unix")
+	c := s.connect(t)
+	d, err := manager.NewPyDict[string, int](ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Set(ctx, "a", 1); err != nil { // leaves an idle method connection
+		t.Fatal(err)
+	}
+	q, err := manager.NewPyQueue[int](ctx, c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := q.Get(ctx)
+		got <- err
+	}()
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Wait()
+	select {
+	case err := <-got:
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Get when the manager died: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Get still waiting after the manager died")
+	}
+	if _, err := d.Get(ctx, "a"); err == nil {
+		t.Errorf("Get on a dead manager succeeded")
+	}
+	if err := d.Release(ctx); err == nil {
+		t.Errorf("Release on a dead manager succeeded")
+	}
+}
