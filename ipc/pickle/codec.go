@@ -114,7 +114,7 @@ func (c *Codec) Convert(v any, dst any) error {
 // Decode decodes a pickle into the documented Go type of its value.
 func (c *Codec) Decode(data []byte) (any, error) {
 	if len(data) > c.maxSize {
-		return nil, &LimitError{Limit: "size", Max: int64(c.maxSize)}
+		return nil, &DecodeError{Err: &LimitError{Limit: "size", Max: int64(c.maxSize)}}
 	}
 	d := decoder{c: c, data: data}
 	return d.decode()

@@ -104,6 +104,11 @@ func (e malformedError) Unwrap() error { return ErrMalformed }
 
 func malformed(s string) error { return malformedError(s) }
 
+type unsupportedError string
+
+func (e unsupportedError) Error() string { return "unsupported: " + string(e) }
+func (e unsupportedError) Unwrap() error { return ErrUnsupported }
+
 type decoder struct {
 	c      *Codec
 	data   []byte
@@ -244,7 +249,7 @@ func (d *decoder) step(op byte) error {
 			return err
 		}
 		if b[0] > 5 {
-			return errors.Join(ErrUnsupported, errString("protocol "+strconv.Itoa(int(b[0]))))
+			return unsupportedError("protocol " + strconv.Itoa(int(b[0])))
 		}
 	case opFrame:
 		n, err := d.readUint(8)
@@ -576,7 +581,7 @@ func (d *decoder) step(op byte) error {
 		return d.build(obj, state)
 	default:
 		if why, ok := unsupportedOps[op]; ok {
-			return errors.Join(ErrUnsupported, errString(why))
+			return unsupportedError(why)
 		}
 		return malformed("unknown opcode")
 	}

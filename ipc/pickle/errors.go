@@ -32,11 +32,14 @@ var (
 // possibly a *GlobalError or *LimitError).
 type DecodeError struct {
 	Offset int   // byte offset of the opcode that failed
-	Op     byte  // that opcode
+	Op     byte  // that opcode (0 when the error is not an opcode's)
 	Err    error // what went wrong
 }
 
 func (e *DecodeError) Error() string {
+	if e.Op == 0 {
+		return fmt.Sprintf("pickle: at byte %d: %v", e.Offset, trimPrefix(e.Err))
+	}
 	return fmt.Sprintf("pickle: at byte %d (opcode %#02x): %v", e.Offset, e.Op, trimPrefix(e.Err))
 }
 
