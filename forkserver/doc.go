@@ -34,7 +34,7 @@
 // (/proc/self/exe), started before it is needed. It runs the runtime's
 // and every package's initialisation, then main calls process.Init
 // (which the program does first anyway), and there, through a hook this
-// package registers at initialisation (process.RegisterInitHook), it
+// package registers at initialisation (starter.RegisterInitHook), it
 // sends a Ready frame and blocks for its request. No user code beyond
 // package initialisation runs before the request: exactly what runs in a
 // spawned child before its function.
@@ -47,7 +47,7 @@
 // following frames). The warm process puts the three stdio files on fds 0,
 // 1 and 2 (blocking, as Spawn gives them), adopts the program's current
 // environment when it changed since the warm process started, sets the
-// death signal for a daemon, and calls process.RunChild: from there on it
+// death signal for a daemon, and calls starter.RunChild: from there on it
 // is a child like any other. Start returns as soon as the frame is sent;
 // a background goroutine starts a replacement RefillDelay later (2 ms by
 // default, so that the exec of the replacement does not compete for the
@@ -64,7 +64,7 @@
 // processes directly, and so:
 //
 //   - each warm process is the program's own child, started with a pidfd
-//     (clone's CLONE_PIDFD) that process.ChildFromPidfd turns into the
+//     (clone's CLONE_PIDFD) that starter.ChildFromPidfd turns into the
 //     same Child Spawn returns: Join, Wait, Terminate, Kill, Sentinel,
 //     ExitCode, signals as negative codes, all exact, with no pid-reuse
 //     race and no status relayed by a third process;

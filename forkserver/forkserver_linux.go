@@ -15,13 +15,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multiproc/multiproc/ipc"
-	"github.com/multiproc/multiproc/process"
-	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process/starter"
+	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
 )
 
 // envWarm marks a warm process; its value is the fd of its control socket.
@@ -130,7 +131,7 @@ type result struct {
 // warm is one warm process, a direct child of this process.
 type warm struct {
 	pid   int
-	child process.Child // watches it through its pidfd
+	child starter.Child // watches it through its pidfd
 	conn  *ipc.Conn     // the control socket
 	env   []string      // the environment it was started with
 }
@@ -170,10 +171,10 @@ func (s *Starter) Name() string { return "forkserver" }
 
 // Start hands req to a warm process, which becomes the child: it puts
 // req's Stdin, Stdout and Stderr on its fds 0, 1 and 2 and runs
-// process.RunChild with the bootstrap message and the files. When no warm
+// starter.RunChild with the bootstrap message and the files. When no warm
 // process is ready, Start waits (bounded by ctx) for the one being made.
 // A warm process found dead is replaced, and the start tried again.
-func (s *Starter) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+func (s *Starter) Start(ctx context.Context, req *starter.Request) (starter.Child, error) {
 	if _, ok := os.LookupEnv(envWarm); ok {
 		return nil, ErrNoInit
 	}
@@ -476,7 +477,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 		conn.Close()
 		return nil, errors.New("forkserver: the kernel gave no pidfd (Linux 5.3 or later is needed)")
 	}
-	child, err := process.ChildFromPidfd(pid, pidfd)
+	child, err := starter.ChildFromPidfd(pid, pidfd)
 	if err != nil {
 		syscall.Kill(pid, syscall.SIGKILL)
 		var ws syscall.WaitStatus
@@ -521,7 +522,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 
 // hand sends req to w. On success w's control socket is closed: the child
 // now has its parent's status socket (in the bootstrap) as its lifeline.
-func (w *warm) hand(ctx context.Context, req *process.StartRequest) error {
+func (w *warm) hand(ctx context.Context, req *starter.Request) error {
 	msg := &fspb.Request{
 		Bootstrap: req.Bootstrap,
 		Files:     uint32(3 + len(req.Files)),

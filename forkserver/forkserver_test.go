@@ -13,11 +13,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"golang.org/x/sys/unix"
+
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
 	"github.com/multiproc/multiproc/process/processtest"
-	"golang.org/x/sys/unix"
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 // The process package's conformance suite (exit codes, signals, Join,
@@ -277,7 +279,7 @@ func TestProgramExitLeavesNoProcess(t *testing.T) {
 func TestStartInWarmWithoutInit(t *testing.T) {
 	t.Setenv(envWarm, "3")
 	s := newStarter(t)
-	if _, err := s.Start(context.Background(), &process.StartRequest{}); !errors.Is(err, ErrNoInit) {
+	if _, err := s.Start(context.Background(), &starter.Request{}); !errors.Is(err, ErrNoInit) {
 		t.Fatalf("Start = %v", err)
 	}
 }

@@ -11,24 +11,25 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/multiproc/multiproc/ipc"
-	"github.com/multiproc/multiproc/process"
-	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process/starter"
+	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
 )
 
 // The warm side. process.Init, called first in main after every package
 // is initialised, finds envWarm set and calls warmMain, which waits for
 // the request and becomes the child.
-func init() { process.RegisterInitHook(envWarm, warmMain) }
+func init() { starter.RegisterInitHook(envWarm, warmMain) }
 
 func warmMain(v string) {
 	fd, err := strconv.Atoi(v)
 	if err != nil || fd < 3 {
 		warmFatal(fmt.Errorf("forkserver: bad %s=%q", envWarm, v))
 	}
-	process.CloseStrayFDs(fd)
+	starter.CloseStrayFDs(fd)
 	f := os.NewFile(uintptr(fd), "forkserver-control")
 	conn, err := ipc.NewConn(f, f, ipc.MaxFrameSize(maxRequest))
 	if err != nil {
@@ -85,7 +86,7 @@ func warmMain(v string) {
 	if req.Daemon {
 		unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
 	}
-	process.RunChild(req.Bootstrap, files[3:])
+	starter.RunChild(req.Bootstrap, files[3:])
 }
 
 // parseRequest decodes and checks a Request frame that came with nfiles
@@ -139,7 +140,7 @@ func warmFatal(err error) {
 }
 
 // prewarm runs, while the warm process waits, the first-use
-// initialisation of what the hand-over and process.RunChild use: the
+// initialisation of what the hand-over and starter.RunChild use: the
 // protobuf coder of Request, built lazily on first use (30 to 100
 // microseconds, measured), and the signal package's watcher, which
 // RunChild's signal.Notify would otherwise start.

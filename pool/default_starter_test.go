@@ -9,6 +9,7 @@ import (
 
 	"github.com/multiproc/multiproc/pool"
 	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 // countingStarter is process.Spawn, counting its starts.
@@ -16,7 +17,7 @@ type countingStarter struct{ n atomic.Int32 }
 
 func (c *countingStarter) Name() string { return "counting" }
 
-func (c *countingStarter) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+func (c *countingStarter) Start(ctx context.Context, req *starter.Request) (starter.Child, error) {
 	c.n.Add(1)
 	return process.Spawn.Start(ctx, req)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/pool"
 	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 var bg = context.Background()
@@ -417,7 +418,7 @@ type failingStarter struct {
 }
 
 func (s *failingStarter) Name() string { return "failing" }
-func (s *failingStarter) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+func (s *failingStarter) Start(ctx context.Context, req *starter.Request) (starter.Child, error) {
 	if n := s.n.Add(1); n == s.failAt || (s.failFrom > 0 && n >= s.failFrom) {
 		return nil, errStarter
 	}

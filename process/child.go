@@ -25,6 +25,8 @@ import (
 
 	"github.com/multiproc/multiproc/internal/base/valenc"
 	"github.com/multiproc/multiproc/ipc/remote"
+	"github.com/multiproc/multiproc/process/internal/plumbing"
+	"github.com/multiproc/multiproc/process/starter"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
@@ -54,7 +56,7 @@ func Init() {
 	if err != nil {
 		childFatal(fmt.Errorf("process: bad %s=%q: %w", envChild, v, err))
 	}
-	CloseStrayFDs(fd0 + n)
+	starter.CloseStrayFDs(fd0 + n)
 	files := make([]*os.File, n)
 	for i := range files {
 		fd := fd0 + 1 + i
@@ -67,45 +69,7 @@ func Init() {
 		st.startupError(fmt.Sprintf("process: read bootstrap message: %v", err))
 		os.Exit(1)
 	}
-	RunChild(b, files)
-}
-
-// closeStrays closes the fds this process inherited without being given
-// them: fds the parent had opened without close-on-exec (or inherited
-// itself), which syscall.ForkExec passes on, unlike Python's spawn
-// (close_fds). They are told apart from the Go runtime's own fds, opened
-// since exec, by their close-on-exec flag, which the runtime always sets.
-// fds 0 to last are the child's stdio, bootstrap and inherited table.
-//
-// It is exported for Starters whose warm processes wait in Init (see
-// RegisterInitHook), which must do the same before running anything.
-func CloseStrayFDs(last int) {
-	d, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	var buf [4096]byte
-	var strays []int
-	for {
-		n, err := unix.ReadDirent(d, buf[:])
-		if err != nil || n <= 0 {
-			break
-		}
-		_, _, names := unix.ParseDirent(buf[:n], -1, nil)
-		for _, name := range names {
-			fd, err := strconv.Atoi(name)
-			if err != nil || fd <= last || fd == d {
-				continue
-			}
-			if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
-				strays = append(strays, fd)
-			}
-		}
-	}
-	unix.Close(d)
-	for _, fd := range strays {
-		unix.Close(fd)
-	}
+	runChildAndExit(b, files)
 }
 
 func parseChildEnv(v string) (fd0, n int, err error) {
@@ -129,11 +93,14 @@ func childFatal(err error) {
 	os.Exit(1)
 }
 
-// RunChild runs a child from its bootstrap message and inherited-file
-// table, then exits; it never returns. Init calls it for spawned children;
-// a Starter whose children are not exec'd (a forkserver's warm process)
-// calls it with what it received. It takes ownership of files.
-func RunChild(bootstrap []byte, files []*os.File) {
+func init() { plumbing.RunChild = runChildAndExit }
+
+// runChildAndExit runs a child from its bootstrap message and
+// inherited-file table, then exits; it never returns. Init calls it for
+// spawned children; a Starter whose children are not exec'd (a
+// forkserver's warm process) reaches it through starter.RunChild. It takes
+// ownership of files.
+func runChildAndExit(bootstrap []byte, files []*os.File) {
 	os.Exit(runChild(bootstrap, files))
 }
 
@@ -176,13 +143,13 @@ func runChild(b []byte, files []*os.File) int {
 		st.startupError(err.Error())
 		return 1
 	}
-	inh.Lock()
-	inh.table = files
-	inh.received = map[string]*pb.HandleRef{}
+	plumbing.Inherited.Lock()
+	plumbing.Inherited.Table = files
+	plumbing.Inherited.Received = map[string]*pb.HandleRef{}
 	for _, in := range boot.Inherited {
-		inh.received[in.Key] = in.Handle
+		plumbing.Inherited.Received[in.Key] = in.Handle
 	}
-	inh.Unlock()
+	plumbing.Inherited.Unlock()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -267,7 +234,7 @@ func takeWorkingDir(boot *pb.Bootstrap, files []*os.File) error {
 			continue
 		}
 		boot.Inherited = slices.Delete(boot.Inherited, i, i+1)
-		fs, err := tableFiles(files, in.GetHandle().GetFiles())
+		fs, err := plumbing.TakeFiles(files, in.GetHandle().GetFiles())
 		if err != nil || len(fs) != 1 {
 			return fmt.Errorf("process: the parent's working directory: bad handle (%v)", err)
 		}
@@ -391,7 +358,7 @@ func decodeArgs(f *Func, args []*pb.Argument, table []*os.File) ([]reflect.Value
 			if !p.handle {
 				return nil, fmt.Errorf("%w: %s: argument %d is a handle (%s) but the parameter is a %v", ErrBadArgs, f.name, i, k.Handle.Kind, p.t)
 			}
-			files, err := tableFiles(table, k.Handle.Files)
+			files, err := plumbing.TakeFiles(table, k.Handle.Files)
 			if err != nil {
 				return nil, fmt.Errorf("process: %s: argument %d: %w", f.name, i, err)
 			}

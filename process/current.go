@@ -5,13 +5,11 @@ package process
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"sync"
 
-	pb "github.com/multiproc/multiproc/proto/process/v1"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -209,88 +207,3 @@ func Shutdown(ctx context.Context) error {
 }
 
 // ----------------------------------------------------- inherited handles
-
-// InheritFunc returns a handle to give to a new child: files (duplicates
-// that the process package closes once the child has started) and a
-// descriptor. Returning no files and a nil descriptor gives nothing to this
-// child.
-type InheritFunc func() (files []*os.File, desc []byte, err error)
-
-type inheritProvider struct {
-	key string
-	fn  InheritFunc
-}
-
-var inh struct {
-	sync.Mutex
-	providers []inheritProvider
-	received  map[string]*pb.HandleRef
-	table     []*os.File
-}
-
-// RegisterInherited makes fn run at every Start, in this process and (as
-// the same package-level code runs there) in its children, and hands its
-// result to the new child under key, which the child's code retrieves
-// with Inherited(key). It is the hook a higher module uses to give every
-// process of the tree a handle, e.g. the resource tracker's connection.
-// Call it at package initialisation; it panics on an empty or duplicate
-// key. An error from fn makes Start fail.
-func RegisterInherited(key string, fn InheritFunc) {
-	if key == "" || fn == nil {
-		panic("process: RegisterInherited needs a key and a function")
-	}
-	if key == cwdKey {
-		panic(fmt.Sprintf("process: RegisterInherited(%q): the key is the process package's own", key))
-	}
-	inh.Lock()
-	defer inh.Unlock()
-	for _, p := range inh.providers {
-		if p.key == key {
-			panic(fmt.Sprintf("process: RegisterInherited(%q): key already registered", key))
-		}
-	}
-	inh.providers = append(inh.providers, inheritProvider{key, fn})
-}
-
-func inheritedProviders() []inheritProvider {
-	inh.Lock()
-	defer inh.Unlock()
-	return slices.Clone(inh.providers)
-}
-
-// Inherited returns, in a child, the files and descriptor that the
-// parent's RegisterInherited function produced under key. The first call
-// takes ownership of the files (the caller closes them); later calls, and
-// calls in the main process, return ok false. Files never claimed stay
-// open, close-on-exec, until the child exits.
-func Inherited(key string) (files []*os.File, desc []byte, ok bool) {
-	inh.Lock()
-	defer inh.Unlock()
-	ref, ok := inh.received[key]
-	if !ok {
-		return nil, nil, false
-	}
-	delete(inh.received, key)
-	files, err := tableFiles(inh.table, ref.Files)
-	if err != nil {
-		return nil, nil, false
-	}
-	return files, ref.Desc, true
-}
-
-var errBadIndex = errors.New("file index out of range or used twice")
-
-// tableFiles takes the files at idx out of table (each may be taken once).
-func tableFiles(table []*os.File, idx []uint32) ([]*os.File, error) {
-	files := make([]*os.File, len(idx))
-	for i, x := range idx {
-		if int(x) >= len(table) || table[x] == nil || slices.Contains(idx[:i], x) {
-			return nil, fmt.Errorf("%w: %d", errBadIndex, x)
-		}
-		files[i] = table[x]
-	}
-	for _, x := range idx {
-		table[x] = nil
-	}
-	return files, nil
-}

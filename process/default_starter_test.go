@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 // countingStarter is Spawn, counting its starts.
@@ -13,7 +15,7 @@ type countingStarter struct{ n int }
 
 func (c *countingStarter) Name() string { return "counting" }
 
-func (c *countingStarter) Start(ctx context.Context, req *StartRequest) (Child, error) {
+func (c *countingStarter) Start(ctx context.Context, req *starter.Request) (starter.Child, error) {
 	c.n++
 	return Spawn.Start(ctx, req)
 }
@@ -24,7 +26,9 @@ type refusingStarter struct{}
 
 func (refusingStarter) Name() string { return "refusing" }
 
-func (refusingStarter) Start(context.Context, *StartRequest) (Child, error) { return nil, errRefused }
+func (refusingStarter) Start(context.Context, *starter.Request) (starter.Child, error) {
+	return nil, errRefused
+}
 
 func TestSetDefaultStarter(t *testing.T) {
 	if got := DefaultStarter(); got != Spawn {

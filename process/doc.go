@@ -12,16 +12,31 @@
 // know them under the same names, and main calls Init before anything
 // else:
 //
-//	var square = process.Register("square", func(ctx context.Context, n int, out *ipc.Conn) error {
-//		defer out.Close()
-//		return out.Send(ctx, n*n)
+//	var hello = process.Register1("hello", func(ctx context.Context, who string) error {
+//		fmt.Println("hello,", who)
+//		return nil
 //	})
 //
 //	func main() {
 //		process.Init() // in a child: runs the function and exits
-//		defer process.Shutdown(context.Background())
+//		ctx := context.Background()
+//		defer process.Shutdown(ctx)
+//		p := hello.Process("world") // the argument's type is checked by the compiler
+//		if err := p.Start(ctx); err != nil {
+//			log.Fatal(err)
+//		}
+//		err := p.Join(ctx) // nil, or an *ExitError
 //		...
 //	}
+//
+// Register1 takes a function of one argument, typed; Register takes a
+// function of any number of arguments (handles such as an *ipc.Conn among
+// them), checked against the registered signature at Start:
+//
+//	var square = process.Register("square", func(ctx context.Context, n int, out *ipc.Conn) error {
+//		defer out.Close()
+//		return out.Send(ctx, n*n)
+//	})
 //
 // In the parent Init returns at once (one environment lookup). In a child
 // (marked by the MULTIPROC_CHILD environment variable) it reads a protobuf
@@ -40,7 +55,6 @@
 // protobuf messages, gob for the rest). Start checks every argument against
 // the registered signature and encodes it, so a wrong or unencodable
 // argument is an error in the parent, not a mystery in the child.
-// Register1 gives compile-time checking for functions of one argument.
 //
 // # Lifecycle
 //
@@ -107,15 +121,13 @@
 // # Start methods
 //
 // Process.Starter chooses how the child is started; Spawn (exec of
-// /proc/self/exe) is the default. A Starter receives a fully prepared
-// StartRequest (bootstrap bytes, the table of files, environment, stdio)
-// and returns a Child to wait on and signal, so the forkserver module can
-// hand the request to a warm process over a unix socket (files by
-// SCM_RIGHTS), which calls RunChild. Two hooks serve such a Starter:
-// RegisterInitHook lets its pre-started processes wait inside Init (after
-// all package initialisation, before any user code) for their request,
-// and ChildFromPidfd watches a process it started ahead of time exactly as
-// Spawn watches its own. Whatever the Starter, the child runs in the
+// /proc/self/exe) is the default, SetDefaultStarter changes it for the
+// whole program (Python's set_start_method), and the forkserver module
+// provides warm, pre-started processes. A Starter receives a fully
+// prepared request (bootstrap bytes, the table of files, environment,
+// stdio) and returns a child to wait on and signal; what a Starter's
+// author needs beyond that lives in package process/starter. Whatever the
+// Starter, the child runs in the
 // parent's working directory of the time of Start: a child that Spawn
 // did not fork then receives it in its bootstrap message (as a directory
 // descriptor, like CPython's preparation data "dir") and changes to it
@@ -126,10 +138,10 @@
 // # Handles for the whole tree
 //
 // A module above this one (the resource tracker) can give every child of
-// the tree a handle: RegisterInherited(key, fn) at package initialisation
-// runs fn at each Start and passes its files and descriptor to the child,
-// where Inherited(key) returns them. The same registration runs in the
-// child, so grandchildren get it too.
+// the tree a handle: starter.RegisterInherited(key, fn) at package
+// initialisation runs fn at each Start and passes its files and descriptor
+// to the child, where starter.Inherited(key) returns them. The same
+// registration runs in the child, so grandchildren get it too.
 //
 // # Current process, CPUs, authkey, logging
 //
@@ -147,7 +159,7 @@
 //
 // # Concurrency
 //
-// Register and RegisterInherited are meant for package initialisation
+// Register is meant for package initialisation
 // but are safe at any time. A Process's fields must not change after
 // Start; its methods are safe for concurrent use. Current, Parent,
 // ActiveChildren, Shutdown, CPUCount and HostCPUCount are safe for

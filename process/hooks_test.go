@@ -6,18 +6,18 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 func TestChildFromPidfdBadArgs(t *testing.T) {
 	for _, c := range [][2]int{{0, 3}, {-1, 3}, {1, -1}} {
-		if _, err := process.ChildFromPidfd(c[0], c[1]); err == nil {
+		if _, err := starter.ChildFromPidfd(c[0], c[1]); err == nil {
 			t.Errorf("ChildFromPidfd(%d, %d) accepted", c[0], c[1])
 		}
 	}
 }
 
-var registerTestHook = sync.OnceFunc(func() { process.RegisterInitHook("PROCESS_TEST_HOOK", func(string) {}) })
+var registerTestHook = sync.OnceFunc(func() { starter.RegisterInitHook("PROCESS_TEST_HOOK", func(string) {}) })
 
 func TestRegisterInitHookRefusesBadNames(t *testing.T) {
 	registerTestHook() // once: -count=N runs the test again
@@ -28,7 +28,7 @@ func TestRegisterInitHookRefusesBadNames(t *testing.T) {
 					t.Errorf("RegisterInitHook(%q) did not panic", name)
 				}
 			}()
-			process.RegisterInitHook(name, func(string) {})
+			starter.RegisterInitHook(name, func(string) {})
 		}()
 	}
 }

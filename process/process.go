@@ -26,6 +26,8 @@ import (
 	"github.com/multiproc/multiproc/internal/base/valenc"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/ipc/remote"
+	"github.com/multiproc/multiproc/process/internal/plumbing"
+	"github.com/multiproc/multiproc/process/starter"
 	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
 
@@ -86,7 +88,7 @@ type Process struct {
 	started bool
 	closed  bool
 	waited  bool
-	child   Child
+	child   starter.Child
 	pid     int
 	name    string
 	method  string
@@ -151,9 +153,9 @@ func (p *Process) Start(ctx context.Context) (err error) {
 	if err := p.Func.checkArgs(p.Args); err != nil {
 		return err
 	}
-	starter := p.Starter
-	if starter == nil {
-		starter = DefaultStarter()
+	st := p.Starter
+	if st == nil {
+		st = DefaultStarter()
 	}
 	p.log = p.Logger
 	if p.log == nil {
@@ -207,7 +209,7 @@ func (p *Process) Start(ctx context.Context) (err error) {
 		Status:          0,
 		ParentPid:       int64(os.Getpid()),
 		ParentStartTime: parentStart,
-		StartMethod:     starter.Name(),
+		StartMethod:     st.Name(),
 		Ident:           ident,
 		Env:             p.Env,
 		TermGraceNs:     int64(grace),
@@ -239,22 +241,25 @@ func (p *Process) Start(ctx context.Context) (err error) {
 			Encoding: encodingOf(a), Data: data,
 		}}})
 	}
-	for _, in := range inheritedProviders() {
-		hf, desc, err := in.fn()
+	plumbing.Inherited.Lock()
+	providers := slices.Clone(plumbing.Inherited.Providers)
+	plumbing.Inherited.Unlock()
+	for _, in := range providers {
+		hf, desc, err := in.Fn()
 		if err != nil {
-			return fmt.Errorf("process: inherited handle %q: %w", in.key, err)
+			return fmt.Errorf("process: inherited handle %q: %w", in.Key, err)
 		}
 		if len(hf) == 0 && desc == nil {
 			continue
 		}
-		boot.Inherited = append(boot.Inherited, &pb.Inherited{Key: in.key, Handle: &pb.HandleRef{Files: addFiles(hf), Desc: desc}})
+		boot.Inherited = append(boot.Inherited, &pb.Inherited{Key: in.Key, Handle: &pb.HandleRef{Files: addFiles(hf), Desc: desc}})
 	}
 
 	// A child that Spawn forks at Start has the parent's working directory
 	// already. Another Starter's child (a forkserver's, started ahead of
 	// time) gets it as a handle and changes to it before running anything,
 	// as CPython's preparation data does with "dir".
-	if starter != Spawn {
+	if st != Spawn {
 		if fd, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
 			boot.Inherited = append(boot.Inherited, &pb.Inherited{Key: cwdKey, Handle: &pb.HandleRef{
 				Files: addFiles([]*os.File{os.NewFile(uintptr(fd), "multiproc-cwd")}),
@@ -273,7 +278,7 @@ func (p *Process) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("process: encode bootstrap: %w", err)
 	}
-	req := &StartRequest{
+	req := &starter.Request{
 		Name:      name,
 		Bootstrap: bootBytes,
 		Files:     files,
@@ -283,7 +288,7 @@ func (p *Process) Start(ctx context.Context) (err error) {
 		Stderr:    stdio[2],
 		Daemon:    p.Daemon,
 	}
-	child, err := starter.Start(ctx, req)
+	child, err := st.Start(ctx, req)
 	if err != nil {
 		for _, c := range copies {
 			c.abort()
@@ -294,7 +299,7 @@ func (p *Process) Start(ctx context.Context) (err error) {
 	p.child = child
 	p.pid = child.Pid()
 	p.name = name
-	p.method = starter.Name()
+	p.method = st.Name()
 	p.status = statusFD
 	p.waitSem = make(chan struct{}, 1)
 	p.done = make(chan struct{})

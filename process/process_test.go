@@ -9,9 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/multiproc/multiproc/process"
 	"github.com/multiproc/multiproc/process/processtest"
-	"golang.org/x/sys/unix"
 )
 
 // The conformance suite (exit codes, signals, Join, arguments and

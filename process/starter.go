@@ -5,16 +5,18 @@ package process
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync/atomic"
-	"syscall"
+
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 // A Starter turns a fully prepared start request into a running child.
 // Spawn (re-executing the running binary) is the default; the forkserver
 // module provides one that hands the request to a warm, pre-started
 // process over a unix socket (the files by SCM_RIGHTS), which then calls
-// RunChild.
+// starter.RunChild. Package process/starter has what a Starter's author
+// needs; package process/processtest checks a Starter against Process's
+// behaviour.
 //
 // Start must not close or keep req's files: the Process closes its copies
 // once Start returns. A Starter is used by many Processes at once and must
@@ -24,7 +26,7 @@ type Starter interface {
 	Name() string
 	// Start starts the child described by req. ctx bounds the start only,
 	// never the child's life.
-	Start(ctx context.Context, req *StartRequest) (Child, error)
+	Start(ctx context.Context, req *starter.Request) (starter.Child, error)
 }
 
 // defaultStarter holds the Starter set by SetDefaultStarter, boxed (an
@@ -62,53 +64,6 @@ func DefaultStarter() Starter {
 		return b.s
 	}
 	return Spawn
-}
-
-// StartRequest is everything a child needs, prepared by Process.Start.
-type StartRequest struct {
-	// Name is the child's process name, for diagnostics.
-	Name string
-	// Bootstrap is the encoded bootstrap message (multiproc.process.v1.
-	// Bootstrap) that the child must receive; RunChild decodes it.
-	Bootstrap []byte
-	// Files is the child's inherited-file table, in order: the indexes in
-	// the bootstrap message refer to it. The Starter must give the child
-	// these files (dup'd, passed by SCM_RIGHTS, ...), and nothing else.
-	Files []*os.File
-	// Env is the complete environment of an exec'd child (the parent's,
-	// plus Process.Env). A Starter that cannot set the environment of the
-	// process it uses may ignore it: the bootstrap message repeats
-	// Process.Env and the child applies it.
-	Env []string
-	// Stdin, Stdout and Stderr become the child's fds 0, 1 and 2.
-	Stdin, Stdout, Stderr *os.File
-	// Daemon asks that the child also get a death signal from the kernel
-	// (PR_SET_PDEATHSIG, SIGTERM) when its parent dies, in addition to the
-	// lifeline in the bootstrap message.
-	Daemon bool
-}
-
-// A Child is a started child process, as a Starter reports it. All methods
-// are safe for concurrent use, except that Release must be the last call.
-type Child interface {
-	// Pid is the child's process id.
-	Pid() int
-	// Wait waits for the child to exit and returns its exit code in
-	// Python's convention (the exit status, or minus the signal number).
-	// It reaps the child. When ctx is done it returns ctx.Err(), after one
-	// last check that does not block: so a done ctx polls. Once it has
-	// returned a code it returns the same code again.
-	Wait(ctx context.Context) (code int, err error)
-	// Signal sends sig to the child; a child that has already exited is
-	// not an error (and pid reuse cannot misdirect the signal).
-	Signal(sig syscall.Signal) error
-	// WaitFD returns a file descriptor that becomes readable when the
-	// child exits (ipc.Wait's Waitable), valid until Release; ready is
-	// true when the child is known to have exited.
-	WaitFD() (fd uintptr, ready bool, err error)
-	// Release frees what the Child holds (its pidfd). The Process calls it
-	// once, after the child has been reaped or when Start fails.
-	Release() error
 }
 
 // Spawn is the default start method: the child is a re-execution of the

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 
-	pb "github.com/multiproc/multiproc/proto/process/v1"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
 
 // The child decodes its bootstrap message and encodes its "started"

@@ -9,11 +9,12 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+
 	"github.com/multiproc/multiproc/ipc"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/process/v1"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/testing/protocmp"
 )
 
 func sampleBootstrap() *pb.Bootstrap {

@@ -14,14 +14,16 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multiproc/multiproc/process"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 const (
 	// inheritKey names the tracker's connection among the handles a child
-	// inherits (process.RegisterInherited).
+	// inherits (starter.RegisterInherited).
 	inheritKey = "multiproc.tracker"
 	// envTracker turns a re-executed binary into the tracker (an init hook
 	// of the process package); fd 3 is the pipe, fd 4 the ready pipe.
@@ -53,8 +55,8 @@ var client struct {
 var selfPid = os.Getpid()
 
 func init() {
-	process.RegisterInherited(inheritKey, inheritConn)
-	process.RegisterInitHook(envTracker, runTracker)
+	starter.RegisterInherited(inheritKey, inheritConn)
+	starter.RegisterInitHook(envTracker, runTracker)
 }
 
 // SetLogger sets the logger of this process's tracker client (nil means
@@ -97,7 +99,7 @@ func inheritConn() ([]*os.File, []byte, error) {
 func loadInherited() *conn {
 	if !client.loaded {
 		client.loaded = true
-		files, desc, ok := process.Inherited(inheritKey)
+		files, desc, ok := starter.Inherited(inheritKey)
 		if ok && len(files) == 1 && len(desc) == 4 {
 			f := files[0]
 			client.c = &conn{w: f, fd: int(f.Fd()), pid: int(binary.BigEndian.Uint32(desc))}

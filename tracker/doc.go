@@ -14,7 +14,7 @@
 // for any multiproc child. The tracker reads a pipe whose write end every
 // process of the tree holds: the starter keeps it, and every child started
 // through the process package inherits a duplicate
-// (process.RegisterInherited), also a child that never registers
+// (starter.RegisterInherited), also a child that never registers
 // anything, so that a grandchild's resources are covered too. A child
 // that registers a resource uses its inherited connection instead of
 // starting a tracker of its own. A child started before the tree had a

@@ -12,6 +12,7 @@ import (
 
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 )
 
@@ -61,7 +62,7 @@ type mangler struct {
 	f func([]byte) []byte
 }
 
-func (m mangler) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+func (m mangler) Start(ctx context.Context, req *starter.Request) (starter.Child, error) {
 	r := *req
 	r.Bootstrap = m.f(slices.Clone(req.Bootstrap))
 	return m.Starter.Start(ctx, &r)

@@ -13,11 +13,13 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/multiproc/multiproc/ipc"
-	"github.com/multiproc/multiproc/process"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 // lowestLevel names the lowest level enabled, or "off".
@@ -309,7 +311,7 @@ const inheritKey = "processtest.inherited"
 var inheritConn atomic.Pointer[ipc.Conn]
 
 func init() {
-	process.RegisterInherited(inheritKey, func() ([]*os.File, []byte, error) {
+	starter.RegisterInherited(inheritKey, func() ([]*os.File, []byte, error) {
 		c := inheritConn.Load()
 		if c == nil {
 			return nil, nil, nil
@@ -343,7 +345,7 @@ func testInheritedHandles(t *testing.T, e *env) {
 	if err := p.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := process.Inherited(inheritKey); ok {
+	if _, _, ok := starter.Inherited(inheritKey); ok {
 		t.Fatal("Inherited in the main process")
 	}
 	// Without the handle, the child gets none.

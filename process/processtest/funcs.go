@@ -13,11 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
-	"golang.org/x/sys/unix"
 )
 
 // The functions the suite runs in children. Registered at package level,
@@ -183,7 +185,7 @@ var (
 	})
 	fnInherited = process.Register("processtest.inherited", func(ctx context.Context, c *ipc.Conn) error {
 		defer c.Close()
-		files, desc, ok := process.Inherited(inheritKey)
+		files, desc, ok := starter.Inherited(inheritKey)
 		if !ok {
 			return c.Send(ctx, "none")
 		}
@@ -195,7 +197,7 @@ var (
 		if err := w.SendBytes(ctx, []byte("via inherited")); err != nil {
 			return err
 		}
-		_, _, again := process.Inherited(inheritKey)
+		_, _, again := starter.Inherited(inheritKey)
 		return c.Send(ctx, fmt.Sprintf("ok again=%v", again))
 	})
 	// fnRecurse sends its name on c, then runs itself twice in children,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/multiproc/multiproc/process"
 	"github.com/multiproc/multiproc/process/processtest"
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 func TestMain(m *testing.M) { processtest.Main(m) }
@@ -22,7 +23,7 @@ type counting struct{ n atomic.Int64 }
 
 func (c *counting) Name() string { return "counting" }
 
-func (c *counting) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+func (c *counting) Start(ctx context.Context, req *starter.Request) (starter.Child, error) {
 	c.n.Add(1)
 	return process.Spawn.Start(ctx, req)
 }
@@ -41,7 +42,7 @@ type broken struct{}
 
 func (broken) Name() string { return "broken" }
 
-func (broken) Start(ctx context.Context, req *process.StartRequest) (process.Child, error) {
+func (broken) Start(ctx context.Context, req *starter.Request) (starter.Child, error) {
 	r := *req
 	r.Stdout = r.Stderr
 	c, err := process.Spawn.Start(ctx, &r)
@@ -51,7 +52,7 @@ func (broken) Start(ctx context.Context, req *process.StartRequest) (process.Chi
 	return brokenChild{c}, nil
 }
 
-type brokenChild struct{ process.Child }
+type brokenChild struct{ starter.Child }
 
 func (c brokenChild) Wait(ctx context.Context) (int, error) {
 	code, err := c.Child.Wait(ctx)

@@ -83,7 +83,7 @@ func (x *Ready) GetPid() int64 {
 type Request struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// bootstrap is the encoded multiproc.process.v1.Bootstrap message that
-	// the warm process passes to process.RunChild.
+	// the warm process passes to starter.RunChild.
 	Bootstrap []byte `protobuf:"bytes,1,opt,name=bootstrap,proto3" json:"bootstrap,omitempty"`
 	// files is the total number of files: 3 (stdio) plus the table's.
 	Files uint32 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`

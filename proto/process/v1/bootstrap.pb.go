@@ -319,7 +319,7 @@ type Bootstrap struct {
 	// environment at exec time (a warm forkserver process).
 	Env []string `protobuf:"bytes,13,rep,name=env,proto3" json:"env,omitempty"`
 	// Inherited are the handles that higher modules hand to every child
-	// (process.RegisterInherited), e.g. the resource tracker's connection.
+	// (starter.RegisterInherited), e.g. the resource tracker's connection.
 	Inherited []*Inherited `protobuf:"bytes,14,rep,name=inherited,proto3" json:"inherited,omitempty"`
 	// TermGraceNs is how long the child's function may take to return after
 	// SIGTERM (or its parent's death, for a daemon) cancelled its context,
