@@ -12,11 +12,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multiproc/multiproc/ipc/remote"
-	"github.com/multiproc/multiproc/process"
-	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/multiproc/multiproc/ipc/remote"
+	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/process/starter"
+	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 )
 
 // EnvCluster names the environment variable that turns a program into an
@@ -32,7 +34,7 @@ const (
 )
 
 func init() {
-	process.RegisterInitHook(EnvCluster, runAgentFromEnv)
+	starter.RegisterInitHook(EnvCluster, runAgentFromEnv)
 }
 
 // runAgentFromEnv is a host agent started with MULTIPROC_CLUSTER=url.
