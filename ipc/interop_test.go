@@ -55,9 +55,10 @@ while True:
 // python3 ("" ) and each pyenv version >= 3.11 installed.
 func pythons(t *testing.T) []string {
 	mptest.Python(t)
+	mptest.RequirePythonVersions(t)
 	vs := []string{""}
 	for _, v := range mptest.PythonVersions() {
-		if slices.Contains([]string{"3.12.1", "3.13.0"}, v) || strings.HasPrefix(v, "3.14") {
+		if slices.Contains(mptest.CIPythonVersions, v) || strings.HasPrefix(v, "3.14") {
 			vs = append(vs, v)
 		}
 	}

@@ -72,6 +72,7 @@ func pythons(t *testing.T) []string {
 	if os.Getenv("MPTEST_PYTHON") != "" {
 		return []string{py}
 	}
+	mptest.RequirePythonVersions(t)
 	var vs []string
 	for _, v := range mptest.PythonVersions() {
 		var minor int

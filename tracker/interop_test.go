@@ -70,6 +70,7 @@ func (e *pyError) Error() string { return "python: " + e.err.Error() + ": " + e.
 // up when the tree dies.
 func TestCPythonClient(t *testing.T) {
 	python := mptest.Python(t)
+	mptest.RequirePythonVersions(t)
 	// shared_memory exists since 3.8.
 	versions := slices.DeleteFunc(mptest.PythonVersions(), func(v string) bool {
 		var major, minor int

@@ -302,7 +302,9 @@ func heldOutsideTree() map[string]bool {
 }
 
 // Python returns the python3 to use for interop tests, honouring
-// MPTEST_PYTHON, or skips the test when none is installed (CI installs it).
+// MPTEST_PYTHON, or skips the test when none is installed. Under CI
+// (CI=true) a missing python3 fails the test instead: CI claims to run
+// the interop tests.
 func Python(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("MPTEST_PYTHON"); p != "" {
@@ -310,9 +312,37 @@ func Python(t testing.TB) string {
 	}
 	p, err := exec.LookPath("python3")
 	if err != nil {
+		if InCI() {
+			t.Fatal("python3 not installed, and CI=true: the interop tests must run")
+		}
 		t.Skip("python3 not installed; interop test skipped")
 	}
 	return p
+}
+
+// InCI reports whether the tests run under CI (CI=true), where an
+// interop test fails rather than skips when what it needs is missing.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// CIPythonVersions are the pyenv versions (PYENV_VERSION) the interop
+// tests run against; under CI each must be installed.
+var CIPythonVersions = []string{"3.12.1", "3.13.0"}
+
+// RequirePythonVersions fails the test under CI when a version of
+// CIPythonVersions is not installed through pyenv (unless MPTEST_PYTHON
+// names the one python to use). Outside CI it does nothing: the tests
+// use what is there.
+func RequirePythonVersions(t testing.TB) {
+	t.Helper()
+	if !InCI() || os.Getenv("MPTEST_PYTHON") != "" {
+		return
+	}
+	have := PythonVersions()
+	for _, v := range CIPythonVersions {
+		if !slices.Contains(have, v) {
+			t.Fatalf("CPython %s not installed through pyenv (have %v), and CI=true: the interop tests must run against it", v, have)
+		}
+	}
 }
 
 // PythonVersions returns the CPython versions available through pyenv
