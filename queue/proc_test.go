@@ -655,13 +655,21 @@ func TestSleeperKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Join(ctx)
+	// The dead child may have left the sleeper bit and count raised.
+	dead := atomic.LoadUint32(sleepers(q.c.notEmpty))
 	got := make(chan int)
 	go func() {
 		v, _ := q.Get(ctx)
 		got <- v
 	}()
-	// The dead child may have left the sleeper bit and count raised; our
-	// Get, asleep or not, must see the item.
+	// A later waiter goes to sleep too (it counts itself on the futex
+	// word) and the Put wakes it.
+	for atomic.LoadUint32(sleepers(q.c.notEmpty)) <= dead {
+		if err := ctx.Err(); err != nil {
+			t.Fatal("the later Get never went to sleep")
+		}
+		runtime.Gosched()
+	}
 	if err := q.Put(ctx, 7); err != nil {
 		t.Fatal(err)
 	}
