@@ -64,6 +64,18 @@ test-fuzz: ## Run each fuzz target for FUZZTIME (default 10s).
 	  done; \
 	done
 
+COVERDIR  ?= $(CURDIR)/.cover
+
+.PHONY: cover
+cover: ## Coverage profile per module (COVERDIR), then each robustness.md row's test alone: rows whose test misses the code they claim.
+	@mkdir -p $(COVERDIR)
+	@for mod in $(MODULES); do \
+	  $(call has_go,$$mod) || continue; \
+	  echo "== cover $$mod"; \
+	  (cd $$mod && $(GO) test -count=1 $(TESTFLAGS) -coverprofile=$(COVERDIR)/$$(echo $$mod | tr / _).out ./... | tail -n +1) || exit 1; \
+	done
+	scripts/robustness-cover.sh $(COVERDIR)
+
 .PHONY: bench
 bench: ## Benchmarks with the baseline kit's keys, beside CPython and the floors.
 	$(GO) run $(PREFIX)/tools/cmd/mp bench $(BENCHFLAGS)
