@@ -43,9 +43,11 @@ func Wait(addr *uint32, val uint32, timeout time.Duration) error {
 }
 
 // Wake wakes at most n waiters sleeping on addr and returns how many it
-// woke.
+// woke. FUTEX_WAKE never blocks, so it goes through syscall.RawSyscall6,
+// as the Go runtime's own futex wake-ups do: the scheduler's
+// entersyscall/exitsyscall bookkeeping would cost more than the call.
 func Wake(addr *uint32, n int) int {
-	r, _, e := syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), opWake,
+	r, _, e := syscall.RawSyscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), opWake,
 		uintptr(n), 0, 0, 0)
 	if e != 0 {
 		return 0
