@@ -21,7 +21,7 @@ var ctxType = reflect.TypeFor[context.Context]()
 // error: func(args...) *T or func(args...) (*T, error). Its parameters
 // (and the methods') may start with a context.Context; the others are
 // decoded from the call's arguments (bool, numbers, string, []byte,
-// slices, maps, structs, any; see ToValue).
+// slices, maps, structs, any; see the package doc's value model).
 //
 // The exposed methods are the exported methods of the constructor's
 // result type whose results are (), (R), (error) or (R, error), and only

@@ -63,12 +63,26 @@
 // Barrier.
 // Values crossing the wire are a small language-neutral model (null, bool,
 // integers, floats, strings, bytes, lists, maps and proxy references; see
-// ToValue and PROTOCOL.md): nothing from the wire is ever executed. Go
+// PROTOCOL.md): nothing from the wire is ever executed. Go
 // structs ride it as maps of their exported fields, so a Dict[string,
 // Order], a List[Order], a struct in a Namespace or a struct argument of
 // a registered type's method work, nested structs, slices and maps of
 // them and proxies in their fields included; a struct holding a channel
 // or a func is refused with an error naming the field.
+//
+// In detail, a value may be nil, a bool, any integer or float type, a
+// string, a []byte, a slice or array, a map whose keys are scalars, a
+// struct, a pointer to any of these, or a proxy. A struct becomes a map
+// from the names of its exported fields (in declaration order) to their
+// values; unexported fields are left out, and an embedded struct is one
+// field named after its type. A struct type with a text form
+// (encoding.TextMarshaler on T or *T and encoding.TextUnmarshaler on *T,
+// as time.Time has) becomes that text. Decoding fills a struct's fields by
+// name, ignores names it does not have and leaves missing fields zero.
+// Channels, functions, complex numbers, unsafe pointers and structs whose
+// fields are all unexported are refused, with an error that names the
+// field that holds one ("manager: cannot encode field
+// Order.Items[].Callback: func type").
 //
 // User types are registered by name with RegisterType; their exported
 // methods become callable through an *Object proxy (Object.Call, or the
@@ -116,7 +130,7 @@
 // An error raised in the server reaches the caller as a *RemoteError with
 // the server-side type and message (and the stack of a panic); it matches
 // with errors.Is the sentinels of the server-side chain: ErrKeyNotFound
-// (Python's KeyError), ErrIndexOutOfRange, ErrEmpty, ErrFull, ErrNotOwner,
+// (Python's KeyError), ErrIndexOutOfRange, ErrEmpty, ErrFull, ErrNotHeld,
 // ErrBrokenBarrier, ErrUnknownType, ErrUnknownMethod, ErrBadArgs, ... A
 // custom type's methods keep the identity of their own errors too when
 // those are registered with package ipc/remote (remote.Register for

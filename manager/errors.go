@@ -9,6 +9,7 @@ import (
 
 	"github.com/multiproc/multiproc/ipc/remote"
 	commonv1 "github.com/multiproc/multiproc/proto/common/v1"
+	"github.com/multiproc/multiproc/syncprim"
 )
 
 // Sentinel errors. An error raised in the server reaches the caller as a
@@ -31,20 +32,22 @@ var (
 	ErrEmpty = remote.Register(errors.New("manager: queue is empty"))
 	// ErrFull is queue.Full: a non-blocking put on a full queue.
 	ErrFull = remote.Register(errors.New("manager: queue is full"))
-	// ErrNotOwner is returned when releasing a lock that is not held (or
-	// an RLock held by someone else), or waiting on or notifying a
-	// Condition without holding its lock (Python's RuntimeError).
-	ErrNotOwner = remote.Register(errors.New("manager: lock not held by the caller"))
-	// ErrOwnerDead is returned by an acquire that took a lock whose
+	// ErrNotHeld is syncprim.ErrNotHeld, one sentinel for both: releasing
+	// a lock that the caller does not hold (or an RLock held by someone
+	// else), or waiting on or notifying a Condition without holding its
+	// lock (Python's RuntimeError).
+	ErrNotHeld = remote.Register(syncprim.ErrNotHeld)
+	// ErrOwnerDead is syncprim.ErrOwnerDead: an acquire took a lock whose
 	// previous holder's connection dropped while holding it. The caller
 	// holds the lock; the state it protects may be inconsistent.
-	ErrOwnerDead = remote.Register(errors.New("manager: previous lock holder died"))
-	// ErrReleasedTooManyTimes is a BoundedSemaphore released above its
-	// initial value, or a JoinableQueue's TaskDone called too often
-	// (Python's ValueError).
-	ErrReleasedTooManyTimes = remote.Register(errors.New("manager: released too many times"))
-	// ErrBrokenBarrier is threading.BrokenBarrierError.
-	ErrBrokenBarrier = remote.Register(errors.New("manager: barrier is broken"))
+	ErrOwnerDead = remote.Register(syncprim.ErrOwnerDead)
+	// ErrOverRelease is syncprim.ErrOverRelease: a BoundedSemaphore
+	// released above its initial value, or a JoinableQueue's TaskDone
+	// called too often (Python's ValueError).
+	ErrOverRelease = remote.Register(syncprim.ErrOverRelease)
+	// ErrBrokenBarrier is syncprim.ErrBrokenBarrier
+	// (threading.BrokenBarrierError).
+	ErrBrokenBarrier = remote.Register(syncprim.ErrBrokenBarrier)
 	// ErrUnknownType is a create of a type the server has not registered.
 	ErrUnknownType = remote.Register(errors.New("manager: unknown type"))
 	// ErrUnknownMethod is a call of a method the object does not expose.

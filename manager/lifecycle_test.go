@@ -269,7 +269,7 @@ func TestCancelledCallsTakeNothing(t *testing.T) {
 	if locked, _ := l.Locked(ctx); locked {
 		t.Fatal("a cancelled acquire left the lock held")
 	}
-	if err := l.Release(ctx); !errors.Is(err, manager.ErrNotOwner) {
+	if err := l.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
 		t.Fatalf("double release: %v", err)
 	}
 }
@@ -282,10 +282,10 @@ func TestConditionEventBarrier(t *testing.T) {
 	// (its own holder of the lock): reading a proxy back from a shared list
 	// gives a new proxy each time.
 	cond, _ := manager.NewCondition(ctx, c)
-	if err := cond.Wait(ctx); !errors.Is(err, manager.ErrNotOwner) {
+	if err := cond.Wait(ctx); !errors.Is(err, manager.ErrNotHeld) {
 		t.Fatalf("wait without the lock: %v", err)
 	}
-	if err := cond.Notify(ctx); !errors.Is(err, manager.ErrNotOwner) {
+	if err := cond.Notify(ctx); !errors.Is(err, manager.ErrNotHeld) {
 		t.Fatalf("notify without the lock: %v", err)
 	}
 	holder, _ := manager.NewList(ctx, c, cond)

@@ -150,7 +150,7 @@ func (s *ownedSemObj) release(sc *sconn, n int64) error {
 		if h != nil {
 			held = h.n
 		}
-		return errorf(ErrNotOwner, "release of %d OwnedSemaphore permits by a connection holding %d", n, held)
+		return errorf(ErrNotHeld, "release of %d OwnedSemaphore permits by a connection holding %d", n, held)
 	}
 	if h.n -= n; h.n == 0 {
 		h.stop()
@@ -207,7 +207,7 @@ var ownedSemMethods = methods(
 // client connection that acquired them (all proxies of one Client share
 // that connection; a proxy handed to a child process connects on its
 // own, so there the child holds its permits). Only the holding connection
-// may release a permit (ErrNotOwner otherwise), the value never exceeds
+// may release a permit (ErrNotHeld otherwise), the value never exceeds
 // the number of permits, and when the holding client closes or dies —
 // SIGKILL included — the server gives its permits back, to waiting
 // clients first. CPython's managers have no equivalent.

@@ -61,8 +61,8 @@ func TestOwnedSemaphore(t *testing.T) {
 	if ok, err := s2.TryAcquire(ctx); ok || err != nil {
 		t.Fatalf("TryAcquire with every permit held: %v %v", ok, err)
 	}
-	if err := s2.Release(ctx); !errors.Is(err, manager.ErrNotOwner) {
-		t.Fatalf("Release by a connection holding none: %v, want ErrNotOwner", err)
+	if err := s2.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
+		t.Fatalf("Release by a connection holding none: %v, want ErrNotHeld", err)
 	}
 	if n, _ := s1.Held(ctx); n != 2 {
 		t.Fatalf("Held() = %d, want 2", n)
@@ -95,7 +95,7 @@ func TestOwnedSemaphore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s1.Release(ctx); !errors.Is(err, manager.ErrNotOwner) {
+	if err := s1.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
 		t.Fatalf("Release past the permits held: %v", err)
 	}
 	if v, _ := s1.Value(ctx); v != 2 {

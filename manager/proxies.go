@@ -37,7 +37,8 @@ func newProxy[P any, PP interface {
 
 // Dict is a proxy to a shared, insertion-ordered dict (CPython's
 // manager.dict()). Keys are scalars (bool, integers, floats, string);
-// values may be anything ToValue accepts, including other proxies.
+// values may be anything the value model carries (the package doc),
+// structs and other proxies included.
 type Dict[K comparable, V any] struct{ base }
 
 // NewDict creates an empty shared dict, or one holding the entries of
@@ -448,7 +449,7 @@ func NewJoinableQueue[T any](ctx context.Context, c *Client, maxsize int) (*Join
 }
 
 // TaskDone reports that an item taken with Get is finished
-// (ErrReleasedTooManyTimes when called more often than items were put).
+// (ErrOverRelease when called more often than items were put).
 func (q *JoinableQueue[T]) TaskDone(ctx context.Context) error {
 	return callNone(ctx, &q.base, "TaskDone")
 }
@@ -487,7 +488,7 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	return ok, err
 }
 
-// Release releases the lock (ErrNotOwner if it is not held).
+// Release releases the lock (ErrNotHeld if it is not held).
 func (l *Lock) Release(ctx context.Context) error { return callNone(ctx, &l.base, "Release") }
 
 // Locked reports whether the lock is held.
@@ -500,7 +501,7 @@ func (l *Lock) Free(ctx context.Context) error { return l.base.Release(ctx) }
 // RLock is a re-entrant lock in the server. Its holder is this proxy
 // value (shared by the goroutines that use it) on this connection: a copy
 // attached in another process, or another proxy of the same object, is a
-// different holder. Releasing it from a non-holder is ErrNotOwner.
+// different holder. Releasing it from a non-holder is ErrNotHeld.
 type RLock struct{ Lock }
 
 // NewRLock creates a re-entrant lock.
@@ -517,7 +518,7 @@ func NewSemaphore(ctx context.Context, c *Client, value int) (*Semaphore, error)
 }
 
 // NewBoundedSemaphore creates a semaphore that may not be released above
-// its initial value (ErrReleasedTooManyTimes).
+// its initial value (ErrOverRelease).
 func NewBoundedSemaphore(ctx context.Context, c *Client, value int) (*Semaphore, error) {
 	return newProxy[Semaphore](ctx, c, "BoundedSemaphore", value)
 }
@@ -562,7 +563,7 @@ func NewCondition(ctx context.Context, c *Client, lock ...*Lock) (*Condition, er
 	return newProxy[Condition](ctx, c, "Condition", args...)
 }
 
-// Wait releases the lock (which the caller must hold: ErrNotOwner),
+// Wait releases the lock (which the caller must hold: ErrNotHeld),
 // waits for a notification, and re-acquires the lock before returning,
 // also when ctx ends (then it returns ctx.Err()).
 func (c *Condition) Wait(ctx context.Context) error { return callNone(ctx, &c.base, "Wait") }

@@ -255,7 +255,7 @@ func NewPyJoinableQueue[T any](ctx context.Context, c *PyClient, maxsize int) (*
 }
 
 // TaskDone marks one item got as processed; called more often than items
-// were put, it fails with an error matching ErrReleasedTooManyTimes.
+// were put, it fails with an error matching ErrOverRelease.
 func (q *PyQueue[T]) TaskDone(ctx context.Context) error {
 	return pyLockError(pyCallNone(ctx, q.obj, "task_done"))
 }

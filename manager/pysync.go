@@ -85,8 +85,8 @@ func pySliced(ctx context.Context, o *PyObject, method string, blockingArg bool)
 }
 
 // pyLockError maps the errors of a lock's release to the manager's
-// sentinels: RuntimeError (not held) to ErrNotOwner, ValueError (a
-// BoundedSemaphore released too often) to ErrReleasedTooManyTimes.
+// sentinels: RuntimeError (not held) to ErrNotHeld, ValueError (a
+// BoundedSemaphore released too often) to ErrOverRelease.
 func pyLockError(err error) error {
 	var exc *pickle.Exception
 	if !errors.As(err, &exc) {
@@ -94,9 +94,9 @@ func pyLockError(err error) error {
 	}
 	switch exc.Name {
 	case "RuntimeError":
-		return fmt.Errorf("%w: %w", ErrNotOwner, err)
+		return fmt.Errorf("%w: %w", ErrNotHeld, err)
 	case "ValueError":
-		return fmt.Errorf("%w: %w", ErrReleasedTooManyTimes, err)
+		return fmt.Errorf("%w: %w", ErrOverRelease, err)
 	}
 	return err
 }
@@ -153,8 +153,8 @@ func (l *PyLock) TryAcquire(ctx context.Context) (bool, error) {
 	return ok, err
 }
 
-// Release releases the lock: an error matching ErrNotOwner if it was not
-// held (ErrReleasedTooManyTimes for a BoundedSemaphore above its value).
+// Release releases the lock: an error matching ErrNotHeld if it was not
+// held (ErrOverRelease for a BoundedSemaphore above its value).
 func (l *PyLock) Release(ctx context.Context) error {
 	return pyLockError(pyCallNone(ctx, l.obj, "release"))
 }

@@ -39,7 +39,7 @@ func TestPyClientLocks(t *testing.T) {
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Release(ctx); !errors.Is(err, manager.ErrNotOwner) {
+	if err := l.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
 		t.Errorf("Release of a free Lock: %v", err)
 	}
 
@@ -58,7 +58,7 @@ func TestPyClientLocks(t *testing.T) {
 			t.Fatalf("RLock release on its own connection: %v", err)
 		}
 	}
-	if err := r.Release(ctx); !errors.Is(err, manager.ErrNotOwner) {
+	if err := r.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
 		t.Errorf("third Release of an RLock: %v", err)
 	}
 
@@ -77,7 +77,7 @@ func TestPyClientLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Free(ctx)
-	if err := b.Release(ctx); !errors.Is(err, manager.ErrReleasedTooManyTimes) {
+	if err := b.Release(ctx); !errors.Is(err, manager.ErrOverRelease) {
 		t.Errorf("Release of a BoundedSemaphore at its value: %v", err)
 	}
 }
@@ -186,7 +186,7 @@ func TestPyClientJoinableQueue(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if err := q.TaskDone(ctx); !errors.Is(err, manager.ErrReleasedTooManyTimes) {
+	if err := q.TaskDone(ctx); !errors.Is(err, manager.ErrOverRelease) {
 		t.Errorf("extra TaskDone: %v", err)
 	}
 }

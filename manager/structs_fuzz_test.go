@@ -54,7 +54,7 @@ func FuzzStructValue(f *testing.F) {
 		[]any{1, 2},
 	}
 	for _, s := range seeds {
-		v, err := ToValue(s)
+		v, err := toValue(s)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -78,7 +78,7 @@ func FuzzStructValue(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := ToValue(got)
+		again, err := toValue(got)
 		if err != nil {
 			if got.When.Year() < 0 || got.When.Year() > 9999 {
 				return // time.Time has no text form for it

@@ -141,10 +141,10 @@ func (l *lockCore) release(sc *sconn, owner uint64, all bool) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.held {
-		return 0, errorf(ErrNotOwner, "release of an unlocked lock")
+		return 0, errorf(ErrNotHeld, "release of an unlocked lock")
 	}
 	if l.reentrant && (l.sc != sc || l.owner != owner) {
-		return 0, errorf(ErrNotOwner, "cannot release an RLock held by someone else")
+		return 0, errorf(ErrNotHeld, "cannot release an RLock held by someone else")
 	}
 	n := 1
 	if all {
@@ -328,7 +328,7 @@ var semMethods = methods(
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.bound >= 0 && s.value+n > s.bound {
-			return nil, errorf(ErrReleasedTooManyTimes, "semaphore released too many times")
+			return nil, errorf(ErrOverRelease, "semaphore released too many times")
 		}
 		for ; n > 0 && len(s.waiters) > 0; n-- {
 			w := s.waiters[0]
@@ -398,7 +398,7 @@ var condMethods = methods(
 	lockedMethod(condLock),
 	blocking(mk("Wait", 0, func(cc *callCtx, c *condObj, a []*pb.Value) (*pb.Value, error) {
 		if !c.lock.holds(cc.sc, cc.owner) {
-			return nil, errorf(ErrNotOwner, "cannot wait on an un-acquired condition")
+			return nil, errorf(ErrNotHeld, "cannot wait on an un-acquired condition")
 		}
 		w := &condWaiter{ch: make(chan struct{})}
 		c.mu.Lock()
@@ -444,14 +444,14 @@ var condMethods = methods(
 			n = v
 		}
 		if !c.lock.holds(cc.sc, cc.owner) {
-			return nil, errorf(ErrNotOwner, "cannot notify on an un-acquired condition")
+			return nil, errorf(ErrNotHeld, "cannot notify on an un-acquired condition")
 		}
 		c.notify(n)
 		return nil, nil
 	}), 1),
 	mk("NotifyAll", 0, func(cc *callCtx, c *condObj, a []*pb.Value) (*pb.Value, error) {
 		if !c.lock.holds(cc.sc, cc.owner) {
-			return nil, errorf(ErrNotOwner, "cannot notify on an un-acquired condition")
+			return nil, errorf(ErrNotHeld, "cannot notify on an un-acquired condition")
 		}
 		c.notify(-1)
 		return nil, nil
@@ -774,7 +774,7 @@ func queueMethods(joinable bool) map[string]*method {
 				q.mu.Lock()
 				defer q.mu.Unlock()
 				if q.unfinished <= 0 {
-					return nil, errorf(ErrReleasedTooManyTimes, "task_done() called too many times")
+					return nil, errorf(ErrOverRelease, "task_done() called too many times")
 				}
 				q.unfinished--
 				q.signal()

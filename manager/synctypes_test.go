@@ -67,8 +67,8 @@ var (
 				return err
 			}
 		}
-		if err := l.Release(ctx); !errors.Is(err, manager.ErrNotOwner) {
-			return fmt.Errorf("4th release: %v, want ErrNotOwner", err)
+		if err := l.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
+			return fmt.Errorf("4th release: %v, want ErrNotHeld", err)
 		}
 		return nil
 	})
@@ -184,8 +184,8 @@ func TestSyncManagerTypes(t *testing.T) {
 			t.Fatal(err)
 		}
 		runChild(t, childLock, l)
-		if err := l.Release(ctx); !errors.Is(err, manager.ErrNotOwner) {
-			t.Fatalf("release of an unheld lock: %v, want ErrNotOwner", err)
+		if err := l.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
+			t.Fatalf("release of an unheld lock: %v, want ErrNotHeld", err)
 		}
 	})
 	t.Run("RLock", func(t *testing.T) {
@@ -214,7 +214,7 @@ func TestSyncManagerTypes(t *testing.T) {
 			t.Fatal(err)
 		}
 		runChild(t, childSem, s)
-		if err := s.Release(ctx); !errors.Is(err, manager.ErrReleasedTooManyTimes) {
+		if err := s.Release(ctx); !errors.Is(err, manager.ErrOverRelease) {
 			t.Fatalf("bounded over-release: %v", err)
 		}
 	})
@@ -293,7 +293,7 @@ func TestSyncManagerTypes(t *testing.T) {
 		if err := q.Join(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := q.TaskDone(ctx); !errors.Is(err, manager.ErrReleasedTooManyTimes) {
+		if err := q.TaskDone(ctx); !errors.Is(err, manager.ErrOverRelease) {
 			t.Fatalf("extra TaskDone: %v", err)
 		}
 	})

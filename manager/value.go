@@ -55,24 +55,9 @@ type encoder struct {
 	newObject func(v reflect.Value, ti *typeInfo) (*pb.Value, error)
 }
 
-// ToValue converts a Go value to the wire's Value. It accepts nil, bool,
-// every integer and float type, string, []byte, slices and arrays,
-// maps whose keys are scalars, structs, pointers to any of these,
-// *pb.Value itself, and proxies.
-//
-// A struct becomes a map from the names of its exported fields (in
-// declaration order) to their values; unexported fields are left out, and
-// an embedded struct is one field named after its type. A struct type
-// with a text form (encoding.TextMarshaler on T or *T and
-// encoding.TextUnmarshaler on *T, as time.Time has) becomes that text.
-// Decoding fills a struct's fields by name, ignores names it does not
-// have and leaves missing fields zero.
-//
-// Channels, functions, complex numbers, unsafe pointers and structs whose
-// fields are all unexported are refused, with an error that names the
-// field that holds one ("manager: cannot encode field
-// Order.Items[].Callback: func type"): nothing executable crosses the wire.
-func ToValue(v any) (*pb.Value, error) { return (&encoder{}).encode(v) }
+// toValue converts a Go value to the wire's Value, by the rules of the
+// package doc's "Values" section.
+func toValue(v any) (*pb.Value, error) { return (&encoder{}).encode(v) }
 
 func (e *encoder) encode(v any) (*pb.Value, error) {
 	switch x := v.(type) {

@@ -19,11 +19,11 @@ var (
 	// ErrNotHeld is returned by Release of a Lock or RLock that the calling
 	// process does not hold (CPython: "semaphore or lock released too many
 	// times"), and by Condition methods called without holding its lock.
-	ErrNotHeld = errors.New("syncprim: lock not held by this process")
+	ErrNotHeld = errors.New("syncprim: lock not held by the caller")
 
 	// ErrOverRelease is returned by Release of a BoundedSemaphore already at
 	// its initial value, or of a Semaphore at MaxSemaphoreValue.
-	ErrOverRelease = errors.New("syncprim: semaphore released too many times")
+	ErrOverRelease = errors.New("syncprim: released too many times")
 
 	// ErrBrokenBarrier is returned by Barrier.Wait when the barrier is
 	// broken or reset while waiting, or breaks because a party's wait timed

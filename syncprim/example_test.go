@@ -74,7 +74,7 @@ func ExampleLock_Release() {
 	fmt.Println(l.Release())
 	// Output:
 	// true
-	// syncprim: lock not held by this process
+	// syncprim: lock not held by the caller
 }
 
 // Acquire returns ErrOwnerDead, with the lock held, when the holder died
@@ -107,7 +107,7 @@ func ExampleRLock() {
 	fmt.Println(r.Count(), r.Release())
 	// Output:
 	// 2
-	// 0 syncprim: lock not held by this process
+	// 0 syncprim: lock not held by the caller
 }
 
 // A BoundedSemaphore refuses to be released above its initial value; a
@@ -127,7 +127,7 @@ func ExampleNewBoundedSemaphore() {
 	// Output:
 	// 1
 	// <nil> 2
-	// syncprim: semaphore released too many times
+	// syncprim: released too many times
 	// context deadline exceeded 0
 }
 

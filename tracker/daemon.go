@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/multiproc/process/starter"
 )
 
 // Exit codes of the tracker process (as CPython 3.13's).
@@ -146,7 +148,10 @@ func (s *state) cleanup() int {
 // which it tells its starter that it is ready. It never returns.
 func runTracker(string) {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
-	closeStrays(4)
+	// Close what was inherited by accident (opened without close-on-exec by
+	// the tracker's starter): a stray write end of some pipe would keep
+	// another reader waiting for the tracker, which outlives the tree.
+	starter.CloseStrayFDs(4)
 	unix.CloseOnExec(3)
 	unix.CloseOnExec(4)
 	ready := os.NewFile(4, "tracker-ready")
@@ -305,25 +310,4 @@ func peerAllowed(c *net.UnixConn) bool {
 		return false
 	}
 	return cred.Uid == 0 || int(cred.Uid) == os.Getuid()
-}
-
-// closeStrays closes the descriptors above last that the tracker
-// inherited by accident (opened without close-on-exec by its starter): a
-// stray write end of some pipe would keep another reader waiting for the
-// tracker, which outlives the tree.
-func closeStrays(last int) {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= last {
-			continue
-		}
-		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
-		if err == nil && flags&unix.FD_CLOEXEC == 0 {
-			unix.Close(fd)
-		}
-	}
 }
