@@ -73,7 +73,10 @@ type agent struct {
 	kv     jetstream.KeyValue
 	ttl    time.Duration
 
-	hand chan struct{} // chunks in hand: 2 per worker
+	// Chunks in hand (pulled and not answered): up to handLimit.
+	inHand  atomic.Int64
+	room    chan struct{} // signalled when a chunk leaves the hand
+	runEWMA atomic.Int64  // recent chunks' run time, ns
 
 	poolsMu sync.Mutex
 	pools   map[poolKey]*localPool
@@ -125,7 +128,7 @@ type heldChunk struct {
 func runAgent(ctx context.Context, cfg agentConfig, log *zap.Logger) error {
 	host, _ := os.Hostname()
 	a := &agent{cfg: cfg, log: log, id: strings.ToLower(nuid.Next()), ns: namespace(), host: host,
-		hand: make(chan struct{}, 2*cfg.Workers), pools: map[poolKey]*localPool{}, held: map[*heldChunk]struct{}{},
+		room: make(chan struct{}, 1), pools: map[poolKey]*localPool{}, held: map[*heldChunk]struct{}{},
 		jobs: map[jobKey]*agentJob{}, cancelled: map[jobKey]time.Time{}, callers: map[string]*callerSeen{}}
 	a.log = a.log.With(zap.String("agent", a.id))
 	if cfg.ExitWithParent {
@@ -178,7 +181,9 @@ func runAgent(ctx context.Context, cfg agentConfig, log *zap.Logger) error {
 	a.kv.Delete(dctx, agentKey(a.ns, a.id))
 	cancel()
 	a.closePools()
-	nc.Flush()
+	if nc.IsConnected() {
+		nc.FlushTimeout(time.Second)
+	}
 	return nil
 }
 
@@ -246,29 +251,44 @@ func watchParent(ctx context.Context, cancel context.CancelFunc) {
 	}
 }
 
+// handLimit is how many chunks the agent pulls ahead: two per worker,
+// so that a busy agent leaves the rest to others, or, while chunks run
+// in under a few milliseconds, enough to keep the local pool's pipeline
+// full (the local pool keeps up to 128 tasks in flight per worker).
+func (a *agent) handLimit() int64 {
+	w := int64(a.cfg.Workers)
+	if ewma := a.runEWMA.Load(); ewma > 0 && time.Duration(ewma) < fastChunk {
+		return 32 * w
+	}
+	return 2 * w
+}
+
+const fastChunk = 2 * time.Millisecond
+
+// noteRun folds a chunk's run time into the running average.
+func (a *agent) noteRun(d time.Duration) {
+	old := a.runEWMA.Load()
+	if old == 0 {
+		a.runEWMA.Store(int64(d))
+		return
+	}
+	a.runEWMA.Store(old + (int64(d)-old)/8)
+}
+
 // fetchLoop pulls as many chunks as the agent has room for.
 func (a *agent) fetchLoop(ctx context.Context) {
 	for ctx.Err() == nil {
-		select {
-		case a.hand <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-		for n < cap(a.hand) {
+		free := a.handLimit() - a.inHand.Load()
+		if free <= 0 {
 			select {
-			case a.hand <- struct{}{}:
-				n++
-				continue
-			default:
+			case <-a.room:
+			case <-ctx.Done():
+				return
 			}
-			break
+			continue
 		}
-		batch, err := a.cons.Fetch(n, jetstream.FetchMaxWait(time.Second))
+		batch, err := a.cons.Fetch(int(free), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			for range n {
-				<-a.hand
-			}
 			if ctx.Err() != nil {
 				return
 			}
@@ -282,19 +302,23 @@ func (a *agent) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
-		got := 0
 		for msg := range batch.Messages() {
-			got++
+			a.inHand.Add(1)
 			a.wg.Add(1)
 			go func() {
 				defer a.wg.Done()
-				defer func() { <-a.hand }()
+				defer a.leave()
 				a.handle(ctx, msg)
 			}()
 		}
-		for ; got < n; got++ {
-			<-a.hand
-		}
+	}
+}
+
+func (a *agent) leave() {
+	a.inHand.Add(-1)
+	select {
+	case a.room <- struct{}{}:
+	default:
 	}
 }
 
@@ -302,8 +326,11 @@ func ptr[T any](v T) *T { return &v }
 
 // waitHandlers waits until no chunk is in hand.
 func (a *agent) waitHandlers() {
-	for range cap(a.hand) {
-		a.hand <- struct{}{}
+	for a.inHand.Load() > 0 {
+		select {
+		case <-a.room:
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
@@ -356,7 +383,9 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 		a.mu.Unlock()
 	}()
 
+	t0 := time.Now()
 	r, err := a.run(jctx, c)
+	a.noteRun(time.Since(t0))
 	switch {
 	case ctx.Err() != nil:
 		// The agent is stopping: another agent runs it.

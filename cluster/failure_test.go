@@ -42,13 +42,7 @@ func checkDurations(t *testing.T, in, got []time.Duration) {
 // joins: the environment variable names the NATS URL.
 func startEnvAgent(t *testing.T, url string, workers string) *exec.Cmd {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), EnvCluster+"="+url, EnvWorkers+"="+workers, EnvLog+"=warn")
-	cmd.Stderr = os.Stderr
+	cmd := envAgentCmd(t, url, workers)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +50,21 @@ func startEnvAgent(t *testing.T, url string, workers string) *exec.Cmd {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
+	return cmd
+}
+
+func envAgentCmd(t testing.TB, url string, workers string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), EnvCluster+"="+url, EnvWorkers+"="+workers, EnvLog+"=warn")
+	cmd.Stderr = os.Stderr
+	// A host agent outlives a lost server (it waits for it to come
+	// back); the test's agents must not outlive the test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
 

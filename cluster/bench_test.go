@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package cluster
+
+import (
+	"context"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/pool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BenchmarkKit reports the cluster.* keys (`mp bench` runs every
+// BenchmarkKit) with two local agents of one worker each, like the local
+// pool's pool.* keys with two workers, and the floors: plain nats.go
+// against the same embedded server (jetstream.rtt, jetstream.tput).
+func BenchmarkKit(b *testing.B) {
+	ctx := context.Background()
+	const n = 100_000
+	in := ints(n)
+	var shared *Pool
+	cp := func(b *testing.B) *Pool {
+		if shared == nil {
+			var err error
+			shared, err = New(ctx, Agents(2))
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		return shared
+	}
+	defer func() {
+		if shared != nil {
+			shared.Close()
+		}
+	}()
+	mapKey := func(name string, opts ...pool.MapOption) {
+		b.Run(name, func(b *testing.B) {
+			p := cp(b)
+			b.ReportAllocs()
+			var total time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := square.Map(ctx, p, in, opts...); err != nil {
+					b.Fatal(err)
+				}
+				total += time.Since(t0)
+			}
+			b.ReportMetric(float64(n*b.N)/total.Seconds(), "tasks/s")
+		})
+	}
+	mapKey("cluster.map.default")
+	mapKey("cluster.map.chunk1", pool.Chunksize(1))
+	b.Run("cluster.apply.rtt", func(b *testing.B) {
+		p := cp(b)
+		b.ReportAllocs()
+		var total time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if _, err := square.Apply(ctx, p, 3); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(t0)
+		}
+		b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
+	})
+	b.Run("cluster.recover", benchRecover)
+	b.Run("jetstream.rtt", func(b *testing.B) { benchJetStream(b, cp(b), false) })
+	b.Run("jetstream.tput", func(b *testing.B) { benchJetStream(b, cp(b), true) })
+}
+
+// benchRecover measures, from an agent's SIGKILL, how long until the
+// chunk it held completes on another agent: the ack wait (1s here) plus
+// the task run again (600ms).
+func benchRecover(b *testing.B) {
+	ctx := context.Background()
+	p, err := New(ctx, Agents(0), AckWait(time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	start := func() *exec.Cmd {
+		cmd := envAgentCmd(b, p.URL(), "1")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		return cmd
+	}
+	agents := map[int]*exec.Cmd{}
+	for range 2 {
+		c := start()
+		agents[c.Process.Pid] = c
+	}
+	defer func() {
+		for _, c := range agents {
+			c.Process.Signal(syscall.SIGTERM)
+			c.Wait()
+		}
+	}()
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		for p.capacity() < 2 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		f := slow.Submit(ctx, p, 600*time.Millisecond)
+		// Wait for the holder's claim, then kill it.
+		var holder int
+		for holder == 0 {
+			time.Sleep(5 * time.Millisecond)
+			p.mu.Lock()
+			for _, s := range p.chunks {
+				for _, a := range p.agents {
+					if a.info.ID == s.claimant {
+						holder = a.info.Pid
+					}
+				}
+			}
+			p.mu.Unlock()
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		agents[holder].Process.Kill()
+		if _, err := f.Get(ctx); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(t0)
+		b.StopTimer()
+		agents[holder].Wait()
+		delete(agents, holder)
+		p.mu.Lock()
+		for k, a := range p.agents {
+			if a.info.Pid == holder {
+				delete(p.agents, k)
+			}
+		}
+		p.mu.Unlock()
+		c := start()
+		agents[c.Process.Pid] = c
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms")
+}
+
+// benchJetStream is the floor: plain nats.go against the same server, one
+// message published, pulled, acknowledged and answered (rtt), or a
+// stream of 100k of them (tput).
+func benchJetStream(b *testing.B, p *Pool, tput bool) {
+	ctx := context.Background()
+	pub, err := nats.Connect(p.URL(), nats.InProcessServer(p.emb.srv))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	sub, err := nats.Connect(p.URL()) // the responder, over TCP as agents are
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+	js, _ := jetstream.New(pub)
+	rjs, _ := jetstream.New(sub)
+	name := "BENCH_" + strconv.FormatBool(tput)
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bench." + name},
+		Retention: jetstream.WorkQueuePolicy}); err != nil {
+		b.Fatal(err)
+	}
+	defer js.DeleteStream(ctx, name)
+	cons, err := rjs.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "r", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		sub.Publish("bench.answer."+name, m.Data())
+		m.Ack()
+	}, jetstream.PullMaxMessages(512))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	answers := make(chan struct{}, 1<<17)
+	var got atomic.Int64
+	s, err := pub.Subscribe("bench.answer."+name, func(*nats.Msg) {
+		got.Add(1)
+		answers <- struct{}{}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Unsubscribe()
+	pub.Flush()
+	data := []byte("12345678")
+	const n = 100_000
+	var total time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if tput {
+			go func() {
+				for range n {
+					js.PublishAsync("bench."+name, data)
+				}
+			}()
+			for range n {
+				<-answers
+			}
+		} else {
+			js.PublishAsync("bench."+name, data)
+			<-answers
+		}
+		total += time.Since(t0)
+	}
+	if tput {
+		b.ReportMetric(float64(n*b.N)/total.Seconds(), "msgs/s")
+	} else {
+		b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
+	}
+}

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package cluster
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/internal/mptest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+const otherBuild = "0000deadbeef"
+
+// An agent of another build (here: this binary pretending to be another)
+// never receives this program's tasks, and is visible: the caller logs
+// it and lists it with Match false, and the agent reports the callers'
+// build in its status entry.
+func TestMismatchedAgentIsVisible(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	p := newPool(t, Agents(1), WithLogger(zap.New(core)))
+	cmd := mptest.HelperCmd(t, "other-build-agent", p.URL())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var other *AgentInfo
+		for _, a := range p.Agents() {
+			if !a.Match {
+				other = &a
+			}
+		}
+		if other != nil && slices.Contains(other.OtherBuilds, p.ns) {
+			if other.Build == p.ns || other.Done != 0 {
+				t.Fatalf("mismatched agent %+v", other)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no mismatched agent reported: %+v", p.Agents())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if logs.FilterMessageSnippet("another build").Len() == 0 {
+		t.Error("the caller did not log the agent of another build")
+	}
+	if v, err := square.Apply(context.Background(), p, 4); err != nil || v != 16 {
+		t.Fatalf("Apply = %d, %v", v, err)
+	}
+}
+
+var _ = mptest.RegisterHelper("other-build-agent", func() {
+	namespace = func() string { return otherBuild + "_" + runtime.GOARCH }
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := runAgent(ctx, agentConfig{URL: mptest.HelperArgs()[0], Workers: 1}, zap.NewNop()); err != nil {
+		os.Exit(1)
+	}
+})
