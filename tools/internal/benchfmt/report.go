@@ -43,6 +43,8 @@ var Targets = []Target{
 	{"Process start+join, spawn", "start.spawn", start},
 	{"Re-exec of the same binary, exit at once", "spawn.reexec.self", start},
 	{"Process start+join, forkserver", "start.forkserver", start},
+	{"Process start until its function runs, spawn", "start.spawn.ready", start},
+	{"Process start until its function runs, forkserver", "start.forkserver.ready", start},
 	{"Pool worker replaced after SIGKILL, spawn", "pool.replace.spawn", start},
 	{"Pool worker replaced after SIGKILL, forkserver", "pool.replace.forkserver", start},
 	{"Pipe round trip, 16 B", "pipe.rtt.bytes16", rtt},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/multiproc/multiproc/forkserver"
+	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/manager"
 	"github.com/multiproc/multiproc/pool"
 	"github.com/multiproc/multiproc/process"
@@ -19,6 +20,11 @@ import (
 var (
 	square = pool.Register("startbench.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
 	empty  = process.Register("startbench.empty", func(context.Context) error { return nil })
+	// readyFn tells its parent that it runs, first thing.
+	readyFn = process.Register1("startbench.ready", func(ctx context.Context, c *ipc.Conn) error {
+		defer c.Close()
+		return c.SendBytes(ctx, []byte{1})
+	})
 )
 
 // BenchmarkKit holds the benchmarks whose figures are bound by starting
@@ -64,6 +70,49 @@ func BenchmarkKit(b *testing.B) {
 		}
 		report(b, timed)
 	})
+	// start.forkserver.ready and start.spawn.ready: from Start until the
+	// child's function runs, as the child reports it with a message on a
+	// pipe it was given, not by its exit: what a warm process buys, without
+	// the cost of a process's exit and reaping (which the join of
+	// start.forkserver includes). The median; the join is untimed.
+	for _, method := range []string{"forkserver", "spawn"} {
+		b.Run("start."+method+".ready", func(b *testing.B) {
+			var fs *forkserver.Starter
+			if method == "forkserver" {
+				fs = newStarter(b)
+			}
+			timed := make([]time.Duration, 0, 64)
+			for b.Loop() {
+				if fs != nil {
+					warm(b, fs)
+				}
+				mine, theirs, err := ipc.Pipe(false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p := readyFn.Process(theirs)
+				if fs != nil {
+					p.Starter = fs
+				}
+				t0 := time.Now()
+				if err := p.Start(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := mine.RecvBytes(ctx); err != nil {
+					b.Fatal(err)
+				}
+				timed = append(timed, time.Since(t0))
+				b.StopTimer()
+				theirs.Close()
+				mine.Close()
+				if err := p.Wait(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			report(b, timed)
+		})
+	}
 	// pool.lifecycle (kit key): Pool(2) made, map of 2 items, closed and
 	// joined, with the default start method; the mean, back to back.
 	b.Run("pool.lifecycle", func(b *testing.B) {
