@@ -194,3 +194,26 @@ func ExampleBarrier() {
 	// all arrived
 	// indices sum to 3
 }
+
+// An OwnedSemaphore's permits belong to the process that took them: only
+// it may release them, and if it dies holding them they are given back.
+func ExampleOwnedSemaphore() {
+	ctx := context.Background()
+	s, err := syncprim.NewOwnedSemaphore(2)
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+	if err := s.Acquire(ctx); err != nil {
+		panic(err)
+	}
+	fmt.Println("free:", s.Value(), "held here:", s.Held())
+	if err := s.Release(); err != nil {
+		panic(err)
+	}
+	// A process may release only permits it holds.
+	fmt.Println(errors.Is(s.Release(), syncprim.ErrNotHeld))
+	// Output:
+	// free: 1 held here: 1
+	// true
+}
