@@ -39,7 +39,8 @@ type PyClient struct {
 	log              *zap.Logger
 
 	mu     sync.Mutex
-	idle   []*ipc.Conn // method connections between calls
+	idle   []*ipc.Conn         // method connections between calls
+	pins   map[*pyPin]struct{} // connections reserved for one object each
 	closed bool
 }
 
@@ -113,6 +114,9 @@ func (c *PyClient) request(ctx context.Context, conn *ipc.Conn, ident any, metho
 // serverCall makes one server-level request on a fresh connection, as
 // CPython's dispatch(conn, None, ...) does.
 func (c *PyClient) serverCall(ctx context.Context, method string, args ...any) (any, error) {
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -171,22 +175,27 @@ func (c *PyClient) call(ctx context.Context, ident, method string, args []any, k
 	if err == nil || errors.As(err, &re) {
 		c.putConn(conn)
 	} else {
+		c.log.Debug("method connection dropped", zap.String("method", method), zap.Error(err))
 		conn.Close()
 	}
 	return v, err
 }
 
-// Close closes the idle method connections; calls in flight end on
-// their own. Objects are not released (the server keeps them until
-// released or shut down, as when a CPython client exits without
-// releasing). After Close, calls return ErrClosed. Close is idempotent.
+// Close closes the client's connections; calls in flight end on their
+// own. Objects are not released (the server keeps them until it shuts
+// down, as when a CPython client exits without releasing): Release them
+// first. After Close, every call, Release included, returns ErrClosed.
+// Close is idempotent.
 func (c *PyClient) Close() error {
 	c.mu.Lock()
-	idle := c.idle
-	c.idle, c.closed = nil, true
+	idle, pins := c.idle, c.pins
+	c.idle, c.pins, c.closed = nil, nil, true
 	c.mu.Unlock()
 	for _, conn := range idle {
 		conn.Close()
+	}
+	for p := range pins {
+		p.close()
 	}
 	return nil
 }
@@ -194,8 +203,8 @@ func (c *PyClient) Close() error {
 // Shutdown asks the server to stop (CPython's manager.shutdown() request)
 // and closes the client.
 func (c *PyClient) Shutdown(ctx context.Context) error {
-	defer c.Close()
 	_, err := c.serverCall(ctx, "shutdown")
+	c.Close()
 	return err
 }
 
@@ -353,6 +362,7 @@ func (o *PyObject) Release(ctx context.Context) error {
 	}
 	if o.pin != nil {
 		o.pin.close()
+		o.c.dropPin(o.pin)
 	}
 	_, err := o.c.serverCall(ctx, "decref", o.token.ID)
 	return err

@@ -48,6 +48,24 @@ func (p *pyPin) call(ctx context.Context, c *PyClient, ident, method string, arg
 	return v, err
 }
 
+// newPin reserves a connection slot that Close will close.
+func (c *PyClient) newPin() *pyPin {
+	p := &pyPin{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pins == nil {
+		c.pins = make(map[*pyPin]struct{})
+	}
+	c.pins[p] = struct{}{}
+	return p
+}
+
+func (c *PyClient) dropPin(p *pyPin) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pins, p)
+}
+
 func (p *pyPin) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -114,7 +132,7 @@ func newPyLock(ctx context.Context, c *PyClient, typeid string, args ...any) (*P
 		return nil, err
 	}
 	if typeid == "RLock" {
-		o.pin = &pyPin{}
+		o.pin = c.newPin()
 	}
 	return &PyLock{o}, nil
 }

@@ -61,6 +61,15 @@ func TestPyClientLocks(t *testing.T) {
 	if err := r.Release(ctx); !errors.Is(err, manager.ErrNotHeld) {
 		t.Errorf("third Release of an RLock: %v", err)
 	}
+	// Close closes the RLock's own connection too (the fd leak check of
+	// TestMain would see it otherwise); calls then fail with ErrClosed.
+	r2, err := manager.NewPyRLock(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	s, err := manager.NewPySemaphore(ctx, c, 2)
 	if err != nil {
@@ -79,6 +88,10 @@ func TestPyClientLocks(t *testing.T) {
 	defer b.Free(ctx)
 	if err := b.Release(ctx); !errors.Is(err, manager.ErrOverRelease) {
 		t.Errorf("Release of a BoundedSemaphore at its value: %v", err)
+	}
+	c.Close()
+	if err := r2.Release(ctx); !errors.Is(err, manager.ErrClosed) {
+		t.Errorf("RLock Release after Close: %v", err)
 	}
 }
 
