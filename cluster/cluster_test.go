@@ -203,3 +203,14 @@ func TestPoison(t *testing.T) {
 		t.Fatalf("Apply = %v, want a *PoisonError naming the task", err)
 	}
 }
+
+// A chunk over the server's maximum message size fails at once with a
+// clear error instead of being retried forever.
+func TestChunkTooLarge(t *testing.T) {
+	p := newPool(t, Agents(1))
+	big := string(make([]byte, 2<<20))
+	_, err := pool.Starmap(context.Background(), p, concat, []pool.Args2[string, int]{{A: big, B: 1}})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Map of a 2 MiB argument = %v, want ErrTooLarge", err)
+	}
+}

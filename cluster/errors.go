@@ -10,8 +10,9 @@ import (
 )
 
 var (
-	// ErrClosed is returned by calls on a cluster pool that was closed.
-	ErrClosed = errors.New("cluster: pool is closed")
+	// ErrTooLarge is the error of the tasks of a chunk whose message is
+	// over the server's maximum message size.
+	ErrTooLarge = errors.New("cluster: chunk too large")
 	// ErrPoison is matched (errors.Is) by a *PoisonError.
 	ErrPoison = errors.New("cluster: chunk delivered too many times")
 )

@@ -268,6 +268,10 @@ func (c *call) Send(start, n int, inputs []byte) error {
 	m := &pb.Chunk{Caller: p.id, Job: c.job, Id: id, Task: c.task, Start: uint32(start), Count: uint32(n), Inputs: inputs,
 		TaskTimeoutNs: int64(p.o.taskTimeout), Retries: uint32(p.o.retries), MaxDeliveries: uint32(p.o.maxDeliver)}
 	data, err := proto.Marshal(m)
+	if err == nil && int64(len(data)) > p.nc.MaxPayload() {
+		err = fmt.Errorf("%w: task %s[%d..%d]: a chunk of %d bytes is over the server's maximum message size (%d); use a smaller chunksize",
+			ErrTooLarge, c.task, start, start+n-1, len(data), p.nc.MaxPayload())
+	}
 	if err != nil {
 		p.mu.Unlock()
 		<-p.slots
@@ -277,44 +281,49 @@ func (c *call) Send(start, n int, inputs []byte) error {
 	p.chunks[id] = s
 	c.sent[id] = s
 	p.mu.Unlock()
-	return p.publish(s)
-}
-
-func (p *Pool) publish(s *sent) error {
-	_, err := p.js.PublishAsync(s.subject, s.data, jetstream.WithMsgID(p.id+"."+u64(s.id)+"."+strconv.Itoa(s.gen)))
-	if err != nil {
-		// Too many publishes waiting for their acknowledgement, or the
-		// connection is closed: the tracker publishes it again.
-		p.log.Debug("publish failed; the tracker retries", zap.Uint64("chunk", s.id), zap.Error(err))
-		p.mu.Lock()
-		s.last = time.Time{}
-		p.mu.Unlock()
-	}
+	p.publish(s)
 	return nil
 }
 
-// onPublishError marks a chunk whose publish was refused for the tracker.
-func (p *Pool) onPublishError(_ jetstream.JetStream, m *nats.Msg, err error) {
-	id, ok := chunkOfMsgID(m.Header.Get(jetstream.MsgIDHeader))
-	if !ok {
-		return
+func (p *Pool) publish(s *sent) {
+	_, err := p.js.PublishAsync(s.subject, s.data, jetstream.WithMsgID(p.id+"."+u64(s.id)+"."+strconv.Itoa(s.gen)))
+	if err != nil {
+		// Too many publishes waiting for their acknowledgement, or the
+		// connection is down: the tracker publishes it again.
+		p.log.Debug("publish failed; the tracker retries", zap.Uint64("chunk", s.id), zap.Error(err))
+		p.publishFailed(s.id, err)
 	}
+}
+
+// maxPublishErrors is how many refused publishes in a row fail a chunk.
+const maxPublishErrors = 10
+
+// publishFailed marks a chunk whose publish failed for the tracker, or
+// fails it after maxPublishErrors.
+func (p *Pool) publishFailed(id uint64, err error) {
 	p.mu.Lock()
 	s := p.chunks[id]
 	var fail *sent
 	if s != nil {
 		s.pubErrs++
 		s.last = time.Time{}
-		if s.pubErrs > 10 {
+		if s.pubErrs > maxPublishErrors {
 			fail = s
 			p.removeLocked(s)
 		}
 	}
 	p.mu.Unlock()
 	if fail != nil {
-		fail.c.deliver(pool.ChunkResult{Start: fail.start, N: fail.n, Err: fmt.Errorf("cluster: publishing task %s[%d..%d]: %w", fail.c.task, fail.start, fail.start+fail.n-1, err)})
-	} else if s != nil {
+		fail.c.deliver(pool.ChunkResult{Start: fail.start, N: fail.n,
+			Err: fmt.Errorf("cluster: publishing task %s[%d..%d] failed %d times: %w", fail.c.task, fail.start, fail.start+fail.n-1, fail.pubErrs, err)})
+	}
+}
+
+// onPublishError marks a chunk whose publish was refused for the tracker.
+func (p *Pool) onPublishError(_ jetstream.JetStream, m *nats.Msg, err error) {
+	if id, ok := chunkOfMsgID(m.Header.Get(jetstream.MsgIDHeader)); ok {
 		p.log.Debug("publish refused; retrying", zap.Uint64("chunk", id), zap.Error(err))
+		p.publishFailed(id, err)
 	}
 }
 
