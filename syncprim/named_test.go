@@ -135,11 +135,22 @@ func FuzzAttach(f *testing.F) {
 	closeFiles(files)
 	l.Close()
 	f.Add(desc)
+	o, err := NewOwnedSemaphore(3)
+	if err != nil {
+		f.Fatal(err)
+	}
+	files, odesc, err := o.MultiprocHandle()
+	if err != nil {
+		f.Fatal(err)
+	}
+	closeFiles(files)
+	o.Close()
+	f.Add(odesc)
 	f.Add([]byte{})
 	f.Add([]byte{1, 5, 2})
 	f.Add(append([]byte{8, 0, 0, 0, 20, 0, 0, 0}, desc...))
 	f.Fuzz(func(t *testing.T, desc []byte) {
-		for _, a := range []attacher{new(Lock), new(RLock), new(Semaphore), new(Event), new(Condition), new(Barrier)} {
+		for _, a := range []attacher{new(Lock), new(RLock), new(Semaphore), new(Event), new(Condition), new(Barrier), new(OwnedSemaphore)} {
 			if err := a.MultiprocAttach(nil, desc); err == nil {
 				t.Fatalf("%T attached without files", a)
 			}
