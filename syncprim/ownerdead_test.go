@@ -176,3 +176,98 @@ func dist(d []time.Duration) string {
 	return fmt.Sprintf("n=%d min=%s median=%s p90=%s max=%s", len(d), ms(d[0]), ms(d[len(d)/2]),
 		ms(d[len(d)*9/10]), ms(d[len(d)-1]))
 }
+
+var _ = mptest.RegisterHelper("lock-wait-any", func() {
+	// Waits for the handed Lock and says "ok" or "dead" (ErrOwnerDead),
+	// then releases it when its stdin ends.
+	l := new(Lock)
+	attach(0, l)
+	say("waiting")
+	err := l.Acquire(bg)
+	switch {
+	case err == nil:
+		say("ok")
+	case errors.Is(err, ErrOwnerDead):
+		say("dead")
+	default:
+		die("Acquire: %v", err)
+	}
+	hear()
+	must(l.Release(), "release")
+})
+
+var _ = mptest.RegisterHelper("lock-hold-stay", func() {
+	// lock-hold that stays alive after releasing, until its stdin ends.
+	l := new(Lock)
+	attach(0, l)
+	must(l.Acquire(bg), "acquire")
+	say("held")
+	hear()
+	must(l.Release(), "release")
+	say("released")
+	hear()
+})
+
+// TestOwnerDeadAfterHandOver: a waiter asleep, and watching the holder,
+// while the lock passes to another process without waking it (the release
+// woke the other sleeper, which took the lock; the old holder lives on):
+// when that new holder is SIGKILLed, the waiter still gets ErrOwnerDead,
+// within its 50 ms re-check of who holds the lock. Which sleeper a release
+// wakes is up to the kernel, so attempts where the watching waiter itself
+// got the lock are repeated. Latencies are logged; the pass condition is
+// ErrOwnerDead arriving.
+func TestOwnerDeadAfterHandOver(t *testing.T) {
+	l, err := NewLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var lats []time.Duration
+	for attempt := 0; len(lats) < 4; attempt++ {
+		if attempt == 40 {
+			t.Fatalf("in %d attempts the lock went to the other sleeper only %d times", attempt, len(lats))
+		}
+		h1 := start(t, "lock-hold-stay", nil, l)
+		h1.expect("held")
+		s := start(t, "lock-hold", []string{"lock"}, l)
+		for deadline := time.Now().Add(30 * time.Second); atomic.LoadUint64(&l.m.owner)&waitersFlag == 0; {
+			if time.Now().After(deadline) {
+				t.Fatal("the first waiter never went to sleep")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		w := start(t, "lock-wait-any", nil, l)
+		w.expect("waiting")
+		time.Sleep(80 * time.Millisecond) // both checked h1 and watch it
+		h1.tell("release")
+		h1.expect("released")
+		var owner int
+		for deadline := time.Now().Add(30 * time.Second); owner == 0 || owner == h1.cmd.Process.Pid; owner = l.Owner() {
+			if time.Now().After(deadline) {
+				t.Fatal("nobody took the released lock")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		if owner == s.cmd.Process.Pid {
+			s.expect("held")
+			t0 := time.Now()
+			s.kill()
+			if got := w.readLine(30 * time.Second); got != "dead" {
+				t.Fatalf("the watching waiter said %q, want dead", got)
+			}
+			lats = append(lats, time.Since(t0))
+			s.reap()
+			w.wait()
+		} else {
+			// The watching waiter got it: not the case under test.
+			w.expect("ok")
+			w.wait()
+			s.expect("held")
+			s.tell("release")
+			s.expect("released")
+			s.wait()
+		}
+		h1.wait()
+	}
+	t.Logf("ErrOwnerDead latency after SIGKILL of a holder that took over while the waiter slept: %s", dist(lats))
+}
