@@ -180,6 +180,18 @@ func TestPyClientDict(t *testing.T) {
 				if !errors.Is(err, manager.ErrKeyNotFound) || !errors.As(err, &exc) || exc.Name != "KeyError" {
 					t.Errorf("missing key: %v", err)
 				}
+				if v, err := d.GetOr(ctx, "nope", "default"); v != "default" || err != nil {
+					t.Errorf("GetOr: %v %v", v, err)
+				}
+				if v, err := d.SetDefault(ctx, "sd", 5); v != int64(5) || err != nil {
+					t.Errorf("SetDefault: %v %v", v, err)
+				}
+				if v, err := d.Pop(ctx, "sd"); v != int64(5) || err != nil {
+					t.Errorf("Pop: %v %v", v, err)
+				}
+				if _, err := d.Pop(ctx, "sd"); !errors.Is(err, manager.ErrKeyNotFound) {
+					t.Errorf("Pop of a missing key: %v", err)
+				}
 				if err := d.Delete(ctx, "job"); err != nil {
 					t.Error(err)
 				}
@@ -239,6 +251,42 @@ func TestPyClientList(t *testing.T) {
 	all, err := l.Copy(ctx)
 	if err != nil || !slices.Equal(all, []int{10, 2, 3, 4}) {
 		t.Errorf("Copy: %v %v", all, err)
+	}
+	if err := l.Insert(ctx, 1, 7); err != nil {
+		t.Fatal(err)
+	}
+	if i, err := l.Index(ctx, 7); i != 1 || err != nil {
+		t.Errorf("Index(7): %v %v", i, err)
+	}
+	if _, err := l.Index(ctx, 99); !errors.Is(err, manager.ErrNotFound) {
+		t.Errorf("Index(99): %v", err)
+	}
+	if n, err := l.Count(ctx, 7); n != 1 || err != nil {
+		t.Errorf("Count(7): %v %v", n, err)
+	}
+	if ok, err := l.Contains(ctx, 7); !ok || err != nil {
+		t.Errorf("Contains(7): %v %v", ok, err)
+	}
+	if err := l.Remove(ctx, 7); err != nil {
+		t.Error(err)
+	}
+	if err := l.Remove(ctx, 7); !errors.Is(err, manager.ErrNotFound) {
+		t.Errorf("second Remove(7): %v", err)
+	}
+	if err := l.Delete(ctx, 3); err != nil {
+		t.Error(err)
+	}
+	if err := l.Delete(ctx, 30); !errors.Is(err, manager.ErrIndexOutOfRange) {
+		t.Errorf("Delete(30): %v", err)
+	}
+	if err := l.Append(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reverse(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if all, err = l.Copy(ctx); err != nil || !slices.Equal(all, []int{4, 3, 2, 10}) {
+		t.Errorf("after Reverse: %v %v", all, err)
 	}
 	if n, err := l.Len(ctx); n != 4 || err != nil {
 		t.Errorf("Len: %d %v", n, err)

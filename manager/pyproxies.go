@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/multiproc/multiproc/ipc/pickle"
 )
 
 // Typed proxies to objects in a CPython manager: PyDict, PyList and
@@ -51,6 +53,22 @@ func (d *PyDict[K, V]) Object() *PyObject { return d.obj }
 // Get returns d[k], or an error matching ErrKeyNotFound.
 func (d *PyDict[K, V]) Get(ctx context.Context, k K) (V, error) {
 	return pyCallAs[V](ctx, d.obj, "__getitem__", k)
+}
+
+// GetOr returns d.get(k, def).
+func (d *PyDict[K, V]) GetOr(ctx context.Context, k K, def V) (V, error) {
+	return pyCallAs[V](ctx, d.obj, "get", k, def)
+}
+
+// Pop removes k and returns its value, or fails with an error matching
+// ErrKeyNotFound.
+func (d *PyDict[K, V]) Pop(ctx context.Context, k K) (V, error) {
+	return pyCallAs[V](ctx, d.obj, "pop", k)
+}
+
+// SetDefault returns d[k], first setting it to v if k is missing.
+func (d *PyDict[K, V]) SetDefault(ctx context.Context, k K, v V) (V, error) {
+	return pyCallAs[V](ctx, d.obj, "setdefault", k, v)
 }
 
 // Set sets d[k] = v.
@@ -139,6 +157,51 @@ func (l *PyList[T]) Get(ctx context.Context, i int) (T, error) {
 // Set sets l[i] = v.
 func (l *PyList[T]) Set(ctx context.Context, i int, v T) error {
 	return pyCallNone(ctx, l.obj, "__setitem__", i, v)
+}
+
+// Insert inserts v before index i.
+func (l *PyList[T]) Insert(ctx context.Context, i int, v T) error {
+	return pyCallNone(ctx, l.obj, "insert", i, v)
+}
+
+// Delete removes l[i], or fails with an error matching ErrIndexOutOfRange.
+func (l *PyList[T]) Delete(ctx context.Context, i int) error {
+	return pyCallNone(ctx, l.obj, "__delitem__", i)
+}
+
+// Remove removes the first item equal to v, or fails with an error
+// matching ErrNotFound.
+func (l *PyList[T]) Remove(ctx context.Context, v T) error {
+	return notFound(pyCallNone(ctx, l.obj, "remove", v))
+}
+
+// Index returns the index of the first item equal to v, or fails with an
+// error matching ErrNotFound.
+func (l *PyList[T]) Index(ctx context.Context, v T) (int, error) {
+	i, err := pyCallAs[int](ctx, l.obj, "index", v)
+	return i, notFound(err)
+}
+
+// Count returns how many items equal v.
+func (l *PyList[T]) Count(ctx context.Context, v T) (int, error) {
+	return pyCallAs[int](ctx, l.obj, "count", v)
+}
+
+// Contains reports whether an item equals v.
+func (l *PyList[T]) Contains(ctx context.Context, v T) (bool, error) {
+	return pyCallAs[bool](ctx, l.obj, "__contains__", v)
+}
+
+// Reverse reverses the list in place.
+func (l *PyList[T]) Reverse(ctx context.Context) error { return pyCallNone(ctx, l.obj, "reverse") }
+
+// notFound maps list.remove's and list.index's ValueError to ErrNotFound.
+func notFound(err error) error {
+	var exc *pickle.Exception
+	if errors.As(err, &exc) && exc.Name == "ValueError" {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
 }
 
 // Len returns the list's length.
