@@ -69,7 +69,7 @@ type pyServer struct {
 	key     []byte
 }
 
-func startPyManager(t *testing.T, version, network string) *pyServer {
+func startPyManager(t testing.TB, version, network string) *pyServer {
 	t.Helper()
 	key := []byte("py-manager-key")
 	sock := filepath.Join(t.TempDir(), "m")
@@ -97,7 +97,7 @@ func startPyManager(t *testing.T, version, network string) *pyServer {
 	return &pyServer{cmd: cmd, network: network, addr: addr, key: key}
 }
 
-func (s *pyServer) connect(t *testing.T) *manager.PyClient {
+func (s *pyServer) connect(t testing.TB) *manager.PyClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -530,4 +530,29 @@ func TestPyClientManagerKilled(t *testing.T) {
 	if err := d.Release(ctx); err == nil {
 		t.Errorf("Release on a dead manager succeeded")
 	}
+}
+
+// BenchmarkPyClient measures a Go client's call round trip to a CPython
+// SyncManager on a unix socket (CPython's own client against its own
+// manager is the kit's manager.dict.get).
+func BenchmarkPyClient(b *testing.B) {
+	b.Run("dict.get", func(b *testing.B) {
+		ctx := context.Background()
+		c := startPyManager(b, "", "unix").connect(b)
+		d, err := manager.NewPyDict[string, int](ctx, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.Release(ctx)
+		if err := d.Set(ctx, "k", 1); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := d.Get(ctx, "k"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e3, "us")
+	})
 }
