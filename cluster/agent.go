@@ -462,7 +462,7 @@ func (a *agent) localPool(ctx context.Context, k poolKey) (*pool.Pool, error) {
 		lp = &localPool{ready: make(chan struct{})}
 		a.pools[k] = lp
 		a.poolsMu.Unlock()
-		opts := []pool.Option{pool.Workers(a.cfg.Workers), pool.WithLogger(a.log), pool.Retries(k.retries)}
+		opts := []pool.Option{pool.Workers(a.cfg.Workers), pool.Logger(a.log), pool.Retries(k.retries)}
 		if k.timeout > 0 {
 			opts = append(opts, pool.TaskTimeout(k.timeout))
 		}

@@ -25,7 +25,7 @@ const otherBuild = "0000deadbeef"
 // build in its status entry.
 func TestMismatchedAgentIsVisible(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
-	p := newPool(t, Agents(1), WithLogger(zap.New(core)))
+	p := newPool(t, Agents(1), Logger(zap.New(core)))
 	cmd := mptest.HelperCmd(t, "other-build-agent", p.URL())
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -239,9 +239,9 @@ func StreamLimits(maxAge time.Duration, maxBytes int64) Option {
 	}
 }
 
-// WithLogger sets the logger for the pool's diagnostics (republished
+// Logger sets the logger for the pool's diagnostics (republished
 // chunks, agents of another build, ...). The default is zap.NewNop().
-func WithLogger(l *zap.Logger) Option {
+func Logger(l *zap.Logger) Option {
 	return func(o *options) error {
 		if l == nil {
 			l = zap.NewNop()

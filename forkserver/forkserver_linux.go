@@ -80,9 +80,9 @@ type options struct {
 // MiB of resident memory) and one exec of the binary to make.
 func Size(n int) Option { return func(o *options) { o.size = n } }
 
-// WithLogger sets the logger for the Starter's diagnostics (warm processes
+// Logger sets the logger for the Starter's diagnostics (warm processes
 // started, found dead, replaced). The default is zap.NewNop().
-func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+func Logger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
 
 // RefillDelay sets how long after a start the Starter begins to make the
 // warm process that replaces the one it used (DefaultRefillDelay by

@@ -74,7 +74,7 @@ type HandshakeError struct {
 	// Peer is the peer's address ("127.0.0.1:5555") on TCP, its process
 	// on a unix socket ("pid 123 uid 1000").
 	Peer string
-	TLS  bool // the TLS handshake failed (WithTLS)
+	TLS  bool // the TLS handshake failed (TLS)
 	Err  error
 }
 
@@ -119,7 +119,7 @@ func newListener(nl net.Listener, o listenOptions, tmpDir string) *Listener {
 }
 
 // Accept waits for a connection that has passed its handshakes (with
-// WithTLS and WithAuthkey: the TLS one, then the authkey challenge to the
+// TLS and Authkey: the TLS one, then the authkey challenge to the
 // client first, then the client's, in CPython's order) and returns it.
 // Handshakes run concurrently in the background from the first Accept on
 // until Close, bounded by HandshakeTimeout each and MaxHandshakes in all,

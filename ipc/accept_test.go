@@ -77,7 +77,7 @@ func TestAcceptFlood(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
 			mptest.CheckFDs(t)
-			key := WithAuthkey([]byte("secret"))
+			key := Authkey([]byte("secret"))
 			addr := "127.0.0.1:0"
 			if network == "unix" {
 				addr = families["unix"].address(t)
@@ -158,7 +158,7 @@ func TestAcceptFlood(t *testing.T) {
 func TestAcceptShedsOldest(t *testing.T) {
 	mptest.CheckFDs(t)
 	key := []byte("secret")
-	l := mustListen(t, "tcp", "127.0.0.1:0", WithAuthkey(key), MaxHandshakes(8, 4))
+	l := mustListen(t, "tcp", "127.0.0.1:0", Authkey(key), MaxHandshakes(8, 4))
 	accepted, errs, stop := acceptAll(l)
 	defer stop()
 	dialFrom := func(ip string) net.Conn {
@@ -198,7 +198,7 @@ func TestAcceptShedsOldest(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, nc := range shed {
 		wg.Go(func() {
-			cc, err := connect(ctx, nc, makeListenOptions([]ListenOption{WithAuthkey(key)}), false, "")
+			cc, err := connect(ctx, nc, makeListenOptions([]ListenOption{Authkey(key)}), false, "")
 			if err == nil {
 				cc.Close()
 				t.Errorf("shed connection a[%d] passed the handshake", i)
@@ -209,7 +209,7 @@ func TestAcceptShedsOldest(t *testing.T) {
 	var got []*Conn
 	for i, nc := range kept {
 		wg.Go(func() {
-			cc, err := connect(ctx, nc, makeListenOptions([]ListenOption{WithAuthkey(key)}), false, "")
+			cc, err := connect(ctx, nc, makeListenOptions([]ListenOption{Authkey(key)}), false, "")
 			if err != nil {
 				t.Errorf("kept connection %d (%s): %v", i, nc.LocalAddr(), err)
 				return
@@ -239,7 +239,7 @@ func TestAcceptShedsOldest(t *testing.T) {
 // checks for leaked goroutines, CheckFDs for descriptors).
 func TestAcceptCloseWithPending(t *testing.T) {
 	mptest.CheckFDs(t)
-	l := mustListen(t, "tcp", "127.0.0.1:0", WithAuthkey([]byte("k")))
+	l := mustListen(t, "tcp", "127.0.0.1:0", Authkey([]byte("k")))
 	_, _, stop := acceptAll(l)
 	attackers := flood(t, "tcp", l.Addr().String(), 20)
 	defer func() {

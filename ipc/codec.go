@@ -18,7 +18,7 @@ type Codec interface {
 	Unmarshal(data []byte, v any) error
 }
 
-// DefaultCodec is the codec a Conn uses unless WithCodec says otherwise.
+// DefaultCodec is the codec a Conn uses unless UseCodec says otherwise.
 // It follows multiproc's one set of encoding rules (internal/base/valenc)
 // for a peer that may be another build or architecture:
 //   - a proto.Message is encoded in protobuf wire format;

@@ -61,8 +61,8 @@ func MaxFrameSize(n int64) Option {
 	}
 }
 
-// WithCodec sets the codec used by Send and Recv.
-func WithCodec(c Codec) Option {
+// UseCodec sets the codec used by Send and Recv.
+func UseCodec(c Codec) Option {
 	return func(o *options) {
 		if c != nil {
 			o.codec = c

@@ -25,7 +25,7 @@
 // and a write-only end ([ErrReadOnly], [ErrWriteOnly]).
 //
 // [Listen] and [Dial] connect over unix sockets (paths, and Linux abstract
-// names written "@name" or "\x00name") and TCP. With [WithAuthkey] both
+// names written "@name" or "\x00name") and TCP. With [Authkey] both
 // sides run CPython's HMAC challenge handshake, which interoperates with
 // CPython 3.11 (HMAC-MD5) and 3.12+ ({sha256}-prefixed) peers in both
 // directions; [Strict] refuses the MD5 generation. A wrong key fails on
@@ -34,12 +34,12 @@
 // and stays silent holds only its own handshake (bounded by
 // [HandshakeTimeout]), and [MaxHandshakes] bounds the connections pending,
 // overall and per peer, shedding the oldest. Accept reports a refused
-// connection with a [*HandshakeError] naming the peer. [WithTLS] adds TLS to a TCP
+// connection with a [*HandshakeError] naming the peer. [TLS] adds TLS to a TCP
 // Listener and Dial: a TLS handshake first, then the authkey handshake and
 // every frame inside TLS. Such a Conn behaves like any other (same
 // cancellation, Wait) but cannot pass files or be handed to a child: TLS
 // ends in a pair of goroutines that copy between the TLS connection and a
-// socketpair the Conn runs on (see WithTLS for why and what it costs).
+// socketpair the Conn runs on (see TLS for why and what it costs).
 // PROTOCOL.md in this directory describes every byte on the wire.
 //
 // [Conn.SendFiles] and [Conn.RecvFiles] pass open files (SCM_RIGHTS) with a

@@ -67,7 +67,7 @@ func ExampleListen() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "ipc-example")
 	defer os.RemoveAll(dir)
-	key := ipc.WithAuthkey([]byte("secret"))
+	key := ipc.Authkey([]byte("secret"))
 
 	l, err := ipc.Listen("unix", filepath.Join(dir, "listener"), key)
 	if err != nil {
@@ -95,7 +95,7 @@ func ExampleListen() {
 	// A client with the wrong key is refused on both sides.
 	clientErr := make(chan error)
 	go func() {
-		_, err := ipc.Dial(ctx, "unix", l.Addr().String(), ipc.WithAuthkey([]byte("guess")))
+		_, err := ipc.Dial(ctx, "unix", l.Addr().String(), ipc.Authkey([]byte("guess")))
 		clientErr <- err
 	}()
 	// The server's error names the peer: on a unix socket its process

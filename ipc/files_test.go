@@ -172,7 +172,7 @@ func TestSendFilesNotSocket(t *testing.T) {
 func TestSendFilesListener(t *testing.T) {
 	mptest.CheckFDs(t)
 	ctx := context.Background()
-	l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), WithAuthkey([]byte("k")))
+	l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), Authkey([]byte("k")))
 	acc := make(chan *Conn, 1)
 	go func() {
 		c, err := l.Accept(ctx)
@@ -181,7 +181,7 @@ func TestSendFilesListener(t *testing.T) {
 		}
 		acc <- c
 	}()
-	c, err := Dial(ctx, "unix", l.Addr().String(), WithAuthkey([]byte("k")))
+	c, err := Dial(ctx, "unix", l.Addr().String(), Authkey([]byte("k")))
 	if err != nil {
 		t.Fatal(err)
 	}

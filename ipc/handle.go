@@ -28,7 +28,7 @@ const (
 // bytes would be lost.
 //
 // The Conn stays usable in this process; usually the parent closes its
-// copy after the child has started. A Conn over TLS (WithTLS) cannot be
+// copy after the child has started. A Conn over TLS (TLS) cannot be
 // handed over.
 func (c *Conn) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 	if c.closed.Load() {
@@ -112,7 +112,7 @@ func (c *Conn) MultiprocAttach(files []*os.File, desc []byte) error {
 
 // ConnFromHandle rebuilds a Conn from the files and descriptor that
 // MultiprocHandle produced in another process. The Conn takes ownership of
-// the files. Options (e.g. WithCodec) apply on top of the description.
+// the files. Options (e.g. UseCodec) apply on top of the description.
 func ConnFromHandle(files []*os.File, desc []byte, opts ...Option) (*Conn, error) {
 	closeAll := func() {
 		for _, f := range files {

@@ -147,7 +147,7 @@ func TestInteropPython(t *testing.T) {
 				var lopts []ListenOption
 				pykey := "-"
 				if key != "" {
-					lopts = append(lopts, WithAuthkey([]byte(key)))
+					lopts = append(lopts, Authkey([]byte(key)))
 					pykey = key
 				}
 				t.Run(name+"/go-listens", func(t *testing.T) {
@@ -200,7 +200,7 @@ func TestInteropPython(t *testing.T) {
 func TestInteropPythonAuthFailures(t *testing.T) {
 	for _, v := range pythons(t) {
 		t.Run(pyVersionName(v)+"/wrong-key", func(t *testing.T) {
-			l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), WithAuthkey([]byte("right")))
+			l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), Authkey([]byte("right")))
 			p := startPy(t, v, "dial", "AF_UNIX", l.Addr().String(), "wrong")
 			defer p.wait(t)
 			if _, err := l.Accept(context.Background()); !errors.Is(err, ErrAuthentication) {
@@ -213,7 +213,7 @@ func TestInteropPythonAuthFailures(t *testing.T) {
 			p2 := startPy(t, v, "listen", "AF_UNIX", filepath.Join(t.TempDir(), "s2"), "right")
 			defer p2.wait(t)
 			a, _ := strings.CutPrefix(p2.line(t), "READY ")
-			if _, err := Dial(context.Background(), "unix", a, WithAuthkey([]byte("wrong"))); !errors.Is(err, ErrAuthentication) {
+			if _, err := Dial(context.Background(), "unix", a, Authkey([]byte("wrong"))); !errors.Is(err, ErrAuthentication) {
 				t.Errorf("Go Dial: %v", err)
 			}
 			if got := p2.line(t); !strings.HasPrefix(got, "AUTHFAIL") {
@@ -231,7 +231,7 @@ func TestInteropPythonAuthFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 			modern := strings.TrimSpace(string(out)) == "True"
-			l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), WithAuthkey([]byte("k")), Strict())
+			l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), Authkey([]byte("k")), Strict())
 			p := startPy(t, v, "dial", "AF_UNIX", l.Addr().String(), "k")
 			defer p.wait(t)
 			c, err := l.Accept(context.Background())

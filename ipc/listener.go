@@ -29,17 +29,17 @@ type listenOptions struct {
 	timeout   time.Duration
 	conn      []Option
 	peerCreds bool
-	tls       *tls.Config // WithTLS
+	tls       *tls.Config // TLS
 	maxHS     int         // MaxHandshakes
 	maxHSPeer int
 }
 
-// WithAuthkey makes Accept and Dial run CPython's HMAC challenge handshake
+// Authkey makes Accept and Dial run CPython's HMAC challenge handshake
 // with key (see PROTOCOL.md). Both sides must use the same key; a wrong key
 // fails on both sides with ErrAuthentication. An empty key still
 // authenticates (CPython 3.13's behaviour). Without this option no
 // handshake runs, as with CPython's authkey=None.
-func WithAuthkey(key []byte) ListenOption {
+func Authkey(key []byte) ListenOption {
 	k := append([]byte{}, key...)
 	return func(o *listenOptions) { o.auth, o.authkey = true, k }
 }
@@ -49,15 +49,15 @@ func WithAuthkey(key []byte) ListenOption {
 func Strict() ListenOption { return func(o *listenOptions) { o.strict = true } }
 
 // HandshakeTimeout bounds the handshakes of a new connection, the TLS one
-// (WithTLS) and the authkey one together (DefaultHandshakeTimeout by
+// (TLS) and the authkey one together (DefaultHandshakeTimeout by
 // default; d <= 0 means no bound beyond the caller's context).
 func HandshakeTimeout(d time.Duration) ListenOption {
 	return func(o *listenOptions) { o.timeout = d }
 }
 
-// WithConnOptions sets options (MaxFrameSize, WithCodec) for the Conns that
+// ConnOptions sets options (MaxFrameSize, UseCodec) for the Conns that
 // Accept and Dial return.
-func WithConnOptions(opts ...Option) ListenOption {
+func ConnOptions(opts ...Option) ListenOption {
 	return func(o *listenOptions) { o.conn = append(o.conn, opts...) }
 }
 
@@ -95,7 +95,7 @@ type Listener struct {
 // private temporary directory (removed by Close) or a free port on
 // 127.0.0.1. Listening on an address that is in use fails, even a unix path
 // whose listener is gone (the stale socket file must be removed first).
-// With WithTLS (tcp only), Accept runs a TLS handshake on every connection
+// With TLS (tcp only), Accept runs a TLS handshake on every connection
 // first.
 func Listen(network, address string, opts ...ListenOption) (*Listener, error) {
 	o := makeListenOptions(opts)
@@ -172,9 +172,9 @@ func (l *Listener) Close() error {
 
 // Dial connects to a Listener (or a CPython
 // multiprocessing.connection.Listener) at address on network ("unix" or
-// "tcp", as for Listen) and, with WithAuthkey, runs the handshake: it
+// "tcp", as for Listen) and, with Authkey, runs the handshake: it
 // answers the server's challenge first, then challenges the server. With
-// WithTLS (tcp only), a TLS handshake comes first and everything else runs
+// TLS (tcp only), a TLS handshake comes first and everything else runs
 // inside TLS.
 func Dial(ctx context.Context, network, address string, opts ...ListenOption) (*Conn, error) {
 	o := makeListenOptions(opts)
@@ -200,7 +200,7 @@ func Dial(ctx context.Context, network, address string, opts ...ListenOption) (*
 }
 
 // connect wraps a fresh socket in a Conn and runs the handshakes: TLS
-// first with WithTLS, then the authkey one with WithAuthkey, both within
+// first with TLS, then the authkey one with Authkey, both within
 // one HandshakeTimeout. On the server side (Accept) every error is a
 // *HandshakeError naming peer; on the client side a failed TLS handshake
 // is one too.

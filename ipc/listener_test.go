@@ -57,7 +57,7 @@ func TestListenerClient(t *testing.T) {
 				ctx := context.Background()
 				var opts []ListenOption
 				if auth {
-					opts = append(opts, WithAuthkey([]byte("secret")))
+					opts = append(opts, Authkey([]byte("secret")))
 				}
 				addr := fam.address(t)
 				l := mustListen(t, fam.network, addr, opts...)
@@ -173,7 +173,7 @@ func TestAcceptCancel(t *testing.T) {
 func TestAuthFailureBothSides(t *testing.T) {
 	mptest.CheckFDs(t)
 	ctx := context.Background()
-	l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), WithAuthkey([]byte("right")))
+	l := mustListen(t, "unix", filepath.Join(t.TempDir(), "s"), Authkey([]byte("right")))
 	for _, key := range []string{"wrong", ""} {
 		acc := make(chan error, 1)
 		go func() {
@@ -183,7 +183,7 @@ func TestAuthFailureBothSides(t *testing.T) {
 			}
 			acc <- err
 		}()
-		c, err := Dial(ctx, "unix", dialAddr(l), WithAuthkey([]byte(key)))
+		c, err := Dial(ctx, "unix", dialAddr(l), Authkey([]byte(key)))
 		if !errors.Is(err, ErrAuthentication) || c != nil {
 			t.Errorf("Dial with key %q: %v", key, err)
 		}
@@ -192,7 +192,7 @@ func TestAuthFailureBothSides(t *testing.T) {
 		}
 	}
 	// A client without a key never answers: the handshake is bounded.
-	l2 := mustListen(t, "unix", filepath.Join(t.TempDir(), "s2"), WithAuthkey([]byte("k")), HandshakeTimeout(50*time.Millisecond))
+	l2 := mustListen(t, "unix", filepath.Join(t.TempDir(), "s2"), Authkey([]byte("k")), HandshakeTimeout(50*time.Millisecond))
 	c, err := Dial(ctx, "unix", dialAddr(l2))
 	if err != nil {
 		t.Fatal(err)

@@ -39,9 +39,9 @@ const (
 	tlsWriteBuf = 64 << 10
 )
 
-// WithTLS makes Listen's Accept and Dial run a TLS handshake on each new
+// TLS makes Listen's Accept and Dial run a TLS handshake on each new
 // TCP connection before anything else (before the authkey handshake of
-// WithAuthkey, which then runs inside TLS). For Listen, cfg is a server
+// Authkey, which then runs inside TLS). For Listen, cfg is a server
 // configuration: it must have a certificate (Certificates, GetCertificate
 // or GetConfigForClient); set ClientAuth and ClientCAs to require client
 // certificates. For Dial, cfg is a client configuration: RootCAs to trust
@@ -56,7 +56,7 @@ const (
 // "ipc: tls handshake with <peer address>" and wraps crypto/tls's error
 // (or the context's). A peer that speaks TLS to a listener without it, or
 // the other way round, fails at once when the plain side is the listener
-// with WithAuthkey (its challenge is not a TLS record, the ClientHello is
+// with Authkey (its challenge is not a TLS record, the ClientHello is
 // not a frame); a plain client of a TLS listener waits for a challenge
 // that never comes, so that mismatch ends with the handshake timeout (or
 // the client's context).
@@ -86,7 +86,7 @@ const (
 // returns an error that matches io.EOF (or ErrTruncated inside a frame)
 // with errors.Is and wraps the TLS error, so errors.As finds, for example,
 // a tls.RecordHeaderError.
-func WithTLS(cfg *tls.Config) ListenOption {
+func TLS(cfg *tls.Config) ListenOption {
 	var c *tls.Config
 	if cfg != nil {
 		c = cfg.Clone()
@@ -94,7 +94,7 @@ func WithTLS(cfg *tls.Config) ListenOption {
 	return func(o *listenOptions) { o.tls = c }
 }
 
-// checkTLS validates WithTLS for network; server says whether for Listen.
+// checkTLS validates TLS for network; server says whether for Listen.
 func (o *listenOptions) checkTLS(op, network string, server bool) error {
 	if o.tls == nil {
 		return nil
@@ -102,10 +102,10 @@ func (o *listenOptions) checkTLS(op, network string, server bool) error {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return fmt.Errorf("ipc: %s: WithTLS needs a tcp network, not %q (a unix socket is local: its peers are checked by the socket file's permissions and SameUser)", op, network)
+		return fmt.Errorf("ipc: %s: TLS needs a tcp network, not %q (a unix socket is local: its peers are checked by the socket file's permissions and SameUser)", op, network)
 	}
 	if server && len(o.tls.Certificates) == 0 && o.tls.GetCertificate == nil && o.tls.GetConfigForClient == nil {
-		return fmt.Errorf("ipc: %s: WithTLS needs a server tls.Config with a certificate (Certificates, GetCertificate or GetConfigForClient)", op)
+		return fmt.Errorf("ipc: %s: TLS needs a server tls.Config with a certificate (Certificates, GetCertificate or GetConfigForClient)", op)
 	}
 	return nil
 }
@@ -243,7 +243,7 @@ func (e *tlsEnd) Close() error {
 
 // TLSConnectionState returns the state of the TLS connection under c (the
 // negotiated version, the peer's certificates, ...) and true, or false for
-// a Conn that does not run over TLS (see WithTLS).
+// a Conn that does not run over TLS (see TLS).
 func (c *Conn) TLSConnectionState() (tls.ConnectionState, bool) {
 	e, ok := c.r.(*tlsEnd)
 	if !ok {

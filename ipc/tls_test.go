@@ -47,9 +47,9 @@ func TestTLSListenDial(t *testing.T) {
 	mptest.CheckFDs(t)
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
-	key := WithAuthkey([]byte("secret"))
-	s, c := tlsPair(t, ctx, []ListenOption{key, WithTLS(certs.ServerConfig())},
-		[]ListenOption{key, WithTLS(certs.ClientConfig())})
+	key := Authkey([]byte("secret"))
+	s, c := tlsPair(t, ctx, []ListenOption{key, TLS(certs.ServerConfig())},
+		[]ListenOption{key, TLS(certs.ClientConfig())})
 	if s.err != nil || c.err != nil {
 		t.Fatalf("accept: %v, dial: %v", s.err, c.err)
 	}
@@ -129,7 +129,7 @@ func TestTLSBigSendToClosedPeer(t *testing.T) {
 	mptest.CheckFDs(t)
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
-	s, c := tlsPair(t, ctx, []ListenOption{WithTLS(certs.ServerConfig())}, []ListenOption{WithTLS(certs.ClientConfig())})
+	s, c := tlsPair(t, ctx, []ListenOption{TLS(certs.ServerConfig())}, []ListenOption{TLS(certs.ClientConfig())})
 	if s.err != nil || c.err != nil {
 		t.Fatalf("accept: %v, dial: %v", s.err, c.err)
 	}
@@ -147,7 +147,7 @@ func TestTLSCloseStuckPeer(t *testing.T) {
 	tlsFlushTimeout = 50 * time.Millisecond
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
-	s, c := tlsPair(t, ctx, []ListenOption{WithTLS(certs.ServerConfig())}, []ListenOption{WithTLS(certs.ClientConfig())})
+	s, c := tlsPair(t, ctx, []ListenOption{TLS(certs.ServerConfig())}, []ListenOption{TLS(certs.ClientConfig())})
 	if s.err != nil || c.err != nil {
 		t.Fatalf("accept: %v, dial: %v", s.err, c.err)
 	}
@@ -167,7 +167,7 @@ func TestTLSCloseStuckPeer(t *testing.T) {
 func TestTLSWithoutAuthkey(t *testing.T) {
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
-	s, c := tlsPair(t, ctx, []ListenOption{WithTLS(certs.ServerConfig())}, []ListenOption{WithTLS(certs.ClientConfig())})
+	s, c := tlsPair(t, ctx, []ListenOption{TLS(certs.ServerConfig())}, []ListenOption{TLS(certs.ClientConfig())})
 	if s.err != nil || c.err != nil {
 		t.Fatalf("accept: %v, dial: %v", s.err, c.err)
 	}
@@ -183,8 +183,8 @@ func TestTLSWrongAuthkey(t *testing.T) {
 	mptest.CheckFDs(t)
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
-	s, c := tlsPair(t, ctx, []ListenOption{WithAuthkey([]byte("secret")), WithTLS(certs.ServerConfig())},
-		[]ListenOption{WithAuthkey([]byte("guess")), WithTLS(certs.ClientConfig())})
+	s, c := tlsPair(t, ctx, []ListenOption{Authkey([]byte("secret")), TLS(certs.ServerConfig())},
+		[]ListenOption{Authkey([]byte("guess")), TLS(certs.ClientConfig())})
 	if !errors.Is(s.err, ErrAuthentication) || !errors.Is(c.err, ErrAuthentication) {
 		t.Fatalf("accept: %v, dial: %v; want ErrAuthentication on both", s.err, c.err)
 	}
@@ -195,11 +195,11 @@ func TestTLSUntrusted(t *testing.T) {
 	certs := mptest.NewTLSCerts(t)
 	other := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
-	key := WithAuthkey([]byte("secret"))
+	key := Authkey([]byte("secret"))
 	t.Run("server", func(t *testing.T) {
 		// The client trusts another CA.
-		s, c := tlsPair(t, ctx, []ListenOption{key, WithTLS(certs.ServerConfig())},
-			[]ListenOption{key, WithTLS(other.ClientConfig())})
+		s, c := tlsPair(t, ctx, []ListenOption{key, TLS(certs.ServerConfig())},
+			[]ListenOption{key, TLS(other.ClientConfig())})
 		var verr *tls.CertificateVerificationError
 		if !errors.As(c.err, &verr) || !strings.HasPrefix(c.err.Error(), "ipc: tls handshake with 127.0.0.1:") {
 			t.Fatalf("dial: %v, want a certificate verification error", c.err)
@@ -212,7 +212,7 @@ func TestTLSUntrusted(t *testing.T) {
 		// The certificate is for 127.0.0.1 and localhost, not this name.
 		cfg := certs.ClientConfig()
 		cfg.ServerName = "example.com"
-		_, c := tlsPair(t, ctx, []ListenOption{key, WithTLS(certs.ServerConfig())}, []ListenOption{key, WithTLS(cfg)})
+		_, c := tlsPair(t, ctx, []ListenOption{key, TLS(certs.ServerConfig())}, []ListenOption{key, TLS(cfg)})
 		var herr x509.HostnameError
 		if !errors.As(c.err, &herr) {
 			t.Fatalf("dial: %v, want a hostname error", c.err)
@@ -222,7 +222,7 @@ func TestTLSUntrusted(t *testing.T) {
 		// The server wants a client certificate signed by its CA.
 		cfg := other.ClientConfig()
 		cfg.RootCAs = certs.CA
-		s, c := tlsPair(t, ctx, []ListenOption{key, WithTLS(certs.MutualServerConfig())}, []ListenOption{key, WithTLS(cfg)})
+		s, c := tlsPair(t, ctx, []ListenOption{key, TLS(certs.MutualServerConfig())}, []ListenOption{key, TLS(cfg)})
 		if s.err == nil || c.err == nil {
 			t.Fatalf("accept: %v, dial: %v; want both to fail", s.err, c.err)
 		}
@@ -238,8 +238,8 @@ func TestTLSUntrusted(t *testing.T) {
 		}
 	})
 	t.Run("mutual", func(t *testing.T) {
-		s, c := tlsPair(t, ctx, []ListenOption{key, WithTLS(certs.MutualServerConfig())},
-			[]ListenOption{key, WithTLS(certs.ClientConfig())})
+		s, c := tlsPair(t, ctx, []ListenOption{key, TLS(certs.MutualServerConfig())},
+			[]ListenOption{key, TLS(certs.ClientConfig())})
 		if s.err != nil || c.err != nil {
 			t.Fatalf("accept: %v, dial: %v", s.err, c.err)
 		}
@@ -256,11 +256,11 @@ func TestTLSMismatch(t *testing.T) {
 	mptest.CheckFDs(t)
 	certs := mptest.NewTLSCerts(t)
 	ctx := ctxTimeout(t)
-	key := WithAuthkey([]byte("secret"))
+	key := Authkey([]byte("secret"))
 	t.Run("tls client, plain server", func(t *testing.T) {
 		// The server's challenge is not a TLS record and the ClientHello
 		// is not a frame: both fail at once.
-		s, c := tlsPair(t, ctx, []ListenOption{key}, []ListenOption{key, WithTLS(certs.ClientConfig())})
+		s, c := tlsPair(t, ctx, []ListenOption{key}, []ListenOption{key, TLS(certs.ClientConfig())})
 		if c.err == nil || !strings.HasPrefix(c.err.Error(), "ipc: tls handshake with") {
 			t.Fatalf("dial: %v", c.err)
 		}
@@ -271,7 +271,7 @@ func TestTLSMismatch(t *testing.T) {
 	t.Run("plain client, tls server", func(t *testing.T) {
 		// The client waits for a challenge, the server for a ClientHello:
 		// the server's handshake timeout ends both.
-		s, c := tlsPair(t, ctx, []ListenOption{key, WithTLS(certs.ServerConfig()), HandshakeTimeout(100 * time.Millisecond)},
+		s, c := tlsPair(t, ctx, []ListenOption{key, TLS(certs.ServerConfig()), HandshakeTimeout(100 * time.Millisecond)},
 			[]ListenOption{key})
 		if !errors.Is(s.err, context.DeadlineExceeded) || !strings.Contains(s.err.Error(), "does the peer use TLS?") {
 			t.Fatalf("accept: %v", s.err)
@@ -311,7 +311,7 @@ func TestTLSDialCancel(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			c, err := Dial(ctx, "tcp", nl.Addr().String(), WithTLS(certs.ClientConfig()))
+			c, err := Dial(ctx, "tcp", nl.Addr().String(), TLS(certs.ClientConfig()))
 			if c != nil {
 				c.Close()
 			}
@@ -329,7 +329,7 @@ func TestTLSDialCancel(t *testing.T) {
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {
-		c, err := Dial(context.Background(), "tcp", nl.Addr().String(), WithTLS(certs.ClientConfig()),
+		c, err := Dial(context.Background(), "tcp", nl.Addr().String(), TLS(certs.ClientConfig()),
 			HandshakeTimeout(50*time.Millisecond))
 		if c != nil {
 			c.Close()
@@ -350,21 +350,21 @@ func TestTLSRefused(t *testing.T) {
 		want string
 	}{
 		{"listen unix", func() error {
-			l, err := Listen("unix", sock, WithTLS(certs.ServerConfig()))
+			l, err := Listen("unix", sock, TLS(certs.ServerConfig()))
 			if err == nil {
 				l.Close()
 			}
 			return err
-		}, "WithTLS needs a tcp network"},
+		}, "TLS needs a tcp network"},
 		{"dial abstract", func() error {
-			c, err := Dial(context.Background(), "unix", "@mptest-tls", WithTLS(certs.ClientConfig()))
+			c, err := Dial(context.Background(), "unix", "@mptest-tls", TLS(certs.ClientConfig()))
 			if err == nil {
 				c.Close()
 			}
 			return err
-		}, "WithTLS needs a tcp network"},
+		}, "TLS needs a tcp network"},
 		{"listen without certificate", func() error {
-			l, err := Listen("tcp", "127.0.0.1:0", WithTLS(&tls.Config{}))
+			l, err := Listen("tcp", "127.0.0.1:0", TLS(&tls.Config{}))
 			if err == nil {
 				l.Close()
 			}
@@ -396,7 +396,7 @@ func BenchmarkTLSRoundTrip(b *testing.B) {
 		lopt, dopt []ListenOption
 	}{
 		{"tcp", nil, nil},
-		{"tls", []ListenOption{WithTLS(certs.ServerConfig())}, []ListenOption{WithTLS(certs.ClientConfig())}},
+		{"tls", []ListenOption{TLS(certs.ServerConfig())}, []ListenOption{TLS(certs.ClientConfig())}},
 	} {
 		b.Run(tr.name, func(b *testing.B) {
 			ctx := context.Background()
@@ -487,7 +487,7 @@ func TestTLSErrorMidSession(t *testing.T) {
 		// come from the garbage, not from this end closing.
 		io.Copy(io.Discard, raw)
 	}()
-	c, err := Dial(ctx, "tcp", nl.Addr().String(), WithTLS(certs.ClientConfig()))
+	c, err := Dial(ctx, "tcp", nl.Addr().String(), TLS(certs.ClientConfig()))
 	if err != nil {
 		t.Fatal(err)
 	}

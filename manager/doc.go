@@ -18,22 +18,22 @@
 //
 // A server can also run in this process (NewServer, then Serve on a
 // Listener, or ServeConn on one end of an ipc.Pipe), or standalone for
-// remote clients: Listen("tcp", "0.0.0.0:5000", WithAuthkey(key)) and, on
-// other machines, Connect(ctx, "tcp", "host:5000", WithAuthkey(key)).
+// remote clients: Listen("tcp", "0.0.0.0:5000", Authkey(key)) and, on
+// other machines, Connect(ctx, "tcp", "host:5000", Authkey(key)).
 // Every connection passes CPython's HMAC challenge handshake (ipc.Listen);
 // a client with a wrong key gets nothing.
 //
 // # Remote managers and TLS
 //
 // The authkey handshake authenticates both sides but encrypts nothing:
-// over a network that is not trusted, add TLS (TCP only) with WithTLS on
+// over a network that is not trusted, add TLS (TCP only) with TLS on
 // both sides, a server configuration for Listen and a client one for
 // Connect:
 //
-//	l, err := manager.Listen("tcp", ":5000", manager.WithAuthkey(key),
-//		manager.WithTLS(&tls.Config{Certificates: []tls.Certificate{cert}}))
-//	c, err := manager.Connect(ctx, "tcp", "host:5000", manager.WithAuthkey(key),
-//		manager.WithTLS(&tls.Config{RootCAs: pool}))
+//	l, err := manager.Listen("tcp", ":5000", manager.Authkey(key),
+//		manager.TLS(&tls.Config{Certificates: []tls.Certificate{cert}}))
+//	c, err := manager.Connect(ctx, "tcp", "host:5000", manager.Authkey(key),
+//		manager.TLS(&tls.Config{RootCAs: pool}))
 //
 // The TLS handshake comes first, then the authkey handshake and every
 // request inside TLS; ClientAuth and ClientCAs in the server's
@@ -41,7 +41,7 @@
 // one that does not trust the server's certificate, or one whose
 // certificate the server does not trust gets nothing, as a client with a
 // wrong key. A server started by Start listens with TLS with
-// WithServerTLS(name), naming a function registered at package level
+// ServerTLS(name), naming a function registered at package level
 // with RegisterServerTLS that makes its configuration in the server
 // process (a *tls.Config cannot be sent there). A proxy of a TLS-only
 // server handed to another process says so; that process dials with the
@@ -50,7 +50,7 @@
 //
 // ipc's connections read their descriptors directly, so TLS ends in a
 // pair of goroutines per connection that copy between the TLS connection
-// and a socketpair (see ipc.WithTLS). On loopback with 2 CPUs a dict
+// and a socketpair (see ipc.TLS). On loopback with 2 CPUs a dict
 // get costs about twice as much over TLS as over plain TCP; see
 // BenchmarkTLS.
 //

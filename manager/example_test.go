@@ -73,7 +73,7 @@ func ExampleConnect() {
 	key := []byte("a secret shared with the clients")
 
 	// The server side (e.g. `mp manager serve`).
-	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.WithAuthkey(key))
+	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.Authkey(key))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -84,7 +84,7 @@ func ExampleConnect() {
 	addr := l.Addr().String()
 
 	// A client somewhere else.
-	c, err := manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key))
+	c, err := manager.Connect(ctx, "tcp", addr, manager.Authkey(key))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -95,7 +95,7 @@ func ExampleConnect() {
 	fmt.Println(q.Get(ctx))
 
 	// A client with the wrong key gets nothing.
-	_, err = manager.Connect(ctx, "tcp", addr, manager.WithAuthkey([]byte("wrong")))
+	_, err = manager.Connect(ctx, "tcp", addr, manager.Authkey([]byte("wrong")))
 	fmt.Println(err != nil)
 	// Output:
 	// hello <nil>
@@ -161,7 +161,7 @@ func ExampleRegisterType() {
 // A remote manager over TLS: the server has a certificate, clients trust
 // the CA that signed it, and the authkey handshake runs inside TLS. A
 // client without TLS gets nothing.
-func ExampleWithTLS() {
+func ExampleTLS() {
 	ctx := context.Background()
 	key := []byte("a secret shared with the clients")
 	// A CA and a certificate for 127.0.0.1, made for the example; a real
@@ -174,8 +174,8 @@ func ExampleWithTLS() {
 	}
 
 	// The server side.
-	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.WithAuthkey(key),
-		manager.WithTLS(&tls.Config{Certificates: []tls.Certificate{certs.Server}}))
+	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.Authkey(key),
+		manager.TLS(&tls.Config{Certificates: []tls.Certificate{certs.Server}}))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -186,8 +186,8 @@ func ExampleWithTLS() {
 	addr := l.Addr().String()
 
 	// A client that trusts the CA.
-	c, err := manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key),
-		manager.WithTLS(&tls.Config{RootCAs: certs.CA}))
+	c, err := manager.Connect(ctx, "tcp", addr, manager.Authkey(key),
+		manager.TLS(&tls.Config{RootCAs: certs.CA}))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -197,7 +197,7 @@ func ExampleWithTLS() {
 	fmt.Println(d.Get(ctx, "answer"))
 
 	// A client that does not trust the server's certificate gets nothing.
-	_, err = manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key), manager.WithTLS(&tls.Config{}))
+	_, err = manager.Connect(ctx, "tcp", addr, manager.Authkey(key), manager.TLS(&tls.Config{}))
 	var verr *tls.CertificateVerificationError
 	fmt.Println(errors.As(err, &verr))
 	// Output:

@@ -45,7 +45,7 @@ func TestSilentConnectionsDoNotLockOut(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), ipc.DefaultHandshakeTimeout/2)
 				defer cancel()
 				start := time.Now()
-				c, err := manager.Connect(ctx, network, ts.addr, manager.WithAuthkey(ts.key))
+				c, err := manager.Connect(ctx, network, ts.addr, manager.Authkey(ts.key))
 				if err != nil {
 					t.Fatalf("Connect with %d silent and %d one-byte connections open: %v", tc.silent, tc.oneByte, err)
 				}

@@ -46,7 +46,7 @@ func TestStartedServerProcs(t *testing.T) {
 	}
 	ctx := ctxT(t)
 	key := []byte("procs-test-key")
-	m, err := manager.Start(ctx, manager.WithAuthkey(key))
+	m, err := manager.Start(ctx, manager.Authkey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestStartedServerProcs(t *testing.T) {
 	}
 	env.Release(ctx)
 	network, address := m.Address()
-	c, err := manager.Connect(ctx, network, address, manager.WithAuthkey(key))
+	c, err := manager.Connect(ctx, network, address, manager.Authkey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestStartShutdown(t *testing.T) {
 	mptest.CheckChildren(t)
 	mptest.CheckFDs(t)
 	ctx := ctxT(t)
-	m, err := manager.Start(ctx, manager.WithInitializer(initMarker))
+	m, err := manager.Start(ctx, manager.Initializer(initMarker))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,10 +139,10 @@ func TestStartShutdown(t *testing.T) {
 		t.Fatalf("socket %s left behind: %v", address, err)
 	}
 
-	if _, err := manager.Start(ctx, manager.WithInitializer(initFails)); err == nil || !strings.Contains(err.Error(), "initializer says no") {
+	if _, err := manager.Start(ctx, manager.Initializer(initFails)); err == nil || !strings.Contains(err.Error(), "initializer says no") {
 		t.Fatalf("failing initializer: %v", err)
 	}
-	if _, err := manager.Start(ctx, manager.WithInitializer("no.such.init")); err == nil {
+	if _, err := manager.Start(ctx, manager.Initializer("no.such.init")); err == nil {
 		t.Fatal("unknown initializer accepted")
 	}
 }
@@ -151,7 +151,7 @@ func TestStartTCPAndConnect(t *testing.T) {
 	mptest.CheckChildren(t)
 	ctx := ctxT(t)
 	key := []byte("tcp key")
-	m, err := manager.Start(ctx, manager.WithAddress("tcp", "127.0.0.1:0"), manager.WithAuthkey(key))
+	m, err := manager.Start(ctx, manager.Address("tcp", "127.0.0.1:0"), manager.Authkey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestStartTCPAndConnect(t *testing.T) {
 	// and found by another.
 	d, _ := manager.NewDict[string, *manager.Namespace](ctx, m.Client)
 	d.Set(ctx, "ns", ns)
-	c2, err := manager.Connect(ctx, network, address, manager.WithAuthkey(key))
+	c2, err := manager.Connect(ctx, network, address, manager.Authkey(key))
 	if err != nil {
 		t.Fatal(err)
 	}

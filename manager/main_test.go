@@ -41,7 +41,7 @@ func startServer(t testing.TB, network string) *testServer {
 	if network == "unix" {
 		addr = filepath.Join(t.TempDir(), "m.sock")
 	}
-	l, err := manager.Listen(network, addr, manager.WithAuthkey(key))
+	l, err := manager.Listen(network, addr, manager.Authkey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func startServer(t testing.TB, network string) *testServer {
 	go func() { ts.served <- ts.srv.Serve(context.Background(), l) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := manager.Connect(ctx, network, ts.addr, manager.WithAuthkey(key))
+	c, err := manager.Connect(ctx, network, ts.addr, manager.Authkey(key))
 	if err != nil {
 		ts.srv.Close()
 		t.Fatal(err)

@@ -20,11 +20,11 @@ var binderType = reflect.TypeFor[binder]()
 
 // Listen listens for manager clients on network "unix" (a socket path or
 // an abstract "@name") or "tcp" ("host:port"). Every connection must pass
-// the authkey handshake (WithAuthkey is required): a client with a wrong
+// the authkey handshake (Authkey is required): a client with a wrong
 // key is refused before it can send a request. Serve the listener with
 // Server.Serve.
 //
-// With WithTLS (tcp only) every connection runs a TLS handshake first and
+// With TLS (tcp only) every connection runs a TLS handshake first and
 // the authkey handshake and all requests inside TLS: use it whenever the
 // network between clients and the server is not trusted, since the
 // authkey handshake authenticates but does not encrypt. A client without
@@ -36,21 +36,21 @@ func Listen(network, address string, opts ...Option) (*ipc.Listener, error) {
 		f(&o)
 	}
 	if !o.hasAuthkey {
-		return nil, errors.New("manager: Listen needs WithAuthkey")
+		return nil, errors.New("manager: Listen needs Authkey")
 	}
 	// A server holds many connections: its receivers park in the
 	// netpoller rather than each holding a thread in poll(2).
-	lopts := []ipc.ListenOption{ipc.WithAuthkey(o.authkey), ipc.SameUser(),
-		ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame), ipc.WaitInNetpoller())}
+	lopts := []ipc.ListenOption{ipc.Authkey(o.authkey), ipc.SameUser(),
+		ipc.ConnOptions(ipc.MaxFrameSize(o.maxFrame), ipc.WaitInNetpoller())}
 	if o.tls != nil {
-		lopts = append(lopts, ipc.WithTLS(o.tls))
+		lopts = append(lopts, ipc.TLS(o.tls))
 	}
 	return ipc.Listen(network, address, lopts...)
 }
 
 // Connect connects to the manager server at address (see Listen) and runs
-// the authkey handshake (WithAuthkey is required), after a TLS handshake
-// with WithTLS. A wrong key fails with an error that matches
+// the authkey handshake (Authkey is required), after a TLS handshake
+// with TLS. A wrong key fails with an error that matches
 // ipc.ErrAuthentication; a failed TLS handshake with one that says "tls
 // handshake" and wraps crypto/tls's error.
 func Connect(ctx context.Context, network, address string, opts ...Option) (*Client, error) {
@@ -59,11 +59,11 @@ func Connect(ctx context.Context, network, address string, opts ...Option) (*Cli
 		f(&o)
 	}
 	if !o.hasAuthkey {
-		return nil, errors.New("manager: Connect needs WithAuthkey")
+		return nil, errors.New("manager: Connect needs Authkey")
 	}
-	dopts := []ipc.ListenOption{ipc.WithAuthkey(o.authkey), ipc.WithConnOptions(ipc.MaxFrameSize(o.maxFrame))}
+	dopts := []ipc.ListenOption{ipc.Authkey(o.authkey), ipc.ConnOptions(ipc.MaxFrameSize(o.maxFrame))}
 	if o.tls != nil {
-		dopts = append(dopts, ipc.WithTLS(o.tls))
+		dopts = append(dopts, ipc.TLS(o.tls))
 	}
 	conn, err := ipc.Dial(ctx, network, address, dopts...)
 	if err != nil {
@@ -108,7 +108,7 @@ func acquireShared(ctx context.Context, d *pb.HandleDesc) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := Connect(ctx, d.Network, d.Address, append(opts, WithAuthkey(d.Authkey))...)
+	c, err := Connect(ctx, d.Network, d.Address, append(opts, Authkey(d.Authkey))...)
 	if err != nil {
 		return nil, err
 	}
@@ -180,8 +180,8 @@ func (h *handle) tlsInfo() (bool, string) {
 // the child has used its copy (for example until the child has finished).
 //
 // Only proxies made through a Client that has an address (Connect, Start)
-// can be handed over. When the server takes only TLS (WithTLS,
-// WithServerTLS), the descriptor says so, and the receiving process must
+// can be handed over. When the server takes only TLS (TLS,
+// ServerTLS), the descriptor says so, and the receiving process must
 // have a client configuration (SetClientTLS) before its first call.
 func (b *base) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 	h, err := b.handle()

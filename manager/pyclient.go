@@ -48,19 +48,19 @@ type PyClient struct {
 const maxIdlePy = 8
 
 // ConnectPython connects to a CPython manager at address ("unix" path or
-// "tcp" host:port) with its authkey (WithAuthkey is required; a manager
+// "tcp" host:port) with its authkey (Authkey is required; a manager
 // started without one uses its process's authkey, which the Python side
 // can print as bytes(current_process().authkey)). Like CPython's
 // BaseManager.connect it checks the server with a 'dummy' request. A wrong
-// key fails with an error that matches ipc.ErrAuthentication. WithMaxFrame
-// and WithLogger apply; other options are ignored.
+// key fails with an error that matches ipc.ErrAuthentication. MaxFrameSize
+// and Logger apply; other options are ignored.
 func ConnectPython(ctx context.Context, network, address string, opts ...Option) (*PyClient, error) {
 	o := defaultOptions()
 	for _, f := range opts {
 		f(&o)
 	}
 	if !o.hasAuthkey {
-		return nil, errors.New("manager: ConnectPython needs WithAuthkey")
+		return nil, errors.New("manager: ConnectPython needs Authkey")
 	}
 	c := &PyClient{network: network, address: address, authkey: o.authkey,
 		codec: pickle.New(pickle.MaxSize(int(min(o.maxFrame, 1<<30)))), maxFrame: o.maxFrame,
@@ -73,8 +73,8 @@ func ConnectPython(ctx context.Context, network, address string, opts ...Option)
 
 // dial opens and authenticates one connection to the server.
 func (c *PyClient) dial(ctx context.Context) (*ipc.Conn, error) {
-	conn, err := ipc.Dial(ctx, c.network, c.address, ipc.WithAuthkey(c.authkey),
-		ipc.WithConnOptions(ipc.MaxFrameSize(c.maxFrame), ipc.WithCodec(c.codec)))
+	conn, err := ipc.Dial(ctx, c.network, c.address, ipc.Authkey(c.authkey),
+		ipc.ConnOptions(ipc.MaxFrameSize(c.maxFrame), ipc.UseCodec(c.codec)))
 	if err != nil {
 		return nil, fmt.Errorf("manager: connect to python manager at %s %s: %w", c.network, c.address, err)
 	}

@@ -22,7 +22,7 @@ import (
 // (Not run: it needs that Python process; TestPyClient* run the real thing.)
 func ExampleConnectPython() {
 	ctx := context.Background()
-	c, err := manager.ConnectPython(ctx, "tcp", "127.0.0.1:50000", manager.WithAuthkey([]byte("secret")))
+	c, err := manager.ConnectPython(ctx, "tcp", "127.0.0.1:50000", manager.Authkey([]byte("secret")))
 	if err != nil {
 		fmt.Println(err)
 		return

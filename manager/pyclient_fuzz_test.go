@@ -41,7 +41,7 @@ func FuzzPyReply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		a, b, err := ipc.Pipe(true, ipc.WithCodec(codec))
+		a, b, err := ipc.Pipe(true, ipc.UseCodec(codec))
 		if err != nil {
 			t.Skip(err)
 		}

@@ -101,7 +101,7 @@ func (s *pyServer) connect(t testing.TB) *manager.PyClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := manager.ConnectPython(ctx, s.network, s.addr, manager.WithAuthkey(s.key))
+	c, err := manager.ConnectPython(ctx, s.network, s.addr, manager.Authkey(s.key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +447,7 @@ func TestPyClientQueueBlocking(t *testing.T) {
 func TestPyClientErrors(t *testing.T) {
 	ctx := testCtx(t)
 	s := startPyManager(t, "", "unix")
-	if _, err := manager.ConnectPython(ctx, s.network, s.addr, manager.WithAuthkey([]byte("wrong"))); !errors.Is(err, ipc.ErrAuthentication) {
+	if _, err := manager.ConnectPython(ctx, s.network, s.addr, manager.Authkey([]byte("wrong"))); !errors.Is(err, ipc.ErrAuthentication) {
 		t.Errorf("wrong authkey: %v", err)
 	}
 	if _, err := manager.ConnectPython(ctx, s.network, s.addr); err == nil {

@@ -80,7 +80,7 @@ func TestWrongAuthkey(t *testing.T) {
 		t.Run(network, func(t *testing.T) {
 			ts := startServer(t, network)
 			ctx := ctxT(t)
-			c, err := manager.Connect(ctx, network, ts.addr, manager.WithAuthkey([]byte("not the key")))
+			c, err := manager.Connect(ctx, network, ts.addr, manager.Authkey([]byte("not the key")))
 			if err == nil {
 				c.Close()
 				t.Fatal("connected with a wrong key")
@@ -118,7 +118,7 @@ func TestWrongAuthkey(t *testing.T) {
 			if err := ts.client.Ping(ctx); err != nil {
 				t.Fatal(err)
 			}
-			c2, err := manager.Connect(ctx, network, ts.addr, manager.WithAuthkey(ts.key))
+			c2, err := manager.Connect(ctx, network, ts.addr, manager.Authkey(ts.key))
 			if err != nil {
 				t.Fatalf("good client after bad ones: %v", err)
 			}
@@ -135,21 +135,21 @@ func TestWrongAuthkey(t *testing.T) {
 func TestManagerRestart(t *testing.T) {
 	ctx := ctxT(t)
 	key := []byte("restart key")
-	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.WithAuthkey(key))
+	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.Authkey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	for round := range 2 {
 		if round > 0 {
-			if l, err = manager.Listen("tcp", addr, manager.WithAuthkey(key)); err != nil {
+			if l, err = manager.Listen("tcp", addr, manager.Authkey(key)); err != nil {
 				t.Fatalf("rebind %s: %v", addr, err)
 			}
 		}
 		srv := manager.NewServer()
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve(ctx, l) }()
-		c, err := manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key))
+		c, err := manager.Connect(ctx, "tcp", addr, manager.Authkey(key))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +174,7 @@ func TestManagerRestart(t *testing.T) {
 // references are dropped (objects freed) and the lock is released, the
 // next acquirer being told ErrOwnerDead.
 var childHolder = process.Register("mgr.holder", func(ctx context.Context, lock *manager.Lock, ready *ipc.Conn, network, address string, key []byte) error {
-	return holdUntilKilled(ctx, lock, ready, network, address, manager.WithAuthkey(key))
+	return holdUntilKilled(ctx, lock, ready, network, address, manager.Authkey(key))
 })
 
 // holdUntilKilled takes lock, connects to the server with opts and makes

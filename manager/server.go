@@ -67,7 +67,7 @@ type entry struct {
 	refs int64
 }
 
-// NewServer makes a server. Options: WithLogger, WithMaxFrame.
+// NewServer makes a server. Options: Logger, MaxFrameSize.
 func NewServer(opts ...Option) *Server {
 	o := defaultOptions()
 	for _, f := range opts {

@@ -34,7 +34,7 @@ var initializers struct {
 }
 
 // RegisterInitializer registers a function that a server process started
-// by Start runs before it serves, when Start is given WithInitializer(name)
+// by Start runs before it serves, when Start is given Initializer(name)
 // (CPython's start(initializer)). Register at package level, so that the
 // server process (the same binary, re-executed) has it too. It panics if
 // name is taken, and returns name.
@@ -51,10 +51,10 @@ func RegisterInitializer(name string, fn func(ctx context.Context) error) string
 	return name
 }
 
-// WithInitializer makes Start's server process run the initializer
+// Initializer makes Start's server process run the initializer
 // registered under name before it serves. An error from it, or an unknown
 // name, makes Start fail.
-func WithInitializer(name string) Option {
+func Initializer(name string) Option {
 	return func(o *options) { o.initializer = name }
 }
 
@@ -74,9 +74,9 @@ type Manager struct {
 // Start spawns a manager server process (through the process package, so
 // the program must call process.Init first in main) and connects to it.
 // By default the server listens on a unix socket in a private temporary
-// directory with a fresh random authkey; WithAddress and WithAuthkey
+// directory with a fresh random authkey; Address and Authkey
 // choose others (e.g. "tcp", "127.0.0.1:0" for remote clients), and
-// WithServerTLS makes the server take only TLS connections.
+// ServerTLS makes the server take only TLS connections.
 //
 // The server process is a daemon: it dies with this process, however this
 // process ends. Shutdown (or Close) stops it.
@@ -98,10 +98,10 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	}
 	if o.serverTLS != "" {
 		if lookupServerTLS(o.serverTLS) == nil {
-			return nil, fmt.Errorf("manager: WithServerTLS(%q): no function registered under that name with RegisterServerTLS", o.serverTLS)
+			return nil, fmt.Errorf("manager: ServerTLS(%q): no function registered under that name with RegisterServerTLS", o.serverTLS)
 		}
 		if o.network != "tcp" && o.network != "tcp4" && o.network != "tcp6" {
-			return nil, fmt.Errorf("manager: WithServerTLS needs a tcp address (WithAddress(\"tcp\", ...)), not %q", o.network)
+			return nil, fmt.Errorf("manager: ServerTLS needs a tcp address (Address(\"tcp\", ...)), not %q", o.network)
 		}
 	}
 	if !o.hasAuthkey {
@@ -163,7 +163,7 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 	// The pipe that carried the reply becomes this client's connection:
 	// the server serves it like an accepted one, with no dial and no
 	// handshake (the pipe was never reachable by anyone else).
-	c := NewClient(mine, WithAuthkey(o.authkey), WithMaxFrame(o.maxFrame), WithLogger(o.log))
+	c := NewClient(mine, Authkey(o.authkey), MaxFrameSize(o.maxFrame), Logger(o.log))
 	c.network, c.address = reply.Network, reply.Address
 	c.tls = o.serverTLS != ""
 	c.serverEnded = func() error { return serverEnded(p) }
@@ -272,7 +272,7 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 		}()
 		address = filepath.Join(dir, "manager.sock")
 	}
-	opts := []Option{WithAuthkey(cfg.Authkey), WithMaxFrame(cfg.MaxFrame), WithMaxObjects(int(cfg.MaxObjects))}
+	opts := []Option{Authkey(cfg.Authkey), MaxFrameSize(cfg.MaxFrame), MaxObjects(int(cfg.MaxObjects))}
 	if cfg.ServerTls != "" {
 		fn := lookupServerTLS(cfg.ServerTls)
 		if fn == nil {
@@ -288,7 +288,7 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 			reply(&pb.StartReply{Error: "server TLS configuration: " + err.Error()})
 			return err
 		}
-		opts = append(opts, WithTLS(tlsCfg))
+		opts = append(opts, TLS(tlsCfg))
 	}
 	if cfg.Initializer != "" {
 		initializers.RLock()

@@ -12,8 +12,8 @@ import (
 	pb "github.com/multiproc/multiproc/proto/manager/v1"
 )
 
-// WithTLS makes Listen accept and Connect dial TLS connections over TCP
-// (ipc.WithTLS): the TLS handshake comes first, then the authkey
+// TLS makes Listen accept and Connect dial TLS connections over TCP
+// (ipc.TLS): the TLS handshake comes first, then the authkey
 // handshake and every request inside TLS. For Listen, cfg is a server
 // configuration with a certificate (and ClientAuth/ClientCAs to require
 // client certificates); for Connect, a client configuration (RootCAs to
@@ -23,8 +23,8 @@ import (
 // Proxies made through a Client connected with TLS carry that fact when
 // they are handed to another process, which then dials with the
 // configuration set by SetClientTLS. Start cannot take a *tls.Config (it
-// cannot cross to the server process): use WithServerTLS there.
-func WithTLS(cfg *tls.Config) Option {
+// cannot cross to the server process): use ServerTLS there.
+func TLS(cfg *tls.Config) Option {
 	return func(o *options) {
 		o.tls = nil
 		if cfg != nil {
@@ -33,13 +33,13 @@ func WithTLS(cfg *tls.Config) Option {
 	}
 }
 
-// WithServerTLS makes the server process that Start spawns listen with
-// TLS (WithAddress must then be a "tcp" address), with the configuration
+// ServerTLS makes the server process that Start spawns listen with
+// TLS (Address must then be a "tcp" address), with the configuration
 // made by the function registered under name with RegisterServerTLS. The
 // parent's own client talks to the server over a private pipe and needs
-// no TLS; remote clients Connect with WithTLS, and children handed the
+// no TLS; remote clients Connect with TLS, and children handed the
 // Manager's proxies dial with SetClientTLS's configuration.
-func WithServerTLS(name string) Option {
+func ServerTLS(name string) Option {
 	return func(o *options) { o.serverTLS = name }
 }
 
@@ -50,7 +50,7 @@ var serverTLS struct {
 
 // RegisterServerTLS registers fn, which returns the server TLS
 // configuration (with its certificate) of a server process that Start
-// spawns with WithServerTLS(name). fn runs in the server process, which is
+// spawns with ServerTLS(name). fn runs in the server process, which is
 // this binary re-executed: register at package level (a package var or
 // init), so that the server process has it too, and let fn load the
 // certificate and key itself (from files, the environment, ...). It
@@ -108,7 +108,7 @@ func attachTLS(d *pb.HandleDesc) ([]Option, error) {
 		cfg = cfg.Clone()
 		cfg.ServerName = d.TlsServerName
 	}
-	return []Option{WithTLS(cfg)}, nil
+	return []Option{TLS(cfg)}, nil
 }
 
-var errStartTLS = errors.New("manager: Start cannot send a *tls.Config to the server process: register one with RegisterServerTLS and pass WithServerTLS(name)")
+var errStartTLS = errors.New("manager: Start cannot send a *tls.Config to the server process: register one with RegisterServerTLS and pass ServerTLS(name)")

@@ -26,14 +26,14 @@ func BenchmarkTLS(b *testing.B) {
 		cli  []manager.Option
 	}{
 		{"tcp", nil, nil},
-		{"tls", []manager.Option{manager.WithServerTLS(testServerTLS)}, []manager.Option{manager.WithTLS(certs.ClientConfig())}},
+		{"tls", []manager.Option{manager.ServerTLS(testServerTLS)}, []manager.Option{manager.TLS(certs.ClientConfig())}},
 	} {
-		m, err := manager.Start(ctx, append([]manager.Option{manager.WithAddress("tcp", "127.0.0.1:0"), manager.WithAuthkey(key)}, tr.srv...)...)
+		m, err := manager.Start(ctx, append([]manager.Option{manager.Address("tcp", "127.0.0.1:0"), manager.Authkey(key)}, tr.srv...)...)
 		if err != nil {
 			b.Fatal(err)
 		}
 		network, addr := m.Address()
-		c, err := manager.Connect(ctx, network, addr, append([]manager.Option{manager.WithAuthkey(key)}, tr.cli...)...)
+		c, err := manager.Connect(ctx, network, addr, append([]manager.Option{manager.Authkey(key)}, tr.cli...)...)
 		if err != nil {
 			m.Close()
 			b.Fatal(err)
@@ -70,7 +70,7 @@ func BenchmarkTLS(b *testing.B) {
 		b.Run("connect/"+tr.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				c, err := manager.Connect(ctx, network, addr, append([]manager.Option{manager.WithAuthkey(key)}, tr.cli...)...)
+				c, err := manager.Connect(ctx, network, addr, append([]manager.Option{manager.Authkey(key)}, tr.cli...)...)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -37,7 +37,7 @@ func startTLSServer(t testing.TB, serverCfg func(*mptest.TLSCerts) *tls.Config) 
 	certs := mptest.NewTLSCerts(t)
 	key := make([]byte, 32)
 	rand.Read(key)
-	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.WithAuthkey(key), manager.WithTLS(serverCfg(certs)))
+	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.Authkey(key), manager.TLS(serverCfg(certs)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func startTLSServer(t testing.TB, serverCfg func(*mptest.TLSCerts) *tls.Config) 
 // another) and closes the client at the end of the test.
 func (ts *tlsServer) connect(t testing.TB, ctx context.Context, opts ...manager.Option) (*manager.Client, error) {
 	t.Helper()
-	c, err := manager.Connect(ctx, "tcp", ts.addr, append([]manager.Option{manager.WithAuthkey(ts.key)}, opts...)...)
+	c, err := manager.Connect(ctx, "tcp", ts.addr, append([]manager.Option{manager.Authkey(ts.key)}, opts...)...)
 	if c != nil {
 		t.Cleanup(func() { c.Close() })
 	}
@@ -90,7 +90,7 @@ func TestTLSRemoteManager(t *testing.T) {
 	mptest.CheckChildren(t)
 	ts := startTLSServer(t, (*mptest.TLSCerts).ServerConfig)
 	ctx := ctxT(t)
-	c, err := ts.connect(t, ctx, manager.WithTLS(ts.certs.ClientConfig()))
+	c, err := ts.connect(t, ctx, manager.TLS(ts.certs.ClientConfig()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,18 +142,18 @@ func TestTLSRefused(t *testing.T) {
 		timeout time.Duration
 		check   func(error) bool
 	}{
-		{"wrong authkey", []manager.Option{manager.WithAuthkey([]byte("guess")), manager.WithTLS(good)}, 0,
+		{"wrong authkey", []manager.Option{manager.Authkey([]byte("guess")), manager.TLS(good)}, 0,
 			func(err error) bool { return errors.Is(err, ipc.ErrAuthentication) }},
 		{"no TLS", nil, 300 * time.Millisecond,
 			func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
-		{"untrusted server", []manager.Option{manager.WithTLS(other.ClientConfig())}, 0,
+		{"untrusted server", []manager.Option{manager.TLS(other.ClientConfig())}, 0,
 			func(err error) bool {
 				var verr *tls.CertificateVerificationError
 				return errors.As(err, &verr) && strings.Contains(err.Error(), "tls handshake with")
 			}},
-		{"no client certificate", []manager.Option{manager.WithTLS(noCert)}, 0,
+		{"no client certificate", []manager.Option{manager.TLS(noCert)}, 0,
 			func(err error) bool { return strings.Contains(err.Error(), "certificate") }},
-		{"untrusted client certificate", []manager.Option{manager.WithTLS(foreignCert)}, 0,
+		{"untrusted client certificate", []manager.Option{manager.TLS(foreignCert)}, 0,
 			func(err error) bool { return strings.Contains(err.Error(), "unknown certificate authority") }},
 	}
 	for _, tt := range tests {
@@ -176,7 +176,7 @@ func TestTLSRefused(t *testing.T) {
 			}
 		})
 	}
-	c, err := ts.connect(t, ctx, manager.WithTLS(good))
+	c, err := ts.connect(t, ctx, manager.TLS(good))
 	if err != nil {
 		t.Fatalf("good client after the bad ones: %v", err)
 	}
@@ -190,7 +190,7 @@ func TestTLSRefused(t *testing.T) {
 func TestTLSClientPlainServer(t *testing.T) {
 	ts := startServer(t, "tcp")
 	certs := mptest.NewTLSCerts(t)
-	c, err := manager.Connect(ctxT(t), "tcp", ts.addr, manager.WithAuthkey(ts.key), manager.WithTLS(certs.ClientConfig()))
+	c, err := manager.Connect(ctxT(t), "tcp", ts.addr, manager.Authkey(ts.key), manager.TLS(certs.ClientConfig()))
 	if err == nil {
 		c.Close()
 		t.Fatal("connected")
@@ -216,7 +216,7 @@ func TestTLSConnectCancel(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		c, err := manager.Connect(ctx, "tcp", nl.Addr().String(), manager.WithAuthkey([]byte("k")), manager.WithTLS(certs.ClientConfig()))
+		c, err := manager.Connect(ctx, "tcp", nl.Addr().String(), manager.Authkey([]byte("k")), manager.TLS(certs.ClientConfig()))
 		if c != nil {
 			c.Close()
 		}
@@ -265,8 +265,8 @@ func TestTLSStart(t *testing.T) {
 	setServerTLSEnv(t, certs)
 	ctx := ctxT(t)
 	key := []byte("start key")
-	m, err := manager.Start(ctx, manager.WithAddress("tcp", "127.0.0.1:0"), manager.WithAuthkey(key),
-		manager.WithServerTLS(testServerTLS))
+	m, err := manager.Start(ctx, manager.Address("tcp", "127.0.0.1:0"), manager.Authkey(key),
+		manager.ServerTLS(testServerTLS))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestTLSStart(t *testing.T) {
 	// The Manager's proxies say that their server takes only TLS.
 	runChild(t, childTLS, certs.CAPEM, d, l)
 	network, addr := m.Address()
-	remote, err := manager.Connect(ctx, network, addr, manager.WithAuthkey(key), manager.WithTLS(certs.ClientConfig()))
+	remote, err := manager.Connect(ctx, network, addr, manager.Authkey(key), manager.TLS(certs.ClientConfig()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestTLSStart(t *testing.T) {
 	// Without TLS, the started server gives nothing.
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if c, err := manager.Connect(cctx, network, addr, manager.WithAuthkey(key)); err == nil {
+	if c, err := manager.Connect(cctx, network, addr, manager.Authkey(key)); err == nil {
 		c.Close()
 		t.Fatal("a plain client connected to a TLS server")
 	}
@@ -314,9 +314,9 @@ func TestTLSStartOptions(t *testing.T) {
 		opts []manager.Option
 		want string
 	}{
-		{"tls.Config", []manager.Option{manager.WithAddress("tcp", "127.0.0.1:0"), manager.WithTLS(certs.ServerConfig())}, "RegisterServerTLS"},
-		{"unregistered", []manager.Option{manager.WithAddress("tcp", "127.0.0.1:0"), manager.WithServerTLS("nope")}, "no function registered"},
-		{"unix", []manager.Option{manager.WithServerTLS(testServerTLS)}, "needs a tcp address"},
+		{"tls.Config", []manager.Option{manager.Address("tcp", "127.0.0.1:0"), manager.TLS(certs.ServerConfig())}, "RegisterServerTLS"},
+		{"unregistered", []manager.Option{manager.Address("tcp", "127.0.0.1:0"), manager.ServerTLS("nope")}, "no function registered"},
+		{"unix", []manager.Option{manager.ServerTLS(testServerTLS)}, "needs a tcp address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,12 +331,12 @@ func TestTLSStartOptions(t *testing.T) {
 		})
 	}
 	t.Run("listen unix", func(t *testing.T) {
-		l, err := manager.Listen("unix", t.TempDir()+"/s", manager.WithAuthkey([]byte("k")), manager.WithTLS(certs.ServerConfig()))
+		l, err := manager.Listen("unix", t.TempDir()+"/s", manager.Authkey([]byte("k")), manager.TLS(certs.ServerConfig()))
 		if err == nil {
 			l.Close()
 			t.Fatal("listening")
 		}
-		if !strings.Contains(err.Error(), "WithTLS needs a tcp network") {
+		if !strings.Contains(err.Error(), "TLS needs a tcp network") {
 			t.Fatalf("unexpected error: %v", err)
 		}
 	})
@@ -352,14 +352,14 @@ var childTLSHolder = process.Register("mgr.tls.holder", func(ctx context.Context
 	}
 	cfg := &tls.Config{RootCAs: pool}
 	manager.SetClientTLS(cfg)
-	return holdUntilKilled(ctx, lock, ready, "tcp", address, manager.WithAuthkey(key), manager.WithTLS(cfg))
+	return holdUntilKilled(ctx, lock, ready, "tcp", address, manager.Authkey(key), manager.TLS(cfg))
 })
 
 func TestTLSClientKilled(t *testing.T) {
 	mptest.CheckChildren(t)
 	ts := startTLSServer(t, (*mptest.TLSCerts).ServerConfig)
 	ctx := ctxT(t)
-	c, err := ts.connect(t, ctx, manager.WithTLS(ts.certs.ClientConfig()))
+	c, err := ts.connect(t, ctx, manager.TLS(ts.certs.ClientConfig()))
 	if err != nil {
 		t.Fatal(err)
 	}

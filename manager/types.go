@@ -29,16 +29,16 @@ type options struct {
 	network     string
 	address     string
 	starter     process.Starter
-	tls         *tls.Config // WithTLS
-	serverTLS   string      // WithServerTLS
+	tls         *tls.Config // TLS
+	serverTLS   string      // ServerTLS
 }
 
 func defaultOptions() options {
 	return options{log: zap.NewNop(), maxFrame: DefaultMaxFrame, maxObjects: 1 << 20}
 }
 
-// WithLogger sets the logger (zap.NewNop by default).
-func WithLogger(l *zap.Logger) Option {
+// Logger sets the logger (zap.NewNop by default).
+func Logger(l *zap.Logger) Option {
 	return func(o *options) {
 		if l != nil {
 			o.log = l
@@ -46,10 +46,10 @@ func WithLogger(l *zap.Logger) Option {
 	}
 }
 
-// WithMaxFrame sets the largest request or response frame, in bytes
+// MaxFrameSize sets the largest request or response frame, in bytes
 // (DefaultMaxFrame by default). A peer that announces more is refused
 // before anything of that size is allocated.
-func WithMaxFrame(n int64) Option {
+func MaxFrameSize(n int64) Option {
 	return func(o *options) {
 		if n > 0 {
 			o.maxFrame = n
@@ -57,9 +57,9 @@ func WithMaxFrame(n int64) Option {
 	}
 }
 
-// WithMaxObjects bounds the number of live objects a server holds
+// MaxObjects bounds the number of live objects a server holds
 // (1<<20 by default); a create beyond it fails.
-func WithMaxObjects(n int) Option {
+func MaxObjects(n int) Option {
 	return func(o *options) {
 		if n > 0 {
 			o.maxObjects = n
@@ -67,28 +67,28 @@ func WithMaxObjects(n int) Option {
 	}
 }
 
-// WithAuthkey sets the key of the HMAC challenge handshake that every
+// Authkey sets the key of the HMAC challenge handshake that every
 // connection passes (CPython's authkey). Start generates a random key when
 // none is given; Listen and Connect require one.
-func WithAuthkey(key []byte) Option {
+func Authkey(key []byte) Option {
 	return func(o *options) {
 		o.authkey = append([]byte(nil), key...)
 		o.hasAuthkey = true
 	}
 }
 
-// WithStarter makes Start start the server process with s (for example a
+// Starter makes Start start the server process with s (for example a
 // forkserver's Starter, whose warm processes start in a round trip)
 // instead of process.DefaultStarter() (Spawn, unless
 // process.SetDefaultStarter chose another).
-func WithStarter(s process.Starter) Option {
+func Starter(s process.Starter) Option {
 	return func(o *options) { o.starter = s }
 }
 
-// WithAddress sets where Start's server listens: network "unix" (the
+// Address sets where Start's server listens: network "unix" (the
 // default, a fresh socket path in a private temporary directory) or
 // "tcp" (e.g. "127.0.0.1:0").
-func WithAddress(network, address string) Option {
+func Address(network, address string) Option {
 	return func(o *options) { o.network, o.address = network, address }
 }
 

@@ -109,23 +109,23 @@ func MaxWorkerAge(d time.Duration) Option {
 	}
 }
 
-// WithStarter starts workers with s. By default a pool uses
+// Starter starts workers with s. By default a pool uses
 // process.DefaultStarter() as it was when New ran: Spawn, unless
 // process.SetDefaultStarter chose another. A forkserver's Starter makes
 // worker starts and replacements cheaper.
-func WithStarter(s process.Starter) Option {
+func Starter(s process.Starter) Option {
 	return func(o *options) error {
 		if s == nil {
-			return errors.New("pool: WithStarter(nil)")
+			return errors.New("pool: Starter(nil)")
 		}
 		o.starter = s
 		return nil
 	}
 }
 
-// WithLogger sets the logger for the pool's diagnostics (worker starts,
+// Logger sets the logger for the pool's diagnostics (worker starts,
 // deaths, replacements). The default is zap.NewNop().
-func WithLogger(l *zap.Logger) Option {
+func Logger(l *zap.Logger) Option {
 	return func(o *options) error {
 		if l == nil {
 			l = zap.NewNop()

@@ -261,7 +261,7 @@ func New(ctx context.Context, opts ...Option) (*Pool, error) {
 // process (Python's ThreadPool): the same Tasks and calls as a process
 // Pool, no encoding, no crash isolation. A task's error reaches the caller
 // as the task returned it (a panic as a *RemoteError). MaxTasksPerChild,
-// MaxMemory, MaxWorkerAge, Retries and WithStarter have no effect;
+// MaxMemory, MaxWorkerAge, Retries and Starter have no effect;
 // TaskTimeout only sets the tasks' deadline.
 func NewThreadPool(ctx context.Context, opts ...Option) (*Pool, error) {
 	p, err := newPool(opts, true)

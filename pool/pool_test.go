@@ -401,7 +401,7 @@ func TestStartFailureNoLeak(t *testing.T) {
 	}
 	// A starter that fails on its third start.
 	st := &failingStarter{failAt: 3}
-	_, err = pool.New(bg, pool.Workers(4), pool.WithStarter(st))
+	_, err = pool.New(bg, pool.Workers(4), pool.Starter(st))
 	if !errors.Is(err, errStarter) {
 		t.Fatalf("New = %v, want the starter's error", err)
 	}

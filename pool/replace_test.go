@@ -208,7 +208,7 @@ func TestReplacementKilledBeforeReady(t *testing.T) {
 func TestReplacementStarterFails(t *testing.T) {
 	mptest.CheckChildren(t)
 	st := &failingStarter{failFrom: 3}
-	p := newPool(t, pool.Workers(2), pool.WithStarter(st))
+	p := newPool(t, pool.Workers(2), pool.Starter(st))
 	pids := p.Pids()
 	syscall.Kill(pids[0], syscall.SIGKILL)
 	waitPids(t, p, 1, pids[:1])

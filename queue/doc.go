@@ -68,7 +68,7 @@
 // Join waits until its context ends (bound Join with a context when
 // consumers may die). The death of a process never wedges the others: the
 // locks notice a dead holder and the next process to take the lock
-// repairs the queue (and logs it through WithLogger); a Put that had
+// repairs the queue (and logs it through Logger); a Put that had
 // passed its commit point when its process died completes then, and
 // waiters that no other process helps check for such a death every
 // quarter of a second. A process that dies while waiting leaves at most

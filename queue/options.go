@@ -96,9 +96,9 @@ func MaxItemSize(n int64) Option {
 	}
 }
 
-// WithLogger sets the logger that reports repairs after a process died
+// Logger sets the logger that reports repairs after a process died
 // inside a Put or Get (zap.NewNop by default).
-func WithLogger(l *zap.Logger) Option {
+func Logger(l *zap.Logger) Option {
 	return func(o *options) {
 		if l != nil {
 			o.log = l

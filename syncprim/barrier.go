@@ -40,17 +40,17 @@ type barrierMem struct {
 // BarrierSize is the number of bytes a Barrier occupies.
 const BarrierSize = 64
 
-// WithAction sets a Barrier's action: a function run once per pass, by the
+// Action sets a Barrier's action: a function run once per pass, by the
 // last party to arrive, before any party is released. An action is a Go
 // function, so it belongs to this process's handle: set the same action in
 // every process (SetAction on an attached Barrier). A failing action (error
 // or panic) breaks the barrier.
-func WithAction(f func() error) Option { return func(o *options) { o.action = f } }
+func Action(f func() error) Option { return func(o *options) { o.action = f } }
 
-// WithTimeout sets a Barrier's default timeout, applied to a Wait whose
+// Timeout sets a Barrier's default timeout, applied to a Wait whose
 // context has no deadline. It is stored in shared memory, so it holds in
 // every process.
-func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+func Timeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
 // A Barrier makes a fixed number of parties wait for each other, like
 // Python's multiprocessing.Barrier: each Wait returns once all parties have
@@ -71,7 +71,7 @@ func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout =
 // died before arriving, the others wait until their contexts end (which
 // breaks the barrier); if it died while waiting in a pass it still counts
 // as arrived, and the barrier cannot drain — later Waits block until their
-// contexts end. Use timeouts (WithTimeout) with parties that may die.
+// contexts end. Use timeouts (Timeout) with parties that may die.
 //
 // A Barrier must not be copied after first use. The zero Barrier is not
 // usable (its methods return ErrClosed) until MultiprocAttach. Its methods
@@ -125,7 +125,7 @@ func OpenBarrier(seg *shm.Segment, offset int) (*Barrier, error) {
 }
 
 // SetAction sets the action this process runs when its party is the last
-// to arrive (see WithAction); nil removes it.
+// to arrive (see Action); nil removes it.
 func (b *Barrier) SetAction(f func() error) {
 	if f == nil {
 		b.action.Store(nil)

@@ -118,7 +118,7 @@ func TestBarrierThousand(t *testing.T) {
 func TestBarrierGoroutines(t *testing.T) {
 	const n, rounds = 5, 10
 	var actions atomic.Int32
-	b, err := NewBarrier(n, WithAction(func() error { actions.Add(1); return nil }))
+	b, err := NewBarrier(n, Action(func() error { actions.Add(1); return nil }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestBarrierTimeout(t *testing.T) {
 			var opts []Option
 			ms := 50
 			if dflt {
-				opts = append(opts, WithTimeout(50*time.Millisecond))
+				opts = append(opts, Timeout(50*time.Millisecond))
 				ms = 0
 			}
 			b, err := NewBarrier(3, opts...)
@@ -275,7 +275,7 @@ func TestBarrierTimeout(t *testing.T) {
 // TestBarrierActionError: a failing action breaks the barrier.
 func TestBarrierActionError(t *testing.T) {
 	boom := errors.New("boom")
-	b, err := NewBarrier(2, WithAction(func() error { return boom }))
+	b, err := NewBarrier(2, Action(func() error { return boom }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,7 +173,7 @@ func ExampleCondition() {
 // A Barrier releases its parties together; the last to arrive runs the
 // action, and each party gets a distinct index.
 func ExampleBarrier() {
-	b, _ := syncprim.NewBarrier(3, syncprim.WithAction(func() error {
+	b, _ := syncprim.NewBarrier(3, syncprim.Action(func() error {
 		fmt.Println("all arrived")
 		return nil
 	}))

@@ -61,7 +61,7 @@ func roundUp(n int) int { return (n + align - 1) &^ (align - 1) }
 
 // An Option places a new primitive (at most one of InArena, InBlock and
 // InSegment; by default it goes to the package's arena) or sets a property
-// of it (MaxWaiters, WithAction, WithTimeout). Options that do not apply to
+// of it (MaxWaiters, Action, Timeout). Options that do not apply to
 // a primitive are ignored.
 type Option func(*options)
 

@@ -24,7 +24,7 @@ var _ = mptest.RegisterHelper("echo-pickle", func() {
 	for i := range n {
 		files = append(files, os.NewFile(uintptr(3+i), "inherited"))
 	}
-	c, err := ipc.ConnFromHandle(files, desc, ipc.WithCodec(pickle.New()))
+	c, err := ipc.ConnFromHandle(files, desc, ipc.UseCodec(pickle.New()))
 	if err != nil {
 		os.Exit(3)
 	}
@@ -53,7 +53,7 @@ type smallTuple struct {
 func BenchmarkKit(b *testing.B) {
 	b.Run("pipe.pickle.rtt", func(b *testing.B) {
 		ctx := context.Background()
-		a, peer, err := ipc.Pipe(true, ipc.WithCodec(pickle.New()))
+		a, peer, err := ipc.Pipe(true, ipc.UseCodec(pickle.New()))
 		if err != nil {
 			b.Fatal(err)
 		}

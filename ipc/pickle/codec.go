@@ -26,7 +26,7 @@ const (
 )
 
 // A Codec encodes Go values as pickles and decodes pickles into Go values.
-// It satisfies ipc.Codec: ipc.WithCodec(pickle.New()) makes a Conn's Send
+// It satisfies ipc.Codec: ipc.UseCodec(pickle.New()) makes a Conn's Send
 // and Recv speak to CPython's Connection.send and recv. A Codec is safe for
 // concurrent use.
 type Codec struct {

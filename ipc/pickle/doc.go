@@ -6,8 +6,8 @@
 // with multiprocessing's Connection.send, Go reads with Conn.Recv, and
 // the other way round.
 //
-//	c, err := ipc.Dial(ctx, "unix", path, ipc.WithAuthkey(key),
-//		ipc.WithConnOptions(ipc.WithCodec(pickle.New())))
+//	c, err := ipc.Dial(ctx, "unix", path, ipc.Authkey(key),
+//		ipc.ConnOptions(ipc.UseCodec(pickle.New())))
 //	var job struct {
 //		Job  int   `pickle:"job"`
 //		Args []any `pickle:"args"`

@@ -58,7 +58,7 @@ func ExampleErrForbiddenGlobal() {
 // A Conn that speaks pickles, as a CPython peer's send and recv do.
 func Example_conn() {
 	ctx := context.Background()
-	a, b, err := ipc.Pipe(true, ipc.WithCodec(pickle.New()))
+	a, b, err := ipc.Pipe(true, ipc.UseCodec(pickle.New()))
 	if err != nil {
 		fmt.Println(err)
 		return

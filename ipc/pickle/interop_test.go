@@ -179,8 +179,8 @@ func interop(t *testing.T, python, version string, pt []struct {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	codec := pickle.New(pickle.MaxSize(1 << 20))
-	l, err := ipc.Listen("unix", filepath.Join(t.TempDir(), "s"), ipc.WithAuthkey([]byte("key")),
-		ipc.WithConnOptions(ipc.WithCodec(codec)))
+	l, err := ipc.Listen("unix", filepath.Join(t.TempDir(), "s"), ipc.Authkey([]byte("key")),
+		ipc.ConnOptions(ipc.UseCodec(codec)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func demoPython(ctx context.Context, w io.Writer, n int) error {
 	key := make([]byte, 32)
 	rand.Read(key)
 	address := filepath.Join(dir, "listener.sock")
-	l, err := ipc.Listen("unix", address, ipc.WithAuthkey(key))
+	l, err := ipc.Listen("unix", address, ipc.Authkey(key))
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ func demoPython(ctx context.Context, w io.Writer, n int) error {
 			c.Close()
 		}
 	}()
-	_, err = ipc.Dial(ctx, "unix", address, ipc.WithAuthkey([]byte("a guess")))
+	_, err = ipc.Dial(ctx, "unix", address, ipc.Authkey([]byte("a guess")))
 	if !errors.Is(err, ipc.ErrAuthentication) {
 		return fmt.Errorf("a client with a wrong key was not refused: %v", err)
 	}

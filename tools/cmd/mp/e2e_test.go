@@ -314,11 +314,11 @@ func stopServe(t *testing.T, cmd *exec.Cmd, stdout io.Reader) {
 }
 
 // useDict connects to the server at addr with key (and opts, such as
-// manager.WithTLS) and sets and gets an item of a new Dict.
+// manager.TLS) and sets and gets an item of a new Dict.
 func useDict(t *testing.T, network, addr string, key []byte, opts ...manager.Option) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := manager.Connect(ctx, network, addr, append([]manager.Option{manager.WithAuthkey(key)}, opts...)...)
+	c, err := manager.Connect(ctx, network, addr, append([]manager.Option{manager.Authkey(key)}, opts...)...)
 	if err != nil {
 		t.Fatalf("manager.Connect(%s, %s): %v", network, addr, err)
 	}
@@ -350,7 +350,7 @@ func testManagerServe(t *testing.T, bin string) {
 		t.Errorf("no Go snippet connecting to %s in %q", sock, lines)
 	}
 	useDict(t, "unix", sock, key)
-	_, err := manager.Connect(context.Background(), "unix", sock, manager.WithAuthkey([]byte("wrong")))
+	_, err := manager.Connect(context.Background(), "unix", sock, manager.Authkey([]byte("wrong")))
 	if !errors.Is(err, ipc.ErrAuthentication) {
 		t.Errorf("Connect with a wrong key: %v, want ipc.ErrAuthentication", err)
 	}

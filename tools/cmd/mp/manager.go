@@ -65,7 +65,7 @@ a network you do not trust, serve TLS (tcp only) with --tls-cert and
 --tls-key, the server's certificate (with any intermediate certificates
 after it) and its private key, PEM-encoded. The TLS handshake comes first,
 then the authkey handshake and every request inside TLS; clients connect
-with manager.WithTLS and a tls.Config whose RootCAs trust the server's
+with manager.TLS and a tls.Config whose RootCAs trust the server's
 certificate (or the CA that signed it), and whose ServerName, if the host
 they dial is not one of the certificate's names, is one of them. With
 --tls-client-ca, a PEM bundle of CA certificates, every client must also
@@ -184,9 +184,9 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 		return fmt.Errorf("manager serve: %w", err)
 	}
 
-	lopts := []manager.Option{manager.WithAuthkey(key)}
+	lopts := []manager.Option{manager.Authkey(key)}
 	if tlsCfg != nil {
-		lopts = append(lopts, manager.WithTLS(tlsCfg))
+		lopts = append(lopts, manager.TLS(tlsCfg))
 	}
 	l, err := manager.Listen(network, addr, lopts...)
 	if err != nil {
@@ -213,7 +213,7 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 
 	key, err := os.ReadFile(%q)
 	key = bytes.TrimSuffix(key, []byte("\n"))
-	c, err := manager.Connect(ctx, %q, %q, manager.WithAuthkey(key))
+	c, err := manager.Connect(ctx, %q, %q, manager.Authkey(key))
 	defer c.Close()
 	d, err := manager.NewDict[string, int](ctx, c)
 
@@ -360,7 +360,7 @@ func printTLSHowTo(w io.Writer, o serveOpts, cfg *tls.Config, keyFile, addr stri
 	cert, err := tls.LoadX509KeyPair("client.pem", "client-key.pem")
 	cfg.Certificates = []tls.Certificate{cert}`, o.tlsClientCA)
 	}
-	fmt.Fprintf(w, `connect from Go, over TLS (manager.WithTLS):
+	fmt.Fprintf(w, `connect from Go, over TLS (manager.TLS):
 
 	key, err := os.ReadFile(%q)
 	key = bytes.TrimSuffix(key, []byte("\n"))
@@ -369,7 +369,7 @@ func printTLSHowTo(w io.Writer, o serveOpts, cfg *tls.Config, keyFile, addr stri
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca)
 	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}%s%s
-	c, err := manager.Connect(ctx, "tcp", %q, manager.WithAuthkey(key), manager.WithTLS(cfg))
+	c, err := manager.Connect(ctx, "tcp", %q, manager.Authkey(key), manager.TLS(cfg))
 	defer c.Close()
 	d, err := manager.NewDict[string, int](ctx, c)
 

@@ -50,7 +50,7 @@ func testManagerServeFlood(t *testing.T, bin string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ipc.DefaultHandshakeTimeout/2)
 	defer cancel()
-	c, err := manager.Connect(ctx, "tcp", addr, manager.WithAuthkey(key))
+	c, err := manager.Connect(ctx, "tcp", addr, manager.Authkey(key))
 	if err != nil {
 		t.Fatalf("Connect with 400 stalled connections open: %v", err)
 	}

@@ -150,7 +150,7 @@ func testManagerServeTLS(t *testing.T, bin string) {
 	out := strings.Join(lines, "\n")
 	for _, want := range []string{
 		"tls certificate " + f.serverCert + " for localhost, 127.0.0.1, ::1, valid until ",
-		"manager.WithTLS(cfg)",
+		"manager.TLS(cfg)",
 		`manager.Connect(ctx, "tcp", "` + addr + `"`,
 		`os.ReadFile("` + f.serverCert + `")`,
 		`cfg.ServerName = "localhost"`,
@@ -164,8 +164,8 @@ func testManagerServeTLS(t *testing.T, bin string) {
 	}
 
 	// A client trusting the CA: works, with or without a certificate.
-	useDict(t, "tcp", addr, f.authkey, manager.WithTLS(&tls.Config{RootCAs: f.certs.CA}))
-	useDict(t, "tcp", addr, f.authkey, manager.WithTLS(f.certs.ClientConfig()))
+	useDict(t, "tcp", addr, f.authkey, manager.TLS(&tls.Config{RootCAs: f.certs.CA}))
+	useDict(t, "tcp", addr, f.authkey, manager.TLS(f.certs.ClientConfig()))
 	// Trusting the server's certificate itself, as the printed snippet
 	// does with the --tls-cert file.
 	pemCert, err := os.ReadFile(f.serverCert)
@@ -176,24 +176,24 @@ func testManagerServeTLS(t *testing.T, bin string) {
 	if !leafRoots.AppendCertsFromPEM(pemCert) {
 		t.Fatalf("no certificate in %s", f.serverCert)
 	}
-	useDict(t, "tcp", addr, f.authkey, manager.WithTLS(&tls.Config{RootCAs: leafRoots}))
+	useDict(t, "tcp", addr, f.authkey, manager.TLS(&tls.Config{RootCAs: leafRoots}))
 	// Dialled by a name of the certificate that is not the host.
-	useDict(t, "tcp", addr, f.authkey, manager.WithTLS(&tls.Config{RootCAs: f.certs.CA, ServerName: "localhost"}))
+	useDict(t, "tcp", addr, f.authkey, manager.TLS(&tls.Config{RootCAs: f.certs.CA, ServerName: "localhost"}))
 
-	key := manager.WithAuthkey(f.authkey)
+	key := manager.Authkey(f.authkey)
 	// Without TLS: the server never answers in clear, the client's
 	// context ends the wait.
 	if err := refused(t, "without TLS", addr, key); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Connect without TLS: %v, want its context's deadline", err)
 	}
 	// Not trusting the server's CA.
-	err = refused(t, "trusting another CA", addr, key, manager.WithTLS(&tls.Config{RootCAs: f.otherCerts.CA}))
+	err = refused(t, "trusting another CA", addr, key, manager.TLS(&tls.Config{RootCAs: f.otherCerts.CA}))
 	var unknown x509.UnknownAuthorityError
 	if err != nil && !errors.As(err, &unknown) {
 		t.Errorf("Connect trusting another CA: %v, want an x509.UnknownAuthorityError", err)
 	}
 	// A name the certificate does not hold.
-	err = refused(t, "checking another name", addr, key, manager.WithTLS(&tls.Config{RootCAs: f.certs.CA, ServerName: "elsewhere.example"}))
+	err = refused(t, "checking another name", addr, key, manager.TLS(&tls.Config{RootCAs: f.certs.CA, ServerName: "elsewhere.example"}))
 	var hostname x509.HostnameError
 	if err != nil && !errors.As(err, &hostname) {
 		t.Errorf("Connect checking another name: %v, want an x509.HostnameError", err)
@@ -201,14 +201,14 @@ func testManagerServeTLS(t *testing.T, bin string) {
 	// TLS older than 1.2.
 	old := f.certs.ClientConfig()
 	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
-	refused(t, "with TLS 1.1", addr, key, manager.WithTLS(old))
+	refused(t, "with TLS 1.1", addr, key, manager.TLS(old))
 	// The authkey is still checked inside TLS.
-	err = refused(t, "with a wrong key", addr, manager.WithAuthkey([]byte("wrong")), manager.WithTLS(f.certs.ClientConfig()))
+	err = refused(t, "with a wrong key", addr, manager.Authkey([]byte("wrong")), manager.TLS(f.certs.ClientConfig()))
 	if err != nil && !errors.Is(err, ipc.ErrAuthentication) {
 		t.Errorf("Connect over TLS with a wrong key: %v, want ipc.ErrAuthentication", err)
 	}
 	// The server still serves after all that.
-	useDict(t, "tcp", addr, f.authkey, manager.WithTLS(f.certs.ClientConfig()))
+	useDict(t, "tcp", addr, f.authkey, manager.TLS(f.certs.ClientConfig()))
 	stopServe(t, cmd, stdout)
 }
 
@@ -221,7 +221,7 @@ func testManagerServeMutualTLS(t *testing.T, bin string) {
 		"tls client certificates required, signed by a CA in " + f.ca,
 		"A client certificate signed by a CA in " + f.ca,
 		"cfg.Certificates = []tls.Certificate{cert}",
-		"manager.WithTLS(cfg)",
+		"manager.TLS(cfg)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -234,12 +234,12 @@ func testManagerServeMutualTLS(t *testing.T, bin string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	useDict(t, "tcp", addr, f.authkey, manager.WithTLS(&tls.Config{RootCAs: f.certs.CA, Certificates: []tls.Certificate{cert}}))
+	useDict(t, "tcp", addr, f.authkey, manager.TLS(&tls.Config{RootCAs: f.certs.CA, Certificates: []tls.Certificate{cert}}))
 
-	key := manager.WithAuthkey(f.authkey)
+	key := manager.Authkey(f.authkey)
 	// The server's alerts (TLS 1.3) reach the client as the cause of
 	// the failed authkey handshake.
-	err = refused(t, "without a client certificate", addr, key, manager.WithTLS(&tls.Config{RootCAs: f.certs.CA}))
+	err = refused(t, "without a client certificate", addr, key, manager.TLS(&tls.Config{RootCAs: f.certs.CA}))
 	if err != nil && !strings.Contains(err.Error(), "tls: certificate required") {
 		t.Errorf("Connect without a client certificate: %v, want the server's alert \"certificate required\"", err)
 	}
@@ -247,14 +247,14 @@ func testManagerServeMutualTLS(t *testing.T, bin string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = refused(t, "with a client certificate of another CA", addr, key, manager.WithTLS(&tls.Config{RootCAs: f.certs.CA, Certificates: []tls.Certificate{other}}))
+	err = refused(t, "with a client certificate of another CA", addr, key, manager.TLS(&tls.Config{RootCAs: f.certs.CA, Certificates: []tls.Certificate{other}}))
 	if err != nil && !strings.Contains(err.Error(), "tls: unknown certificate authority") {
 		t.Errorf("Connect with a client certificate of another CA: %v, want the server's alert \"unknown certificate authority\"", err)
 	}
 	if err := refused(t, "without TLS", addr, key); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Connect without TLS: %v, want its context's deadline", err)
 	}
-	useDict(t, "tcp", addr, f.authkey, manager.WithTLS(f.certs.ClientConfig()))
+	useDict(t, "tcp", addr, f.authkey, manager.TLS(f.certs.ClientConfig()))
 	stopServe(t, cmd, stdout)
 }
 
@@ -300,7 +300,7 @@ func testManagerServeTLSBadInput(t *testing.T, bin string) {
 	}
 	// The flags are documented.
 	help := mpOK(t, bin, "manager", "serve", "--help")
-	for _, want := range []string{"--tls-cert", "--tls-key", "--tls-client-ca", "manager.WithTLS", "tls.RequireAndVerifyClientCert"} {
+	for _, want := range []string{"--tls-cert", "--tls-key", "--tls-client-ca", "manager.TLS", "tls.RequireAndVerifyClientCert"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("mp manager serve --help lacks %q", want)
 		}

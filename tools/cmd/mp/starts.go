@@ -69,7 +69,7 @@ func demoStarts(ctx context.Context, w io.Writer, n int) error {
 // replaceWorker times, in a pool of one worker started with s, a SIGKILL
 // of the worker until a task has run on its replacement.
 func replaceWorker(ctx context.Context, fs *forkserver.Starter, s process.Starter, n int) (time.Duration, error) {
-	p, err := pool.New(ctx, pool.Workers(1), pool.Retries(1), pool.WithStarter(s))
+	p, err := pool.New(ctx, pool.Workers(1), pool.Retries(1), pool.Starter(s))
 	if err != nil {
 		return 0, err
 	}

@@ -163,7 +163,7 @@ func BenchmarkKit(b *testing.B) {
 		for b.Loop() {
 			warm(b, fs)
 			t0 := time.Now()
-			p, err := pool.New(ctx, pool.Workers(2), pool.WithStarter(fs))
+			p, err := pool.New(ctx, pool.Workers(2), pool.Starter(fs))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -185,7 +185,7 @@ func BenchmarkKit(b *testing.B) {
 		for b.Loop() {
 			warm(b, fs)
 			t0 := time.Now()
-			m, err := manager.Start(ctx, manager.WithStarter(fs))
+			m, err := manager.Start(ctx, manager.Starter(fs))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -208,7 +208,7 @@ func benchReplace(b *testing.B, useForkserver bool) {
 	var fs *forkserver.Starter
 	if useForkserver {
 		fs = newStarter(b)
-		opts = append(opts, pool.WithStarter(fs))
+		opts = append(opts, pool.Starter(fs))
 	}
 	p, err := pool.New(ctx, opts...)
 	if err != nil {
