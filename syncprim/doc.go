@@ -72,19 +72,24 @@
 // holder's liveness after 20 ms of sleep; if the holder lives, the waiter
 // asks the kernel to tell it when the holder exits (a pidfd, watched by
 // the Go runtime's poller, which wakes the futex) and sleeps on without
-// polling. So a holder that dies is noticed about 20 ms after the wait
-// began at the latest, and a holder that dies later almost at once:
-// measured with SIGKILL (TestOwnerDeadSleeper, 20 trials on a loaded
-// 2-CPU machine), 1–6 ms, median 1.3 ms; before pidfds, 1–250 ms. A lock
-// that changes hands while the waiter sleeps gets its new holder watched
-// within 50 ms, when the waiter next wakes, and a kernel without pidfds
-// (before Linux 5.3, or under a seccomp filter) falls back to checking
-// /proc every 50 ms. The uncontended path and short waits never check. Semaphores and Events have no owner, so a participant's death is
-// not detected (bound waits with contexts), except with an OwnedSemaphore:
-// its permits record their holder, and a dead holder's permits are given
-// back to the waiters, as promptly as a dead lock holder is noticed; a Condition frees the slots of
-// waiters whose process is gone; a Barrier cannot tell that a party died
-// (see Barrier).
+// polling. So a waiter notices a dead holder at the latest 20 ms after it
+// began to wait, or a few milliseconds after the death, whichever is
+// later. Measured with SIGKILL (TestOwnerDeadSleeper, on a loaded 2-CPU
+// machine): 1.0–2.8 ms, median 1.2 ms, for holders killed after the first
+// check; at most 15 ms for those killed before it; with the polling used
+// before pidfds, up to 250 ms. A lock that changes hands without waking
+// the waiter gets its new holder checked and watched within 50 ms, when
+// the waiter next wakes (TestOwnerDeadAfterHandOver: 37–49 ms), and a
+// kernel without pidfds (before Linux 5.3, or under a seccomp filter)
+// falls back to reading /proc every 50 ms. The uncontended path and short
+// waits never check.
+//
+// Semaphores and Events have no owner, so a participant's death is not
+// detected (bound waits with contexts), except with an OwnedSemaphore: its
+// permits record their holder, and a dead holder's permits are given back
+// to the waiters as promptly as a dead lock holder is noticed. A Condition
+// frees the slots of waiters whose process is gone; a Barrier cannot tell
+// that a party died (see Barrier).
 //
 // Processes sharing a primitive must be in the same pid namespace.
 //
