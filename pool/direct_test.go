@@ -16,6 +16,23 @@ import (
 	"github.com/multiproc/multiproc/pool"
 )
 
+// mustReturn runs fn and fails the test with a clear message if it has
+// not returned within a minute (a generous ceiling), rather than hanging
+// until the test binary's timeout. fn may call t.Error, not t.Fatal.
+func mustReturn(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s did not return within a minute", what)
+	}
+}
+
 // The caller of Future.Get may receive its result from the worker itself
 // (a direct read). These tests check that a result nobody waits for
 // directly is still received: futures never waited on, or watched through
@@ -43,27 +60,37 @@ func TestSubmitUnobserved(t *testing.T) {
 	}
 	// A last pair that nothing else pushes out: Close and Join must.
 	fs = append(fs, square.Submit(bg, p, 5), square.Submit(bg, p, 6))
-	if err := p.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	for i, f := range fs {
-		if v, err := f.Get(bg); v != (i+3)*(i+3) || err != nil {
-			t.Errorf("future %d: %d, %v", i, v, err)
+	mustReturn(t, "Wait with unobserved futures", func() {
+		if err := p.Wait(); err != nil {
+			t.Error(err)
 		}
-	}
+	})
+	mustReturn(t, "Get after Wait", func() {
+		for i, f := range fs {
+			if v, err := f.Get(bg); v != (i+3)*(i+3) || err != nil {
+				t.Errorf("future %d: %d, %v", i, v, err)
+			}
+		}
+	})
 }
 
 // A future watched through Done or Ready alone gets its result.
 func TestFutureWatchedWithoutGet(t *testing.T) {
 	p := newPool(t, pool.Workers(1))
 	f := square.Submit(bg, p, 7)
-	<-f.Done()
+	select {
+	case <-f.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("Done was not closed within a minute")
+	}
 	if !f.Ready() {
 		t.Error("Ready is false after Done was closed")
 	}
 	f2 := square.Submit(bg, p, 8)
-	for !f2.Ready() {
-		runtime.Gosched()
+	for deadline := time.Now().Add(time.Minute); !f2.Ready(); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("a future polled through Ready alone got no result within a minute")
+		}
 	}
 	for i, f := range []*pool.Future[int]{f, f2} {
 		if v, err := f.Get(bg); v != (i+7)*(i+7) || err != nil {
@@ -87,12 +114,14 @@ func TestDirectReadContexts(t *testing.T) {
 	// The job's context ends while (or before) Get reads directly.
 	f2 := sleep.Submit(jctx, p, time.Hour)
 	go jcancel()
-	if _, err := f2.Get(bg); err != context.Canceled {
-		t.Errorf("Get after the job's context ended = %v", err)
-	}
-	if _, err := f.Get(bg); err != context.Canceled {
-		t.Errorf("first future = %v", err)
-	}
+	mustReturn(t, "Get of a future whose job's context ended", func() {
+		if _, err := f2.Get(bg); err != context.Canceled {
+			t.Errorf("Get after the job's context ended = %v", err)
+		}
+		if _, err := f.Get(bg); err != context.Canceled {
+			t.Errorf("first future = %v", err)
+		}
+	})
 	for i := range 100 {
 		if v, err := square.Apply(bg, p, i); v != i*i || err != nil {
 			t.Fatalf("Apply(%d) after the cancellations: %d, %v", i, v, err)
@@ -159,7 +188,7 @@ func TestDirectReadChaos(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	mustReturn(t, "the callers' Gets under SIGKILLs", wg.Wait)
 	close(stop)
 	<-killed
 	t.Logf("%d kills; %d of %d tasks failed with their worker", kills, died, n)
@@ -180,12 +209,7 @@ func TestIdleWorkerDeath(t *testing.T) {
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if pids := p.Pids(); len(pids) == 1 && pids[0] != old {
-			break
-		}
-		runtime.Gosched()
-	}
+	waitPids(t, p, 1, []int{old}) // fails after a minute, clearly
 	if v, err := square.Apply(bg, p, 4); v != 16 || err != nil {
 		t.Errorf("Apply on the replacement = %d, %v", v, err)
 	}
@@ -202,11 +226,18 @@ func TestTerminateDirectReader(t *testing.T) {
 		_, err := f.Get(bg)
 		errc <- err
 	}()
-	if err := p.Terminate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != pool.ErrTerminated {
-		t.Errorf("Get = %v, want ErrTerminated", err)
+	mustReturn(t, "Terminate under a direct reader", func() {
+		if err := p.Terminate(); err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case err := <-errc:
+		if err != pool.ErrTerminated {
+			t.Errorf("Get = %v, want ErrTerminated", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Get did not return within a minute of Terminate")
 	}
 }
 

@@ -347,7 +347,10 @@ func (p *Pool) startWorker(ctx context.Context) (w *worker, err error) {
 	proc.Daemon = true
 	proc.Starter = p.o.starter
 	proc.Logger = p.o.log
-	proc.TermGrace = p.o.killGrace
+	// The pool sends SIGKILL KillGrace after SIGTERM; the worker's own
+	// grace is longer, so that a task that ignores SIGTERM is stopped by
+	// that SIGKILL, as documented, not by a race between the two.
+	proc.TermGrace = 2 * p.o.killGrace
 	proc.Env = append([]string{"GOMAXPROCS=1"}, p.o.env...)
 	err = proc.Start(ctx)
 	theirs.Close()

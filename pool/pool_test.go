@@ -3,18 +3,26 @@
 package pool_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"iter"
 	"math/rand/v2"
+	"net"
 	"os"
+	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -515,6 +523,9 @@ func TestTaskTimeout(t *testing.T) {
 	if got[0] == 0 || got[2] == 0 {
 		t.Errorf("the other tasks of the chunk should complete: %v", got)
 	}
+	if !slices.Contains(pids, te.Pid) {
+		t.Errorf("TimeoutError.Pid = %d, not one of the workers %v", te.Pid, pids)
+	}
 	if slices.Contains(p.Pids(), te.Pid) {
 		t.Errorf("worker %d still in the pool", te.Pid)
 	}
@@ -529,7 +540,82 @@ func TestTaskTimeout(t *testing.T) {
 	if v, err := square.Apply(bg, p, 3); v != 9 || err != nil {
 		t.Errorf("after timeouts: %d, %v", v, err)
 	}
-	_ = pids
+}
+
+// termWatcher tells the test (through the gatekeeper's socket) its pid,
+// then "TERM" when its worker gets SIGTERM, and goes on sleeping: it
+// ignores its context and SIGTERM.
+var termWatcher = pool.Register("test.termwatcher", func(ctx context.Context, sock string) (int, error) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(strconv.Itoa(os.Getpid()) + "\n")); err != nil {
+		return 0, err
+	}
+	<-sigs
+	c.Write([]byte("TERM\n"))
+	time.Sleep(time.Hour)
+	return os.Getpid(), nil
+})
+
+// A task past its deadline that ignores its context and SIGTERM: its
+// worker gets SIGTERM, then SIGKILL once KillGrace has passed, and the
+// task fails with a *TimeoutError naming that worker.
+func TestTaskTimeoutSignals(t *testing.T) {
+	mptest.CheckChildren(t)
+	g := newGatekeeper(t)
+	log, logs := observedLogger()
+	p := newPool(t, pool.Workers(1), pool.TaskTimeout(100*time.Millisecond), pool.KillGrace(300*time.Millisecond), pool.WithLogger(log))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := termWatcher.Apply(bg, p, g.sock)
+		errc <- err
+	}()
+	a := g.next()
+	defer a.conn.Close()
+	line, err := bufio.NewReader(a.conn).ReadString('\n')
+	if err != nil || line != "TERM\n" {
+		t.Fatalf("the task's worker did not report SIGTERM: %q, %v", line, err)
+	}
+	termed := time.Now()
+	err = <-errc
+	killed := time.Since(termed)
+	var te *pool.TimeoutError
+	if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) || te.Pid != a.pid {
+		t.Fatalf("Apply = %v (%+v), want a *TimeoutError naming worker %d", err, te, a.pid)
+	}
+	// The worker outlived SIGTERM and died of SIGKILL.
+	if code := exitCodeLogged(logs, a.pid); code != -int(syscall.SIGKILL) {
+		t.Errorf("worker %d exited with code %d, want -9 (SIGKILL after the kill grace)", a.pid, code)
+	}
+	t.Logf("SIGKILL %v after the task saw SIGTERM (kill grace 300ms)", killed)
+	if v, err := square.Apply(bg, p, 3); v != 9 || err != nil {
+		t.Errorf("after the timeout: %d, %v", v, err)
+	}
+}
+
+// observedLogger is a debug logger whose entries the test can read.
+func observedLogger() (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	return zap.New(core), logs
+}
+
+// exitCodeLogged returns the exit code the pool logged for worker pid, or
+// 1 if it logged none.
+func exitCodeLogged(logs *observer.ObservedLogs, pid int) int {
+	for _, e := range logs.All() {
+		m := e.ContextMap()
+		if p, ok := m["pid"].(int64); ok && int(p) == pid {
+			if c, ok := m["exitcode"].(int64); ok {
+				return int(c)
+			}
+		}
+	}
+	return 1
 }
 
 // Cancelling a Map's context stops it at once and cancels its running
@@ -550,17 +636,42 @@ func TestCancel(t *testing.T) {
 	if err != context.Canceled {
 		t.Fatalf("Map = %v", err)
 	}
-	before := p.Pids()
+	if v, err := square.Apply(bg, p, 4); v != 16 || err != nil {
+		t.Errorf("after cancel: %d, %v", v, err)
+	}
+
+	// A task that ignores its cancellation: its call returns at once, and
+	// its worker is killed after the kill grace and replaced.
+	g := newGatekeeper(t)
+	log, logs := observedLogger()
+	p1 := newPool(t, pool.Workers(1), pool.KillGrace(100*time.Millisecond), pool.WithLogger(log))
 	ctx2, cancel2 := context.WithCancel(bg)
-	f := stubborn.Submit(ctx2, p, time.Hour)
+	f := termWatcher.Submit(ctx2, p1, g.sock)
+	a := g.next() // the task runs, in worker a.pid
+	defer a.conn.Close()
+	if pids := p1.Pids(); !slices.Equal(pids, []int{a.pid}) {
+		t.Fatalf("workers %v, want the task's %d", pids, a.pid)
+	}
 	cancel2()
 	if _, err := f.Get(bg); err != context.Canceled {
 		t.Errorf("cancelled Submit = %v", err)
 	}
-	if v, err := square.Apply(bg, p, 4); v != 16 || err != nil {
-		t.Errorf("after cancel: %d, %v", v, err)
+	waitPids(t, p1, 1, []int{a.pid})
+	killedLog := false
+	for _, e := range logs.FilterMessage("killing a worker whose cancelled task does not return").All() {
+		if pid, _ := e.ContextMap()["pid"].(int64); int(pid) == a.pid {
+			killedLog = true
+		}
 	}
-	_ = before
+	if !killedLog {
+		t.Errorf("worker %d was not killed for its cancelled task", a.pid)
+	}
+	if err := syscall.Kill(a.pid, 0); err != syscall.ESRCH {
+		t.Errorf("worker %d still exists (kill 0: %v)", a.pid, err)
+	}
+	if v, err := square.Apply(bg, p1, 4); v != 16 || err != nil {
+		t.Errorf("after the kill: %d, %v", v, err)
+	}
 }
 
 // Imap over an endless input, stopped early: nothing leaks (goroutines

@@ -125,7 +125,7 @@ func (g *gatekeeper) snipe() int {
 // old, and returns them.
 func waitPids(t *testing.T, p *pool.Pool, want int, old []int) []int {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		pids := p.Pids()
 		if len(pids) == want && !slices.ContainsFunc(pids, func(x int) bool { return slices.Contains(old, x) }) {
