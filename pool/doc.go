@@ -74,8 +74,9 @@
 //     as they finish (every 10 ms once the chunk has run 1 ms), so they are
 //     kept. A worker that dies outside any task (while it receives, say)
 //     charges nothing; the chunks it had not reached run again alone on a
-//     worker, so that a second such death tells which one was to blame.
-//     Nothing waits forever.
+//     worker, and one that kills its worker before it starts is charged
+//     at its third such death, so nothing runs forever. Nothing waits
+//     forever.
 //   - Task timeout (TaskTimeout): each task's context has a deadline from
 //     the moment its worker starts it. A task that honours its context
 //     returns its own error (a *RemoteError, errors.Is

@@ -112,10 +112,12 @@ type chunk struct {
 	// worker.tok). Both under Pool.mu.
 	w      *worker
 	direct bool
-	// suspect marks a chunk held by a worker that died while it was not
-	// running a task (its progress word names none): it runs again alone
-	// on a worker, so that a worker dying then tells which chunk killed it.
+	// suspect marks a chunk held by a worker that died before it reached
+	// it while not running a task (its progress word names none): it runs
+	// again alone on a worker, so that a worker dying then tells which
+	// chunk killed it; blind counts those deaths (see maxBlindDeaths).
 	suspect bool
+	blind   int
 	// done counts the chunk's first tasks whose results arrived in partial
 	// results (under Pool.mu); only the others run again if the worker
 	// dies.
@@ -1350,12 +1352,13 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 		p.log.Debug("worker exited", zap.Int("pid", w.pid), zap.Int("exitcode", code))
 	}
 	// The progress word says what the worker was doing: running a task of
-	// a chunk it held (that task alone is charged), working on a chunk
-	// outside its tasks (that chunk is charged), or neither (attributed
-	// false).
+	// a chunk it held (that task alone is charged), between two tasks of
+	// one (nothing is charged), working on one outside its tasks (that
+	// chunk is charged), or none of these (attributed false: it was idle,
+	// or receiving).
 	attributed := false
 	for _, c := range held {
-		if i, ok := lp.task(); lp.on(c) && ((ok && i >= c.done) || lp.state == markChunk) {
+		if lp.on(c) && lp.state != markIdle {
 			attributed = true
 		}
 	}
@@ -1378,16 +1381,20 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 		case lp.on(c) && lp.state == markChunk:
 			d.charge(c)
 		case attributed || !lp.notReached(c):
-			// Done or not started while another was to blame: run again,
-			// uncharged.
+			// Done, or not started while the worker was busy with another:
+			// run again, uncharged.
 			d.requeueRest(c)
-		case c.suspect && len(held) == 1:
-			// Alone on its worker, which died outside any task again.
-			d.charge(c)
 		default:
 			// The worker died outside any task before it reached this
 			// chunk (receiving it, say): it runs again alone, uncharged,
-			// so that a death then tells whether it was to blame.
+			// so that further deaths tell whether it is to blame. A chunk
+			// that kills its worker before it starts is charged on its
+			// maxBlindDeaths-th such death, alone on the worker.
+			c.blind++
+			if c.suspect && len(held) == 1 && c.blind >= maxBlindDeaths {
+				d.charge(c)
+				break
+			}
 			c.suspect = true
 			d.requeueRest(c)
 		}
@@ -1400,6 +1407,13 @@ func (p *Pool) workerGone(w *worker, code int, exitErr error) {
 	deliverAll(d.ds)
 	flushAll(fl)
 }
+
+// maxBlindDeaths is how many deaths of its workers outside any task (see
+// workerGone) a chunk is charged at, the last one alone on its worker: a
+// chunk that kills every worker it reaches before it starts does not run
+// forever, and a worker killed by chance before it started a chunk
+// charges nothing.
+const maxBlindDeaths = 3
 
 // deathSettler collects what becomes of the chunks a dead worker held.
 type deathSettler struct {
@@ -1429,7 +1443,7 @@ func (d *deathSettler) requeuePart(c *chunk, i, j int) {
 		d.ds = append(d.ds, delivery{c: c.view(i, j), all: err})
 		return
 	}
-	sc.suspect = c.suspect
+	sc.suspect, sc.blind = c.suspect, c.blind
 	d.requeue = append(d.requeue, sc)
 }
 
