@@ -569,7 +569,7 @@ func TestTaskTimeoutSignals(t *testing.T) {
 	mptest.CheckChildren(t)
 	g := newGatekeeper(t)
 	log, logs := observedLogger()
-	p := newPool(t, pool.Workers(1), pool.TaskTimeout(100*time.Millisecond), pool.KillGrace(300*time.Millisecond), pool.WithLogger(log))
+	p := newPool(t, pool.Workers(1), pool.TaskTimeout(100*time.Millisecond), pool.KillGrace(300*time.Millisecond), pool.Logger(log))
 	errc := make(chan error, 1)
 	go func() {
 		_, err := termWatcher.Apply(bg, p, g.sock)
@@ -644,7 +644,7 @@ func TestCancel(t *testing.T) {
 	// its worker is killed after the kill grace and replaced.
 	g := newGatekeeper(t)
 	log, logs := observedLogger()
-	p1 := newPool(t, pool.Workers(1), pool.KillGrace(100*time.Millisecond), pool.WithLogger(log))
+	p1 := newPool(t, pool.Workers(1), pool.KillGrace(100*time.Millisecond), pool.Logger(log))
 	ctx2, cancel2 := context.WithCancel(bg)
 	f := termWatcher.Submit(ctx2, p1, g.sock)
 	a := g.next() // the task runs, in worker a.pid
