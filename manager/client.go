@@ -28,7 +28,7 @@ import (
 // objects that only its proxies referenced are freed.
 type Client struct {
 	conn    *ipc.Conn
-	w       batchWriter
+	w       *ipc.Batcher
 	opts    options
 	network string // where the server listens ("" for a Client over a Pipe)
 	address string
@@ -84,7 +84,7 @@ func NewClient(conn *ipc.Conn, opts ...Option) *Client {
 	c := &Client{conn: conn, opts: o, calls: map[uint64]*pendingCall{},
 		done: make(chan struct{}), readerWake: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		authkey: o.authkey}
-	c.w.conn = conn
+	c.w = ipc.NewBatcher(conn)
 	return c
 }
 
@@ -238,11 +238,11 @@ func (c *Client) writeLoop(stop chan struct{}) {
 		select {
 		case <-c.wake:
 			runtime.Gosched() // let the other runnable callers queue theirs
-			if err := c.w.flush(); err != nil {
+			if err := c.w.Flush(); err != nil {
 				c.fail(err)
 			}
 		case <-stop:
-			if err := c.w.flush(); err != nil {
+			if err := c.w.Flush(); err != nil {
 				c.fail(err)
 			}
 			return
@@ -296,7 +296,7 @@ func (c *Client) oneWay(req *pb.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := c.w.send(b); err != nil {
+	if err := c.w.Send(b); err != nil {
 		c.fail(err)
 		return c.Err()
 	}
@@ -341,7 +341,7 @@ func (c *Client) roundTrip(ctx context.Context, req *pb.Request, detach bool) (*
 	}
 	frames = append(frames, b)
 	if c.bgActive {
-		err := c.w.enqueue(frames...)
+		err := c.w.Enqueue(frames...)
 		c.mu.Unlock()
 		if err != nil {
 			c.fail(err)
@@ -352,7 +352,7 @@ func (c *Client) roundTrip(ctx context.Context, req *pb.Request, detach bool) (*
 		}
 	} else {
 		c.mu.Unlock()
-		if err := c.w.send(frames...); err != nil {
+		if err := c.w.Send(frames...); err != nil {
 			c.fail(err)
 		}
 	}

@@ -64,7 +64,7 @@ func FuzzRequest(f *testing.F) {
 		ctx, cancel := context.WithCancel(context.Background())
 		sc := &sconn{s: s, c: a, ctx: ctx, cancel: cancel, refs: map[uint64]int64{},
 			inflight: map[uint64]context.CancelFunc{}, held: map[*lockCore]struct{}{}}
-		sc.w.conn = a
+		sc.w = ipc.NewBatcher(a)
 		// A create first, so that calls on object ids have something to hit.
 		s.handle(sc, mustMarshal(&pb.Request{Id: 1000, Op: &pb.Request_Create{Create: &pb.Create{Typeid: "dict"}}}))
 		if resp := s.handle(sc, data); resp != nil {
@@ -72,7 +72,7 @@ func FuzzRequest(f *testing.F) {
 				t.Fatalf("response cannot be encoded: %v", err)
 			}
 		}
-		sc.w.flush()
+		sc.w.Flush()
 		cancel()
 		sc.release()
 		if n := s.NumObjects(); n != 0 {

@@ -65,7 +65,7 @@ func TestStartedServerProcsAfterBatch(t *testing.T) {
 		frames = append(frames, b)
 	}
 	c.mu.Unlock()
-	if err := c.w.send(frames...); err != nil {
+	if err := c.w.Send(frames...); err != nil {
 		t.Fatal(err)
 	}
 	for _, pc := range pcs {

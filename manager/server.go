@@ -192,7 +192,7 @@ func (s *Server) newConn(c *ipc.Conn) *sconn {
 	ctx, cancel := context.WithCancel(context.Background())
 	sc := &sconn{s: s, c: c, ctx: ctx, cancel: cancel, refs: map[uint64]int64{},
 		inflight: map[uint64]context.CancelFunc{}, held: map[*lockCore]struct{}{}}
-	sc.w.conn = c
+	sc.w = ipc.NewBatcher(c)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -407,7 +407,7 @@ func (s *Server) give(sc *sconn, v *pb.Value) error {
 type sconn struct {
 	s      *Server
 	c      *ipc.Conn
-	w      batchWriter
+	w      *ipc.Batcher
 	ctx    context.Context // ends when the connection does
 	cancel context.CancelFunc
 
@@ -433,7 +433,7 @@ func (sc *sconn) serve() {
 			break
 		}
 		if resp := s.handle(sc, b); resp != nil {
-			if err := sc.w.enqueue(marshalResponse(resp)); err != nil {
+			if err := sc.w.Enqueue(marshalResponse(resp)); err != nil {
 				break
 			}
 			answers++
@@ -449,7 +449,7 @@ func (sc *sconn) serve() {
 			s.wantProcs()
 		}
 		batch, answers = 0, 0
-		if err := sc.w.flush(); err != nil {
+		if err := sc.w.Flush(); err != nil {
 			break
 		}
 	}
@@ -495,7 +495,7 @@ func (sc *sconn) release() {
 }
 
 func (sc *sconn) reply(resp *pb.Response) {
-	if err := sc.w.send(marshalResponse(resp)); err != nil {
+	if err := sc.w.Send(marshalResponse(resp)); err != nil {
 		sc.c.Close()
 	}
 }
@@ -792,72 +792,4 @@ func (s *Server) listObjects() *pb.Value {
 	}
 	s.mu.Unlock()
 	return listValue(items)
-}
-
-// ---------------------------------------------------------------- writer
-
-// batchWriter sends frames on a Conn, coalescing the frames of concurrent
-// senders into one write: whoever finds the writer idle writes its frame
-// and every frame queued meanwhile, without a goroutine hand-off.
-type batchWriter struct {
-	conn  *ipc.Conn
-	mu    sync.Mutex
-	q     [][]byte
-	spare [][]byte
-	busy  bool
-	err   error
-}
-
-// enqueue queues a frame without writing it (flush writes).
-func (w *batchWriter) enqueue(frames ...[]byte) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	w.q = append(w.q, frames...)
-	return nil
-}
-
-// send queues frames and writes them (with any queued before) unless
-// another sender is writing, who then writes them too.
-func (w *batchWriter) send(frames ...[]byte) error {
-	w.mu.Lock()
-	if w.err != nil {
-		err := w.err
-		w.mu.Unlock()
-		return err
-	}
-	w.q = append(w.q, frames...)
-	return w.flushLocked()
-}
-
-func (w *batchWriter) flush() error {
-	w.mu.Lock()
-	return w.flushLocked()
-}
-
-func (w *batchWriter) flushLocked() error {
-	if w.busy || len(w.q) == 0 {
-		err := w.err
-		w.mu.Unlock()
-		return err
-	}
-	w.busy = true
-	for len(w.q) > 0 && w.err == nil {
-		batch := w.q
-		w.q = w.spare[:0]
-		w.mu.Unlock()
-		err := w.conn.SendFrames(context.Background(), batch...)
-		clear(batch)
-		w.mu.Lock()
-		w.spare = batch[:0]
-		if err != nil {
-			w.err = err
-		}
-	}
-	w.busy = false
-	err := w.err
-	w.mu.Unlock()
-	return err
 }

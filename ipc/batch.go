@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package ipc
+
+import (
+	"context"
+	"sync"
+)
+
+// A Batcher writes the frames of concurrent senders on one Conn with as
+// few system calls as it can: whoever finds no write in progress writes
+// its frames and every frame queued meanwhile, without handing them to
+// another goroutine, so no frame waits for a write that nobody makes.
+// Frames may also be queued without writing (Enqueue) and written later
+// in one call (Flush), which lets a reader answer a burst of requests with
+// one write.
+//
+// After a write fails, the Batcher drops what it holds and every later
+// call returns that error: a connection that failed a write is broken.
+// A Batcher is safe for concurrent use; the frames passed to it must not
+// change until they are written.
+type Batcher struct {
+	conn  *Conn
+	mu    sync.Mutex
+	q     [][]byte
+	spare [][]byte
+	busy  bool
+	err   error
+}
+
+// NewBatcher returns a Batcher that writes on c.
+func NewBatcher(c *Conn) *Batcher { return &Batcher{conn: c} }
+
+// Enqueue queues frames without writing them; Flush or Send writes them.
+func (b *Batcher) Enqueue(frames ...[]byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return b.err
+	}
+	b.q = append(b.q, frames...)
+	return nil
+}
+
+// Send queues frames and writes them, with any queued before, unless
+// another goroutine is writing, which then writes them too before it
+// returns.
+func (b *Batcher) Send(frames ...[]byte) error {
+	b.mu.Lock()
+	if b.err != nil {
+		err := b.err
+		b.mu.Unlock()
+		return err
+	}
+	b.q = append(b.q, frames...)
+	return b.flushLocked()
+}
+
+// Flush writes the queued frames (see Send).
+func (b *Batcher) Flush() error {
+	b.mu.Lock()
+	return b.flushLocked()
+}
+
+func (b *Batcher) flushLocked() error {
+	if b.busy || len(b.q) == 0 {
+		err := b.err
+		b.mu.Unlock()
+		return err
+	}
+	b.busy = true
+	for len(b.q) > 0 && b.err == nil {
+		batch := b.q
+		b.q = b.spare[:0]
+		b.mu.Unlock()
+		err := b.conn.SendFrames(context.Background(), batch...)
+		clear(batch)
+		b.mu.Lock()
+		b.spare = batch[:0]
+		if err != nil {
+			b.err = err
+			clear(b.q)
+			b.q = b.q[:0]
+		}
+	}
+	b.busy = false
+	err := b.err
+	b.mu.Unlock()
+	return err
+}
