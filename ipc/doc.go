@@ -81,3 +81,6 @@
 // The package targets Linux (pipes, unix sockets, eventfd, SCM_RIGHTS,
 // abstract socket names).
 package ipc
+
+// A build for another system stops in linuxonly with one clear message.
+import _ "github.com/multiproc/multiproc/ipc/linuxonly"

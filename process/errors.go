@@ -62,9 +62,6 @@ var (
 	// it would run main again in every generation (a fork bomb).
 	ErrNoInit = errors.New("process: this program was started as a multiproc child " +
 		"but main did not call process.Init() first; refusing to start children")
-	// ErrUnsupported is returned on systems other than Linux, where
-	// multiproc cannot start children yet.
-	ErrUnsupported = errors.New("process: starting children is only supported on Linux")
 )
 
 // ExitError reports a child that did not exit cleanly: its function

@@ -140,9 +140,6 @@ func (q *core) bind() {
 
 // newCore creates the segment and its locks.
 func newCore(k kind, o *options) (*core, error) {
-	if !supported {
-		return nil, ErrUnsupported
-	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -234,12 +231,6 @@ func (q *core) handle() ([]*os.File, []byte, error) {
 
 // attachCore rebuilds a handle from MultiprocHandle's files and descriptor.
 func attachCore(files []*os.File, desc []byte, k kind) (*core, error) {
-	if !supported {
-		for _, f := range files {
-			f.Close()
-		}
-		return nil, ErrUnsupported
-	}
 	if len(desc) < 2 || desc[0] != 'Q' || kind(desc[1]) != k {
 		for _, f := range files {
 			f.Close()

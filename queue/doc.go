@@ -106,5 +106,6 @@
 //
 // # Platforms
 //
-// Linux only: elsewhere the constructors return ErrUnsupported.
+// Linux only (any architecture). A build for another system stops with one
+// message, "multiproc needs Linux", from package ipc/linuxonly.
 package queue

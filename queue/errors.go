@@ -29,10 +29,6 @@ var (
 	// ErrBadHandle is returned by MultiprocAttach for a descriptor or
 	// memory that does not hold a queue of the expected kind.
 	ErrBadHandle = errors.New("queue: bad handle")
-
-	// ErrUnsupported is returned by the constructors on systems without
-	// futex(2) and memfd (everything but Linux).
-	ErrUnsupported = errors.New("queue: not supported on this system")
 )
 
 // ItemTooLargeError is returned by Put when an encoded item is larger than

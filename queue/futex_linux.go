@@ -12,8 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const supported = true
-
 // Shared (not FUTEX_PRIVATE_FLAG) futex operations.
 const (
 	futexOpWait = 0

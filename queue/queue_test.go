@@ -95,7 +95,7 @@ func TestMixedTypes(t *testing.T) {
 	defer any8.Close()
 	q.Put(ctx, 5)
 	q.Put(ctx, 1000)
-	q.Put(ctx, 1<<40)
+	q.Put(ctx, 1<<30) // fits int on 32-bit systems too
 	if v, err := small.Get(ctx); err != nil || v != 5 {
 		t.Errorf("int8 Get = %v, %v; want 5", v, err)
 	}
@@ -103,7 +103,7 @@ func TestMixedTypes(t *testing.T) {
 	if _, err := small.Get(ctx); !errors.As(err, &de) {
 		t.Errorf("int8 Get of 1000: %v, want a *DecodeError", err)
 	}
-	if v, err := any8.Get(ctx); err != nil || v != 1<<40 {
+	if v, err := any8.Get(ctx); err != nil || v != 1<<30 {
 		t.Errorf("int64 Get = %v, %v", v, err)
 	}
 

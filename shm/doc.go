@@ -105,6 +105,6 @@
 //
 // # Platforms
 //
-// Shared memory is implemented on Linux. On other systems the package
-// builds, and every constructor returns ErrUnsupported.
+// Linux only (any architecture). A build for another system stops with one
+// message, "multiproc needs Linux", from package ipc/linuxonly.
 package shm

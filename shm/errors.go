@@ -27,10 +27,6 @@ var (
 	// which has no name and is freed by the kernel when its last user goes.
 	ErrAnonymous = errors.New("shm: anonymous segment has no name")
 
-	// ErrUnsupported is returned on systems where shared memory is not
-	// implemented (everything but Linux for now).
-	ErrUnsupported = errors.New("shm: shared memory is only supported on Linux")
-
 	// ErrArenaFull is returned by Arena.Alloc when no free range is large
 	// enough.
 	ErrArenaFull = errors.New("shm: arena full")

@@ -294,7 +294,7 @@ func TestShareableListSemantics(t *testing.T) {
 	if raw, _ := l.Raw(0); !bytes.Equal(raw, []byte("a\x00\x00\x00\x00\x00\x00\x00")) {
 		t.Errorf("Raw(0) = %q", raw)
 	}
-	for _, v := range []any{math.MaxInt64, int8(-3), uint32(7), float32(0.5), math.Inf(-1)} {
+	for _, v := range []any{int64(math.MaxInt64), int8(-3), uint32(7), float32(0.5), math.Inf(-1)} {
 		if err := l.Set(6, v); err != nil {
 			t.Errorf("Set(%T %v) = %v", v, v, err)
 		}

@@ -4,6 +4,7 @@ package shm
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"sync/atomic"
@@ -354,7 +355,7 @@ func newArray[T any](mk func(size int) (store, []byte, error), n int) (*Array[T]
 	if err != nil {
 		return nil, err
 	}
-	if n <= 0 || n > (1<<62)/size {
+	if n <= 0 || n > math.MaxInt/size { // size*n fits an int, on 32-bit systems too
 		return nil, fmt.Errorf("%w: array of %d elements", ErrInvalidSize, n)
 	}
 	st, mem, err := mk(size * n)

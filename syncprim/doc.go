@@ -95,5 +95,6 @@
 //
 // # Platforms
 //
-// Linux only: elsewhere constructors return ErrUnsupported.
+// Linux only (any architecture). A build for another system stops with one
+// message, "multiproc needs Linux", from package ipc/linuxonly.
 package syncprim

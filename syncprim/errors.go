@@ -2,11 +2,7 @@
 
 package syncprim
 
-import (
-	"errors"
-
-	"github.com/multiproc/multiproc/shm"
-)
+import "errors"
 
 var (
 	// ErrOwnerDead is returned, together with the lock, to the process that
@@ -40,8 +36,4 @@ var (
 	// ErrBadHandle is returned when attaching or opening something that is
 	// not the expected primitive (wrong kind, size or version).
 	ErrBadHandle = errors.New("syncprim: bad handle")
-
-	// ErrUnsupported is matched by the errors of constructors on systems
-	// without futex(2) and shared memory support (everything but Linux).
-	ErrUnsupported = shm.ErrUnsupported
 )

@@ -23,15 +23,15 @@ replace (
 // --- end of generated replaces ---
 
 require (
+	github.com/multiproc/multiproc/internal/base v0.1.0
 	github.com/multiproc/multiproc/internal/mptest v0.1.0
+	github.com/multiproc/multiproc/ipc v0.1.0
 	github.com/multiproc/multiproc/process v0.1.0
 	github.com/multiproc/multiproc/shm v0.1.0
 	golang.org/x/sys v0.50.0
 )
 
 require (
-	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
-	github.com/multiproc/multiproc/ipc v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
 	github.com/multiproc/multiproc/tracker v0.1.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect

@@ -13,13 +13,13 @@ package futex
 import (
 	"errors"
 	"time"
+
+	// A build for another system stops in linuxonly with one clear message.
+	_ "github.com/multiproc/multiproc/ipc/linuxonly"
 )
 
 // ErrTimeout is returned by Wait when its timeout elapsed.
 var ErrTimeout = errors.New("futex: timeout")
-
-// ErrUnsupported is returned on systems without futex(2).
-var ErrUnsupported = errors.New("futex: not supported on this system")
 
 // Forever is the timeout of a Wait that only a wake-up ends.
 const Forever time.Duration = -1
