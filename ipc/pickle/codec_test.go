@@ -366,7 +366,7 @@ func TestMarshal(t *testing.T) {
 		want any
 	}{
 		{"nil", nil, nil},
-		{"ints", []any{0, 255, 256, 65536, -1, math.MaxInt64, math.MinInt64, uint64(math.MaxUint64)},
+		{"ints", []any{0, 255, 256, 65536, -1, int64(math.MaxInt64), int64(math.MinInt64), uint64(math.MaxUint64)},
 			[]any{int64(0), int64(255), int64(256), int64(65536), int64(-1), int64(math.MaxInt64), int64(math.MinInt64), bigInt("18446744073709551615")}},
 		{"big", []*big.Int{bigInt("-1180591620717411303424"), bigInt("-2147483649"), bigInt("255")},
 			[]any{bigInt("-1180591620717411303424"), int64(-2147483649), int64(255)}},

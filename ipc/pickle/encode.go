@@ -210,7 +210,7 @@ func (e *encoder) withLen(op1, op4, op8 byte, n int) {
 	switch {
 	case n < 256:
 		e.buf = append(e.buf, op1, byte(n))
-	case n <= math.MaxUint32:
+	case uint64(n) <= math.MaxUint32: // uint64: an int may be 32 bits
 		e.buf = append(e.buf, op4)
 		e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(n))
 	default:

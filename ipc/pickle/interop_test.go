@@ -125,7 +125,7 @@ var goToPy = []struct {
 }{
 	{`{"job": 7, "args": [1.5, None], "opt": None}`, goJob{Job: 7, Args: []any{1.5, nil}}},
 	{`(1, "two", 3.0, None, True)`, pickle.Tuple{1, "two", 3.0, nil, true}},
-	{`[2**64 - 1, -2**63, 2**100, 255, 65535, -2**31 - 1]`, []any{uint64(math.MaxUint64), int64(math.MinInt64), new(big.Int).Lsh(big.NewInt(1), 100), 255, 65535, -(1 << 31) - 1}},
+	{`[2**64 - 1, -2**63, 2**100, 255, 65535, -2**31 - 1]`, []any{uint64(math.MaxUint64), int64(math.MinInt64), new(big.Int).Lsh(big.NewInt(1), 100), 255, 65535, int64(-(1 << 31) - 1)}},
 	{`{"a": 1, "b": 2}`, map[string]int{"b": 2, "a": 1}},
 	{`{1, "x", (2, 3)}`, pickle.Set{1, "x", pickle.Tuple{2, 3}}},
 	{`frozenset({b"k"})`, pickle.FrozenSet{[]byte("k")}},

@@ -214,7 +214,7 @@ func hashKey(v any, cache map[any]string) (any, error) {
 			return x, nil
 		}
 	case int:
-		if x > -1<<62 && x < 1<<62 {
+		if int64(x) > -1<<62 && int64(x) < 1<<62 { // int64: an int may be 32 bits
 			return int64(x), nil
 		}
 	case *big.Int:
