@@ -42,6 +42,8 @@ require (
 	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
+	github.com/multiproc/multiproc/shm v0.1.0 // indirect
+	github.com/multiproc/multiproc/tracker v0.1.0 // indirect
 	github.com/nats-io/jwt/v2 v2.8.3 // indirect
 	github.com/nats-io/nkeys v0.4.17 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
