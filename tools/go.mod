@@ -20,6 +20,7 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
+	github.com/multiproc/multiproc/syncprim v0.1.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
