@@ -117,14 +117,19 @@ go-work: ## Regenerate go.work from the modules present.
 	scripts/gen-go-work.sh
 
 .PHONY: tidy
+# modset is built before the modules are tidied: a module that starts to
+# import a sibling gets a zero pseudo-version of it from go mod tidy, which
+# the workspace cannot build until modset gomod writes the set's version.
 tidy: ## go mod tidy in every module.
+	@mkdir -p $(BIN) && $(GO) build -o $(BIN)/modset $(PREFIX)/tools/cmd/modset
 	@for mod in $(MODULES); do echo "== tidy $$mod"; (cd $$mod && GOWORK=off $(GO) mod tidy); done
-	@$(MODSET) gomod
+	@$(BIN)/modset gomod
 
 .PHONY: check-clean
 check-clean: generate go-work docs-deps ## Fail when generated code, go.work, go.mod or the docs' table drift.
+	@mkdir -p $(BIN) && $(GO) build -o $(BIN)/modset $(PREFIX)/tools/cmd/modset
 	@for mod in $(MODULES); do (cd $$mod && GOWORK=off $(GO) mod tidy); done
-	@$(MODSET) gomod
+	@$(BIN)/modset gomod
 	@if [ -n "$$(git status --porcelain -- go.work docs/architecture.md '*.pb.go' '*/go.mod' '*/go.sum' '**/go.mod' '**/go.sum')" ]; then \
 	  echo "check-clean: generated files drifted; run make generate go-work tidy docs-deps and commit:"; \
 	  git status --porcelain -- go.work docs/architecture.md '*.pb.go' '*/go.mod' '*/go.sum'; git diff --stat; exit 1; fi
