@@ -483,7 +483,7 @@ func (c *Client) create(ctx context.Context, typeid string, args ...any) (*handl
 	if !ok {
 		return nil, fmt.Errorf("manager: create %s: server returned a %s, not a reference", typeid, kindName(v))
 	}
-	return c.newHandle(r.Proxy.Id, r.Proxy.Typeid), nil
+	return c.newHandle(r.Proxy), nil
 }
 
 func (c *Client) encodeArgs(args []any) ([]*pb.Value, error) {
@@ -551,6 +551,7 @@ func (c *Client) FlushReleases() error {
 type handle struct {
 	id     uint64
 	typeid string
+	secret []byte // the object's capability secret, for handing it over
 	owner  uint64 // identifies the proxy for RLock/Condition ownership
 
 	// c is fixed for a handle made by a Client. For an attached handle
@@ -575,8 +576,8 @@ func newOwner() uint64 {
 	return binary.LittleEndian.Uint64(b[:]) | 1
 }
 
-func (c *Client) newHandle(id uint64, typeid string) *handle {
-	h := &handle{id: id, typeid: typeid, owner: newOwner(), c: c}
+func (c *Client) newHandle(r *pb.ProxyRef) *handle {
+	h := &handle{id: r.Id, typeid: r.Typeid, secret: r.Secret, owner: newOwner(), c: c}
 	h.cleanup = addCleanup(h, c)
 	return h
 }

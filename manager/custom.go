@@ -104,11 +104,11 @@ func customMethod(ti *typeInfo, m reflect.Method) *method {
 			return nil, err
 		}
 		enc := &encoder{newObject: func(v reflect.Value, ti *typeInfo) (*pb.Value, error) {
-			id, err := cc.s.add(cc.sc, ti, v.Interface())
+			ref, err := cc.s.add(cc.sc, ti, v.Interface())
 			if err != nil {
 				return nil, err
 			}
-			return refValue(&pb.ProxyRef{Id: id, Typeid: ti.name}), nil
+			return refValue(ref), nil
 		}}
 		return enc.reflect(out, 0)
 	}}

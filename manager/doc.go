@@ -21,7 +21,12 @@
 // remote clients: Listen("tcp", "0.0.0.0:5000", Authkey(key)) and, on
 // other machines, Connect(ctx, "tcp", "host:5000", Authkey(key)).
 // Every connection passes CPython's HMAC challenge handshake (ipc.Listen);
-// a client with a wrong key gets nothing.
+// a client with a wrong key gets nothing, and clients that connect and
+// stay silent delay no one. An authenticated client reaches only the
+// objects it created, received through a proxy (in a value, or handed to
+// its process) or, later, looked up by name: object ids are not
+// capabilities, each object has a random 128-bit secret that a handed
+// proxy carries (PROTOCOL.md, "Trust model").
 //
 // # Remote managers and TLS
 //

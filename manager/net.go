@@ -143,7 +143,7 @@ func (h *handle) attach(ctx context.Context) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = c.do(ctx, &pb.Request{Op: &pb.Request_Refs{Refs: &pb.RefOps{Ops: []*pb.RefOp{{Object: h.id, Delta: 1}}}}})
+	_, err = c.do(ctx, &pb.Request{Op: &pb.Request_Refs{Refs: &pb.RefOps{Ops: []*pb.RefOp{{Object: h.id, Delta: 1, Secret: h.secret}}}}})
 	if err != nil {
 		releaseShared(c)
 		return nil, err
@@ -173,8 +173,10 @@ func (h *handle) tlsInfo() (bool, string) {
 
 // MultiprocHandle describes the proxy so that another process can use it
 // (the process package calls it for a proxy argument of a child): no
-// files, and a descriptor with the server's address, the authkey and the
-// object's id. The receiving process connects on its first call through
+// files, and a descriptor with the server's address, the authkey, the
+// object's id and its capability secret (without which a connection
+// cannot reach an object it did not create or receive; see PROTOCOL.md).
+// The receiving process connects on its first call through
 // the proxy and takes its own reference then; until then the object is
 // kept alive only by this process's references, so keep this proxy until
 // the child has used its copy (for example until the child has finished).
@@ -197,7 +199,7 @@ func (b *base) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 	}
 	tls, tlsName := h.tlsInfo()
 	desc, err = proto.Marshal(&pb.HandleDesc{Network: network, Address: address, Authkey: authkey, Id: h.id, Typeid: h.typeid,
-		Tls: tls, TlsServerName: tlsName})
+		Secret: h.secret, Tls: tls, TlsServerName: tlsName})
 	return nil, desc, err
 }
 
@@ -215,6 +217,6 @@ func (b *base) MultiprocAttach(files []*os.File, desc []byte) error {
 	if d.Address == "" || d.Id == 0 {
 		return errors.New("manager: bad proxy descriptor: no address or object")
 	}
-	b.h = &handle{id: d.Id, typeid: d.Typeid, owner: newOwner(), target: d}
+	b.h = &handle{id: d.Id, typeid: d.Typeid, secret: d.Secret, owner: newOwner(), target: d}
 	return nil
 }

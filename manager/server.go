@@ -4,6 +4,8 @@ package manager
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -61,13 +63,18 @@ type Server struct {
 
 // entry is one shared object.
 type entry struct {
-	id   uint64
-	ti   *typeInfo
-	obj  any
-	refs int64
+	id     uint64
+	secret []byte // capability secret (secretLen random bytes): see PROTOCOL.md
+	ti     *typeInfo
+	obj    any
+	refs   int64
 }
 
-// NewServer makes a server. Options: Logger, MaxFrameSize.
+// secretLen is the length of an object's capability secret: 128 bits.
+const secretLen = 16
+
+// NewServer makes a server. Options: Logger, MaxFrameSize, MaxCalls,
+// MaxCallBytes.
 func NewServer(opts ...Option) *Server {
 	o := defaultOptions()
 	for _, f := range opts {
@@ -264,26 +271,31 @@ func (s *Server) NumObjects() int {
 
 // ---------------------------------------------------------------- registry
 
-// add registers a new object; sc (if not nil) holds its first reference.
-func (s *Server) add(sc *sconn, ti *typeInfo, obj any) (uint64, error) {
+// add registers a new object and returns the reference to send to sc,
+// which (if not nil) holds the object's first reference: creating an
+// object grants the creator its capability.
+func (s *Server) add(sc *sconn, ti *typeInfo, obj any) (*pb.ProxyRef, error) {
+	secret := make([]byte, secretLen)
+	rand.Read(secret)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, ErrClosed
+		return nil, ErrClosed
 	}
 	if len(s.objs) >= s.opts.maxObjects {
-		return 0, fmt.Errorf("%w: the server holds its maximum of %d objects", ErrBadRequest, s.opts.maxObjects)
+		return nil, fmt.Errorf("%w: the server holds its maximum of %d objects", ErrBadRequest, s.opts.maxObjects)
 	}
 	s.nextID++
-	e := &entry{id: s.nextID, ti: ti, obj: obj}
+	e := &entry{id: s.nextID, secret: secret, ti: ti, obj: obj}
 	s.objs[e.id] = e
 	if sc != nil {
 		e.refs = 1
 		sc.refs[e.id]++
 	}
-	return e.id, nil
+	return &pb.ProxyRef{Id: e.id, Typeid: ti.name, Secret: secret}, nil
 }
 
+// lookup returns the object id, whoever holds it.
 func (s *Server) lookup(id uint64) (*entry, error) {
 	s.mu.Lock()
 	e := s.objs[id]
@@ -292,6 +304,62 @@ func (s *Server) lookup(id uint64) (*entry, error) {
 		return nil, errorf(ErrUnknownObject, "no object %d", id)
 	}
 	return e, nil
+}
+
+// ---------------------------------------------------------------- capabilities
+//
+// A connection reaches an object only while it holds a reference to it
+// (sc.refs). It gets one by creating the object (add), by receiving a
+// proxy in a response (give), or by presenting the object's secret in a
+// refs{+1} (claim: a proxy handed over in a HandleDesc). A lookup of a
+// published name, when the server has one, is a fourth way and grants
+// through the same function, grantLocked. Ids alone open nothing: an
+// object the connection does not hold is reported as unknown, exactly
+// like one that does not exist.
+
+// lookupHeld returns object id if sc holds a reference to it.
+func (s *Server) lookupHeld(sc *sconn, id uint64) (*entry, error) {
+	s.mu.Lock()
+	e := s.objs[id]
+	if e != nil && sc != nil && sc.refs[id] <= 0 {
+		e = nil
+	}
+	s.mu.Unlock()
+	if e == nil {
+		return nil, errorf(ErrUnknownObject, "no object %d", id)
+	}
+	return e, nil
+}
+
+// grantLocked gives sc n more references to e (and so its capability).
+func (s *Server) grantLocked(sc *sconn, e *entry, n int64) {
+	e.refs += n
+	sc.refs[e.id] += n
+}
+
+// checkHeld fails unless sc holds every proxy inside vs: a request may
+// store or pass only objects its connection can reach.
+func (s *Server) checkHeld(sc *sconn, vs []*pb.Value) error {
+	if sc == nil {
+		return nil
+	}
+	var bad *pb.ProxyRef
+	for _, v := range vs {
+		if !hasRefs(v) {
+			continue
+		}
+		s.mu.Lock()
+		walkRefs(v, func(r *pb.ProxyRef) {
+			if bad == nil && (s.objs[r.Id] == nil || sc.refs[r.Id] <= 0) {
+				bad = r
+			}
+		})
+		s.mu.Unlock()
+		if bad != nil {
+			return errorf(ErrUnknownObject, "no object %d", bad.Id)
+		}
+	}
+	return nil
 }
 
 // holdValue takes a container's references to the proxies inside v (which
@@ -315,7 +383,9 @@ func (s *Server) holdValue(v *pb.Value) error {
 	walkRefs(v, func(r *pb.ProxyRef) {
 		e := s.objs[r.Id]
 		e.refs++
-		r.Typeid = e.ti.name
+		// Whoever gets this value back gets a reference (give), and so
+		// the object's secret.
+		r.Typeid, r.Secret = e.ti.name, e.secret
 	})
 	return nil
 }
@@ -394,10 +464,7 @@ func (s *Server) give(sc *sconn, v *pb.Value) error {
 	if bad != nil {
 		return errorf(ErrUnknownObject, "no object %d", bad.Id)
 	}
-	walkRefs(v, func(r *pb.ProxyRef) {
-		s.objs[r.Id].refs++
-		sc.refs[r.Id]++
-	})
+	walkRefs(v, func(r *pb.ProxyRef) { s.grantLocked(sc, s.objs[r.Id], 1) })
 	return nil
 }
 
@@ -602,7 +669,7 @@ func (s *Server) handle(sc *sconn, b []byte) *pb.Response {
 	return &pb.Response{Id: id, Value: v}
 }
 
-func checkArgs(args []*pb.Value) error {
+func checkArgs(s *Server, sc *sconn, args []*pb.Value) error {
 	if len(args) > MaxArgs {
 		return errorf(ErrBadRequest, "%d arguments (max %d)", len(args), MaxArgs)
 	}
@@ -614,7 +681,7 @@ func checkArgs(args []*pb.Value) error {
 			return fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
 	}
-	return nil
+	return s.checkHeld(sc, args)
 }
 
 func (s *Server) create(cc *callCtx, c *pb.Create) (v *pb.Value, err error) {
@@ -625,7 +692,7 @@ func (s *Server) create(cc *callCtx, c *pb.Create) (v *pb.Value, err error) {
 	if ti == nil {
 		return nil, errorf(ErrUnknownType, "%q", c.Typeid)
 	}
-	if err := checkArgs(c.Args); err != nil {
+	if err := checkArgs(s, cc.sc, c.Args); err != nil {
 		return nil, err
 	}
 	defer recoverTo(&err, nil)
@@ -633,14 +700,14 @@ func (s *Server) create(cc *callCtx, c *pb.Create) (v *pb.Value, err error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := s.add(cc.sc, ti, obj)
+	ref, err := s.add(cc.sc, ti, obj)
 	if err != nil {
 		if f, ok := obj.(freer); ok {
 			s.dropValue(f.free()...)
 		}
 		return nil, err
 	}
-	return refValue(&pb.ProxyRef{Id: id, Typeid: ti.name}), nil
+	return refValue(ref), nil
 }
 
 // recoverTo turns a panic in a method into a RemoteError with its stack.
@@ -658,7 +725,7 @@ type panicError struct{ msg, stack string }
 func (e *panicError) Error() string { return "panic: " + e.msg }
 
 func (s *Server) call(cc *callCtx, id uint64, c *pb.Call) *pb.Response {
-	e, err := s.lookup(c.Object)
+	e, err := s.lookupHeld(cc.sc, c.Object)
 	if err != nil {
 		return errResponse(id, err)
 	}
@@ -666,7 +733,7 @@ func (s *Server) call(cc *callCtx, id uint64, c *pb.Call) *pb.Response {
 	if m == nil {
 		return errResponse(id, errorf(ErrUnknownMethod, "%s has no exposed method %q", e.ti.name, truncate(c.Method)))
 	}
-	if err := checkArgs(c.Args); err != nil {
+	if err := checkArgs(s, cc.sc, c.Args); err != nil {
 		return errResponse(id, err)
 	}
 	cc.owner = c.Owner
@@ -736,13 +803,14 @@ func (s *Server) refOps(sc *sconn, r *pb.RefOps) error {
 	for _, op := range r.Ops {
 		switch {
 		case op.Delta > 0:
+			// More references to an object the connection holds, or a
+			// claim of a handed-over proxy with the object's secret.
 			e := s.objs[op.Object]
-			if e == nil {
+			if e == nil || (sc.refs[op.Object] <= 0 && !hmac.Equal(op.Secret, e.secret)) {
 				err = errorf(ErrUnknownObject, "no object %d", op.Object)
 				continue
 			}
-			e.refs += int64(op.Delta)
-			sc.refs[op.Object] += int64(op.Delta)
+			s.grantLocked(sc, e, int64(op.Delta))
 		case op.Delta < 0:
 			// A connection can only drop references it holds.
 			n := min(-int64(op.Delta), sc.refs[op.Object])
@@ -762,7 +830,7 @@ func (s *Server) refOps(sc *sconn, r *pb.RefOps) error {
 }
 
 func (s *Server) getValue(cc *callCtx, g *pb.GetValue) (v *pb.Value, err error) {
-	e, err := s.lookup(g.Object)
+	e, err := s.lookupHeld(cc.sc, g.Object)
 	if err != nil {
 		return nil, err
 	}

@@ -369,7 +369,7 @@ func newDecoder(c *Client, v *pb.Value) *decoder {
 	d := &decoder{c: c}
 	if c != nil && hasRefs(v) {
 		d.refs = map[*pb.ProxyRef]*handle{}
-		walkRefs(v, func(r *pb.ProxyRef) { d.refs[r] = c.newHandle(r.Id, r.Typeid) })
+		walkRefs(v, func(r *pb.ProxyRef) { d.refs[r] = c.newHandle(r) })
 	}
 	return d
 }

@@ -391,10 +391,17 @@ func (x *Entry) GetValue() *Value {
 // ProxyRef names a shared object of the server the message travels to or
 // from. The receiver knows that server's address (it is connected to it),
 // so a ProxyRef carries none.
+//
+// secret is the object's capability secret (128 random bits), set by the
+// server on every ProxyRef it sends: the receiving connection holds a
+// reference already, and needs the secret only to hand the proxy to
+// another process (HandleDesc.secret). A client never needs to send it in
+// a ProxyRef: the server ignores it there.
 type ProxyRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	Typeid        string                 `protobuf:"bytes,2,opt,name=typeid,proto3" json:"typeid,omitempty"`
+	Secret        []byte                 `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +450,13 @@ func (x *ProxyRef) GetTypeid() string {
 	return ""
 }
 
+func (x *ProxyRef) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
 type Request struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is chosen by the client, unique among its calls in flight; 0 is a
@@ -459,6 +473,7 @@ type Request struct {
 	//	*Request_ListObjects
 	//	*Request_Cancel
 	//	*Request_Ping
+	//	*Request_Stats
 	Op            isRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -589,6 +604,15 @@ func (x *Request) GetPing() *Ping {
 	return nil
 }
 
+func (x *Request) GetStats() *Stats {
+	if x != nil {
+		if x, ok := x.Op.(*Request_Stats); ok {
+			return x.Stats
+		}
+	}
+	return nil
+}
+
 type isRequest_Op interface {
 	isRequest_Op()
 }
@@ -629,6 +653,10 @@ type Request_Ping struct {
 	Ping *Ping `protobuf:"bytes,10,opt,name=ping,proto3,oneof"`
 }
 
+type Request_Stats struct {
+	Stats *Stats `protobuf:"bytes,11,opt,name=stats,proto3,oneof"`
+}
+
 func (*Request_Create) isRequest_Op() {}
 
 func (*Request_Call) isRequest_Op() {}
@@ -646,6 +674,8 @@ func (*Request_ListObjects) isRequest_Op() {}
 func (*Request_Cancel) isRequest_Op() {}
 
 func (*Request_Ping) isRequest_Op() {}
+
+func (*Request_Stats) isRequest_Op() {}
 
 // Create makes a new object of a registered type; the response's value is
 // its ProxyRef and the calling connection holds one reference to it.
@@ -821,7 +851,11 @@ type RefOp struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Object uint64                 `protobuf:"varint,1,opt,name=object,proto3" json:"object,omitempty"`
 	// delta is +1 (incref) or -n (decref n references).
-	Delta         int32 `protobuf:"zigzag32,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	Delta int32 `protobuf:"zigzag32,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	// secret is the object's capability secret: needed for delta > 0 when
+	// the connection holds no reference to the object yet (a proxy handed
+	// over in a HandleDesc).
+	Secret        []byte `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -868,6 +902,13 @@ func (x *RefOp) GetDelta() int32 {
 		return x.Delta
 	}
 	return 0
+}
+
+func (x *RefOp) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
 }
 
 // GetValue returns a copy of an object's contents as a Value.
@@ -1107,6 +1148,44 @@ func (*Ping) Descriptor() ([]byte, []int) {
 	return file_manager_v1_manager_proto_rawDescGZIP(), []int{15}
 }
 
+// Stats reports the server's load (a map of counters: connections,
+// objects, calls in flight, goroutines, heap bytes), for tools and tests.
+type Stats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Stats) Reset() {
+	*x = Stats{}
+	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stats) ProtoMessage() {}
+
+func (x *Stats) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stats.ProtoReflect.Descriptor instead.
+func (*Stats) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{16}
+}
+
 type Response struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1118,7 +1197,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1209,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[16]
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1222,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{16}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Response) GetId() uint64 {
@@ -1183,13 +1262,16 @@ type HandleDesc struct {
 	// certificate against, when it was set explicitly (empty: the host of
 	// address).
 	TlsServerName string `protobuf:"bytes,7,opt,name=tls_server_name,json=tlsServerName,proto3" json:"tls_server_name,omitempty"`
+	// secret is the object's capability secret (ProxyRef.secret): the
+	// attaching process presents it to take its reference.
+	Secret        []byte `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HandleDesc) Reset() {
 	*x = HandleDesc{}
-	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1283,7 @@ func (x *HandleDesc) String() string {
 func (*HandleDesc) ProtoMessage() {}
 
 func (x *HandleDesc) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1296,7 @@ func (x *HandleDesc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleDesc.ProtoReflect.Descriptor instead.
 func (*HandleDesc) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{17}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HandleDesc) GetNetwork() string {
@@ -1266,6 +1348,13 @@ func (x *HandleDesc) GetTlsServerName() string {
 	return ""
 }
 
+func (x *HandleDesc) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
 // StartConfig is what Start sends to the server process it spawns.
 type StartConfig struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1285,7 +1374,7 @@ type StartConfig struct {
 
 func (x *StartConfig) Reset() {
 	*x = StartConfig{}
-	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1386,7 @@ func (x *StartConfig) String() string {
 func (*StartConfig) ProtoMessage() {}
 
 func (x *StartConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1399,7 @@ func (x *StartConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartConfig.ProtoReflect.Descriptor instead.
 func (*StartConfig) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StartConfig) GetNetwork() string {
@@ -1375,7 +1464,7 @@ type StartReply struct {
 
 func (x *StartReply) Reset() {
 	*x = StartReply{}
-	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1476,7 @@ func (x *StartReply) String() string {
 func (*StartReply) ProtoMessage() {}
 
 func (x *StartReply) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1489,7 @@ func (x *StartReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartReply.ProtoReflect.Descriptor instead.
 func (*StartReply) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StartReply) GetNetwork() string {
@@ -1448,10 +1537,11 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\aentries\x18\x01 \x03(\v2\x1b.multiproc.manager.v1.EntryR\aentries\"i\n" +
 	"\x05Entry\x12-\n" +
 	"\x03key\x18\x01 \x01(\v2\x1b.multiproc.manager.v1.ValueR\x03key\x121\n" +
-	"\x05value\x18\x02 \x01(\v2\x1b.multiproc.manager.v1.ValueR\x05value\"2\n" +
+	"\x05value\x18\x02 \x01(\v2\x1b.multiproc.manager.v1.ValueR\x05value\"J\n" +
 	"\bProxyRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
-	"\x06typeid\x18\x02 \x01(\tR\x06typeid\"\xae\x04\n" +
+	"\x06typeid\x18\x02 \x01(\tR\x06typeid\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\fR\x06secret\"\xe3\x04\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x126\n" +
 	"\x06create\x18\x02 \x01(\v2\x1c.multiproc.manager.v1.CreateH\x00R\x06create\x120\n" +
@@ -1464,7 +1554,8 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\flist_objects\x18\b \x01(\v2!.multiproc.manager.v1.ListObjectsH\x00R\vlistObjects\x126\n" +
 	"\x06cancel\x18\t \x01(\v2\x1c.multiproc.manager.v1.CancelH\x00R\x06cancel\x120\n" +
 	"\x04ping\x18\n" +
-	" \x01(\v2\x1a.multiproc.manager.v1.PingH\x00R\x04pingB\x04\n" +
+	" \x01(\v2\x1a.multiproc.manager.v1.PingH\x00R\x04ping\x123\n" +
+	"\x05stats\x18\v \x01(\v2\x1b.multiproc.manager.v1.StatsH\x00R\x05statsB\x04\n" +
 	"\x02op\"Q\n" +
 	"\x06Create\x12\x16\n" +
 	"\x06typeid\x18\x01 \x01(\tR\x06typeid\x12/\n" +
@@ -1475,10 +1566,11 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x04args\x18\x03 \x03(\v2\x1b.multiproc.manager.v1.ValueR\x04args\x12\x14\n" +
 	"\x05owner\x18\x04 \x01(\x04R\x05owner\"7\n" +
 	"\x06RefOps\x12-\n" +
-	"\x03ops\x18\x01 \x03(\v2\x1b.multiproc.manager.v1.RefOpR\x03ops\"5\n" +
+	"\x03ops\x18\x01 \x03(\v2\x1b.multiproc.manager.v1.RefOpR\x03ops\"M\n" +
 	"\x05RefOp\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x14\n" +
-	"\x05delta\x18\x02 \x01(\x11R\x05delta\"\"\n" +
+	"\x05delta\x18\x02 \x01(\x11R\x05delta\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\fR\x06secret\"\"\n" +
 	"\bGetValue\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\x04R\x06object\"\n" +
 	"\n" +
@@ -1487,11 +1579,12 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\vListObjects\" \n" +
 	"\x06Cancel\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\x04R\x06target\"\x06\n" +
-	"\x04Ping\"\x85\x01\n" +
+	"\x04Ping\"\a\n" +
+	"\x05Stats\"\x85\x01\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x05value\x18\x02 \x01(\v2\x1b.multiproc.manager.v1.ValueR\x05value\x126\n" +
-	"\x05error\x18\x03 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\xbc\x01\n" +
+	"\x05error\x18\x03 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\xd4\x01\n" +
 	"\n" +
 	"HandleDesc\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
@@ -1500,7 +1593,8 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x02id\x18\x04 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06typeid\x18\x05 \x01(\tR\x06typeid\x12\x10\n" +
 	"\x03tls\x18\x06 \x01(\bR\x03tls\x12&\n" +
-	"\x0ftls_server_name\x18\a \x01(\tR\rtlsServerName\"\xda\x01\n" +
+	"\x0ftls_server_name\x18\a \x01(\tR\rtlsServerName\x12\x16\n" +
+	"\x06secret\x18\b \x01(\fR\x06secret\"\xda\x01\n" +
 	"\vStartConfig\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
@@ -1529,7 +1623,7 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 	return file_manager_v1_manager_proto_rawDescData
 }
 
-var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(*Value)(nil),          // 0: multiproc.manager.v1.Value
 	(*List)(nil),           // 1: multiproc.manager.v1.List
@@ -1547,11 +1641,12 @@ var file_manager_v1_manager_proto_goTypes = []any{
 	(*ListObjects)(nil),    // 13: multiproc.manager.v1.ListObjects
 	(*Cancel)(nil),         // 14: multiproc.manager.v1.Cancel
 	(*Ping)(nil),           // 15: multiproc.manager.v1.Ping
-	(*Response)(nil),       // 16: multiproc.manager.v1.Response
-	(*HandleDesc)(nil),     // 17: multiproc.manager.v1.HandleDesc
-	(*StartConfig)(nil),    // 18: multiproc.manager.v1.StartConfig
-	(*StartReply)(nil),     // 19: multiproc.manager.v1.StartReply
-	(*v1.RemoteError)(nil), // 20: multiproc.common.v1.RemoteError
+	(*Stats)(nil),          // 16: multiproc.manager.v1.Stats
+	(*Response)(nil),       // 17: multiproc.manager.v1.Response
+	(*HandleDesc)(nil),     // 18: multiproc.manager.v1.HandleDesc
+	(*StartConfig)(nil),    // 19: multiproc.manager.v1.StartConfig
+	(*StartReply)(nil),     // 20: multiproc.manager.v1.StartReply
+	(*v1.RemoteError)(nil), // 21: multiproc.common.v1.RemoteError
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
 	1,  // 0: multiproc.manager.v1.Value.list:type_name -> multiproc.manager.v1.List
@@ -1570,16 +1665,17 @@ var file_manager_v1_manager_proto_depIdxs = []int32{
 	13, // 13: multiproc.manager.v1.Request.list_objects:type_name -> multiproc.manager.v1.ListObjects
 	14, // 14: multiproc.manager.v1.Request.cancel:type_name -> multiproc.manager.v1.Cancel
 	15, // 15: multiproc.manager.v1.Request.ping:type_name -> multiproc.manager.v1.Ping
-	0,  // 16: multiproc.manager.v1.Create.args:type_name -> multiproc.manager.v1.Value
-	0,  // 17: multiproc.manager.v1.Call.args:type_name -> multiproc.manager.v1.Value
-	9,  // 18: multiproc.manager.v1.RefOps.ops:type_name -> multiproc.manager.v1.RefOp
-	0,  // 19: multiproc.manager.v1.Response.value:type_name -> multiproc.manager.v1.Value
-	20, // 20: multiproc.manager.v1.Response.error:type_name -> multiproc.common.v1.RemoteError
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	16, // 16: multiproc.manager.v1.Request.stats:type_name -> multiproc.manager.v1.Stats
+	0,  // 17: multiproc.manager.v1.Create.args:type_name -> multiproc.manager.v1.Value
+	0,  // 18: multiproc.manager.v1.Call.args:type_name -> multiproc.manager.v1.Value
+	9,  // 19: multiproc.manager.v1.RefOps.ops:type_name -> multiproc.manager.v1.RefOp
+	0,  // 20: multiproc.manager.v1.Response.value:type_name -> multiproc.manager.v1.Value
+	21, // 21: multiproc.manager.v1.Response.error:type_name -> multiproc.common.v1.RemoteError
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_manager_v1_manager_proto_init() }
@@ -1609,6 +1705,7 @@ func file_manager_v1_manager_proto_init() {
 		(*Request_ListObjects)(nil),
 		(*Request_Cancel)(nil),
 		(*Request_Ping)(nil),
+		(*Request_Stats)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1616,7 +1713,7 @@ func file_manager_v1_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
