@@ -165,3 +165,22 @@ func collect(objs []Waitable, already []bool, fds []unix.PollFd, idx []int) []Wa
 	}
 	return ready
 }
+
+// PeerClosed reports, without reading or blocking, whether the peer has
+// closed the Conn (or shut down its sending side), even while frames it
+// sent before are still unread. A server that has stopped reading from a
+// connection (backpressure) uses it to notice that the client left. It is
+// false for a Conn that cannot receive or is closed.
+func (c *Conn) PeerClosed() bool {
+	if c.checkRecv() != nil || c.rraw == nil {
+		return false
+	}
+	closed := false
+	c.rraw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, err := pollFDs(fds, 0); err == nil && n > 0 {
+			closed = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return closed
+}

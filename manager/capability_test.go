@@ -28,7 +28,7 @@ type rawClient struct {
 
 func dialRaw(t *testing.T, ts *testServer) *rawClient {
 	t.Helper()
-	conn, err := ipc.Dial(ctxT(t), ts.network, ts.addr, ipc.WithAuthkey(ts.key))
+	conn, err := ipc.Dial(ctxT(t), ts.network, ts.addr, ipc.Authkey(ts.key))
 	if err != nil {
 		t.Fatal(err)
 	}

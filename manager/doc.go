@@ -26,7 +26,11 @@
 // objects it created, received through a proxy (in a value, or handed to
 // its process) or, later, looked up by name: object ids are not
 // capabilities, each object has a random 128-bit secret that a handed
-// proxy carries (PROTOCOL.md, "Trust model").
+// proxy carries (PROTOCOL.md, "Trust model"). No client can exhaust a
+// server: the calls that may wait are bounded per connection and in all
+// (MaxCalls, MaxCallBytes), and a connection at its bound is not
+// read from until one of its calls ends; Server.Stats and Client.Stats
+// report the load.
 //
 // # Remote managers and TLS
 //

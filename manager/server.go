@@ -51,6 +51,8 @@ type Server struct {
 	lns    map[Listener]struct{}
 	closed bool
 
+	budget budget // calls running (budget.go)
+
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup // connection goroutines
@@ -306,62 +308,6 @@ func (s *Server) lookup(id uint64) (*entry, error) {
 	return e, nil
 }
 
-// ---------------------------------------------------------------- capabilities
-//
-// A connection reaches an object only while it holds a reference to it
-// (sc.refs). It gets one by creating the object (add), by receiving a
-// proxy in a response (give), or by presenting the object's secret in a
-// refs{+1} (claim: a proxy handed over in a HandleDesc). A lookup of a
-// published name, when the server has one, is a fourth way and grants
-// through the same function, grantLocked. Ids alone open nothing: an
-// object the connection does not hold is reported as unknown, exactly
-// like one that does not exist.
-
-// lookupHeld returns object id if sc holds a reference to it.
-func (s *Server) lookupHeld(sc *sconn, id uint64) (*entry, error) {
-	s.mu.Lock()
-	e := s.objs[id]
-	if e != nil && sc != nil && sc.refs[id] <= 0 {
-		e = nil
-	}
-	s.mu.Unlock()
-	if e == nil {
-		return nil, errorf(ErrUnknownObject, "no object %d", id)
-	}
-	return e, nil
-}
-
-// grantLocked gives sc n more references to e (and so its capability).
-func (s *Server) grantLocked(sc *sconn, e *entry, n int64) {
-	e.refs += n
-	sc.refs[e.id] += n
-}
-
-// checkHeld fails unless sc holds every proxy inside vs: a request may
-// store or pass only objects its connection can reach.
-func (s *Server) checkHeld(sc *sconn, vs []*pb.Value) error {
-	if sc == nil {
-		return nil
-	}
-	var bad *pb.ProxyRef
-	for _, v := range vs {
-		if !hasRefs(v) {
-			continue
-		}
-		s.mu.Lock()
-		walkRefs(v, func(r *pb.ProxyRef) {
-			if bad == nil && (s.objs[r.Id] == nil || sc.refs[r.Id] <= 0) {
-				bad = r
-			}
-		})
-		s.mu.Unlock()
-		if bad != nil {
-			return errorf(ErrUnknownObject, "no object %d", bad.Id)
-		}
-	}
-	return nil
-}
-
 // holdValue takes a container's references to the proxies inside v (which
 // is about to be stored in a shared object). It fails, taking nothing, if
 // one of them is not a live object of this server.
@@ -479,6 +425,9 @@ type sconn struct {
 	cancel context.CancelFunc
 
 	refs map[uint64]int64 // guarded by s.mu
+
+	ncalls int   // calls running in their goroutines; guarded by s.budget.mu
+	nbytes int64 // the bytes of their requests
 
 	mu       sync.Mutex // guards inflight and held
 	inflight map[uint64]context.CancelFunc
@@ -625,7 +574,7 @@ func (s *Server) handle(sc *sconn, b []byte) *pb.Response {
 	case *pb.Request_Create:
 		v, err = s.create(cc, op.Create)
 	case *pb.Request_Call:
-		return s.call(cc, id, op.Call)
+		return s.call(cc, id, op.Call, int64(len(b)))
 	case *pb.Request_Refs:
 		err = s.refOps(sc, op.Refs)
 	case *pb.Request_GetValue:
@@ -651,6 +600,8 @@ func (s *Server) handle(sc *sconn, b []byte) *pb.Response {
 		sc.mu.Unlock()
 	case *pb.Request_Ping:
 		v = nullValue
+	case *pb.Request_Stats:
+		v = statsValue(s.Stats())
 	default:
 		err = errorf(ErrBadRequest, "request has no known operation")
 	}
@@ -724,7 +675,7 @@ type panicError struct{ msg, stack string }
 
 func (e *panicError) Error() string { return "panic: " + e.msg }
 
-func (s *Server) call(cc *callCtx, id uint64, c *pb.Call) *pb.Response {
+func (s *Server) call(cc *callCtx, id uint64, c *pb.Call, size int64) *pb.Response {
 	e, err := s.lookupHeld(cc.sc, c.Object)
 	if err != nil {
 		return errResponse(id, err)
@@ -741,12 +692,19 @@ func (s *Server) call(cc *callCtx, id uint64, c *pb.Call) *pb.Response {
 		return invoke(cc, id, e, m, c.Args)
 	}
 	sc := cc.sc
+	// At its bound the connection is not read from until a call ends
+	// (budget.go).
+	if !sc.reserve(size) {
+		sc.c.Close() // the client left, or the server is closing
+		return nil
+	}
 	ctx, cancel := context.WithCancel(sc.ctx)
 	cc.ctx = ctx
 	sc.mu.Lock()
 	if _, dup := sc.inflight[id]; dup {
 		sc.mu.Unlock()
 		cancel()
+		sc.unreserve(size)
 		return errResponse(id, errorf(ErrBadRequest, "request id %d already in flight", id))
 	}
 	sc.inflight[id] = cancel
@@ -759,7 +717,11 @@ func (s *Server) call(cc *callCtx, id uint64, c *pb.Call) *pb.Response {
 		delete(sc.inflight, id)
 		sc.mu.Unlock()
 		cancel()
-		sc.reply(resp)
+		// The call keeps its place until its answer is written.
+		if err := sc.w.sendWait(marshalResponse(resp)); err != nil {
+			sc.c.Close()
+		}
+		sc.unreserve(size)
 	}()
 	return nil
 }

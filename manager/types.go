@@ -31,10 +31,15 @@ type options struct {
 	starter     process.Starter
 	tls         *tls.Config // TLS
 	serverTLS   string      // ServerTLS
+
+	maxCallsConn, maxCalls         int   // MaxCalls
+	maxCallBytesConn, maxCallBytes int64 // MaxCallBytes
 }
 
 func defaultOptions() options {
-	return options{log: zap.NewNop(), maxFrame: DefaultMaxFrame, maxObjects: 1 << 20}
+	return options{log: zap.NewNop(), maxFrame: DefaultMaxFrame, maxObjects: 1 << 20,
+		maxCallsConn: DefaultMaxCallsPerConn, maxCalls: DefaultMaxCalls,
+		maxCallBytesConn: DefaultMaxCallBytesPerConn, maxCallBytes: DefaultMaxCallBytes}
 }
 
 // Logger sets the logger (zap.NewNop by default).
