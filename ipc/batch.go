@@ -26,6 +26,9 @@ type Batcher struct {
 	spare [][]byte
 	busy  bool
 	err   error
+
+	queued, written uint64     // frames queued and written so far
+	wrote           *sync.Cond // on mu, made by SendWait: written moved
 }
 
 // NewBatcher returns a Batcher that writes on c.
@@ -39,6 +42,7 @@ func (b *Batcher) Enqueue(frames ...[]byte) error {
 		return b.err
 	}
 	b.q = append(b.q, frames...)
+	b.queued += uint64(len(frames))
 	return nil
 }
 
@@ -53,7 +57,36 @@ func (b *Batcher) Send(frames ...[]byte) error {
 		return err
 	}
 	b.q = append(b.q, frames...)
+	b.queued += uint64(len(frames))
 	return b.flushLocked()
+}
+
+// SendWait is Send that returns only once frame has been written (or a
+// write failed), even when another goroutine writes it. A server uses it
+// to keep a call's place in its bounds until the answer has left, so that
+// answers a client does not read cannot pile up in memory.
+func (b *Batcher) SendWait(frame []byte) error {
+	b.mu.Lock()
+	if b.err != nil {
+		err := b.err
+		b.mu.Unlock()
+		return err
+	}
+	b.q = append(b.q, frame)
+	b.queued++
+	if !b.busy {
+		return b.flushLocked()
+	}
+	mine := b.queued
+	if b.wrote == nil {
+		b.wrote = sync.NewCond(&b.mu)
+	}
+	for b.written < mine && b.err == nil {
+		b.wrote.Wait()
+	}
+	err := b.err
+	b.mu.Unlock()
+	return err
 }
 
 // Flush writes the queued frames (see Send).
@@ -77,10 +110,14 @@ func (b *Batcher) flushLocked() error {
 		clear(batch)
 		b.mu.Lock()
 		b.spare = batch[:0]
+		b.written += uint64(len(batch))
 		if err != nil {
 			b.err = err
 			clear(b.q)
 			b.q = b.q[:0]
+		}
+		if b.wrote != nil {
+			b.wrote.Broadcast()
 		}
 	}
 	b.busy = false

@@ -113,7 +113,7 @@ func (sc *sconn) reserve(size int64) bool {
 		b.waiters++
 		b.mu.Unlock()
 		// Answers to requests read before go out first.
-		sc.w.flush()
+		sc.w.Flush()
 		t := time.NewTimer(hangupCheck)
 		select {
 		case <-ch:

@@ -718,7 +718,7 @@ func (s *Server) call(cc *callCtx, id uint64, c *pb.Call, size int64) *pb.Respon
 		sc.mu.Unlock()
 		cancel()
 		// The call keeps its place until its answer is written.
-		if err := sc.w.sendWait(marshalResponse(resp)); err != nil {
+		if err := sc.w.SendWait(marshalResponse(resp)); err != nil {
 			sc.c.Close()
 		}
 		sc.unreserve(size)
