@@ -11,6 +11,7 @@ import (
 
 	"github.com/multiproc/multiproc/internal/base/valenc"
 	"github.com/multiproc/multiproc/ipc/remote"
+	"github.com/multiproc/multiproc/process/starter"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )
@@ -115,7 +116,9 @@ func lookupTask(name string) *taskInfo {
 // []byte as they are, anything else with encoding/gob (one gob value per
 // chunk of tasks). A value gob cannot encode is an error of that task only.
 //
-// Register panics when name is empty or already registered.
+// Register panics when name is empty or already registered, and when it is
+// called after process.Init() (from main instead of at package level: the
+// workers, which run Init before main's code, would not know the task).
 func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, error)) *Task[A, R] {
 	if name == "" {
 		panic("pool: Register with an empty name")
@@ -144,6 +147,10 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 	defer regMu.Unlock()
 	if _, dup := registry[name]; dup {
 		panic(fmt.Sprintf("pool: Register(%q): name already registered", name))
+	}
+	if starter.AfterInit() {
+		panic(fmt.Sprintf("pool: Register(%q) called after process.Init(): register tasks at package level "+
+			"(var t = pool.Register(...)), so that the worker processes, which run process.Init() before main's code, know them too", name))
 	}
 	registry[name] = t.info
 	return t

@@ -46,6 +46,7 @@ import (
 // with the text and stack; the code given to Exit; -15 when terminated).
 // In the parent it costs one environment lookup.
 func Init() {
+	plumbing.Initialized.Store(true)
 	v, ok := os.LookupEnv(envChild)
 	if !ok {
 		runInitHooks()
@@ -84,6 +85,31 @@ func parseChildEnv(v string) (fd0, n int, err error) {
 		return 0, 0, errors.New("bad count")
 	}
 	return fd0, n, nil
+}
+
+// noInitChild runs in a program that was started as a multiproc child but
+// whose main did not call Init, and now starts a child of its own. It tells
+// the parent why this child never ran its function, on the status socket,
+// and exits: the parent's Start or Wait then reports ErrNoInit's advice,
+// once, instead of every such child printing it on the shared stderr. It
+// returns when the inherited descriptors are not a child's (the bootstrap a
+// regular file, the status a socket), as in a test that sets the variable.
+func noInitChild(v string) {
+	fd0, n, err := parseChildEnv(v)
+	if err != nil || n < 1 {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd0, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	if unix.Fstat(fd0+1, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return
+	}
+	openStatus([]*os.File{os.NewFile(uintptr(fd0+1), "status")}, 0).startupError(
+		"main did not call process.Init() first, so the child ran main instead of its function; " +
+			"call process.Init() first thing in main (and in TestMain)")
+	os.Exit(1)
 }
 
 // childFatal is the last resort when there is no status socket to report

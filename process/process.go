@@ -143,7 +143,8 @@ func (p *Process) Start(ctx context.Context) (err error) {
 	if f, ok := lookup(p.Func.name); !ok || f != p.Func {
 		return fmt.Errorf("%w: %q (make Funcs with process.Register)", ErrUnknownFunction, p.Func.name)
 	}
-	if _, ok := os.LookupEnv(envChild); ok {
+	if v, ok := os.LookupEnv(envChild); ok {
+		noInitChild(v)
 		return ErrNoInit
 	}
 	me := current()

@@ -57,6 +57,9 @@ func TestRegisterPanics(t *testing.T) {
 		{"chan", func(context.Context, chan int) {}, "cannot travel"},
 		{"duplicate", func(context.Context) {}, "already registered"},
 		{"nil func", (func(context.Context))(nil), "nil function"},
+		// TestMain called process.Init: registering now, as from main, is the
+		// mistake of a function the children will not know.
+		{"after Init", func(context.Context) {}, "called after process.Init(): register functions at package level"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,7 +81,7 @@ func TestRegisterPanics(t *testing.T) {
 // A program that was started as a child but never called Init refuses to
 // start children of its own (Python's TestNoForkBomb).
 func TestNoInitGuard(t *testing.T) {
-	t.Setenv("MULTIPROC_CHILD", "3:1")
+	t.Setenv("MULTIPROC_CHILD", "1000:1") // no such fds: not a real child, so Start returns (TestNoInitOnce covers a real one)
 	if err := fnEmpty.Process().Start(ctxT(t)); !errors.Is(err, process.ErrNoInit) {
 		t.Fatalf("Start: %v, want ErrNoInit", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"reflect"
 	"sync"
+
+	"github.com/multiproc/multiproc/process/internal/plumbing"
 )
 
 // A Func is a function registered to run in child processes. Make one
@@ -65,7 +67,9 @@ var (
 // parameters, channels, functions and variadic functions are not allowed.
 //
 // Register panics, with a message that says what is wrong, when name is
-// empty or already registered or when fn has another shape.
+// empty or already registered, when fn has another shape, or when it is
+// called after process.Init() (from main instead of at package level: the
+// children, which run Init before main's code, would not know fn).
 func Register(name string, fn any) *Func {
 	if name == "" {
 		panic("process: Register with an empty name")
@@ -109,6 +113,10 @@ func Register(name string, fn any) *Func {
 	defer regMu.Unlock()
 	if old, dup := registry[name]; dup {
 		panic(fmt.Sprintf("process: Register(%q): name already registered (for a %s)", name, old.typeStr))
+	}
+	if plumbing.Initialized.Load() {
+		panic(fmt.Sprintf("process: Register(%q) called after process.Init(): register functions at package level "+
+			"(var f = process.Register(...)), so that child processes, which run process.Init() before main's code, know them too", name))
 	}
 	registry[name] = f
 	return f

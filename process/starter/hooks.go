@@ -45,6 +45,12 @@ func RegisterInitHook(name string, run func(value string)) {
 	plumbing.InitHooks.M[name] = run
 }
 
+// AfterInit reports whether process.Init has run in this process. A package
+// whose Register makes functions that children find by name (pool's tasks)
+// panics when it is true: a child runs Init before main's code, so a
+// function registered after Init, in main, is unknown to it.
+func AfterInit() bool { return plumbing.Initialized.Load() }
+
 // InheritFunc returns a handle to give to a new child: files (duplicates
 // that the process package closes once the child has started) and a
 // descriptor. Returning no files and a nil descriptor gives nothing to this

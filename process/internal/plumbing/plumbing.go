@@ -12,9 +12,15 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	pb "github.com/multiproc/multiproc/proto/process/v1"
 )
+
+// Initialized is set by the first call of process.Init: a function
+// registered after it is unknown to the children, which run Init before
+// main's code (process.Register and pool.Register panic then).
+var Initialized atomic.Bool
 
 // InitHooks maps an environment variable to the function Init runs in its
 // place when it is set (starter.RegisterInitHook).
