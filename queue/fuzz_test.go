@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -163,10 +164,14 @@ func sameValue(a, b any) bool {
 }
 
 // FuzzAttach feeds arbitrary descriptors, and arbitrary queue headers and
-// counters in a real segment, to attach and to TryGet/TryPut: errors,
-// never panics or out-of-range accesses.
+// ring contents in a real segment, to attach and to TryGet/TryPut. The
+// seeds include the memory of real queues holding items, some wrapped
+// around the ring's end. Whatever the memory holds: errors, never panics
+// or out-of-range accesses, and every frame TryGet returns is within the
+// header's bounds; a real queue's memory, unchanged, gives back its items
+// in order.
 func FuzzAttach(f *testing.F) {
-	f.Add([]byte{'Q', 1}, []byte{})
+	f.Add([]byte{'Q', 1}, []byte{}, []byte{})
 	good := make([]byte, 1024)
 	binary.LittleEndian.PutUint32(good[offMagic:], magicWord)
 	binary.LittleEndian.PutUint32(good[offVersion:], layoutVer)
@@ -177,8 +182,11 @@ func FuzzAttach(f *testing.F) {
 	binary.LittleEndian.PutUint64(good[offCapacity:], 4096)
 	binary.LittleEndian.PutUint64(good[offPutSeq:], 1)
 	binary.LittleEndian.PutUint64(good[offTail:], 24)
-	f.Add([]byte{'Q', 1, 0}, good)
-	f.Fuzz(func(t *testing.T, desc, hdr []byte) {
+	f.Add([]byte{'Q', 1, 0}, good, []byte{})
+	for _, s := range realSnapshots(f) {
+		f.Add([]byte{'Q', 1, 0}, s.hdr, s.data)
+	}
+	f.Fuzz(func(t *testing.T, desc, hdr, data []byte) {
 		if _, err := attachCore(nil, desc, kindQueue); err == nil {
 			t.Fatal("attached without files")
 		}
@@ -194,12 +202,79 @@ func FuzzAttach(f *testing.F) {
 				m[i] = hdr[i]
 			}
 		}
-		copy(q.data, hdr)
+		copy(q.data, data)
 		if err := q.load(kindQueue); err != nil {
 			return
 		}
-		q.get(t.Context(), false)
+		var got []string
+		for range 64 {
+			fr, err := q.get(t.Context(), false)
+			if err != nil {
+				break
+			}
+			if int64(fr.n) > q.maxItem || fr.tag == 0 || fr.tag > maxTag {
+				t.Fatalf("TryGet returned a frame of %d bytes, tag %d (max item %d)", fr.n, fr.tag, q.maxItem)
+			}
+			b := fr.big
+			if b == nil {
+				b = fr.small[:fr.n]
+			}
+			got = append(got, string(b))
+		}
+		if want, ok := snapshotItems[snapshotKey(hdr, data)]; ok && !slices.Equal(got, want) {
+			t.Fatalf("a real queue's memory gave back %q, want %q", got, want)
+		}
 		q.put(t.Context(), encoded{tag: tagRaw, payload: []byte("x")}, false)
 		q.get(t.Context(), false)
 	})
+}
+
+type snapshot struct {
+	hdr, data []byte
+	items     []string
+}
+
+// snapshotItems maps the memory of each real queue of realSnapshots to
+// the items it holds.
+var snapshotItems = map[string][]string{}
+
+func snapshotKey(hdr, data []byte) string { return string(hdr) + "\x00" + string(data) }
+
+// realSnapshots returns the memory (header without the locks' words, and
+// ring) of real queues holding items: a few small ones, and one whose
+// items wrap around the ring's end.
+func realSnapshots(f *testing.F) []snapshot {
+	var out []snapshot
+	for _, tc := range []struct {
+		puts, keep int // the last keep items stay queued
+		size       int
+	}{{3, 2, 5}, {1, 1, 100}, {120, 5, 90}} { // 120 items of up to 90 bytes wrap the 4 KiB ring
+		q, err := newCore(kindQueue, newOptions([]Option{MaxBytes(4096)}))
+		if err != nil {
+			f.Fatal(err)
+		}
+		var items []string
+		for i := range tc.puts {
+			item := strings.Repeat(string(rune('a'+i%26)), 1+(i*7)%tc.size)
+			if err := q.put(f.Context(), encoded{tag: tagRaw, payload: []byte(item)}, false); err != nil {
+				f.Fatal(err)
+			}
+			items = append(items, item)
+			if len(items) > tc.keep {
+				if _, err := q.get(f.Context(), false); err != nil {
+					f.Fatal(err)
+				}
+				items = items[1:]
+			}
+		}
+		m := q.seg.Bytes()
+		s := snapshot{hdr: bytes.Clone(m[:hdrSize]), data: bytes.Clone(q.data), items: items}
+		q.close()
+		// The fuzz function keeps its own locks' words: zero them here so
+		// that the seed is what it writes.
+		clear(s.hdr[offLockP : offLockC+64])
+		snapshotItems[snapshotKey(s.hdr, s.data)] = s.items
+		out = append(out, s)
+	}
+	return out
 }
