@@ -26,7 +26,7 @@ type ownedSemMem struct {
 	magic   uint32
 	permits uint32 // number of holder words
 	nwait   uint32 // waiters asleep or about to sleep
-	seq     uint32 // futex word: waiters sleep on it; releases and reclaims bump it
+	seq     uint32 // futex word: waiters sleep on it; every release and reclaim advances it
 }
 
 const ownedSlotsOff = align
@@ -162,7 +162,21 @@ func (s *OwnedSemaphore) Acquire(ctx context.Context) error {
 	if m == nil {
 		return ErrClosed
 	}
-	if s.take() || s.spin.Spin(s.take) {
+	if s.take() {
+		return nil
+	}
+	// Spinning rescans the holder words only when a release (which
+	// always advances seq) happened: a scan reads up to MaxOwnedPermits
+	// words.
+	s0 := atomic.LoadUint32(&m.seq)
+	if s.spin.Spin(func() bool {
+		v := atomic.LoadUint32(&m.seq)
+		if v == s0 {
+			return false
+		}
+		s0 = v
+		return s.take()
+	}) {
 		return nil
 	}
 	var stop func() bool
@@ -275,8 +289,11 @@ func (s *OwnedSemaphore) Release() error {
 		if atomic.LoadUint64(&s.slots[j]) == s.me {
 			race.Release(unsafe.Pointer(&s.slots[0]))
 			if atomic.CompareAndSwapUint64(&s.slots[j], s.me, 0) {
+				// seq advances on every release (spinners watch it);
+				// only sleepers need the system call.
+				atomic.AddUint32(&m.seq, 1)
 				if atomic.LoadUint32(&m.nwait) != 0 {
-					bump(&m.seq, 1)
+					futex.Wake(&m.seq, 1)
 				}
 				return nil
 			}

@@ -265,3 +265,44 @@ func TestOwnedSemaphoreInSegment(t *testing.T) {
 	}
 	atomic.StoreUint32(&(*ownedSemMem)(unsafe.Pointer(&seg.Bytes()[256])).permits, 5)
 }
+
+// TestOwnedSemaphoreMax: the largest semaphore fills and empties, and a
+// waiter on it gets the permit released from another process.
+func TestOwnedSemaphoreMax(t *testing.T) {
+	s := newOwned(t, MaxOwnedPermits)
+	for i := 0; i < MaxOwnedPermits; i++ {
+		if ok, err := s.TryAcquire(); !ok || err != nil {
+			t.Fatalf("TryAcquire %d: %v %v", i, ok, err)
+		}
+	}
+	if ok, _ := s.TryAcquire(); ok {
+		t.Fatal("TryAcquire beyond the permits")
+	}
+	if err := s.Release(); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, "owned-hold", []string{"1"}, s)
+	c.expect("held")
+	got := make(chan error, 1)
+	go func() { got <- s.Acquire(bg) }()
+	waitSleepers(t, unsafe.Pointer(&s.m.Load().seq), 1)
+	c.tell("release")
+	c.expect("released")
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiter did not get the permit released by the child")
+	}
+	c.wait()
+	if s.Held() != MaxOwnedPermits || s.Value() != 0 {
+		t.Fatalf("held %d value %d", s.Held(), s.Value())
+	}
+	for i := 0; i < MaxOwnedPermits; i++ {
+		if err := s.Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
