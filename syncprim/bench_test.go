@@ -9,6 +9,7 @@ import (
 
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/shm"
+	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // Shared block of the contended benchmark (64-bit words): 0 the counter,
@@ -28,6 +29,47 @@ var _ = mptest.RegisterHelper("bench-incr", func() {
 		l.Lock()
 		*counter++
 		l.Unlock()
+		n++
+	}
+	atomic.StoreUint64(word64(blk, 16), n)
+})
+
+// floorLock and floorUnlock are the kit's futex mutex (Drepper's
+// "Futexes are tricky", mutex 2: no spinning, no owner), the floor of
+// lock.contended2 measured in the same harness as our Lock.
+func floorLock(v *uint32) {
+	if atomic.CompareAndSwapUint32(v, 0, 1) {
+		return
+	}
+	c := atomic.LoadUint32(v)
+	if c != 2 {
+		c = atomic.SwapUint32(v, 2)
+	}
+	for c != 0 {
+		futex.Wait(v, 2, futex.Forever)
+		c = atomic.SwapUint32(v, 2)
+	}
+}
+
+func floorUnlock(v *uint32) {
+	if atomic.AddUint32(v, ^uint32(0)) != 0 {
+		atomic.StoreUint32(v, 0)
+		futex.Wake(v, 1)
+	}
+}
+
+var _ = mptest.RegisterHelper("bench-incr-floor", func() {
+	// bench-incr with the floor mutex (its word at byte 128 of the block).
+	blk, ready := new(shm.Block), new(Event)
+	attach(0, blk)
+	attach(1, ready)
+	counter, stop, w := word64(blk, 0), word64(blk, 8), word32(blk, 32)
+	must(ready.Set(), "ready")
+	n := uint64(0)
+	for atomic.LoadUint64(stop) == 0 {
+		floorLock(w)
+		*counter++
+		floorUnlock(w)
 		n++
 	}
 	atomic.StoreUint64(word64(blk, 16), n)
@@ -107,6 +149,37 @@ func BenchmarkKit(b *testing.B) {
 			l.Lock()
 			*counter++
 			l.Unlock()
+		}
+		atomic.StoreUint64(word64(blk, 8), 1)
+		c.wait()
+		el := time.Since(t0)
+		total := atomic.LoadUint64(counter)
+		if total != uint64(b.N)+atomic.LoadUint64(word64(blk, 16)) {
+			b.Fatalf("counter %d != %d + %d", total, b.N, *word64(blk, 16))
+		}
+		b.ReportMetric(float64(total)/el.Seconds(), "ops/s")
+	})
+	b.Run("lock.contended2.floor", func(b *testing.B) {
+		// lock.contended2 with the kit's futex mutex instead of a Lock:
+		// the same harness, so the ratio of the two compares locks only
+		// (the kit's lock.futex.contended2 runs 1M increments, a few
+		// milliseconds, against this one's second).
+		ready, err := NewEvent()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ready.Close()
+		blk := newBlock(b, 256)
+		c := start(b, "bench-incr-floor", nil, blk, ready)
+		if err := ready.Wait(bg); err != nil {
+			b.Fatal(err)
+		}
+		counter, w := word64(blk, 0), word32(blk, 32)
+		t0 := time.Now()
+		for b.Loop() {
+			floorLock(w)
+			*counter++
+			floorUnlock(w)
 		}
 		atomic.StoreUint64(word64(blk, 8), 1)
 		c.wait()
