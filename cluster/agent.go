@@ -303,12 +303,20 @@ func (a *agent) fetchLoop(ctx context.Context) {
 			continue
 		}
 		for msg := range batch.Messages() {
+			// Chunks reach the local pool in the order they were pulled
+			// (a short chunk must not queue behind a long one that came
+			// after it); their results are awaited concurrently.
 			a.inHand.Add(1)
+			finish := a.handle(ctx, msg)
+			if finish == nil {
+				a.leave()
+				continue
+			}
 			a.wg.Add(1)
 			go func() {
 				defer a.wg.Done()
 				defer a.leave()
-				a.handle(ctx, msg)
+				finish()
 			}()
 		}
 	}
@@ -334,8 +342,10 @@ func (a *agent) waitHandlers() {
 	}
 }
 
-// handle runs one chunk message and answers it.
-func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
+// handle hands one chunk message to the local pool, or answers it at once
+// (a bad message, a dead caller, a cancelled call, a poison chunk). It
+// returns what waits for the chunk's result and answers it, or nil.
+func (a *agent) handle(ctx context.Context, msg jetstream.Msg) func() {
 	a.recvd.Add(1)
 	c, err := decodeChunk(msg.Data())
 	if err != nil {
@@ -344,13 +354,13 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 			a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
 		}
 		msg.Term()
-		return
+		return nil
 	}
 	if a.callerDead(ctx, c.Caller) {
 		a.log.Info("dropping a chunk of a dead caller", zap.String("caller", c.Caller))
 		msg.Term()
 		a.purgeCaller(c.Caller)
-		return
+		return nil
 	}
 	key := jobKey{c.Caller, c.Job}
 	deliveries := uint64(1)
@@ -365,45 +375,51 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 		a.log.Warn("poison chunk: every agent that held it vanished", zap.Error(perr))
 		a.reply(c, nil, &pb.Failure{Error: remoteErr(perr)})
 		msg.Term()
-		return
+		return nil
 	}
 	jctx, release, ok := a.holdJob(ctx, key)
 	if !ok {
 		msg.Ack() // its call was cancelled
-		return
+		return nil
 	}
-	defer release()
 	h := &heldChunk{msg: msg, caller: c.Caller, id: c.Id}
 	a.mu.Lock()
 	a.held[h] = struct{}{}
 	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		delete(a.held, h)
-		a.mu.Unlock()
-	}()
-
 	t0 := time.Now()
-	r, err := a.run(jctx, c)
-	a.noteRun(time.Since(t0))
-	switch {
-	case ctx.Err() != nil:
-		// The agent is stopping: another agent runs it.
-		msg.Nak()
-		return
-	case jctx.Err() != nil:
-		msg.Ack() // cancelled by its caller, who wants no result
-		return
-	case err != nil:
-		a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
-	default:
-		a.reply(c, r, nil)
+	wait, err := a.send(jctx, c)
+	return func() {
+		defer release()
+		defer func() {
+			a.mu.Lock()
+			delete(a.held, h)
+			a.mu.Unlock()
+		}()
+		var r pool.ChunkResult
+		if err == nil {
+			r = wait()
+			a.noteRun(time.Since(t0))
+		}
+		switch {
+		case ctx.Err() != nil:
+			// The agent is stopping: another agent runs it.
+			msg.Nak()
+			return
+		case jctx.Err() != nil:
+			msg.Ack() // cancelled by its caller, who wants no result
+			return
+		case err != nil:
+			a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
+		default:
+			a.reply(c, &r, nil)
+		}
+		msg.Ack()
 	}
-	msg.Ack()
 }
 
-// run runs a chunk in the local pool that has its options.
-func (a *agent) run(ctx context.Context, c *pb.Chunk) (*pool.ChunkResult, error) {
+// send hands a chunk to the local pool that has its options; wait
+// returns its result.
+func (a *agent) send(ctx context.Context, c *pb.Chunk) (wait func() pool.ChunkResult, err error) {
 	lp, err := a.localPool(ctx, poolKey{timeout: time.Duration(c.TaskTimeoutNs), retries: int(c.Retries)})
 	if err != nil {
 		return nil, err
@@ -418,12 +434,14 @@ func (a *agent) run(ctx context.Context, c *pb.Chunk) (*pool.ChunkResult, error)
 	if err != nil {
 		return nil, err
 	}
-	defer call.Close()
 	if err := call.Send(0, int(c.Count), c.Inputs); err != nil {
+		call.Close()
 		return nil, err
 	}
-	r := <-res
-	return &r, nil
+	return func() pool.ChunkResult {
+		defer call.Close()
+		return <-res
+	}, nil
 }
 
 // reply publishes a chunk's result (or all, the error of all its tasks)

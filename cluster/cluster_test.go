@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,5 +213,17 @@ func TestChunkTooLarge(t *testing.T) {
 	_, err := pool.Starmap(context.Background(), p, concat, []pool.Args2[string, int]{{A: big, B: 1}})
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Map of a 2 MiB argument = %v, want ErrTooLarge", err)
+	}
+}
+
+// Closing the pool in the middle of a Map fails the Map's pending tasks
+// with pool.ErrTerminated; nothing waits.
+func TestCloseDuringMap(t *testing.T) {
+	p := newPool(t, Agents(1))
+	var once sync.Once
+	_, err := slow.Map(context.Background(), p, []time.Duration{0, time.Hour, time.Hour, time.Hour}, pool.Chunksize(1),
+		pool.OnProgress(func(pool.Progress) { once.Do(func() { go p.Close() }) }))
+	if !errors.Is(err, pool.ErrTerminated) {
+		t.Fatalf("Map = %v, want pool.ErrTerminated", err)
 	}
 }
