@@ -60,7 +60,7 @@ type taskInfo struct {
 
 // runHooks tells a chunk's runner how to make each task's context and
 // what to report while it runs (in a worker process: see progress.go and
-// childWorker.sendPartial).
+// workerProcess.sendPartial).
 type runHooks struct {
 	timeout time.Duration
 	// onStart, when set, is called before task i starts.

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
+// Worker side: the code that runs in a worker process (runWorker): it
+// receives chunks, runs their tasks and writes their results.
+
 package pool
 
 import (
@@ -8,15 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/ipc/remote"
@@ -24,17 +21,18 @@ import (
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"github.com/multiproc/multiproc/shm"
+	"google.golang.org/protobuf/proto"
 )
 
 // workerFunc is the function every worker process runs.
 var workerFunc = process.Register("multiproc.pool.worker", runWorker)
 
-// childWorker is the worker process's state. One goroutine (execute)
+// workerProcess is the state of a worker process, in that process. One goroutine (execute)
 // reads the connection and runs the chunks, so a short task costs no
 // goroutine hand-off; while a chunk runs longer than watchAfter, a
 // watcher goroutine reads in its place so that a Cancel acts at once.
 // Only one of them reads at any time, so frames stay in order.
-type childWorker struct {
+type workerProcess struct {
 	conn    *ipc.Conn
 	timeout int64
 
@@ -128,7 +126,7 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.S
 	if initErr != nil {
 		return errors.New("pool: initializer failed: " + initErr.Message)
 	}
-	w := &childWorker{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}, rfd: -1, mark: progressWord(prog)}
+	w := &workerProcess{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}, rfd: -1, mark: progressWord(prog)}
 	if fd, ready, err := conn.WaitFD(); err == nil && !ready {
 		w.rfd = int(fd)
 	}
@@ -145,7 +143,7 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.S
 }
 
 // handle acts on one message from the pool. Called with mu held.
-func (w *childWorker) handle(b []byte) {
+func (w *workerProcess) handle(b []byte) {
 	if m, ok := parseControl(b); ok {
 		w.control(m)
 		return
@@ -170,7 +168,7 @@ func (w *childWorker) handle(b []byte) {
 }
 
 // control acts on a Cancel or Stop. Called with mu held.
-func (w *childWorker) control(m toWorkerMsg) {
+func (w *workerProcess) control(m toWorkerMsg) {
 	switch {
 	case m.stop:
 		w.stopped = true
@@ -187,7 +185,7 @@ func (w *childWorker) control(m toWorkerMsg) {
 
 // queueFrame adds a frame to the batch of results to write; it is
 // written from f's memory.
-func (w *childWorker) queueFrame(f []byte) int {
+func (w *workerProcess) queueFrame(f []byte) int {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
 	w.pending = append(w.pending, f)
@@ -197,7 +195,7 @@ func (w *childWorker) queueFrame(f []byte) int {
 // queueResult is queueFrame for the execute goroutine's result frame f
 // (in fbuf): a small one is copied into the arena, a large one is given
 // away (fbuf is then dropped).
-func (w *childWorker) queueResult(f []byte) int {
+func (w *workerProcess) queueResult(f []byte) int {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
 	if len(f) > maxArenaFrame {
@@ -214,7 +212,7 @@ func (w *childWorker) queueResult(f []byte) int {
 }
 
 // send writes the frames queued so far, together.
-func (w *childWorker) send() error {
+func (w *workerProcess) send() error {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
 	if len(w.pending) == 0 {
@@ -239,7 +237,7 @@ const workerSpin = 50 * time.Microsecond
 // caller must run), nor for the next spinSkipAfterMiss receives after a
 // spin that ran out, so an idle worker burns at most workerSpin per that
 // many requests.
-func (w *childWorker) spinRecv() {
+func (w *workerProcess) spinRecv() {
 	if w.rfd < 0 || !multiCPU || w.conn.Buffered() {
 		return
 	}
@@ -255,7 +253,7 @@ func (w *childWorker) spinRecv() {
 // recv receives the next message into rbuf. It is only called when every
 // chunk received before has run (the queue is empty), so the chunk it
 // brings may alias rbuf.
-func (w *childWorker) recv() ([]byte, error) {
+func (w *workerProcess) recv() ([]byte, error) {
 	if w.rbuf == nil {
 		w.rbuf = make([]byte, 4<<10)
 	}
@@ -274,7 +272,7 @@ func (w *childWorker) recv() ([]byte, error) {
 	return w.rbuf[:n], nil
 }
 
-func (w *childWorker) execute(ctx context.Context) error {
+func (w *workerProcess) execute(ctx context.Context) error {
 	// The root context ends at SIGTERM: closing the connection then ends
 	// a receive in progress (one AfterFunc for the worker's life rather
 	// than one per receive).
@@ -338,7 +336,7 @@ func (w *childWorker) execute(ctx context.Context) error {
 }
 
 // watch reads the connection while a long chunk runs.
-func (w *childWorker) watch(ctx context.Context, done chan struct{}) {
+func (w *workerProcess) watch(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	for {
 		b, err := w.conn.RecvBytes(ctx)
@@ -360,7 +358,7 @@ func (w *childWorker) watch(ctx context.Context, done chan struct{}) {
 }
 
 // startWatch starts the watcher if the chunk is still running.
-func (w *childWorker) startWatch(ctx context.Context) {
+func (w *workerProcess) startWatch(ctx context.Context) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.running || w.watching {
@@ -379,7 +377,7 @@ func (w *childWorker) startWatch(ctx context.Context) {
 // sendPartial sends the results of tasks [from, to) of the running chunk
 // (see runHooks.partial) and asks for the next ones partialEvery later.
 // Called by the execute goroutine.
-func (w *childWorker) sendPartial(from, to int, out []byte, errs []*pb.TaskError) bool {
+func (w *workerProcess) sendPartial(from, to int, out []byte, errs []*pb.TaskError) bool {
 	f, err := appendResult(nil, w.curSeq, uint32(from), uint32(to-from), out, errs, false)
 	if err != nil {
 		return false
@@ -397,7 +395,7 @@ func (w *childWorker) sendPartial(from, to int, out []byte, errs []*pb.TaskError
 	return true
 }
 
-func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
+func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 	if ctx.Err() != nil {
 		// The pool is stopping this worker (SIGTERM cancelled the root
 		// context): start nothing more. The pool runs again elsewhere the
@@ -494,56 +492,3 @@ func (w *childWorker) run(ctx context.Context, c *chunkMsg) int {
 	}
 	return n
 }
-
-// threadLoop is a ThreadPool worker goroutine.
-func (w *worker) threadLoop() {
-	p := w.p
-	defer p.wg.Done()
-	var h *runHooks
-	if p.o.taskTimeout > 0 {
-		h = &runHooks{timeout: p.o.taskTimeout}
-	}
-	for c := range w.tq {
-		var out any
-		var errs []idxErr
-		out, errs = c.job.task.runLocal(c.job.ctx, c.input(), h)
-		for i := range errs {
-			if re, ok := errs[i].err.(*RemoteError); ok {
-				re.Index = c.start + errs[i].idx
-			}
-		}
-		p.mu.Lock()
-		delete(w.held, c.seq)
-		w.heldTasks -= c.n
-		ended := c.job.ended
-		p.dispatchLocked() // a ThreadPool has no frames to flush
-		p.mu.Unlock()
-		if !ended {
-			c.job.sink.deliver(c, out, errs, nil)
-		}
-	}
-	p.mu.Lock()
-	w.gone, w.dead = true, true
-	p.ws = slices.DeleteFunc(p.ws, func(x *worker) bool { return x == w })
-	p.maybeDoneLocked()
-	p.mu.Unlock()
-}
-
-// rssOf returns the resident set size of process pid.
-func rssOf(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("pool: bad statm %q", b)
-	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	return pages * int64(os.Getpagesize()), nil
-}
-
-func signalOf(code int) syscall.Signal { return syscall.Signal(-code) }

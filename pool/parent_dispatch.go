@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Parent side: calls (jobs), their chunks, the queue, and handing chunks
+// to the workers with room.
+
+package pool
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/multiproc/multiproc/proto/pool/v1"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// job is one call: a Map, an Imap stream, a Submit.
+type job struct {
+	id    uint64
+	task  *taskInfo
+	sink  sink
+	ctx   context.Context // the caller's context (ThreadPool: cancelled when the job ends)
+	stop  func() bool     // stops the AfterFunc on the caller's ctx
+	ended bool            // under Pool.mu
+	// cancel cancels ctx (ThreadPool only).
+	cancel context.CancelFunc
+}
+
+// sink receives a job's results. deliver and abort may be called
+// concurrently from several goroutines; after abort, or once the last
+// result arrived, further calls are ignored.
+type sink interface {
+	deliver(c *chunk, out any, errs []idxErr, all error)
+	abort(err error)
+}
+
+// encodedSink is a sink that decodes a chunk's results itself (saving
+// the intermediate []R). deliverEncoded returns the decoding error, if
+// any, having changed nothing.
+type encodedSink interface {
+	deliverEncoded(c *chunk, b []byte, errs []idxErr) error
+}
+
+// chunk is a run of n consecutive tasks of a job, starting at input
+// index start.
+type chunk struct {
+	job      *job
+	seq      uint64
+	start, n int
+	in       any // []A, holding the chunk's tasks at [inOff, inOff+n)
+	inOff    int
+	frame    []byte // the encoded ToWorker message (process pools)
+	attempts int
+	order    uint64 // dispatch order on its workerHandle, which runs chunks in that order
+	// w is the worker the chunk was last given to; direct says that the
+	// caller may wait for it by receiving from w itself (Future.Get, see
+	// workerHandle.tok). Both under Pool.mu.
+	w      *workerHandle
+	direct bool
+	// suspect marks a chunk held by a worker that died before it reached
+	// it while not running a task (its progress word names none): it runs
+	// again alone on a workerHandle, so that a worker dying then tells which
+	// chunk killed it; blind counts those deaths (see maxBlindDeaths).
+	suspect bool
+	blind   int
+	// done counts the chunk's first tasks whose results arrived in partial
+	// results (under Pool.mu); only the others run again if the worker
+	// dies.
+	done int
+}
+
+const (
+	// A worker is given more chunks while it holds fewer than
+	// minHeldChunks chunks or fewer than minHeldTasks tasks: enough to
+	// pipeline (and batch frames even at chunksize 1), few enough that a
+	// dying worker loses little.
+	minHeldChunks = 2
+	minHeldTasks  = 128
+	// resultBatch is how many result frames a worker buffers at most
+	// before writing them.
+	resultBatch = 64
+)
+
+// delivery is a chunk's outcome, handed to its job's sink outside Pool.mu.
+type delivery struct {
+	c    *chunk
+	out  any
+	errs []idxErr
+	all  error
+}
+
+func deliverAll(ds []delivery) {
+	for _, d := range ds {
+		d.c.job.sink.deliver(d.c, d.out, d.errs, d.all)
+	}
+}
+
+func flushAll(ws []*workerHandle) {
+	for _, w := range ws {
+		w.flush()
+	}
+}
+
+// newJob registers a call. The job ends when its sink got every result
+// (endJob), when ctx is done, or when the pool is terminated.
+func (p *Pool) newJob(ctx context.Context, t *taskInfo, s sink) (*job, error) {
+	return p.newJobIn(ctx, t, s, new(job))
+}
+
+// newJobIn is newJob in j's memory.
+func (p *Pool) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	*j = job{task: t, sink: s, ctx: ctx}
+	if p.thread {
+		j.ctx, j.cancel = context.WithCancel(ctx)
+	}
+	p.mu.Lock()
+	if p.state != stateRunning {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p.jobSeq++
+	j.id = p.jobSeq
+	p.jobs[j.id] = j
+	p.mu.Unlock()
+	if ctx.Done() != nil {
+		j.stop = context.AfterFunc(ctx, func() { p.endJob(j, ctx.Err()) })
+	}
+	return j, nil
+}
+
+// endJob ends a job: its queued chunks are dropped, workers running its
+// chunks are told to cancel them (and killed if they do not within the
+// kill grace), and its sink is aborted with cause (when not nil).
+func (p *Pool) endJob(j *job, cause error) {
+	p.mu.Lock()
+	if j.ended {
+		p.mu.Unlock()
+		return
+	}
+	j.ended = true
+	delete(p.jobs, j.id)
+	var fl []*workerHandle
+	if !p.thread {
+		var cancelFrame []byte
+		for _, w := range p.ws {
+			if w.gone || !w.holds(j) {
+				continue
+			}
+			if cancelFrame == nil {
+				cancelFrame, _ = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Cancel{Cancel: &pb.Cancel{Job: j.id}}})
+			}
+			w.push(cancelFrame)
+			fl = append(fl, w)
+			time.AfterFunc(p.o.killGrace, func() {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if !w.gone && w.kill == killNone && w.holds(j) {
+					p.log.Info("killing a worker whose cancelled task does not return", zap.Int("pid", w.pid))
+					w.kill = killCancel
+					w.terminate()
+				}
+			})
+		}
+	}
+	if fl == nil {
+		var buf [2]*workerHandle
+		fl = buf[:0]
+	}
+	fl = p.dispatchInto(fl)
+	p.maybeDoneLocked()
+	p.mu.Unlock()
+	if j.stop != nil {
+		j.stop()
+	}
+	if j.cancel != nil {
+		j.cancel()
+	}
+	flushAll(fl)
+	if cause != nil {
+		j.sink.abort(cause)
+	}
+}
+
+func (w *workerHandle) holds(j *job) bool {
+	for _, c := range w.held {
+		if c.job == j {
+			return true
+		}
+	}
+	return false
+}
+
+// newChunk makes a chunk of the n tasks in[off:off+n] (in is a []A),
+// whose first has input index start.
+func (p *Pool) newChunk(j *job, start int, in any, off, n int) (*chunk, error) {
+	m := chunkMaker{p: p, j: j}
+	return m.make(start, in, off, n)
+}
+
+// input returns the chunk's tasks (a []A).
+func (c *chunk) input() any { return c.job.task.sliceIn(c.in, c.inOff, c.inOff+c.n) }
+
+// chunkMaker makes the chunks of one call. Their structs and frames are
+// cut from shared blocks, so a call of many small chunks allocates a
+// block now and then instead of several objects per chunk. A block lives
+// as long as any chunk cut from it.
+type chunkMaker struct {
+	p       *Pool
+	j       *job
+	hint    int     // how many chunks the call makes in all
+	chunks  []chunk // the current block of chunk structs
+	frames  []byte  // the current block of frames
+	scratch []byte  // the inputs of the chunk being made, encoded
+	one     *chunk  // when set, the memory of a lone chunk
+}
+
+const (
+	maxChunkBlock = 256
+	frameBlock    = 32 << 10
+)
+
+func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
+	j := m.j
+	left := m.hint // chunks still to make, this one included
+	var c *chunk
+	if m.hint > 1 {
+		if len(m.chunks) == 0 {
+			m.chunks = make([]chunk, min(m.hint, maxChunkBlock))
+		}
+		c = &m.chunks[0]
+		m.chunks = m.chunks[1:]
+		m.hint--
+	} else if m.one != nil {
+		c, m.one = m.one, nil
+	} else {
+		c = new(chunk)
+	}
+	*c = chunk{job: j, start: start, n: n, in: in, inOff: off, seq: atomic.AddUint64(&chunkSeq, 1)}
+	if m.p.thread {
+		return c, nil
+	}
+	data, err := j.task.encodeIn(m.scratch[:0], in, off, off+n)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %v", ErrEncode, j.task.name, start, start+n-1, err)
+	}
+	need := len(data) + len(j.task.name) + 32
+	if need > frameBlock/4 {
+		c.frame = appendChunk(make([]byte, 0, need), c.seq, j.id, j.task.name, n, data)
+	} else {
+		if cap(m.frames)-len(m.frames) < need {
+			// A block for the chunks still to make (a lone chunk gets
+			// a frame of its own size).
+			m.frames = make([]byte, 0, max(need, min(frameBlock, need*left)))
+		}
+		f := appendChunk(m.frames[len(m.frames):], c.seq, j.id, j.task.name, n, data)
+		m.frames = m.frames[:len(m.frames)+len(f)]
+		c.frame = f[:len(f):len(f)]
+	}
+	if cap(data) <= frameBlock {
+		m.scratch = data
+	}
+	return c, nil
+}
+
+var chunkSeq uint64
+
+// maxQbase is the largest queue memory a pool keeps for reuse.
+const maxQbase = 1024
+
+// setQueueLocked replaces the queue by q, clearing the old queue's
+// entries first, so that its memory (which qbase may keep) holds no
+// chunk. Called with Pool.mu held.
+func (p *Pool) setQueueLocked(q []*chunk) {
+	clear(p.queue)
+	p.queue = q
+}
+
+// submit queues chunks of a job and hands out what workers can take.
+func (p *Pool) submit(cs ...*chunk) {
+	p.mu.Lock()
+	if len(p.queue) == 0 {
+		p.queue = p.qbase[:0]
+	}
+	if cap(p.queue)-len(p.queue) < len(cs) {
+		p.setQueueLocked(append(p.queue, cs...))
+	} else {
+		p.queue = append(p.queue, cs...)
+	}
+	if len(p.queue) == len(cs) && cap(p.queue) <= maxQbase {
+		p.qbase = p.queue[:0]
+	}
+	p.startWorkersLocked()
+	var ds []delivery
+	if len(p.ws) == 0 && p.starting == 0 {
+		// A closed pool whose workers are all gone (their replacements
+		// failed to start): nothing will run these.
+		ds = p.failQueueLocked(ErrClosed)
+	}
+	var buf [2]*workerHandle
+	fl := p.dispatchInto(buf[:0])
+	p.mu.Unlock()
+	deliverAll(ds)
+	flushAll(fl)
+}
+
+func (w *workerHandle) hasRoom() bool {
+	if w.gone || w.retiring || w.stopSent || w.isolated || w.kill != killNone {
+		return false
+	}
+	if m := w.p.o.maxTasks; m > 0 && w.sent >= m && !w.p.thread {
+		return false
+	}
+	return len(w.held) < minHeldChunks || w.heldTasks < minHeldTasks
+}
+
+// dispatchLocked hands queued chunks to workers with room (the least
+// loaded first), and asks idle workers that should stop to stop. It
+// returns the workers whose frames must be flushed once Pool.mu is
+// released.
+func (p *Pool) dispatchLocked() []*workerHandle { return p.dispatchInto(nil) }
+
+// dispatchInto is dispatchLocked appending to fl (a caller's buffer).
+func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
+	mark := func(w *workerHandle) {
+		if !w.needFlush {
+			w.needFlush = true
+			fl = append(fl, w)
+		}
+	}
+	for len(p.queue) > 0 {
+		c := p.queue[0]
+		if c.job.ended {
+			p.queue[0] = nil
+			p.queue = p.queue[1:]
+			continue
+		}
+		var best *workerHandle
+		for _, w := range p.ws {
+			if w.hasRoom() && (!c.suspect || len(w.held) == 0) && (best == nil || w.heldTasks < best.heldTasks) {
+				best = w
+			}
+		}
+		if best == nil {
+			break
+		}
+		if c.suspect {
+			best.isolated = true
+		}
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		quiet := c.direct && len(best.held) == 0 && best.tok == tokFree && !best.loopWanted
+		best.order++
+		c.order = best.order
+		c.w = best
+		best.held[c.seq] = c
+		best.heldTasks += c.n
+		best.sent += c.n
+		if m := p.o.maxTasks; m > 0 && best.sent >= m && !p.thread {
+			best.retiring = true
+			p.startWorkersLocked()
+		}
+		switch {
+		case p.thread:
+			best.tq <- c
+		case quiet:
+			best.pushQuiet(c.frame)
+			mark(best)
+		default:
+			best.push(c.frame)
+			mark(best)
+		}
+	}
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+	idleStop := p.state != stateRunning && len(p.jobs) == 0
+	for _, w := range p.ws {
+		if (w.retiring || p.state != stateRunning) && len(w.held) > 0 && !p.thread {
+			// Whatever it holds is received now, whether its callers
+			// wait for it or not, so that it can stop.
+			w.wantLoopLocked()
+		}
+		if !w.gone && !w.stopSent && len(w.held) == 0 && (w.retiring || idleStop) {
+			w.stopSent = true
+			if p.thread {
+				close(w.tq)
+			} else {
+				w.push(stopFrame)
+				mark(w)
+			}
+		}
+	}
+	for _, w := range fl {
+		w.needFlush = false
+	}
+	return fl
+}
+
+// stopFrame is ToWorker{stop: {}}, coded by hand (no protobuf work at
+// package initialisation, which every worker would pay).
+var stopFrame = protowire.AppendVarint(protowire.AppendTag(nil, fToWorkerStop, protowire.BytesType), 0)
+
+// view is tasks i..j-1 of c as a chunk to deliver results for (not to
+// send).
+func (c *chunk) view(i, j int) *chunk {
+	if i == 0 && j == c.n {
+		return c
+	}
+	return &chunk{job: c.job, seq: c.seq, start: c.start + i, n: j - i, in: c.in, inOff: c.inOff + i}
+}

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Parent side: stopping a worker (SIGTERM, SIGKILL after the kill grace)
+// and the per-task timeout that does it.
+
+package pool
+
+import (
+	"time"
+
+	pb "github.com/multiproc/multiproc/proto/pool/v1"
+	"go.uber.org/zap"
+)
+
+type killReason int
+
+const (
+	killNone killReason = iota
+	killTimeout
+	killCancel
+	killTerminate
+)
+
+// terminate sends SIGTERM, then SIGKILL after the kill grace. Called with
+// Pool.mu held.
+func (w *workerHandle) terminate() {
+	if w.proc == nil {
+		return
+	}
+	w.proc.Terminate()
+	if w.killTimer == nil {
+		proc := w.proc
+		w.killTimer = time.AfterFunc(w.p.o.killGrace, func() { proc.Kill() })
+	}
+}
+
+func (w *workerHandle) onStarted(s *pb.Started) {
+	p := w.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.held[s.Seq] == nil || p.o.taskTimeout <= 0 {
+		return
+	}
+	w.runGen++
+	gen, seq, idx := w.runGen, s.Seq, int(s.Index)
+	if w.runTimer != nil {
+		w.runTimer.Stop()
+	}
+	// A little slack lets a task that honours its context's deadline
+	// return on its own first.
+	w.runTimer = time.AfterFunc(p.o.taskTimeout+timeoutSlack, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if w.runGen != gen || w.gone || w.kill != killNone || w.held[seq] == nil {
+			return
+		}
+		p.log.Info("task timed out; terminating its worker", zap.Int("pid", w.pid), zap.Duration("timeout", p.o.taskTimeout))
+		w.kill = killTimeout
+		w.timedSeq, w.timedIdx = seq, idx
+		w.terminate()
+	})
+}
+
+const timeoutSlack = 100 * time.Millisecond

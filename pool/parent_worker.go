@@ -1,0 +1,349 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Parent side: the pool's handle on one worker process (workerHandle),
+// writing frames to it and receiving its answers.
+
+package pool
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/multiproc/multiproc/ipc"
+	"github.com/multiproc/multiproc/ipc/remote"
+	"github.com/multiproc/multiproc/process"
+	"github.com/multiproc/multiproc/shm"
+	"go.uber.org/zap"
+)
+
+// workerHandle is the pool's side of one worker process (or of a
+// ThreadPool's worker goroutine): it runs in the parent.
+type workerHandle struct {
+	p    *Pool
+	proc *process.Process
+	conn *ipc.Conn
+	pid  int
+	name string
+	// prog holds the worker's progress word (see progress.go), read once
+	// the worker is dead.
+	prog *shm.Segment
+	word *uint64
+
+	// Under Pool.mu:
+	held      map[uint64]*chunk
+	heldTasks int
+	sent      int
+	order     uint64
+	retiring  bool
+	stopSent  bool
+	isolated  bool // runs a suspect chunk alone
+	gone      bool // its connection ended or it is being removed
+	dead      bool
+	kill      killReason
+	timedSeq  uint64
+	timedIdx  int
+	runGen    uint64
+	runTimer  *time.Timer
+	killTimer *time.Timer
+	ageTimer  *time.Timer
+	needFlush bool
+
+	// The read token (under Pool.mu) says who receives from conn. The
+	// reader goroutine (readLoop) takes it when loopWanted: a frame was
+	// pushed that no caller waits on directly; it gives it back when the
+	// worker holds nothing. A lone Submit's chunk given to a worker whose
+	// token is free (and holds nothing else) does not want the loop: the
+	// caller's Future.Get takes the token and receives its result itself
+	// (a direct read), which saves the hand-off from the reader goroutine
+	// to the caller, a thread wake-up per task. Whoever gives up the token
+	// while something is left to receive hands it to the reader goroutine.
+	tok        int
+	loopWanted bool
+	wake       chan struct{} // capacity 1: wakes the reader goroutine
+	rfd        int           // conn's descriptor, polled by a direct reader's spin; -1 if unknown
+	rbuf       []byte        // the token holder's receive buffer
+
+	outMu   sync.Mutex
+	out     [][]byte
+	spare   [][]byte
+	writing bool
+
+	tq chan *chunk // ThreadPool: the worker goroutine's queue; closed to stop it
+}
+
+// push queues a frame for the worker (in order); flush writes them. The
+// reader goroutine is to receive the answer. Called with Pool.mu held.
+func (w *workerHandle) push(frame []byte) {
+	w.pushQuiet(frame)
+	w.wantLoopLocked()
+}
+
+// pushQuiet is push for the chunk of a lone Submit whose caller may
+// receive the result itself (see workerHandle.tok).
+func (w *workerHandle) pushQuiet(frame []byte) {
+	w.outMu.Lock()
+	w.out = append(w.out, frame)
+	w.outMu.Unlock()
+}
+
+// flush writes the queued frames, several per system call. Whoever finds
+// no write in progress writes; frames queued meanwhile are written by the
+// same goroutine before it returns, so none is left behind.
+func (w *workerHandle) flush() {
+	w.outMu.Lock()
+	if w.writing || len(w.out) == 0 {
+		w.outMu.Unlock()
+		return
+	}
+	w.writing = true
+	for len(w.out) > 0 {
+		frames := w.out
+		w.out = w.spare[:0]
+		w.outMu.Unlock()
+		err := w.conn.SendFrames(context.Background(), frames...)
+		clear(frames)
+		w.outMu.Lock()
+		w.spare = frames
+		if err != nil {
+			// The worker is dying or dead: its reader sees the end of its
+			// connection and the pool deals with the tasks it held.
+			w.out = w.out[:0]
+			w.outMu.Unlock()
+			w.p.log.Debug("cannot write to a worker", zap.Int("pid", w.pid), zap.Error(err))
+			w.proc.Kill()
+			w.p.mu.Lock()
+			w.wantLoopLocked()
+			w.p.mu.Unlock()
+			w.outMu.Lock()
+			break
+		}
+	}
+	w.writing = false
+	w.outMu.Unlock()
+}
+
+// readLoop receives a worker's messages while it holds the read token
+// (see workerHandle.tok) until the connection ends (the worker exited or was
+// killed), then reaps the worker and settles the tasks it held.
+func (w *workerHandle) readLoop() {
+	p := w.p
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		for w.tok != tokFree || !w.loopWanted {
+			p.mu.Unlock()
+			<-w.wake
+			p.mu.Lock()
+		}
+		w.tok = tokLoop
+		p.mu.Unlock()
+		if !w.receiveLoop() {
+			break
+		}
+	}
+	p.mu.Lock()
+	w.gone = true
+	p.mu.Unlock()
+	// The connection ends when the worker exits; give it the kill grace
+	// in case it only closed the connection.
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.killGrace)
+	err := w.proc.Join(ctx)
+	cancel()
+	if ctx.Err() != nil && err == ctx.Err() {
+		w.proc.Kill()
+		err = w.proc.Join(context.Background())
+	}
+	code, _ := w.proc.ExitCode()
+	w.proc.Close()
+	w.conn.Close()
+	p.workerGone(w, code, err)
+}
+
+// watchExit makes the reader goroutine receive from the worker once its
+// process exits: the reader goroutine receives only while the worker
+// holds work (see workerHandle.tok), and the death of an idle worker must be
+// seen at once too.
+func (w *workerHandle) watchExit() {
+	defer w.p.wg.Done()
+	w.proc.Join(context.Background())
+	w.p.mu.Lock()
+	w.wantLoopLocked()
+	w.p.mu.Unlock()
+}
+
+// receiveLoop receives and handles messages until the worker holds
+// nothing more (it gives the token back and returns true) or the
+// connection ends (false).
+func (w *workerHandle) receiveLoop() bool {
+	p := w.p
+	for {
+		b, err := w.recv(context.Background())
+		if err != nil || !w.handleFrame(b) {
+			return false
+		}
+		if !w.conn.Ready() {
+			p.mu.Lock()
+			fl := p.dispatchLocked()
+			idle := len(w.held) == 0 && !w.stopSent && w.kill == killNone && !w.gone
+			if idle {
+				w.tok, w.loopWanted = tokFree, false
+			}
+			p.mu.Unlock()
+			flushAll(fl)
+			if idle {
+				return true
+			}
+			// Let the goroutines just woken (callers waiting for results)
+			// run on this P before this goroutine blocks in poll(2)
+			// holding it.
+			runtime.Gosched()
+		}
+	}
+}
+
+// recv receives one message into the token holder's buffer (reused:
+// nothing keeps a reference to a message once it is handled; results
+// and errors are decoded into fresh memory). Longer messages get memory
+// of their own.
+func (w *workerHandle) recv(ctx context.Context) ([]byte, error) {
+	n, err := w.conn.RecvBytesInto(ctx, w.rbuf)
+	if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
+		return tooShort.Msg, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return w.rbuf[:n], nil
+}
+
+// handleFrame acts on one message from the worker. A malformed one gets
+// the worker killed (false).
+func (w *workerHandle) handleFrame(b []byte) bool {
+	r, isResult, m, err := parseFromWorker(b)
+	if err != nil {
+		w.p.log.Error("bad message from a worker; killing it", zap.Int("pid", w.pid), zap.Error(err))
+		w.proc.Kill()
+		return false
+	}
+	if isResult {
+		if !w.onResult(&r) {
+			return false
+		}
+	} else if s := m.GetStarted(); s != nil {
+		w.onStarted(s)
+	}
+	return true
+}
+
+// readBuf is the size of a worker reader's receive buffer; longer
+// messages are received into memory of their own.
+const readBuf = 4 << 10
+
+// onResult settles a chunk a worker answered, or the part of it that a
+// partial result covers. A result that does not fit its chunk (a part out
+// of order) is a protocol error: false, and the worker is killed.
+func (w *workerHandle) onResult(r *resultMsg) bool {
+	p := w.p
+	p.mu.Lock()
+	c := w.held[r.seq]
+	if c == nil {
+		p.mu.Unlock()
+		return true
+	}
+	off, n, final := int(r.off), c.n-int(r.off), r.count == 0
+	if !final {
+		n = int(r.count)
+	}
+	if off != c.done || n <= 0 || off+n > c.n || (!final && off+n == c.n) {
+		p.mu.Unlock()
+		p.log.Error("a worker's result does not fit its chunk; killing it", zap.Int("pid", w.pid),
+			zap.Int("offset", off), zap.Int("count", n), zap.Int("done", c.done), zap.Int("tasks", c.n))
+		w.proc.Kill()
+		return false
+	}
+	w.heldTasks -= n
+	if final {
+		delete(w.held, r.seq)
+		if c.suspect {
+			w.isolated = false
+		}
+		w.runGen++
+		if w.runTimer != nil {
+			w.runTimer.Stop()
+			w.runTimer = nil
+		}
+	} else {
+		c.done += n
+	}
+	ended := c.job.ended
+	p.mu.Unlock()
+
+	if final && p.o.maxMemory > 0 {
+		if rss, err := rssOf(w.pid); err == nil && rss > p.o.maxMemory {
+			p.mu.Lock()
+			if !w.retiring {
+				p.log.Info("worker passed its memory cap; retiring it", zap.Int("pid", w.pid), zap.Int64("rss", rss))
+				w.retiring = true
+				p.startWorkersLocked()
+			}
+			p.mu.Unlock()
+		}
+	}
+	if ended || r.cancelled {
+		return true
+	}
+	v := c.view(off, off+n)
+	var errs []idxErr
+	for _, te := range r.errs {
+		e := te.Error
+		i := int(te.Index) - off
+		if e == nil || i < 0 || i >= n {
+			continue
+		}
+		errs = append(errs, idxErr{i, &RemoteError{
+			Task: c.job.task.name, Index: v.start + i, Pid: w.pid, Report: remote.Decode(e),
+		}})
+	}
+	var out any
+	var err error
+	if es, ok := c.job.sink.(encodedSink); ok {
+		if err = es.deliverEncoded(v, r.outputs, errs); err == nil {
+			return true
+		}
+	} else {
+		out, err = c.job.task.decodeOut(r.outputs, n)
+	}
+	if err != nil && len(errs) < n {
+		c.job.sink.deliver(v, nil, nil, &RemoteError{Task: c.job.task.name, Index: v.start, Pid: w.pid,
+			Report: remote.ReportOf(fmt.Errorf("%w: decoding the results: %w", ErrEncode, err))})
+		return true
+	}
+	c.job.sink.deliver(v, out, errs, nil)
+	return true
+}
+
+// rssOf returns the resident set size of process pid.
+func rssOf(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("pool: bad statm %q", b)
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return pages * int64(os.Getpagesize()), nil
+}
+
+func signalOf(code int) syscall.Signal { return syscall.Signal(-code) }
