@@ -18,9 +18,8 @@ func (p *Pool) workerGone(w *workerHandle, code int, exitErr error) {
 	lp := readProgress(w.word)
 	w.prog.Close()
 	p.mu.Lock()
-	w.dead = true
 	w.gone = true
-	for _, t := range []*time.Timer{w.runTimer, w.killTimer, w.ageTimer} {
+	for _, t := range []*time.Timer{w.deadline.timer, w.killTimer, w.ageTimer} {
 		if t != nil {
 			t.Stop()
 		}
@@ -33,7 +32,7 @@ func (p *Pool) workerGone(w *workerHandle, code int, exitErr error) {
 	// Requeue in the order the worker got them.
 	slices.SortFunc(held, func(a, b *chunk) int { return cmp.Compare(a.order, b.order) })
 	w.held = nil
-	unexpected := w.kill == killNone && !w.stopSent
+	unexpected := w.kill == killNone && w.life != lifeStopping
 	if unexpected && len(held) > 0 {
 		p.log.Warn("worker died holding tasks", zap.Int("pid", w.pid), zap.Int("exitcode", code), zap.Error(exitErr))
 	} else {
@@ -58,8 +57,8 @@ func (p *Pool) workerGone(w *workerHandle, code int, exitErr error) {
 		i, running := lp.task()
 		switch {
 		case w.kill == killTerminate:
-		case w.kill == killTimeout && c.seq == w.timedSeq:
-			d.splitAround(c, w.timedIdx, &TimeoutError{Pid: w.pid, Timeout: p.o.taskTimeout.String()})
+		case w.kill == killTimeout && c.seq == w.deadline.seq:
+			d.splitAround(c, w.deadline.idx, &TimeoutError{Pid: w.pid, Timeout: p.o.taskTimeout.String()})
 		case w.kill != killNone || !unexpected:
 			// Not this chunk's fault: run it again.
 			d.requeueRest(c)

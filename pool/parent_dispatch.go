@@ -54,15 +54,15 @@ type chunk struct {
 	inOff    int
 	frame    []byte // the encoded ToWorker message (process pools)
 	attempts int
-	order    uint64 // dispatch order on its workerHandle, which runs chunks in that order
+	order    uint64 // dispatch order on its worker, which runs chunks in that order
 	// w is the worker the chunk was last given to; direct says that the
 	// caller may wait for it by receiving from w itself (Future.Get, see
-	// workerHandle.tok). Both under Pool.mu.
+	// readToken). Both under Pool.mu.
 	w      *workerHandle
 	direct bool
 	// suspect marks a chunk held by a worker that died before it reached
 	// it while not running a task (its progress word names none): it runs
-	// again alone on a workerHandle, so that a worker dying then tells which
+	// again alone on a worker, so that a worker dying then tells which
 	// chunk killed it; blind counts those deaths (see maxBlindDeaths).
 	suspect bool
 	blind   int
@@ -310,7 +310,7 @@ func (p *Pool) submit(cs ...*chunk) {
 }
 
 func (w *workerHandle) hasRoom() bool {
-	if w.gone || w.retiring || w.stopSent || w.isolated || w.kill != killNone {
+	if w.gone || w.life != lifeActive || w.isolated || w.kill != killNone {
 		return false
 	}
 	if m := w.p.o.maxTasks; m > 0 && w.sent >= m && !w.p.thread {
@@ -354,7 +354,7 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 		}
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
-		quiet := c.direct && len(best.held) == 0 && best.tok == tokFree && !best.loopWanted
+		quiet := c.direct && len(best.held) == 0 && best.tok.holder == tokFree && !best.tok.loopWanted
 		best.order++
 		c.order = best.order
 		c.w = best
@@ -362,7 +362,7 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 		best.heldTasks += c.n
 		best.sent += c.n
 		if m := p.o.maxTasks; m > 0 && best.sent >= m && !p.thread {
-			best.retiring = true
+			best.life = lifeRetiring
 			p.startWorkersLocked()
 		}
 		switch {
@@ -381,13 +381,13 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 	}
 	idleStop := p.state != stateRunning && len(p.jobs) == 0
 	for _, w := range p.ws {
-		if (w.retiring || p.state != stateRunning) && len(w.held) > 0 && !p.thread {
+		if (w.life != lifeActive || p.state != stateRunning) && len(w.held) > 0 && !p.thread {
 			// Whatever it holds is received now, whether its callers
 			// wait for it or not, so that it can stop.
 			w.wantLoopLocked()
 		}
-		if !w.gone && !w.stopSent && len(w.held) == 0 && (w.retiring || idleStop) {
-			w.stopSent = true
+		if !w.gone && w.life != lifeStopping && len(w.held) == 0 && (w.life == lifeRetiring || idleStop) {
+			w.life = lifeStopping
 			if p.thread {
 				close(w.tq)
 			} else {

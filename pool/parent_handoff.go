@@ -11,24 +11,41 @@ import (
 	"sync/atomic"
 )
 
-// Values of workerHandle.tok.
+// readToken says who receives from a worker's connection (under
+// Pool.mu). The reader goroutine (readLoop) takes it when loopWanted: a
+// frame was pushed that no caller waits on directly; it gives it back
+// when the worker holds nothing. A lone Submit's chunk given to a worker
+// whose token is free (and holds nothing else) does not want the loop:
+// the caller's Future.Get takes the token and receives its result itself
+// (a direct read), which saves the hand-off from the reader goroutine to
+// the caller, a thread wake-up per task. Whoever gives up the token while
+// something is left to receive hands it to the reader goroutine.
+type readToken struct {
+	holder     int // tokFree, tokLoop or tokDirect
+	loopWanted bool
+	wake       chan struct{} // capacity 1: wakes the reader goroutine
+	fd         int           // conn's descriptor, polled by a direct reader's spin; -1 if unknown
+	buf        []byte        // the holder's receive buffer
+}
+
+// Values of readToken.holder.
 const (
 	tokFree = iota
 	tokLoop
 	tokDirect
 )
 
-// wantLoopLocked asks the reader goroutine to receive from the workerHandle,
+// wantLoopLocked asks the reader goroutine to receive from the worker,
 // waking it if the token is free (else the holder hands it over when it
 // is done). Called with Pool.mu held.
 func (w *workerHandle) wantLoopLocked() {
-	if w.loopWanted {
+	if w.tok.loopWanted {
 		return
 	}
-	w.loopWanted = true
-	if w.tok == tokFree {
+	w.tok.loopWanted = true
+	if w.tok.holder == tokFree {
 		select {
-		case w.wake <- struct{}{}:
+		case w.tok.wake <- struct{}{}:
 		default:
 		}
 	}
@@ -37,9 +54,9 @@ func (w *workerHandle) wantLoopLocked() {
 // releaseTokLocked gives back the read token, to the reader goroutine
 // if anything is left to receive. Called with Pool.mu held.
 func (w *workerHandle) releaseTokLocked() {
-	w.tok = tokFree
-	if w.loopWanted || len(w.held) > 0 || w.stopSent || w.kill != killNone || w.gone {
-		w.loopWanted = false
+	w.tok.holder = tokFree
+	if w.tok.loopWanted || len(w.held) > 0 || w.life == lifeStopping || w.kill != killNone || w.gone {
+		w.tok.loopWanted = false
 		w.wantLoopLocked()
 	}
 }
@@ -58,7 +75,7 @@ func (p *Pool) undirectLocked(c *chunk) {
 }
 
 // waitDirect waits for the result of c, a lone Submit's chunk, by
-// receiving from its worker itself while it may (see workerHandle.tok), until
+// receiving from its worker itself while it may (see readToken), until
 // fin is set. It returns ctx.Err() if ctx ends first, and nil when fin
 // is set or reading directly is not possible (the caller then waits for
 // the result the usual way). jctx is the job's context: when it ends,
@@ -77,12 +94,12 @@ func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool)
 	}
 	p.mu.Lock()
 	w := c.w
-	if !c.direct || w == nil || w.held[c.seq] != c || w.tok != tokFree || w.loopWanted || w.gone {
+	if !c.direct || w == nil || w.held[c.seq] != c || w.tok.holder != tokFree || w.tok.loopWanted || w.gone {
 		p.undirectLocked(c)
 		p.mu.Unlock()
 		return nil
 	}
-	w.tok = tokDirect
+	w.tok.holder = tokDirect
 	p.mu.Unlock()
 	var err error
 	for !fin.Load() {
@@ -114,7 +131,7 @@ func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool)
 // turns spinning off for the pool's next spinSkipAfterMiss waits, so a
 // caller of long tasks burns at most futureSpin per that many waits.
 func (p *Pool) spinReadable(w *workerHandle) {
-	if w.rfd < 0 || !multiCPU {
+	if w.tok.fd < 0 || !multiCPU {
 		return
 	}
 	if p.spinSkip.Load() > 0 {
@@ -124,7 +141,7 @@ func (p *Pool) spinReadable(w *workerHandle) {
 	if w.conn.Buffered() {
 		return
 	}
-	if !spinPoll(w.rfd, futureSpin) {
+	if !spinPoll(w.tok.fd, futureSpin) {
 		p.spinSkip.Store(spinSkipAfterMiss)
 	}
 }

@@ -98,9 +98,10 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 		return nil, &StartError{Err: fmt.Errorf("initializer: %w", rerr)}
 	}
 	w = &workerHandle{p: p, proc: proc, conn: mine, pid: proc.Pid(), name: name, held: map[uint64]*chunk{},
-		wake: make(chan struct{}, 1), rfd: -1, rbuf: make([]byte, readBuf), prog: prog, word: progressWord(prog)}
+		tok: readToken{wake: make(chan struct{}, 1), fd: -1, buf: make([]byte, readBuf)}, out: ipc.NewBatcher(mine),
+		prog: prog, word: progressWord(prog)}
 	if fd, ready, err := mine.WaitFD(); err == nil && !ready {
-		w.rfd = int(fd)
+		w.tok.fd = int(fd)
 	}
 	p.log.Debug("worker started", zap.String("name", name), zap.Int("pid", w.pid))
 	return w, nil
@@ -120,8 +121,8 @@ func (p *Pool) addWorkerLocked(w *workerHandle) {
 	if p.o.maxAge > 0 {
 		w.ageTimer = time.AfterFunc(p.o.maxAge, func() {
 			p.mu.Lock()
-			if !w.gone && !w.retiring {
-				w.retiring = true
+			if !w.gone && w.life == lifeActive {
+				w.life = lifeRetiring
 				p.startWorkersLocked()
 			}
 			fl := p.dispatchLocked()
@@ -139,7 +140,7 @@ func (p *Pool) startWorkersLocked() {
 	}
 	active := p.starting
 	for _, w := range p.ws {
-		if !w.gone && !w.retiring {
+		if !w.gone && w.life == lifeActive {
 			active++
 		}
 	}
@@ -236,7 +237,7 @@ func (p *Pool) keepStarting() {
 // now or once it has room.
 func (p *Pool) canRunLocked() bool {
 	for _, w := range p.ws {
-		if !w.gone && !w.retiring && w.kill == killNone {
+		if !w.gone && w.life == lifeActive && w.kill == killNone {
 			return true
 		}
 	}

@@ -41,24 +41,34 @@ func (w *workerHandle) onStarted(s *pb.Started) {
 	if w.held[s.Seq] == nil || p.o.taskTimeout <= 0 {
 		return
 	}
-	w.runGen++
-	gen, seq, idx := w.runGen, s.Seq, int(s.Index)
-	if w.runTimer != nil {
-		w.runTimer.Stop()
+	w.deadline.gen++
+	gen, seq, idx := w.deadline.gen, s.Seq, int(s.Index)
+	if w.deadline.timer != nil {
+		w.deadline.timer.Stop()
 	}
 	// A little slack lets a task that honours its context's deadline
 	// return on its own first.
-	w.runTimer = time.AfterFunc(p.o.taskTimeout+timeoutSlack, func() {
+	w.deadline.timer = time.AfterFunc(p.o.taskTimeout+timeoutSlack, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if w.runGen != gen || w.gone || w.kill != killNone || w.held[seq] == nil {
+		if w.deadline.gen != gen || w.gone || w.kill != killNone || w.held[seq] == nil {
 			return
 		}
 		p.log.Info("task timed out; terminating its worker", zap.Int("pid", w.pid), zap.Duration("timeout", p.o.taskTimeout))
 		w.kill = killTimeout
-		w.timedSeq, w.timedIdx = seq, idx
+		w.deadline.seq, w.deadline.idx = seq, idx
 		w.terminate()
 	})
+}
+
+// taskDeadline watches the running task's deadline (TaskTimeout), under
+// Pool.mu.
+type taskDeadline struct {
+	gen   uint64      // counts the task starts and results, so a stale timer does nothing
+	timer *time.Timer // fires timeoutSlack after the running task's deadline
+	// seq and idx name the task that timed out (its chunk and index).
+	seq uint64
+	idx int
 }
 
 const timeoutSlack = 100 * time.Millisecond

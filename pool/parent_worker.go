@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -37,46 +36,33 @@ type workerHandle struct {
 	word *uint64
 
 	// Under Pool.mu:
-	held      map[uint64]*chunk
-	heldTasks int
-	sent      int
-	order     uint64
-	retiring  bool
-	stopSent  bool
-	isolated  bool // runs a suspect chunk alone
+	held      map[uint64]*chunk // the chunks it holds, by seq
+	heldTasks int               // their unanswered tasks
+	sent      int               // tasks given to it in all (MaxTasksPerChild)
+	order     uint64            // chunks given to it (chunk.order)
+	life      workerLife
 	gone      bool // its connection ended or it is being removed
-	dead      bool
+	isolated  bool // runs a suspect chunk alone
+	needFlush bool // in the list of workers to flush (dispatchInto)
 	kill      killReason
-	timedSeq  uint64
-	timedIdx  int
-	runGen    uint64
-	runTimer  *time.Timer
-	killTimer *time.Timer
-	ageTimer  *time.Timer
-	needFlush bool
+	deadline  taskDeadline // the running task's (TaskTimeout)
+	killTimer *time.Timer  // SIGKILL after the kill grace (terminate)
+	ageTimer  *time.Timer  // retirement (MaxWorkerAge)
 
-	// The read token (under Pool.mu) says who receives from conn. The
-	// reader goroutine (readLoop) takes it when loopWanted: a frame was
-	// pushed that no caller waits on directly; it gives it back when the
-	// worker holds nothing. A lone Submit's chunk given to a worker whose
-	// token is free (and holds nothing else) does not want the loop: the
-	// caller's Future.Get takes the token and receives its result itself
-	// (a direct read), which saves the hand-off from the reader goroutine
-	// to the caller, a thread wake-up per task. Whoever gives up the token
-	// while something is left to receive hands it to the reader goroutine.
-	tok        int
-	loopWanted bool
-	wake       chan struct{} // capacity 1: wakes the reader goroutine
-	rfd        int           // conn's descriptor, polled by a direct reader's spin; -1 if unknown
-	rbuf       []byte        // the token holder's receive buffer
-
-	outMu   sync.Mutex
-	out     [][]byte
-	spare   [][]byte
-	writing bool
+	tok readToken    // who receives from conn (parent_handoff.go)
+	out *ipc.Batcher // the frames to write to the worker
 
 	tq chan *chunk // ThreadPool: the worker goroutine's queue; closed to stop it
 }
+
+// workerLife is what the pool wants of a worker; it only moves forward.
+type workerLife int
+
+const (
+	lifeActive   workerLife = iota // takes chunks
+	lifeRetiring                   // finishes what it holds, then stops; a replacement starts
+	lifeStopping                   // was sent Stop (retired, or the pool closed)
+)
 
 // push queues a frame for the worker (in order); flush writes them. The
 // reader goroutine is to receive the answer. Called with Pool.mu held.
@@ -86,63 +72,39 @@ func (w *workerHandle) push(frame []byte) {
 }
 
 // pushQuiet is push for the chunk of a lone Submit whose caller may
-// receive the result itself (see workerHandle.tok).
+// receive the result itself (see readToken).
 func (w *workerHandle) pushQuiet(frame []byte) {
-	w.outMu.Lock()
-	w.out = append(w.out, frame)
-	w.outMu.Unlock()
+	w.out.Enqueue(frame) // an error shows at flush
 }
 
-// flush writes the queued frames, several per system call. Whoever finds
-// no write in progress writes; frames queued meanwhile are written by the
-// same goroutine before it returns, so none is left behind.
+// flush writes the queued frames, several per system call (see
+// ipc.Batcher). A write that fails means the worker is dying or dead: it
+// is killed, and its reader sees the end of its connection and the pool
+// deals with the tasks it held.
 func (w *workerHandle) flush() {
-	w.outMu.Lock()
-	if w.writing || len(w.out) == 0 {
-		w.outMu.Unlock()
-		return
+	if err := w.out.Flush(); err != nil {
+		w.p.log.Debug("cannot write to a worker", zap.Int("pid", w.pid), zap.Error(err))
+		w.proc.Kill()
+		w.p.mu.Lock()
+		w.wantLoopLocked()
+		w.p.mu.Unlock()
 	}
-	w.writing = true
-	for len(w.out) > 0 {
-		frames := w.out
-		w.out = w.spare[:0]
-		w.outMu.Unlock()
-		err := w.conn.SendFrames(context.Background(), frames...)
-		clear(frames)
-		w.outMu.Lock()
-		w.spare = frames
-		if err != nil {
-			// The worker is dying or dead: its reader sees the end of its
-			// connection and the pool deals with the tasks it held.
-			w.out = w.out[:0]
-			w.outMu.Unlock()
-			w.p.log.Debug("cannot write to a worker", zap.Int("pid", w.pid), zap.Error(err))
-			w.proc.Kill()
-			w.p.mu.Lock()
-			w.wantLoopLocked()
-			w.p.mu.Unlock()
-			w.outMu.Lock()
-			break
-		}
-	}
-	w.writing = false
-	w.outMu.Unlock()
 }
 
 // readLoop receives a worker's messages while it holds the read token
-// (see workerHandle.tok) until the connection ends (the worker exited or was
+// (see readToken) until the connection ends (the worker exited or was
 // killed), then reaps the worker and settles the tasks it held.
 func (w *workerHandle) readLoop() {
 	p := w.p
 	defer p.wg.Done()
 	for {
 		p.mu.Lock()
-		for w.tok != tokFree || !w.loopWanted {
+		for w.tok.holder != tokFree || !w.tok.loopWanted {
 			p.mu.Unlock()
-			<-w.wake
+			<-w.tok.wake
 			p.mu.Lock()
 		}
-		w.tok = tokLoop
+		w.tok.holder = tokLoop
 		p.mu.Unlock()
 		if !w.receiveLoop() {
 			break
@@ -168,7 +130,7 @@ func (w *workerHandle) readLoop() {
 
 // watchExit makes the reader goroutine receive from the worker once its
 // process exits: the reader goroutine receives only while the worker
-// holds work (see workerHandle.tok), and the death of an idle worker must be
+// holds work (see readToken), and the death of an idle worker must be
 // seen at once too.
 func (w *workerHandle) watchExit() {
 	defer w.p.wg.Done()
@@ -191,9 +153,9 @@ func (w *workerHandle) receiveLoop() bool {
 		if !w.conn.Ready() {
 			p.mu.Lock()
 			fl := p.dispatchLocked()
-			idle := len(w.held) == 0 && !w.stopSent && w.kill == killNone && !w.gone
+			idle := len(w.held) == 0 && w.life != lifeStopping && w.kill == killNone && !w.gone
 			if idle {
-				w.tok, w.loopWanted = tokFree, false
+				w.tok.holder, w.tok.loopWanted = tokFree, false
 			}
 			p.mu.Unlock()
 			flushAll(fl)
@@ -213,14 +175,14 @@ func (w *workerHandle) receiveLoop() bool {
 // and errors are decoded into fresh memory). Longer messages get memory
 // of their own.
 func (w *workerHandle) recv(ctx context.Context) ([]byte, error) {
-	n, err := w.conn.RecvBytesInto(ctx, w.rbuf)
+	n, err := w.conn.RecvBytesInto(ctx, w.tok.buf)
 	if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
 		return tooShort.Msg, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return w.rbuf[:n], nil
+	return w.tok.buf[:n], nil
 }
 
 // handleFrame acts on one message from the worker. A malformed one gets
@@ -274,10 +236,10 @@ func (w *workerHandle) onResult(r *resultMsg) bool {
 		if c.suspect {
 			w.isolated = false
 		}
-		w.runGen++
-		if w.runTimer != nil {
-			w.runTimer.Stop()
-			w.runTimer = nil
+		w.deadline.gen++
+		if w.deadline.timer != nil {
+			w.deadline.timer.Stop()
+			w.deadline.timer = nil
 		}
 	} else {
 		c.done += n
@@ -288,9 +250,9 @@ func (w *workerHandle) onResult(r *resultMsg) bool {
 	if final && p.o.maxMemory > 0 {
 		if rss, err := rssOf(w.pid); err == nil && rss > p.o.maxMemory {
 			p.mu.Lock()
-			if !w.retiring {
+			if w.life == lifeActive {
 				p.log.Info("worker passed its memory cap; retiring it", zap.Int("pid", w.pid), zap.Int64("rss", rss))
-				w.retiring = true
+				w.life = lifeRetiring
 				p.startWorkersLocked()
 			}
 			p.mu.Unlock()

@@ -179,7 +179,7 @@ func newPool(opts []Option, thread bool) (*Pool, error) {
 func (p *Pool) Workers() int { return p.o.workers }
 
 // Pids returns the process ids of the live workers (for a ThreadPool,
-// this process's pid once per workerHandle).
+// this process's pid once per worker).
 func (p *Pool) Pids() []int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -249,8 +249,8 @@ func (p *Pool) Terminate() error {
 	for _, w := range p.ws {
 		w.kill = killTerminate
 		if p.thread {
-			if !w.stopSent {
-				w.stopSent = true
+			if w.life != lifeStopping {
+				w.life = lifeStopping
 				close(w.tq)
 			}
 		} else {

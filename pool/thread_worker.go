@@ -34,7 +34,7 @@ func (w *workerHandle) threadLoop() {
 		}
 	}
 	p.mu.Lock()
-	w.gone, w.dead = true, true
+	w.gone = true
 	p.ws = slices.DeleteFunc(p.ws, func(x *workerHandle) bool { return x == w })
 	p.maybeDoneLocked()
 	p.mu.Unlock()
