@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/manager"
 	pb "github.com/multiproc/multiproc/proto/manager/v1"
@@ -211,4 +212,43 @@ func TestServerCallBound(t *testing.T) {
 	stopA()
 	stopB()
 	waitStats(t, "flooders' calls released", stats, func(st manager.ServerStats) bool { return st.Calls == 0 })
+}
+
+// A client that sends requests and never reads the answers is stopped by
+// the server's write: the answers held back for one write are bounded, so
+// 1000 answers of 256 KiB each (256 MiB) never pile up in the server.
+func TestUnreadAnswersAreBounded(t *testing.T) {
+	ts := startServer(t, "unix")
+	base := ts.srv.Stats()
+	conn, err := ipc.Dial(ctxT(t), "unix", ts.addr, ipc.Authkey(ts.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := &rawClient{t: t, conn: conn}
+	big := &pb.Value{Kind: &pb.Value_Bytes{Bytes: make([]byte, 256<<10)}}
+	resp := r.do(&pb.Request{Op: &pb.Request_Create{Create: &pb.Create{Typeid: "Value", Args: []*pb.Value{big}}}})
+	obj := resp.GetValue().GetProxy()
+	if resp.Error != nil || obj == nil {
+		t.Fatalf("create: %v", resp)
+	}
+	frames := make([][]byte, 1000)
+	for i := range frames {
+		frames[i], _ = proto.Marshal(&pb.Request{Id: uint64(100 + i), Op: &pb.Request_GetValue{GetValue: &pb.GetValue{Object: obj.Id}}})
+	}
+	if err := conn.SendFrames(ctxT(t), frames...); err != nil {
+		t.Fatal(err)
+	}
+	// The server writes until the socket is full, then waits there.
+	mptest.WaitBlocked(t, "ipc.(*Batcher).Flush")
+	if st := ts.srv.Stats(); st.HeapBytes > base.HeapBytes+64<<20 {
+		t.Fatalf("heap %d bytes with the answers unread, want at most %d", st.HeapBytes, base.HeapBytes+64<<20)
+	}
+	// Reading resumes the answers.
+	for range 3 {
+		b, err := conn.RecvBytes(ctxT(t))
+		if err != nil || len(b) < 256<<10 {
+			t.Fatalf("answer of %d bytes, %v", len(b), err)
+		}
+	}
 }

@@ -435,11 +435,18 @@ type sconn struct {
 	calls    sync.WaitGroup // blocking calls in their own goroutines
 }
 
+// Bounds on the answers the serve loop holds back to write in one go.
+const (
+	maxBatchAnswers = 256
+	maxBatchBytes   = 1 << 20
+)
+
 func (sc *sconn) serve() {
 	s := sc.s
 	defer s.wg.Done()
-	batch := 0   // requests handled since the last flush
-	answers := 0 // responses among them
+	batch := 0       // requests handled since the last flush
+	answers := 0     // responses among them
+	var queued int64 // their bytes
 	for {
 		// No context: whatever ends the connection (Server.Close,
 		// ServeConn's ctx, a failed reply) closes sc.c, which wakes the
@@ -449,22 +456,27 @@ func (sc *sconn) serve() {
 			break
 		}
 		if resp := s.handle(sc, b); resp != nil {
-			if err := sc.w.Enqueue(marshalResponse(resp)); err != nil {
+			frame := marshalResponse(resp)
+			if err := sc.w.Enqueue(frame); err != nil {
 				break
 			}
 			answers++
+			queued += int64(len(frame))
 		}
 		batch++
 		// Requests already read are answered first, all in one write. A
 		// lone request is answered at once; after a batch, a poll tells
 		// whether the client sent more meanwhile, to share the write too.
-		if sc.c.Buffered() || (batch > 1 && sc.c.Ready()) {
+		// The answers held for one write are bounded (a client that sends
+		// and never reads is then stopped by the write, not let to fill
+		// the server's memory).
+		if queued < maxBatchBytes && answers < maxBatchAnswers && (sc.c.Buffered() || (batch > 1 && sc.c.Ready())) {
 			continue
 		}
 		if answers > 1 && s.wantProcs != nil {
 			s.wantProcs()
 		}
-		batch, answers = 0, 0
+		batch, answers, queued = 0, 0, 0
 		if err := sc.w.Flush(); err != nil {
 			break
 		}
