@@ -269,3 +269,42 @@ func TestAcceptCloseWithPending(t *testing.T) {
 		}
 	}
 }
+
+// A peer that drops the handshake is reported by Accept with the package
+// prefix and the peer's address, as an authentication failure that says
+// what the peer did, never as a bare "broken pipe" or "EOF".
+func TestAcceptErrorNamesPeer(t *testing.T) {
+	mptest.CheckFDs(t)
+	l := mustListen(t, "tcp", "127.0.0.1:0", Authkey([]byte("k")))
+	_, errs, stop := acceptAll(l)
+	defer stop()
+	drops := []func(c net.Conn){
+		func(c net.Conn) {},                                                  // hangs up at once
+		func(c net.Conn) { c.Read(make([]byte, 64)) },                        // reads the challenge, hangs up
+		func(c net.Conn) { c.Read(make([]byte, 64)); c.Write([]byte{0, 0}) }, // half a header
+		func(c net.Conn) {
+			c.Read(make([]byte, 64))
+			c.(*net.TCPConn).SetLinger(0) // hangs up with a reset
+		},
+	}
+	ctx := ctxTimeout(t)
+	for i, drop := range drops {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		drop(c)
+		c.Close()
+		select {
+		case err := <-errs:
+			var he *HandshakeError
+			want := "ipc: handshake with " + c.LocalAddr().String() + ": "
+			if !errors.As(err, &he) || !strings.HasPrefix(err.Error(), want) || !errors.Is(err, ErrAuthentication) {
+				t.Errorf("drop %d: Accept error %q, want a *HandshakeError starting %q wrapping ErrAuthentication", i, err, want)
+			}
+			t.Logf("drop %d: %v", i, err)
+		case <-ctx.Done():
+			t.Fatalf("drop %d: Accept reported nothing", i)
+		}
+	}
+}

@@ -5,12 +5,14 @@ package ipc
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -261,6 +263,10 @@ func connect(ctx context.Context, nc net.Conn, o listenOptions, server bool, pee
 	switch {
 	case ctx.Err() == nil && hctx.Err() != nil:
 		err = fmt.Errorf("ipc: authkey handshake timed out: %w", hctx.Err())
+	case errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET):
+		// A send to a peer that left: what the peer did, not a bare
+		// "broken pipe".
+		err = fmt.Errorf("%w: the peer hung up (%w)", ErrAuthentication, err)
 	default:
 		if e, ok := t.(*tlsEnd); ok && e.readErr() != nil {
 			// The TLS peer ended the session (e.g. it refused this
