@@ -41,8 +41,9 @@ type Option func(*options)
 type options struct {
 	maxFrame int64
 	codec    Codec
-	socket   bool // Pipe: use a socketpair even where pipes are faster
-	netpoll  bool // wait only in the runtime's netpoller (WaitInNetpoller)
+	socket   bool  // Pipe: use a socketpair even where pipes are faster
+	netpoll  bool  // wait only in the runtime's netpoller (WaitInNetpoller)
+	shm      int64 // SharedMemory's threshold; 0: every frame inline
 }
 
 func defaultOptions() options {
@@ -150,6 +151,9 @@ type Conn struct {
 	wbuf  []byte
 	werr  error
 	grown bool
+
+	shmOnce sync.Once
+	shm     *shmState // SharedMemory's segments, made on first use
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -297,6 +301,10 @@ func (c *Conn) Close() error {
 			unix.Close(int(k - 1))
 		}
 		c.wmu.Unlock()
+		c.shmOnce.Do(func() {}) // no state after this
+		if c.shm != nil {
+			c.shm.close()
+		}
 	})
 	return c.closeErr
 }
@@ -330,6 +338,9 @@ func (c *Conn) checkSend(sizes ...int) error {
 func (c *Conn) SendBytes(ctx context.Context, b []byte) error {
 	if err := c.checkSend(len(b)); err != nil {
 		return err
+	}
+	if c.useShm(len(b)) {
+		return c.sendShm(ctx, b)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -586,8 +597,13 @@ func (c *Conn) RecvBytesInto(ctx context.Context, buf []byte) (int, error) {
 }
 
 // Recv receives one frame and decodes it into v (a pointer) with the
-// Conn's codec.
+// Conn's codec. A shared-memory frame (SharedMemory) is decoded straight
+// from its mapping when the codec is DefaultCodec and v is not a slice of
+// bytes; otherwise the codec gets a copy.
 func (c *Conn) Recv(ctx context.Context, v any) error {
+	if c.opts.shm > 0 {
+		return c.recvShmAware(ctx, v)
+	}
 	b, err := c.RecvBytes(ctx)
 	if err != nil {
 		return err
@@ -786,6 +802,29 @@ func (c *Conn) recvFrame(ctx context.Context, into []byte, max int64) ([]byte, i
 }
 
 func (c *Conn) recvFrameRaw(ctx context.Context, into []byte, max int64) ([]byte, int64, error) {
+	msg, sf, start, err := c.recvAny(ctx, into, max)
+	if err != nil || sf.f == nil {
+		return msg, start, err
+	}
+	msg, err = c.copyShm(sf, into)
+	return msg, start, err
+}
+
+// longHeader reports whether the length word h announces an 8-byte length
+// after it: -1 (CPython's large frame) or, with SharedMemory, -2.
+func (c *Conn) longHeader(h uint32) bool {
+	return h == 0xFFFFFFFF || (h == shmHeader && c.opts.shm > 0)
+}
+
+// recvAny is recvFrameRaw, except that a shared-memory frame comes back as
+// sf (sf.f non-nil, the caller must close it) and not as bytes.
+func (c *Conn) recvAny(ctx context.Context, into []byte, max int64) ([]byte, shmFrame, int64, error) {
+	var sf shmFrame
+	msg, start, err := c.recvRaw(ctx, into, max, &sf)
+	return msg, sf, start, err
+}
+
+func (c *Conn) recvRaw(ctx context.Context, into []byte, max int64, sf *shmFrame) ([]byte, int64, error) {
 	if c.rerr != nil {
 		return nil, 0, c.rerr
 	}
@@ -812,11 +851,11 @@ func (c *Conn) recvFrameRaw(ctx context.Context, into []byte, max int64) ([]byte
 			}
 			return nil, 0, err
 		}
-		if c.buffered() >= 4 && int32(binary.BigEndian.Uint32(c.rbuf[c.rpos:])) == -1 {
+		if c.buffered() >= 4 && c.longHeader(binary.BigEndian.Uint32(c.rbuf[c.rpos:])) {
 			need = 12
 		}
 	}
-	if int32(binary.BigEndian.Uint32(c.rbuf[c.rpos:])) == -1 && c.buffered() < 12 {
+	if c.longHeader(binary.BigEndian.Uint32(c.rbuf[c.rpos:])) && c.buffered() < 12 {
 		need = 12
 		for c.buffered() < need {
 			if _, err := c.fill(ctx, false); err != nil {
@@ -839,6 +878,8 @@ func (c *Conn) recvFrameRaw(ctx context.Context, into []byte, max int64) ([]byte
 		}
 		n = int64(u)
 		hlen = 12
+	} else if n == -2 && c.opts.shm > 0 {
+		return nil, start, c.recvShmFrame(start, binary.BigEndian.Uint64(c.rbuf[c.rpos+4:]), max, sf)
 	} else if n < 0 {
 		c.rerr = ErrBadFrame
 		return nil, 0, c.rerr

@@ -47,6 +47,19 @@
 // *os.File at once; files that are never collected are closed, so none
 // leaks.
 //
+// # Large values through shared memory
+//
+// Between two Go ends, [SharedMemory] (set on both) sends payloads larger
+// than a threshold (256 KiB by default, [DefaultSharedMemoryThreshold])
+// through shared memory: the payload is copied once into a memfd segment
+// the sender keeps for reuse, the segment's descriptor travels with a
+// 12-byte frame, and the receiver copies ([Conn.RecvBytes],
+// [Conn.RecvBytesInto]) or decodes ([Conn.Recv]) straight from its
+// mapping, or takes the mapping itself ([Conn.RecvShared], which says who
+// owns it and until when). It needs a unix socket and is a multiproc
+// extension: never give such a Conn to a CPython peer. Nothing outlives
+// the processes that hold a segment, whoever is killed when.
+//
 // [Wait] blocks until one of several Conns (or anything with a WaitFD
 // method, such as the process package's sentinels) is ready, like
 // multiprocessing.connection.wait.

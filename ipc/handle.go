@@ -18,6 +18,7 @@ const (
 	hSocket
 	hSame
 	hPipeW
+	hShm // SharedMemory is on: 8 more bytes hold its threshold
 )
 
 // MultiprocHandle describes the Conn so that another process can rebuild
@@ -77,7 +78,13 @@ func (c *Conn) MultiprocHandle() (files []*os.File, desc []byte, err error) {
 		}
 		files = append(files, f)
 	}
+	if c.opts.shm > 0 {
+		flags |= hShm
+	}
 	desc = binary.BigEndian.AppendUint64([]byte{1, flags}, uint64(c.opts.maxFrame))
+	if c.opts.shm > 0 {
+		desc = binary.BigEndian.AppendUint64(desc, uint64(c.opts.shm))
+	}
 	return files, desc, nil
 }
 
@@ -121,12 +128,24 @@ func ConnFromHandle(files []*os.File, desc []byte, opts ...Option) (*Conn, error
 			}
 		}
 	}
-	if len(desc) != 10 || desc[0] != 1 {
+	wantLen := 10
+	if len(desc) >= 2 && desc[1]&hShm != 0 {
+		wantLen = 18
+	}
+	if len(desc) != wantLen || desc[0] != 1 {
 		closeAll()
 		return nil, fmt.Errorf("ipc: bad connection handle descriptor (%d bytes)", len(desc))
 	}
 	flags := desc[1]
 	maxFrame := int64(binary.BigEndian.Uint64(desc[2:]))
+	var shmThreshold int64
+	if flags&hShm != 0 {
+		shmThreshold = int64(binary.BigEndian.Uint64(desc[10:]))
+		if shmThreshold <= 0 {
+			closeAll()
+			return nil, fmt.Errorf("ipc: bad connection handle descriptor (shared-memory threshold %d)", shmThreshold)
+		}
+	}
 	want := 0
 	if flags&hSame != 0 {
 		want = 1
@@ -167,7 +186,11 @@ func ConnFromHandle(files []*os.File, desc []byte, opts ...Option) (*Conn, error
 	default:
 		w = ts[0]
 	}
-	opts = append([]Option{MaxFrameSize(maxFrame)}, opts...)
+	base := []Option{MaxFrameSize(maxFrame)}
+	if shmThreshold > 0 {
+		base = append(base, SharedMemory(shmThreshold))
+	}
+	opts = append(base, opts...)
 	return newConn(r, w, flags&hSocket != 0, flags&hPipeW != 0, opts)
 }
 

@@ -14,7 +14,8 @@ import (
 // A duplex pair can send and receive at both ends. It is made of two pipes,
 // which carry small messages faster than a socketpair; a pipe is grown to
 // 1 MiB (F_SETPIPE_SZ) the first time a large frame goes through it. Pass
-// Socketpair() for a unix socketpair instead, which SendFiles needs.
+// Socketpair() for a unix socketpair instead, which SendFiles needs (and
+// which SharedMemory implies).
 //
 // A simplex pair (duplex false) returns (reader, writer): the reader only
 // receives (sending on it is ErrReadOnly) and the writer only sends.
@@ -23,7 +24,7 @@ func Pipe(duplex bool, opts ...Option) (*Conn, *Conn, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	if o.socket {
+	if o.socket || o.shm > 0 {
 		a, b, err := socketpair()
 		if err != nil {
 			return nil, nil, err

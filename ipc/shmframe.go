@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package ipc
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/multiproc/internal/base/valenc"
+)
+
+// Large frames through shared memory (PROTOCOL.md, "Shared-memory
+// frames"). Between two Go ends that both enabled SharedMemory, a payload
+// larger than the threshold is copied once into a segment (a sealed
+// anonymous memfd, see shmseg.go) and the segment's descriptor is passed
+// with a 12-byte header (FF FF FF FE + the 8-byte length) over the unix
+// socket; the receiver copies or decodes from its mapping of the segment
+// and marks the segment free for the sender to reuse. A memfd lives only
+// as long as some process holds it (a descriptor, a mapping, or a socket
+// with it in flight): a SIGKILL at any point frees it with its last
+// holder.
+
+// DefaultSharedMemoryThreshold is the threshold SharedMemory(0) uses: a
+// payload larger than this goes through shared memory. Measured on the
+// development machine (2 cores, heavily loaded; docs/performance.md, "Big
+// data"): at 64 KiB the socket is faster, from 256 KiB on shared memory is
+// (about 1.5-2x at 1-4 MiB).
+const DefaultSharedMemoryThreshold = 256 << 10
+
+// shmHeader is the length word that announces a shared-memory frame. Any
+// negative length other than -1 is an error for CPython-compatible
+// readers (ErrBadFrame), so a peer that did not enable SharedMemory
+// refuses such a frame instead of misreading it.
+const shmHeader = 0xFFFFFFFE
+
+// SharedMemory makes the Conn send payloads larger than threshold bytes
+// (DefaultSharedMemoryThreshold when threshold <= 0) through an anonymous
+// memfd passed with a small frame, and accept such frames. It is a
+// multiproc extension: both ends must be Go Conns with SharedMemory set,
+// and a CPython peer must never be given a Conn with it (it reads such a
+// frame as empty). It takes effect on unix sockets only (a Pipe made with
+// Socketpair, a unix Listener or Dial); on pipes and TCP every frame is
+// sent inline. A Conn handed to another process (MultiprocHandle) keeps
+// the setting.
+//
+// What the receiver gets does not change: RecvBytes and RecvBytesInto copy
+// the payload once out of the mapping, Recv decodes from the mapping
+// (DefaultCodec; other codecs get a copy), and RecvShared returns the
+// mapping itself.
+func SharedMemory(threshold int64) Option {
+	return func(o *options) {
+		if threshold <= 0 {
+			threshold = DefaultSharedMemoryThreshold
+		}
+		o.shm = threshold
+	}
+}
+
+// SharedMemoryThreshold returns the Conn's shared-memory threshold, 0 when
+// SharedMemory is not set.
+func (c *Conn) SharedMemoryThreshold() int64 { return c.opts.shm }
+
+// useShm reports whether a payload of n bytes goes through a memfd.
+func (c *Conn) useShm(n int) bool {
+	return c.opts.shm > 0 && int64(n) > c.opts.shm && c.wsocket
+}
+
+// sendShm copies b into a segment and sends the segment with a
+// shared-memory frame header.
+func (c *Conn) sendShm(ctx context.Context, b []byte) error {
+	seg, err := c.acquireSegment(ctx, segHeader+len(b))
+	if err != nil {
+		return err
+	}
+	copy(seg.mem[segHeader:], b)
+	var hdr [12]byte
+	h := appendShmHeader(hdr[:0], len(b))
+	oob := unix.UnixRights(seg.fd)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil {
+		err = c.write(ctx, oob, h)
+	} else {
+		err = c.werr
+	}
+	if err != nil {
+		atomic.StoreUint32(seg.busy(), 0) // never sent: free again
+	}
+	return err
+}
+
+func appendShmHeader(b []byte, n int) []byte {
+	b = binary.BigEndian.AppendUint32(b, shmHeader)
+	return binary.BigEndian.AppendUint64(b, uint64(n))
+}
+
+// A shmFrame is a received shared-memory frame: its memfd and size.
+type shmFrame struct {
+	f *os.File
+	n int64
+}
+
+// open maps sf's segment (or finds its mapping), closes sf.f, and returns
+// the mapping (one reference for the caller) and the payload in it.
+func (c *Conn) openShm(sf shmFrame) (*mapping, []byte, error) {
+	defer sf.f.Close()
+	m, err := c.shmState().mapFrame(sf.f, sf.n)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, m.mem[segHeader : segHeader+sf.n : segHeader+sf.n], nil
+}
+
+// done marks the segment of a consumed payload free for its sender and
+// drops the caller's reference.
+func (m *mapping) done() {
+	atomic.StoreUint32(m.busy(), 0)
+	m.unref()
+}
+
+// copyShm copies a shared-memory frame's payload into into (when it has
+// room) or a new slice, and frees the segment.
+func (c *Conn) copyShm(sf shmFrame, into []byte) ([]byte, error) {
+	m, p, err := c.openShm(sf)
+	if err != nil {
+		return nil, err
+	}
+	defer m.done()
+	var buf []byte
+	if cap(into) >= len(p) {
+		buf = into[:len(p)]
+	} else {
+		buf = make([]byte, len(p))
+	}
+	copy(buf, p)
+	return buf, nil
+}
+
+// recvShmFrame consumes the header of a shared-memory frame of n bytes
+// that started at stream offset start and collects its memfd into sf.
+// Called with rmu held.
+func (c *Conn) recvShmFrame(start int64, n uint64, max int64, sf *shmFrame) error {
+	if n > uint64(max) {
+		c.rerr = &FrameTooLargeError{Size: int64(min(n, 1<<62)), Max: max}
+		return c.rerr
+	}
+	c.rpos += 12
+	files := c.takeFiles(start)
+	if len(files) != 1 {
+		closeFiles(files)
+		c.rerr = fmt.Errorf("%w: shared-memory frame with %d files, want 1", ErrBadFrame, len(files))
+		return c.rerr
+	}
+	sf.f, sf.n = files[0], int64(n)
+	return nil
+}
+
+// recvShmAware is Recv on a Conn with SharedMemory.
+func (c *Conn) recvShmAware(ctx context.Context, v any) error {
+	msg, sf, err := c.recvMaybeShm(ctx)
+	if err != nil {
+		return err
+	}
+	if sf.f == nil {
+		return c.opts.codec.Unmarshal(msg, v)
+	}
+	if _, isDefault := c.opts.codec.(defaultCodec); !isDefault || decodesToBytes(v) {
+		b, err := c.copyShm(sf, nil)
+		if err != nil {
+			return err
+		}
+		return c.opts.codec.Unmarshal(b, v)
+	}
+	m, p, err := c.openShm(sf)
+	if err != nil {
+		return err
+	}
+	defer m.done()
+	// DefaultCodec keeps no reference to data for anything but bytes:
+	// protobuf and gob copy what they decode.
+	return c.opts.codec.Unmarshal(p, v)
+}
+
+// recvMaybeShm receives one frame, leaving a shared-memory frame mapped
+// by nobody yet (sf.f non-nil: the caller must open or close it).
+func (c *Conn) recvMaybeShm(ctx context.Context) ([]byte, shmFrame, error) {
+	if err := c.checkRecv(); err != nil {
+		return nil, shmFrame{}, err
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	msg, sf, start, err := c.recvAny(ctx, nil, c.opts.maxFrame)
+	if err == nil {
+		closeFiles(c.takeFiles(start))
+	}
+	return msg, sf, err
+}
+
+// RecvShared receives one frame like RecvBytes, but the payload of a
+// shared-memory frame (SharedMemory) comes back in place, in the mapping
+// of its segment, with no copy. The caller owns data until it calls
+// release: the sender does not reuse the segment before that, and data
+// stays valid after the Conn is closed. data must not be written to, nor
+// used after release. release may be called more than once (only the
+// first call acts); a caller that never calls it keeps the segment's
+// memory until the process exits. For an ordinary frame data is a slice of
+// its own and release does nothing.
+func (c *Conn) RecvShared(ctx context.Context) (data []byte, release func(), err error) {
+	msg, sf, err := c.recvMaybeShm(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sf.f == nil {
+		return msg, func() {}, nil
+	}
+	m, p, err := c.openShm(sf)
+	if err != nil {
+		return nil, nil, err
+	}
+	var once sync.Once
+	return p, func() { once.Do(m.done) }, nil
+}
+
+// decodesToBytes reports whether DefaultCodec would hand v the frame's
+// bytes themselves (a *[]byte or a pointer to a named slice of bytes).
+func decodesToBytes(v any) bool {
+	if _, ok := v.(*[]byte); ok {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && !rv.IsNil() && valenc.ClassOf(rv.Type().Elem()) == valenc.Bytes
+}

@@ -1,0 +1,589 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package ipc
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/multiproc/internal/mptest"
+)
+
+// pattern returns n bytes that differ from one offset to the next and from
+// one seed to the next.
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7) ^ byte(i>>8) ^ seed
+	}
+	return b
+}
+
+// frameMappings counts this process's mappings of shared-memory frames.
+func frameMappings(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "multiproc-ipc-frame")
+}
+
+func shmPipe(t *testing.T, threshold int64, opts ...Option) (*Conn, *Conn) {
+	t.Helper()
+	a, b, err := Pipe(true, append([]Option{SharedMemory(threshold)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// TestSharedMemoryEdges sends payloads around the threshold from a Conn
+// with SharedMemory to one without: a payload of exactly the threshold is
+// an ordinary frame, one byte more is a shared-memory frame, which a Conn
+// without the option refuses as a bad frame (as CPython would misread it).
+func TestSharedMemoryEdges(t *testing.T) {
+	mptest.CheckFDs(t)
+	const th = 4096
+	tests := []struct {
+		name    string
+		size    int
+		wantShm bool
+	}{
+		{"empty", 0, false},
+		{"one", 1, false},
+		{"below", th - 1, false},
+		{"at", th, false},
+		{"over", th + 1, true},
+		{"large", 3*th + 7, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b, err := Pipe(true, Socketpair())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			// Only the sender has the option: what arrives shows the path.
+			s, err := ConnFromHandleOf(t, a, SharedMemory(th))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx := ctxTimeout(t)
+			want := pattern(tt.size, 1)
+			if err := s.SendBytes(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			got, err := b.RecvBytes(ctx)
+			if tt.wantShm {
+				if !errors.Is(err, ErrBadFrame) {
+					t.Fatalf("a shared-memory frame to a Conn without SharedMemory: got %v, want ErrBadFrame", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("payload of %d bytes changed", tt.size)
+			}
+		})
+	}
+}
+
+// ConnFromHandleOf rebuilds c's far end in this process with extra
+// options (the way a child would), and closes c.
+func ConnFromHandleOf(t *testing.T, c *Conn, opts ...Option) (*Conn, error) {
+	t.Helper()
+	files, desc, err := c.MultiprocHandle()
+	c.Close()
+	if err != nil {
+		return nil, err
+	}
+	return ConnFromHandle(files, desc, opts...)
+}
+
+// TestSharedMemoryRoundTrip: bytes in = bytes out on every receive path,
+// at and around the threshold, and nothing stays mapped or open.
+func TestSharedMemoryRoundTrip(t *testing.T) {
+	mptest.CheckFDs(t)
+	const th = 4096
+	a, b := shmPipe(t, th)
+	ctx := ctxTimeout(t)
+	for _, n := range []int{0, 1, th - 1, th, th + 1, 1 << 20, 5<<20 + 3} {
+		want := pattern(n, byte(n))
+		// RecvBytes
+		if err := a.SendBytes(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.RecvBytes(ctx)
+		if err != nil {
+			t.Fatalf("%d bytes: RecvBytes: %v", n, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: RecvBytes changed the payload", n)
+		}
+		// RecvBytesInto, exact and too short
+		if err := a.SendBytes(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, n+5)
+		k, err := b.RecvBytesInto(ctx, buf)
+		if err != nil || !bytes.Equal(buf[:k], want) {
+			t.Fatalf("%d bytes: RecvBytesInto: %d, %v", n, k, err)
+		}
+		if n > 0 {
+			if err := a.SendBytes(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			_, err = b.RecvBytesInto(ctx, make([]byte, n-1))
+			var bt *BufferTooShortError
+			if !errors.As(err, &bt) || !bytes.Equal(bt.Msg, want) {
+				t.Fatalf("%d bytes into %d: got %v, want a BufferTooShortError with the message", n, n-1, err)
+			}
+		}
+		// Recv into *[]byte (the bytes are copied out of the mapping)
+		if err := a.Send(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		var gotB []byte
+		if err := b.Recv(ctx, &gotB); err != nil || !bytes.Equal(gotB, want) {
+			t.Fatalf("%d bytes: Recv: %v", n, err)
+		}
+		// RecvShared
+		if err := b.SendBytes(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		m, release, err := a.RecvShared(ctx)
+		if err != nil || !bytes.Equal(m, want) {
+			t.Fatalf("%d bytes: RecvShared: %v", n, err)
+		}
+		release()
+		release()
+	}
+	// The segments stay mapped for reuse (at most sendSegs + recvMaps per
+	// Conn) until Close; a RecvShared slice outlives Close until released.
+	if k := frameMappings(t); k == 0 || k > 2*(sendSegs+recvMaps) {
+		t.Fatalf("%d segments mapped, want 1 to %d", k, 2*(sendSegs+recvMaps))
+	}
+	want := pattern(2*th, 42)
+	if err := a.SendBytes(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	m, release, err := b.RecvShared(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b.Close()
+	if !bytes.Equal(m, want) {
+		t.Fatal("a RecvShared slice changed when the Conns were closed")
+	}
+	if k := frameMappings(t); k != 1 {
+		t.Fatalf("after Close with one RecvShared slice held: %d segments mapped, want 1", k)
+	}
+	release()
+	if k := frameMappings(t); k != 0 {
+		t.Fatalf("after Close and release: %d segments still mapped", k)
+	}
+}
+
+// TestSharedMemoryReuse: a sender reuses a segment once the receiver has
+// consumed its payload, and a receiver holding a RecvShared slice keeps
+// its segment from being overwritten.
+func TestSharedMemoryReuse(t *testing.T) {
+	mptest.CheckFDs(t)
+	const th = 4096
+	a, b := shmPipe(t, th)
+	ctx := ctxTimeout(t)
+	first := pattern(3*th, 1)
+	if err := a.SendBytes(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	held, release, err := b.RecvShared(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		want := pattern(3*th, byte(i+2))
+		if err := a.SendBytes(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.RecvBytes(ctx)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	if !bytes.Equal(held, first) {
+		t.Fatal("a segment held by RecvShared was reused")
+	}
+	release()
+	// One segment held, one reused 20 times: two senders' segments, and
+	// the receiver's mappings of the same two.
+	if k := frameMappings(t); k != 4 {
+		t.Fatalf("%d segments mapped, want 4 (2 sending, 2 received)", k)
+	}
+}
+
+type bigRecord struct {
+	Name    string
+	Ints    []int64
+	Floats  []float64
+	Chunks  [][]byte
+	ByKey   map[string][]uint16
+	Nothing []string
+}
+
+// TestSharedMemoryStruct: a struct of slices larger than the threshold is
+// decoded from the mapping (gob) and equals what was sent.
+func TestSharedMemoryStruct(t *testing.T) {
+	mptest.CheckFDs(t)
+	a, b := shmPipe(t, 64<<10)
+	ctx := ctxTimeout(t)
+	want := bigRecord{Name: "big", ByKey: map[string][]uint16{"a": {1, 2, 3}, "b": nil}}
+	for i := range 50_000 {
+		want.Ints = append(want.Ints, int64(i)*-3)
+		want.Floats = append(want.Floats, float64(i)/7)
+	}
+	for i := range 20 {
+		want.Chunks = append(want.Chunks, pattern(10_000+i, byte(i)))
+	}
+	if err := a.Send(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	var got bigRecord
+	if err := b.Recv(ctx, &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	a.Close()
+	b.Close()
+	if k := frameMappings(t); k != 0 {
+		t.Fatalf("%d segments still mapped after Close", k)
+	}
+}
+
+// TestSharedMemoryHandle: the setting travels with a handed-over Conn, and
+// a child echoes large frames through shared memory both ways.
+func TestSharedMemoryChildEcho(t *testing.T) {
+	mptest.CheckFDs(t)
+	mptest.CheckChildren(t)
+	a, b, err := Pipe(true, SharedMemory(8192))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	cmd := startChild(t, "echo", nil, b)
+	ctx := ctxTimeout(t)
+	for _, n := range []int{8192, 8193, 4 << 20} {
+		want := pattern(n, 9)
+		if err := a.SendBytes(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.RecvBytes(ctx)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: echo: %v", n, err)
+		}
+	}
+	a.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var _ = mptest.RegisterHelper("shm-flood", func() {
+	// Sends large shared-memory frames until killed.
+	conns, args := childConns()
+	n, _ := strconv.Atoi(args[0])
+	b := pattern(n, 3)
+	for {
+		if err := conns[0].SendBytes(context.Background(), b); err != nil {
+			fail(err)
+		}
+	}
+})
+
+var _ = mptest.RegisterHelper("stall", func() {
+	// Holds its Conn and reads nothing until killed.
+	childConns()
+	io.Copy(io.Discard, os.Stdin)
+	time.Sleep(time.Hour)
+})
+
+// TestSharedMemoryKilledSender: a child SIGKILLed while it sends large
+// shared-memory frames leaves this process with whole frames, then the
+// end of the stream, and no descriptor or mapping of its memfds.
+func TestSharedMemoryKilledSender(t *testing.T) {
+	mptest.CheckFDs(t)
+	mptest.CheckChildren(t)
+	mptest.CheckShm(t)
+	const n = 8 << 20
+	a, b, err := Pipe(true, SharedMemory(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	cmd := startChild(t, "shm-flood", []string{strconv.Itoa(n)}, b)
+	ctx := ctxTimeout(t)
+	want := pattern(n, 3)
+	for i := range 3 {
+		got, err := a.RecvBytes(ctx)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	for {
+		got, err := a.RecvBytes(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after the kill: %v", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatal("a frame received after the kill changed")
+		}
+	}
+	a.Close()
+	if k := frameMappings(t); k != 0 {
+		t.Fatalf("%d segments still mapped after Close", k)
+	}
+}
+
+// TestSharedMemoryKilledReceiver: a sender waiting for a segment that a
+// child holds (it received nothing) returns an error when the child is
+// SIGKILLed, instead of waiting for ever; frames in flight to it hold no
+// descriptor here.
+func TestSharedMemoryKilledReceiver(t *testing.T) {
+	mptest.CheckFDs(t)
+	mptest.CheckChildren(t)
+	mptest.CheckShm(t)
+	a, b, err := Pipe(true, SharedMemory(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	cmd := startChild(t, "stall", nil, b)
+	ctx := ctxTimeout(t)
+	big := pattern(DefaultSharedMemoryThreshold+1, 5)
+	for range sendSegs {
+		if err := a.SendBytes(ctx, big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- a.SendBytes(ctx, big) }()
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if err := <-sent; err == nil || ctx.Err() != nil {
+		t.Fatalf("a send waiting for a dead receiver's segment: got %v, want an error before the deadline", err)
+	}
+}
+
+// TestSharedMemoryWaitForSegment: with every segment held by the
+// receiver, a send waits until its context ends, and goes through once
+// the receiver consumed a payload.
+func TestSharedMemoryWaitForSegment(t *testing.T) {
+	mptest.CheckFDs(t)
+	a, b := shmPipe(t, 4096)
+	ctx := ctxTimeout(t)
+	msg := pattern(8192, 7)
+	for range sendSegs {
+		if err := a.SendBytes(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := a.SendBytes(short, msg); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("send with every segment held: got %v, want DeadlineExceeded", err)
+	}
+	if got, err := b.RecvBytes(ctx); err != nil || !bytes.Equal(got, msg) {
+		t.Fatal(err)
+	}
+	if err := a.SendBytes(ctx, msg); err != nil {
+		t.Fatalf("send after the receiver freed a segment: %v", err)
+	}
+	for range sendSegs {
+		if got, err := b.RecvBytes(ctx); err != nil || !bytes.Equal(got, msg) {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSharedMemoryBadFrames: a shared-memory header without exactly one
+// sealed memfd of the announced size is refused (ErrBadFrame), and every
+// descriptor that came with it is closed.
+func TestSharedMemoryBadFrames(t *testing.T) {
+	mptest.CheckFDs(t)
+	unsealed := func(n int) []int {
+		fd, err := unix.MemfdCreate("multiproc-ipc-frame", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Ftruncate(fd, int64(n))
+		return []int{fd}
+	}
+	segment := func(size int) []int {
+		s, err := newSegment(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, _ := unix.Dup(s.fd)
+		s.close()
+		return []int{fd}
+	}
+	notSegment := func(n int) []int {
+		fd := unsealed(n)[0]
+		unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, shmSeals)
+		return []int{fd}
+	}
+	tests := []struct {
+		name string
+		size int
+		fds  func() []int
+	}{
+		{"no memfd", 100, func() []int { return nil }},
+		{"two memfds", 100, func() []int { return append(segment(4096), segment(4096)...) }},
+		{"unsealed", 100, func() []int { return unsealed(4096) }},
+		{"not a segment", 100, func() []int { return notSegment(4096) }},
+		{"too short", 4096 - segHeader + 1, func() []int { return segment(4096) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := shmPipe(t, 64)
+			fds := tt.fds()
+			var oob []byte
+			if len(fds) > 0 {
+				oob = unix.UnixRights(fds...)
+			}
+			a.wmu.Lock()
+			err := a.write(ctxTimeout(t), oob, appendShmHeader(nil, tt.size))
+			a.wmu.Unlock()
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.RecvBytes(ctxTimeout(t)); !errors.Is(err, ErrBadFrame) {
+				t.Fatalf("got %v, want ErrBadFrame", err)
+			}
+		})
+	}
+}
+
+// BenchmarkSharedMemory measures one-way throughput to a child that
+// receives into its own buffer (RecvBytesInto), by payload size, inline
+// over a socketpair and through shared-memory frames: where the two cross
+// is DefaultSharedMemoryThreshold (docs/performance.md, "Big data").
+func BenchmarkSharedMemory(b *testing.B) {
+	for _, size := range []int{64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20} {
+		for _, mode := range []string{"inline", "shm"} {
+			opts := []Option{Socketpair()}
+			if mode == "shm" {
+				opts = append(opts, SharedMemory(1))
+			}
+			b.Run(mode+"/"+strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+				ctx := context.Background()
+				data, sinkData := mustPipe(b, true, opts...)
+				cmd := startChild(b, "sink", nil, sinkData, sinkData)
+				defer waitChild(b, cmd)
+				defer data.Close()
+				msg := pattern(size, 1)
+				ack := func() int {
+					if err := data.SendBytes(ctx, nil); err != nil {
+						b.Fatal(err)
+					}
+					m, err := data.RecvBytes(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					n, _ := strconv.Atoi(string(m))
+					return n
+				}
+				data.SendBytes(ctx, msg)
+				base := ack()
+				b.SetBytes(int64(size))
+				for b.Loop() {
+					if err := data.SendBytes(ctx, msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if got := ack() - base; got != b.N*size {
+					b.Fatalf("sink read %d bytes, want %d", got, b.N*size)
+				}
+				b.ReportMetric(float64(b.N)*float64(size)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+// FuzzSharedMemoryFrames: a Conn with SharedMemory reading random bytes
+// (no descriptors) never panics, refuses every shared-memory header (none
+// brings its memfd) with ErrBadFrame, and reads ordinary frames as a Conn
+// without the option does.
+func FuzzSharedMemoryFrames(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 4, 'p', 'i', 'n', 'g'})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 2})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 2})
+	f.Add([]byte{0, 0, 0, 1, 'x', 0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx := context.Background()
+		a, b, err := Pipe(true, SharedMemory(16), MaxFrameSize(fuzzMax))
+		if err != nil {
+			t.Skip(err)
+		}
+		defer a.Close()
+		defer b.Close()
+		go func() {
+			a.wmu.Lock()
+			a.write(ctx, nil, data)
+			a.wmu.Unlock()
+			a.Close()
+		}()
+		sawShm := false
+		for rest := data; len(rest) >= 4; {
+			n := int64(int32(binary.BigEndian.Uint32(rest)))
+			if n == -2 {
+				sawShm = true
+				break
+			}
+			if n < 0 || n > fuzzMax || int64(len(rest)-4) < n {
+				break
+			}
+			rest = rest[4+n:]
+		}
+		var rerr error
+		for {
+			if _, err := b.RecvBytes(ctx); err != nil {
+				rerr = err
+				break
+			}
+		}
+		if sawShm && !errors.Is(rerr, ErrBadFrame) && !errors.Is(rerr, ErrTruncated) {
+			var tl *FrameTooLargeError
+			if !errors.As(rerr, &tl) {
+				t.Fatalf("a shared-memory header without its memfd: got %v", rerr)
+			}
+		}
+	})
+}
