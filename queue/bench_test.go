@@ -114,7 +114,8 @@ func tputRound(b *testing.B, q any, n int) time.Duration {
 }
 
 // BenchmarkKit holds the baseline kit's queue keys: one producer process
-// and one consumer process moving 200k small ints (items/s).
+// and one consumer process moving 200k small ints (items/s); 1 MiB
+// []byte items (queue.tput.big, GB/s); and the memcpy floor (GB/s).
 func BenchmarkKit(b *testing.B) {
 	const n = 200_000
 	for _, tt := range []struct {
@@ -143,4 +144,116 @@ func BenchmarkKit(b *testing.B) {
 			b.ReportMetric(float64(n*rounds)/total.Seconds(), "items/s")
 		})
 	}
+	b.Run("queue.tput.big", benchBig)
+	b.Run("memcpy", benchMemcpy)
 }
+
+// bigItem is the size of queue.tput.big's items, and bigItems how many
+// one round moves (256 MiB).
+const (
+	bigItem  = 1 << 20
+	bigItems = 256
+)
+
+var (
+	fnBenchProduceBig = process.Register("queue.bench.produce.big", func(ctx context.Context, q *Queue[[]byte], n int, bar *syncprim.Barrier) error {
+		defer q.Close()
+		defer bar.Close()
+		if _, err := bar.Wait(ctx); err != nil {
+			return err
+		}
+		item := make([]byte, bigItem)
+		for i := range item {
+			item[i] = byte(i)
+		}
+		for i := range n {
+			item[0] = byte(i)
+			if err := q.Put(ctx, item); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	fnBenchConsumeBig = process.Register("queue.bench.consume.big", func(ctx context.Context, q *Queue[[]byte], n int, bar *syncprim.Barrier, done *syncprim.Event) error {
+		defer q.Close()
+		defer bar.Close()
+		defer done.Close()
+		if _, err := bar.Wait(ctx); err != nil {
+			return err
+		}
+		for i := range n {
+			v, err := q.Get(ctx)
+			if err != nil {
+				return err
+			}
+			if len(v) != bigItem || v[0] != byte(i) || v[bigItem-1] != byte((bigItem-1)&0xff) {
+				return fmt.Errorf("item %d: wrong bytes (len %d)", i, len(v))
+			}
+		}
+		return done.Set()
+	})
+)
+
+// benchBig is queue.tput.big: one producer process and one consumer
+// process moving 1 MiB []byte items (GB/s, start-up excluded).
+func benchBig(b *testing.B) {
+	ctx := context.Background()
+	var total time.Duration
+	rounds := 0
+	for b.Loop() {
+		q := must[*Queue[[]byte]](b)(New[[]byte](bigOpts...))
+		bar := must[*syncprim.Barrier](b)(syncprim.NewBarrier(3))
+		done := must[*syncprim.Event](b)(syncprim.NewEvent())
+		prod, cons := fnBenchProduceBig.Process(q, bigItems, bar), fnBenchConsumeBig.Process(q, bigItems, bar, done)
+		for _, p := range []*process.Process{prod, cons} {
+			if err := p.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := bar.Wait(ctx); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := done.Wait(wctx)
+		total += time.Since(t0)
+		cancel()
+		for _, p := range []*process.Process{prod, cons} {
+			if jerr := p.Join(ctx); jerr != nil {
+				b.Fatal(jerr)
+			}
+			p.Close()
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		bar.Close()
+		done.Close()
+		q.Close()
+		rounds++
+	}
+	b.ReportMetric(float64(bigItem*bigItems*rounds)/total.Seconds()/1e9, "GB/s")
+}
+
+// benchMemcpy is the memcpy floor: a plain Go copy of 16 MiB between two
+// buffers already faulted in (GB/s).
+func benchMemcpy(b *testing.B) {
+	const n = 16 << 20
+	src, dst := make([]byte, n), make([]byte, n)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	copy(dst, src)
+	b.SetBytes(n)
+	var total time.Duration
+	rounds := 0
+	for b.Loop() {
+		t0 := time.Now()
+		copy(dst, src)
+		total += time.Since(t0)
+		rounds++
+	}
+	b.ReportMetric(float64(n*rounds)/total.Seconds()/1e9, "GB/s")
+}
+
+var bigOpts []Option

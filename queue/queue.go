@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"unsafe"
 )
 
 // A Queue is a FIFO queue of T shared by any number of producer and
@@ -86,6 +87,19 @@ func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 		return v, err
 	}
 	p := f.big
+	if p != nil {
+		// A large payload was copied out of the ring into memory of its
+		// own (take), which nothing else references: a []byte or string
+		// item takes it over instead of copying it a second time.
+		switch {
+		case f.tag == tagRaw && q.ti.fast == fastBytes:
+			*(*[]byte)(unsafe.Pointer(&v)) = p
+			return v, nil
+		case f.tag == tagString && q.ti.fast == fastString:
+			*(*string)(unsafe.Pointer(&v)) = unsafe.String(&p[0], len(p))
+			return v, nil
+		}
+	}
 	if p == nil {
 		// Small payloads live in f, which must not escape: the fast path
 		// keeps no reference, the codec gets a copy.
