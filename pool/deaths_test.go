@@ -146,3 +146,30 @@ func TestDeathKeepsAnsweredTasks(t *testing.T) {
 	}
 	t.Logf("%d of the 10 finished tasks kept", kept)
 }
+
+// Through StartCall (chunks that arrive encoded, as the cluster's agents
+// send them), a death inside a chunk costs its task alone too: the rest
+// of the chunk is cut from its encoded inputs, and the partial results
+// the dead worker sent are pieced together with the others.
+func TestRunnerDeathInsideChunk(t *testing.T) {
+	mptest.CheckChildren(t)
+	r := loopback{newPool(t, pool.Workers(1))}
+	got, err := suicide.Map(bg, r, []int{1, 2, -1, 4, 5, 6}, pool.Chunksize(6))
+	if !errors.Is(err, pool.ErrWorkerDied) || !slices.Equal(got, []int{1, 2, 0, 4, 5, 6}) {
+		t.Errorf("Map = %v, %v; want only the task that killed its worker to fail", got, err)
+	}
+	in := make([]stepArg, 20)
+	for i := range 10 {
+		in[i].Sleep = 5 * time.Millisecond
+	}
+	in[10].Die = true
+	res, err := step.Map(bg, r, in, pool.Chunksize(len(in)))
+	if !errors.Is(err, pool.ErrWorkerDied) {
+		t.Fatalf("Map = %v, want ErrWorkerDied", err)
+	}
+	for i, v := range res {
+		if (i == 10) != (v == 0) {
+			t.Errorf("task %d: result %d; want only task 10 to fail (%v)", i, v, res)
+		}
+	}
+}
