@@ -74,7 +74,14 @@ TLS 1.2 is the oldest version accepted.
 
 serve prints the address and how to connect, then runs until SIGINT or
 SIGTERM (or a client's Shutdown) and shuts down cleanly: every connection
-closed, every object freed, the temporary directory removed.`,
+closed, every object freed, the temporary directory removed.
+
+Exposed on a network, the server holds up against abuse: handshakes run
+concurrently and are bounded per peer and in all (the oldest shed first), so
+connections that stay silent delay no honest client; an authenticated client
+reaches only the objects it created or was handed, and the calls it can keep
+waiting in the server are bounded (a connection at its bound is not read
+from until one ends).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
