@@ -72,7 +72,7 @@ cover: ## Coverage profile per module (COVERDIR), then each robustness.md row's 
 	@for mod in $(MODULES); do \
 	  $(call has_go,$$mod) || continue; \
 	  echo "== cover $$mod"; \
-	  (cd $$mod && $(GO) test -count=1 $(TESTFLAGS) -coverprofile=$(COVERDIR)/$$(echo $$mod | tr / _).out ./... | tail -n +1) || exit 1; \
+	  (cd $$mod && $(GO) test -count=1 $(TESTFLAGS) -coverprofile=$(COVERDIR)/$$(echo $$mod | tr / _).out ./...) || exit 1; \
 	done
 	scripts/robustness-cover.sh $(COVERDIR)
 
