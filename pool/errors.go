@@ -50,11 +50,18 @@ type WorkerDiedError struct {
 	// before it reported ready: it held no task (the error of a
 	// *StartError).
 	BeforeReady bool
+	// Err, for a worker that died before it was ready, is how its process
+	// ended (a *process.ExitError, with the message of a start-up
+	// failure).
+	Err error
 }
 
 func (e *WorkerDiedError) Error() string {
 	if e.BeforeReady {
-		return fmt.Sprintf("pool: worker (pid %d) was killed by signal %d (%v) before it was ready", e.Pid, int(e.Signal), e.Signal)
+		if e.Signal != 0 {
+			return fmt.Sprintf("pool: worker (pid %d) was killed by signal %d (%v) before it was ready", e.Pid, int(e.Signal), e.Signal)
+		}
+		return fmt.Sprintf("pool: worker (pid %d) exited before it was ready: %v", e.Pid, e.Err)
 	}
 	if e.Signal != 0 {
 		return fmt.Sprintf("pool: worker (pid %d) was killed by signal %d (%v) while running the task (%d attempts)",
@@ -65,6 +72,9 @@ func (e *WorkerDiedError) Error() string {
 
 // Is makes errors.Is(err, ErrWorkerDied) true.
 func (e *WorkerDiedError) Is(target error) bool { return target == ErrWorkerDied }
+
+// Unwrap returns Err.
+func (e *WorkerDiedError) Unwrap() error { return e.Err }
 
 // TimeoutError is the error of a task that did not return before its
 // deadline (the TaskTimeout option): its worker was terminated (SIGTERM,
@@ -114,7 +124,8 @@ func (e *RemoteError) Error() string {
 // fail with it.
 type StartError struct {
 	Err error
-	// Attempts is how many starts in a row failed (1 from New).
+	// Attempts is how many starts in a row failed, once the pool runs (0
+	// from New, which tries once).
 	Attempts int
 }
 

@@ -73,10 +73,10 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 		mine.Close()
 		var xe *process.ExitError
 		switch {
-		case errors.As(werr, &xe) && xe.Signal != 0:
-			// Killed (the OOM killer, chaos tooling): a death, reported
-			// as every worker death is.
-			werr = &WorkerDiedError{Pid: xe.Pid, Code: xe.Code, Signal: xe.Signal, BeforeReady: true}
+		case errors.As(werr, &xe):
+			// Killed (the OOM killer, chaos tooling) or ended: a death,
+			// reported as every worker death is, with how it ended.
+			werr = &WorkerDiedError{Pid: xe.Pid, Code: xe.Code, Signal: xe.Signal, BeforeReady: true, Err: werr}
 		case werr == nil:
 			werr = err
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/pool"
+	"github.com/multiproc/multiproc/process"
 )
 
 // gateInit is a test hook, used as a pool's Initializer: a starting
@@ -249,7 +250,7 @@ func TestStartErrorIsWorkerDied(t *testing.T) {
 	var se *pool.StartError
 	var de *pool.WorkerDiedError
 	if !errors.As(err, &se) || !errors.As(err, &de) || !errors.Is(err, pool.ErrWorkerDied) ||
-		de.Pid != pid || de.Signal != syscall.SIGKILL || !de.BeforeReady {
+		de.Pid != pid || de.Signal != syscall.SIGKILL || !de.BeforeReady || !errors.As(err, new(*process.ExitError)) {
 		t.Fatalf("New = %v, want a *StartError wrapping the death of %d", err, pid)
 	}
 }
