@@ -307,17 +307,7 @@ func (a *agent) fetchLoop(ctx context.Context) {
 			// (a short chunk must not queue behind a long one that came
 			// after it); their results are awaited concurrently.
 			a.inHand.Add(1)
-			finish := a.handle(ctx, msg)
-			if finish == nil {
-				a.leave()
-				continue
-			}
-			a.wg.Add(1)
-			go func() {
-				defer a.wg.Done()
-				defer a.leave()
-				finish()
-			}()
+			a.handle(ctx, msg)
 		}
 	}
 }
@@ -343,9 +333,11 @@ func (a *agent) waitHandlers() {
 }
 
 // handle hands one chunk message to the local pool, or answers it at once
-// (a bad message, a dead caller, a cancelled call, a poison chunk). It
-// returns what waits for the chunk's result and answers it, or nil.
-func (a *agent) handle(ctx context.Context, msg jetstream.Msg) func() {
+// (a bad message, a dead caller, a cancelled call, a poison chunk). The
+// chunk leaves the hand (leave) once it is answered: when the local pool
+// delivers its result, on the goroutine that delivers it (no goroutine
+// per chunk).
+func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 	a.recvd.Add(1)
 	c, err := decodeChunk(msg.Data())
 	if err != nil {
@@ -354,13 +346,15 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) func() {
 			a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
 		}
 		msg.Term()
-		return nil
+		a.leave()
+		return
 	}
 	if a.callerDead(ctx, c.Caller) {
 		a.log.Info("dropping a chunk of a dead caller", zap.String("caller", c.Caller))
 		msg.Term()
 		a.purgeCaller(c.Caller)
-		return nil
+		a.leave()
+		return
 	}
 	key := jobKey{c.Caller, c.Job}
 	deliveries := uint64(1)
@@ -375,31 +369,25 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) func() {
 		a.log.Warn("poison chunk: every agent that held it vanished", zap.Error(perr))
 		a.reply(c, nil, &pb.Failure{Error: remoteErr(perr)})
 		msg.Term()
-		return nil
+		a.leave()
+		return
 	}
 	jctx, release, ok := a.holdJob(ctx, key)
 	if !ok {
 		msg.Ack() // its call was cancelled
-		return nil
+		a.leave()
+		return
 	}
 	h := &heldChunk{msg: msg, caller: c.Caller, id: c.Id}
 	a.mu.Lock()
 	a.held[h] = struct{}{}
 	a.mu.Unlock()
-	t0 := time.Now()
-	wait, err := a.send(jctx, c)
-	return func() {
+	finish := func(r *pool.ChunkResult, err error) {
+		defer a.leave()
 		defer release()
-		defer func() {
-			a.mu.Lock()
-			delete(a.held, h)
-			a.mu.Unlock()
-		}()
-		var r pool.ChunkResult
-		if err == nil {
-			r = wait()
-			a.noteRun(time.Since(t0))
-		}
+		a.mu.Lock()
+		delete(a.held, h)
+		a.mu.Unlock()
 		switch {
 		case ctx.Err() != nil:
 			// The agent is stopping: another agent runs it.
@@ -411,37 +399,46 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) func() {
 		case err != nil:
 			a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
 		default:
-			a.reply(c, &r, nil)
+			a.reply(c, r, nil)
 		}
 		msg.Ack()
 	}
-}
-
-// send hands a chunk to the local pool that has its options; wait
-// returns its result.
-func (a *agent) send(ctx context.Context, c *pb.Chunk) (wait func() pool.ChunkResult, err error) {
-	lp, err := a.localPool(ctx, poolKey{timeout: time.Duration(c.TaskTimeoutNs), retries: int(c.Retries)})
-	if err != nil {
-		return nil, err
-	}
-	res := make(chan pool.ChunkResult, 1)
-	call, err := lp.StartCall(ctx, c.Task, func(r pool.ChunkResult) {
-		select {
-		case res <- r:
-		default:
-		}
+	t0 := time.Now()
+	err = a.send(jctx, c, func(r pool.ChunkResult) {
+		a.noteRun(time.Since(t0))
+		finish(&r, nil)
 	})
 	if err != nil {
-		return nil, err
+		finish(nil, err)
+	}
+}
+
+// send hands a chunk to the local pool that has its options; done gets
+// its result, once. Chunks reach the local pool in the order they were
+// pulled: a short chunk must not queue behind a long one pulled after
+// it.
+func (a *agent) send(ctx context.Context, c *pb.Chunk, done func(pool.ChunkResult)) error {
+	lp, err := a.localPool(ctx, poolKey{timeout: time.Duration(c.TaskTimeoutNs), retries: int(c.Retries)})
+	if err != nil {
+		return err
+	}
+	var once sync.Once
+	var call pool.Call
+	call, err = lp.StartCall(ctx, c.Task, func(r pool.ChunkResult) {
+		// Called only once Send was, so call is set.
+		once.Do(func() {
+			call.Close()
+			done(r)
+		})
+	})
+	if err != nil {
+		return err
 	}
 	if err := call.Send(0, int(c.Count), c.Inputs); err != nil {
 		call.Close()
-		return nil, err
+		return err
 	}
-	return func() pool.ChunkResult {
-		defer call.Close()
-		return <-res
-	}, nil
+	return nil
 }
 
 // reply publishes a chunk's result (or all, the error of all its tasks)
