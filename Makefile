@@ -26,8 +26,16 @@ deps: ## Install what the tests need and a fresh machine lacks (python3).
 	@scripts/ensure-deps.sh python3
 
 .PHONY: demo
-demo: ## The main job: a parallel workload across worker processes.
-	$(GO) run $(PREFIX)/tools/cmd/mp demo $(DEMOFLAGS)
+demo: mp ## The main job: a parallel workload across worker processes.
+	$(BIN)/mp demo $(DEMOFLAGS)
+
+# The mp command, built once into .bin (go's build cache makes later builds quick).
+.PHONY: mp
+mp:
+	@mkdir -p $(BIN)
+	@echo "building mp (the first build compiles its dependencies, about a minute; later ones take seconds)..."
+	@$(GO) build -o $(BIN)/mp $(PREFIX)/tools/cmd/mp
+	@echo "built $(BIN)/mp"
 
 .PHONY: test
 test: deps ## Test every module in workspace mode (one go test call).
@@ -77,8 +85,8 @@ cover: ## Coverage profile per module (COVERDIR), then each robustness.md row's 
 	scripts/robustness-cover.sh $(COVERDIR)
 
 .PHONY: bench
-bench: ## Benchmarks with the baseline kit's keys, beside CPython and the floors.
-	$(GO) run $(PREFIX)/tools/cmd/mp bench $(BENCHFLAGS)
+bench: mp ## Benchmarks with the baseline kit's keys, beside CPython and the floors.
+	$(BIN)/mp bench $(BENCHFLAGS)
 
 .PHONY: lint
 lint: check-deps check-spdx build-modules ## go vet, staticcheck, gofmt, SPDX headers and the dependency-direction check.
