@@ -33,11 +33,14 @@ func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Run multiproc's benchmarks beside CPython's multiprocessing and the floors",
-		Long: `bench runs every multiproc benchmark that stands for a key of the baseline
-kit (../shared/bench), unpinned and, for latencies, pinned to one CPU (keys
-ending in @same). It writes golib.json in the kit's format; when python3 and
-the kit are present it then runs the kit's CPython and floor benchmarks in the
-same invocation and prints one table with the three side by side.`,
+		Long: `bench runs every multiproc benchmark that stands for a shared key
+(start.spawn, pipe.rtt.bytes16, pool.map.chunk1, ...), unpinned and, for
+latencies, pinned to one CPU (keys ending in @same), and writes golib.json.
+In the same invocation it runs the repository's CPython benchmark
+(tools/bench/cpython_bench.py, python3's multiprocessing under the same keys)
+and its floors (tools/cmd/floors, the same operations on raw system calls),
+and prints one table with the three side by side. --kit DIR runs an external
+baseline kit's run_all.sh instead, as a cross-check.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd.OutOrStdout(), cmd.ErrOrStderr(), o) },
 	}
@@ -46,8 +49,8 @@ same invocation and prints one table with the three side by side.`,
 	f.IntVar(&o.count, "count", 5, "repeats of each benchmark (the median is reported)")
 	f.StringVar(&o.benchtime, "benchtime", "", "go test -benchtime (default 1s, 200ms with --quick)")
 	f.StringVar(&o.out, "out", "bench-out", "directory for golib.json and the kit's results")
-	f.StringVar(&o.kit, "kit", "", "the baseline kit's directory (default: $MP_BENCH_KIT or ../shared/bench)")
-	f.BoolVar(&o.noCPython, "no-cpython", false, "do not run the CPython kit, only multiproc's benchmarks")
+	f.StringVar(&o.kit, "kit", "", "run this baseline kit's run_all.sh for CPython and the floors, as a cross-check (default: $MP_BENCH_KIT; none: the repository's own)")
+	f.BoolVar(&o.noCPython, "no-cpython", false, "do not run CPython or the floors, only multiproc's benchmarks")
 	f.BoolVar(&o.noPin, "no-pin", false, "skip the pinned (@same) latency pass")
 	f.StringVar(&o.run, "run", "", "only keys matching this regexp (go test -bench syntax, e.g. 'pipe')")
 	return cmd
@@ -182,46 +185,9 @@ func runBench(stdout, stderr io.Writer, o benchOpts) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "== wrote %s (%d keys)\n", golib, len(results))
-	kit := o.kit
-	if kit == "" {
-		kit = os.Getenv("MP_BENCH_KIT")
-	}
-	if kit == "" {
-		kit = filepath.Join(root, "..", "shared", "bench")
-	}
-	runAll := filepath.Join(kit, "run_all.sh")
-	_, kitErr := os.Stat(runAll)
-	_, pyErr := exec.LookPath("python3")
-	kitOut := filepath.Join(out, "kit")
-	source := "CPython and floors measured in this run"
-	if o.noCPython || kitErr != nil || pyErr != nil {
-		if !o.noCPython {
-			fmt.Fprintf(stderr, "== CPython kit not run (kit %s: %v; python3: %v)\n", kit, kitErr, pyErr)
-		}
-		// Fall back to the kit's stored baseline, and say so: figures from
-		// another run are only indicative.
-		kitOut = filepath.Join(kit, "results", "baseline")
-		source = "CPython and floors from the kit's STORED baseline (" + kitOut + "), not this run: indicative only"
-	} else {
-		args := []string{runAll}
-		if o.quick {
-			args = append(args, "--quick")
-		}
-		logPath := filepath.Join(out, "kit.log")
-		fmt.Fprintf(stderr, "== CPython kit and floors: bash %s (log: %s, takes minutes)\n", strings.Join(args, " "), logPath)
-		logf, err := os.Create(logPath)
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command("bash", args...)
-		cmd.Env = append(os.Environ(), "RESULTS_DIR="+kitOut)
-		cmd.Stdout = logf
-		cmd.Stderr = io.MultiWriter(logf, stderr)
-		err = cmd.Run()
-		logf.Close()
-		if err != nil {
-			return fmt.Errorf("baseline kit failed (see %s): %w", logPath, err)
-		}
+	kitOut, source, err := baselines(root, out, o, stderr)
+	if err != nil {
+		return err
 	}
 	paths, _ := filepath.Glob(filepath.Join(kitOut, "*.json"))
 	paths = append(paths, golib)
