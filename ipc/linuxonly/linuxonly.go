@@ -2,8 +2,8 @@
 
 // Package linuxonly stops a build for any system but Linux with one clear
 // message. multiproc needs Linux: memfd, futex, pidfds, eventfd, SCM_RIGHTS,
-// /proc. Package ipc imports it, and so, through ipc, does every package of
-// the set that uses the system; a build for darwin, windows, freebsd, ...
+// /proc. Package ipc imports it, and so, through ipc or directly, does every
+// package of the set that uses the system; a build for darwin, windows, freebsd, ...
 // fails in this package alone (the packages above it are not compiled), with
 //
 //	cannot use "multiproc needs Linux (see README, Platform)" (untyped string constant) as int value

@@ -16,3 +16,6 @@
 // process.Starter is the interface; process/processtest checks any
 // Starter against Process's behaviour.
 package starter
+
+// A build for another system stops in linuxonly with one clear message.
+import _ "github.com/multiproc/multiproc/ipc/linuxonly"
