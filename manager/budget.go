@@ -49,7 +49,7 @@ const hangupCheck = 100 * time.Millisecond
 // calls running is not read from until a call ends. A client whose goroutines have more
 // than perConn such calls waiting on one connection at once, and need one
 // more request read to release them, waits forever: use more Clients.
-// Values <= 0 keep the default.
+// Values <= 0 keep the default. For Start, the server process gets them.
 func MaxCalls(perConn, total int) Option {
 	return func(o *options) {
 		if perConn > 0 {

@@ -252,3 +252,26 @@ func TestUnreadAnswersAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// Start hands MaxCalls to the server process it spawns.
+func TestStartForwardsCallBounds(t *testing.T) {
+	ctx := ctxT(t)
+	key := make([]byte, 32)
+	rand.Read(key)
+	m, err := manager.Start(ctx, manager.Authkey(key), manager.MaxCalls(8, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(ctx)
+	network, addr := m.Client.Address()
+	stop := flooder(t, network, addr, key, 100)
+	defer stop()
+	stats := func() (manager.ServerStats, error) { return m.Client.Stats(ctx) }
+	waitStats(t, "flooder at its bound", stats, func(st manager.ServerStats) bool { return st.Calls >= 8 })
+	// The flood does not get past the bound while the server is asked.
+	for range 10 {
+		if st, err := stats(); err != nil || st.Calls != 8 {
+			t.Fatalf("stats %+v, %v; want 8 calls running", st, err)
+		}
+	}
+}

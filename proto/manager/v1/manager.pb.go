@@ -1367,9 +1367,15 @@ type StartConfig struct {
 	MaxObjects  int64  `protobuf:"varint,6,opt,name=max_objects,json=maxObjects,proto3" json:"max_objects,omitempty"`
 	// server_tls names a function registered with RegisterServerTLS that
 	// makes the listener's TLS configuration (empty: no TLS).
-	ServerTls     string `protobuf:"bytes,7,opt,name=server_tls,json=serverTls,proto3" json:"server_tls,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ServerTls string `protobuf:"bytes,7,opt,name=server_tls,json=serverTls,proto3" json:"server_tls,omitempty"`
+	// Bounds on the calls that may wait (MaxCalls, MaxCallBytes); 0 keeps
+	// the server's default.
+	MaxCallsConn     int64 `protobuf:"varint,8,opt,name=max_calls_conn,json=maxCallsConn,proto3" json:"max_calls_conn,omitempty"`
+	MaxCalls         int64 `protobuf:"varint,9,opt,name=max_calls,json=maxCalls,proto3" json:"max_calls,omitempty"`
+	MaxCallBytesConn int64 `protobuf:"varint,10,opt,name=max_call_bytes_conn,json=maxCallBytesConn,proto3" json:"max_call_bytes_conn,omitempty"`
+	MaxCallBytes     int64 `protobuf:"varint,11,opt,name=max_call_bytes,json=maxCallBytes,proto3" json:"max_call_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StartConfig) Reset() {
@@ -1449,6 +1455,34 @@ func (x *StartConfig) GetServerTls() string {
 		return x.ServerTls
 	}
 	return ""
+}
+
+func (x *StartConfig) GetMaxCallsConn() int64 {
+	if x != nil {
+		return x.MaxCallsConn
+	}
+	return 0
+}
+
+func (x *StartConfig) GetMaxCalls() int64 {
+	if x != nil {
+		return x.MaxCalls
+	}
+	return 0
+}
+
+func (x *StartConfig) GetMaxCallBytesConn() int64 {
+	if x != nil {
+		return x.MaxCallBytesConn
+	}
+	return 0
+}
+
+func (x *StartConfig) GetMaxCallBytes() int64 {
+	if x != nil {
+		return x.MaxCallBytes
+	}
+	return 0
 }
 
 // StartReply is the server process's answer: where it listens, or why it
@@ -1594,7 +1628,7 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x06typeid\x18\x05 \x01(\tR\x06typeid\x12\x10\n" +
 	"\x03tls\x18\x06 \x01(\bR\x03tls\x12&\n" +
 	"\x0ftls_server_name\x18\a \x01(\tR\rtlsServerName\x12\x16\n" +
-	"\x06secret\x18\b \x01(\fR\x06secret\"\xda\x01\n" +
+	"\x06secret\x18\b \x01(\fR\x06secret\"\xf2\x02\n" +
 	"\vStartConfig\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
@@ -1604,7 +1638,12 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\vmax_objects\x18\x06 \x01(\x03R\n" +
 	"maxObjects\x12\x1d\n" +
 	"\n" +
-	"server_tls\x18\a \x01(\tR\tserverTls\"V\n" +
+	"server_tls\x18\a \x01(\tR\tserverTls\x12$\n" +
+	"\x0emax_calls_conn\x18\b \x01(\x03R\fmaxCallsConn\x12\x1b\n" +
+	"\tmax_calls\x18\t \x01(\x03R\bmaxCalls\x12-\n" +
+	"\x13max_call_bytes_conn\x18\n" +
+	" \x01(\x03R\x10maxCallBytesConn\x12$\n" +
+	"\x0emax_call_bytes\x18\v \x01(\x03R\fmaxCallBytes\"V\n" +
 	"\n" +
 	"StartReply\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
