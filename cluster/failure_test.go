@@ -280,3 +280,39 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 	})
 }
+
+// A task that runs several ack waits long is not redelivered: its agent
+// sends in-progress heartbeats while it runs, so it runs once.
+func TestLongTaskHeartbeats(t *testing.T) {
+	p := newPool(t, AckWait(time.Second))
+	log := tmpFile(t, "runs")
+	got, err := countRuns.Apply(context.Background(), p, runArg{Log: log, D: 3500 * time.Millisecond})
+	if err != nil || got != 1 {
+		t.Fatalf("Apply = %d, %v", got, err)
+	}
+	b, _ := os.ReadFile(log)
+	if len(b) != 1 {
+		t.Fatalf("the task started %d times, want once", len(b))
+	}
+}
+
+type runArg struct {
+	Log string
+	D   time.Duration
+}
+
+// countRuns appends a byte to Log each time it starts, then sleeps D.
+var countRuns = pool.Register("ctest.countruns", func(ctx context.Context, a runArg) (int, error) {
+	f, err := os.OpenFile(a.Log, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	f.Write([]byte{1})
+	f.Close()
+	select {
+	case <-time.After(a.D):
+		return 1, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+})
