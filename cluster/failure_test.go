@@ -316,3 +316,17 @@ var countRuns = pool.Register("ctest.countruns", func(ctx context.Context, a run
 		return 0, ctx.Err()
 	}
 })
+
+// Listen makes the embedded server reachable at Pool.URL; a host that
+// joins there with the environment variable runs the calls.
+func TestListenAndJoin(t *testing.T) {
+	p := newPool(t, Agents(0), Listen("127.0.0.1:0"))
+	if p.URL() == "" || p.emb.srv.Addr() == nil {
+		t.Fatalf("URL = %q", p.URL())
+	}
+	startEnvAgent(t, p.URL(), "1")
+	waitWorkers(t, p, 1)
+	if v, err := square.Apply(context.Background(), p, 8); err != nil || v != 64 {
+		t.Fatalf("Apply = %d, %v", v, err)
+	}
+}

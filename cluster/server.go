@@ -44,6 +44,9 @@ func startEmbedded(o *options, log *zap.Logger) (*embedded, error) {
 		if host == "" {
 			host = "0.0.0.0"
 		}
+		if port == 0 {
+			port = -1 // any free port (nats-server's 0 means 4222)
+		}
 	}
 	sopts := &server.Options{
 		ServerName:   "multiproc-" + strconv.Itoa(os.Getpid()),
