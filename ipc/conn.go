@@ -357,6 +357,7 @@ func (c *Conn) SendBytes(ctx context.Context, b []byte) error {
 
 // SendFrames sends several frames at once, in order, with as few system
 // calls as their sizes allow; no other sender's frame comes between them.
+// With SharedMemory, frames over the threshold go through shared memory.
 // Queues and pools use it to batch small messages.
 func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
 	if err := c.checkSend(); err != nil {
@@ -379,6 +380,23 @@ func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
 	// Keep the (possibly grown) buffer for the next call, whatever happens.
 	defer func() { c.wbuf = buf[:0] }()
 	for _, f := range frames {
+		if c.useShm(len(f)) {
+			// In order: what is batched so far, then this frame.
+			if len(buf) > 0 {
+				if err := c.write(ctx, nil, buf); err != nil {
+					return err
+				}
+				buf = buf[:0]
+			}
+			seg, err := c.fillSegment(ctx, f)
+			if err != nil {
+				return err
+			}
+			if err := c.writeShmLocked(ctx, seg, len(f)); err != nil {
+				return err
+			}
+			continue
+		}
 		buf = appendHeader(buf, len(f))
 		if len(f) > readBufSize {
 			if err := c.write(ctx, nil, buf, f); err != nil {

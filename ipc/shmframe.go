@@ -75,20 +75,32 @@ func (c *Conn) useShm(n int) bool {
 // sendShm copies b into a segment and sends the segment with a
 // shared-memory frame header.
 func (c *Conn) sendShm(ctx context.Context, b []byte) error {
-	seg, err := c.acquireSegment(ctx, segHeader+len(b))
+	seg, err := c.fillSegment(ctx, b)
 	if err != nil {
 		return err
 	}
-	copy(seg.mem[segHeader:], b)
-	var hdr [12]byte
-	h := appendShmHeader(hdr[:0], len(b))
-	oob := unix.UnixRights(seg.fd)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.werr == nil {
-		err = c.write(ctx, oob, h)
-	} else {
-		err = c.werr
+	return c.writeShmLocked(ctx, seg, len(b))
+}
+
+// fillSegment copies b into a free segment (marked busy).
+func (c *Conn) fillSegment(ctx context.Context, b []byte) (*segment, error) {
+	seg, err := c.acquireSegment(ctx, segHeader+len(b))
+	if err != nil {
+		return nil, err
+	}
+	copy(seg.mem[segHeader:], b)
+	return seg, nil
+}
+
+// writeShmLocked sends the header of a shared-memory frame of n bytes
+// in seg, with seg's descriptor. Called with wmu held.
+func (c *Conn) writeShmLocked(ctx context.Context, seg *segment, n int) error {
+	err := c.werr
+	if err == nil {
+		var hdr [12]byte
+		err = c.write(ctx, unix.UnixRights(seg.fd), appendShmHeader(hdr[:0], n))
 	}
 	if err != nil {
 		atomic.StoreUint32(seg.busy(), 0) // never sent: free again

@@ -587,3 +587,25 @@ func FuzzSharedMemoryFrames(f *testing.F) {
 		}
 	})
 }
+
+// TestSharedMemorySendFrames: SendFrames mixes inline and shared-memory
+// frames in order.
+func TestSharedMemorySendFrames(t *testing.T) {
+	mptest.CheckFDs(t)
+	const th = 4096
+	a, b := shmPipe(t, th)
+	ctx := ctxTimeout(t)
+	var frames [][]byte
+	for i, n := range []int{1, th + 1, 10, th, 3 * th, 3 * th, 0, 2 * th} {
+		frames = append(frames, pattern(n, byte(i)))
+	}
+	if err := a.SendFrames(ctx, frames...); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range frames {
+		got, err := b.RecvBytes(ctx)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d (%d bytes): %v", i, len(want), err)
+		}
+	}
+}

@@ -12,7 +12,8 @@ import (
 )
 
 // BenchmarkKit reports the baseline kit's pool.* keys (2 workers, like
-// CPython's Pool(2)), but pool.lifecycle, which is bound by starting
+// CPython's Pool(2)) and pool.map.big.{in,echo} (GB/s of arguments), but
+// pool.lifecycle, which is bound by starting
 // processes and so lives in tools/internal/startbench, in a binary that
 // links no test-only package (see there).
 func BenchmarkKit(b *testing.B) {
@@ -64,4 +65,34 @@ func BenchmarkKit(b *testing.B) {
 		}
 		b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
 	})
+	bigKey := func(name string, echo bool) {
+		b.Run(name, func(b *testing.B) {
+			const tasks, size = 16, 16 << 20
+			in := make([][]byte, tasks)
+			for i := range in {
+				in[i] = bigPattern(size, byte(i))
+			}
+			p := newPool(b, pool.Workers(2))
+			var total time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if echo {
+					out, err := bigEcho.Map(ctx, p, in, pool.Chunksize(1))
+					if err != nil || len(out) != tasks || len(out[tasks-1]) != size {
+						b.Fatal(err)
+					}
+				} else {
+					if _, err := bigLen.Map(ctx, p, in, pool.Chunksize(1)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				total += time.Since(t0)
+			}
+			b.ReportMetric(float64(tasks*size*b.N)/total.Seconds()/1e9, "GB/s")
+		})
+	}
+	// 16 tasks of 16 MiB []byte, chunksize 1, 2 workers: the arguments
+	// only (the task returns an int), then arguments and results.
+	bigKey("pool.map.big.in", false)
+	bigKey("pool.map.big.echo", true)
 }

@@ -26,7 +26,12 @@
 // Arguments and results travel as their memory image when they hold no
 // pointers (numbers, bools, arrays and structs of them), length-prefixed
 // for strings and []byte, and with encoding/gob otherwise, one value per
-// chunk of tasks.
+// chunk of tasks. A chunk whose arguments or results encode to more than
+// 256 KiB (SharedMemory) travels through shared memory instead of the
+// worker's connection: written once into a memfd segment that is reused,
+// read by the other side from its mapping. Nothing changes for the task:
+// its arguments are its own memory, and a worker killed in the middle
+// leaves nothing behind (docs/performance.md, "Big data").
 //
 // # Calls
 //

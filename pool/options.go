@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
 )
 
@@ -29,6 +30,7 @@ type options struct {
 	taskTimeout time.Duration
 	killGrace   time.Duration
 	env         []string
+	shm         int64 // SharedMemory's threshold; 0: off
 }
 
 // Workers sets the number of worker processes (goroutines for a
@@ -105,6 +107,31 @@ func MaxWorkerAge(d time.Duration) Option {
 			return fmt.Errorf("pool: MaxWorkerAge(%v): must be positive", d)
 		}
 		o.maxAge = d
+		return nil
+	}
+}
+
+// SharedMemory sets the size above which a task's arguments or results
+// (a chunk's, encoded) travel between the pool and a worker through
+// shared memory instead of the worker's connection: they are copied
+// once into a memfd segment that the sender keeps for reuse and the
+// receiver reads in place (ipc.SharedMemory; docs/performance.md, "Big
+// data"). It is on by default with ipc.DefaultSharedMemoryThreshold
+// (256 KiB); threshold 0 means that default and threshold < 0 turns it
+// off (every message then goes through a pair of pipes, which carry small
+// messages slightly faster than the unix socket shared memory needs).
+// What a task receives and returns does not change: its arguments are
+// its own memory, as without it. ThreadPool ignores it.
+func SharedMemory(threshold int64) Option {
+	return func(o *options) error {
+		switch {
+		case threshold == 0:
+			o.shm = ipc.DefaultSharedMemoryThreshold
+		case threshold < 0:
+			o.shm = 0
+		default:
+			o.shm = threshold
+		}
 		return nil
 	}
 }

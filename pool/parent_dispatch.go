@@ -245,12 +245,29 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 	if m.p.thread {
 		return c, nil
 	}
-	data, err := j.task.encodeIn(m.scratch[:0], in, off, off+n)
+	// The inputs are encoded after room for the rest of the frame, so
+	// that a large chunk's frame is made in place.
+	room := chunkHeadroom(j.task.name)
+	if cap(m.scratch) < room {
+		m.scratch = make([]byte, room, max(room, 512))
+	}
+	enc, err := j.task.encodeIn(m.scratch[:room], in, off, off+n)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %v", ErrEncode, j.task.name, start, start+n-1, err)
 	}
+	data := enc[room:]
 	need := len(data) + len(j.task.name) + 32
 	if need > frameBlock/4 {
+		var head [128]byte
+		if h := appendChunkHead(head[:0], c.seq, j.id, j.task.name, n, len(data)); len(h) <= room {
+			// In place: the head ends where the inputs start.
+			copy(enc[room-len(h):], h)
+			c.frame = enc[room-len(h) : len(enc) : len(enc)]
+			if cap(enc) <= frameBlock {
+				m.scratch = nil // enc is the frame now
+			}
+			return c, nil
+		}
 		c.frame = appendChunk(make([]byte, 0, need), c.seq, j.id, j.task.name, n, data)
 	} else {
 		if cap(m.frames)-len(m.frames) < need {
@@ -262,8 +279,8 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 		m.frames = m.frames[:len(m.frames)+len(f)]
 		c.frame = f[:len(f):len(f)]
 	}
-	if cap(data) <= frameBlock {
-		m.scratch = data
+	if cap(enc) <= frameBlock {
+		m.scratch = enc[:0]
 	}
 	return c, nil
 }

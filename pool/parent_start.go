@@ -31,7 +31,13 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 			prog.Close()
 		}
 	}()
-	mine, theirs, err := ipc.Pipe(true)
+	var connOpts []ipc.Option
+	if p.o.shm > 0 {
+		// Large chunks and results through shared memory (a socketpair,
+		// which passes the segments' descriptors).
+		connOpts = append(connOpts, ipc.SharedMemory(p.o.shm))
+	}
+	mine, theirs, err := ipc.Pipe(true, connOpts...)
 	if err != nil {
 		return nil, &StartError{Err: err}
 	}

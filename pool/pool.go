@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"go.uber.org/zap"
@@ -159,6 +160,7 @@ func newPool(opts []Option, thread bool) (*Pool, error) {
 		starter:   process.DefaultStarter(),
 		log:       zap.NewNop(),
 		killGrace: time.Second,
+		shm:       ipc.DefaultSharedMemoryThreshold,
 	}
 	for _, f := range opts {
 		if err := f(&o); err != nil {

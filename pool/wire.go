@@ -47,12 +47,24 @@ var errBadMessage = errors.New("pool: malformed message")
 
 // appendChunk appends an encoded ToWorker{chunk}.
 func appendChunk(b []byte, seq, job uint64, task string, count int, inputs []byte) []byte {
+	b = appendChunkHead(b, seq, job, task, count, len(inputs))
+	return append(b, inputs...)
+}
+
+// chunkHeadroom is room enough before a chunk's encoded inputs for the
+// rest of its frame (appendChunkHead), so that a large chunk is framed in
+// place, without copying its inputs.
+func chunkHeadroom(task string) int { return 72 + len(task) }
+
+// appendChunkHead appends an encoded ToWorker{chunk} but for the bytes of
+// its inputs (ninputs of them), which come last.
+func appendChunkHead(b []byte, seq, job uint64, task string, count, ninputs int) []byte {
 	n := protowire.SizeTag(fChunkSeq) + protowire.SizeVarint(seq) +
 		protowire.SizeTag(fChunkJob) + protowire.SizeVarint(job) +
 		protowire.SizeTag(fChunkTask) + protowire.SizeBytes(len(task)) +
 		protowire.SizeTag(fChunkCount) + protowire.SizeVarint(uint64(count))
-	if len(inputs) > 0 {
-		n += protowire.SizeTag(fChunkInputs) + protowire.SizeBytes(len(inputs))
+	if ninputs > 0 {
+		n += protowire.SizeTag(fChunkInputs) + protowire.SizeBytes(ninputs)
 	}
 	b = protowire.AppendTag(b, fToWorkerChunk, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
@@ -64,9 +76,9 @@ func appendChunk(b []byte, seq, job uint64, task string, count int, inputs []byt
 	b = protowire.AppendString(b, task)
 	b = protowire.AppendTag(b, fChunkCount, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(count))
-	if len(inputs) > 0 {
+	if ninputs > 0 {
 		b = protowire.AppendTag(b, fChunkInputs, protowire.BytesType)
-		b = protowire.AppendBytes(b, inputs)
+		b = protowire.AppendVarint(b, uint64(ninputs))
 	}
 	return b
 }

@@ -83,8 +83,10 @@ const (
 	// maxArenaFrame is the largest result frame copied into the arena;
 	// larger ones are written from their own memory.
 	maxArenaFrame = 16 << 10
-	// maxRecvBuf is the largest receive buffer the worker keeps.
-	maxRecvBuf = 1 << 20
+	// maxRecvBuf is the largest receive buffer the worker keeps: a
+	// stream of large chunks (big data) then reuses one buffer instead of
+	// faulting in fresh memory for each (about as slow as the copy).
+	maxRecvBuf = 64 << 20
 )
 
 // watchAfter is how long a chunk runs before a watcher goroutine starts
