@@ -5,7 +5,8 @@
 # page) naming the package directory of its test, the test (a subtest as
 # Test/Sub), and the functions that implement the claim (FILE:FUNC, FILE
 # relative to the repository, FUNC as `go tool cover -func` prints it:
-# the bare name, without receiver):
+# the bare name, without receiver; when methods of several types share the
+# name in that file, any of them counts):
 #
 #   <!-- proof: forkserver TestHandOverToDeadWarmProcess covers forkserver/forkserver_linux.go:Start -->
 #
@@ -72,8 +73,11 @@ while IFS= read -r line; do
   cov=$($GO tool cover -func="$prof")
   for f in $funcs; do
     file=${f%%:*} fn=${f##*:}
+    # Methods of different types may share a name in one file: the row
+    # passes when any of them ran.
     pct=$(awk -v file="$prefix/$file" -v fn="$fn" -F'\t+' '
-      { split($1, a, ":"); if (a[1] == file && $2 == fn) { print $3; exit } }' <<<"$cov")
+      { split($1, a, ":"); if (a[1] == file && $2 == fn) { seen = 1; if ($3 != "0.0%") ran = $3 } }
+      END { if (ran != "") print ran; else if (seen) print "0.0%" }' <<<"$cov")
     if [[ -z $pct ]]; then
       failed+=("$dir $test: $f: no such function")
     elif [[ $pct == 0.0% ]]; then
