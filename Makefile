@@ -156,7 +156,7 @@ release: ## make release VERSION=vX.Y.Z [TAG=1]: set the version, check, print (
 	$(MODSET) tags $(if $(TAG),-create)
 
 # Other systems: multiproc needs Linux (any architecture); elsewhere the build
-# stops with one message from ipc/linuxonly (docs/architecture.md, Platforms).
+# stops with one message from internal/base/linuxonly (docs/architecture.md, Platforms).
 CROSS ?= linux/386 linux/arm64 darwin/arm64 windows/amd64 freebsd/amd64
 
 .PHONY: cross

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/multiproc/internal/base/spin"
 )
 
 const (
@@ -1085,11 +1087,10 @@ type readOp struct {
 // saves two sleep/wake-ups per round trip. sched_yield hands the CPU to
 // any runnable task first, so when both processes share one CPU the peer
 // runs instead of the spin, and no CPU is burnt waiting. A spin that runs
-// out turns spinning off for the next skipAfterMiss receives.
-const (
-	spinReads     = 20
-	skipAfterMiss = 32
-)
+// out turns spinning off for the next spin.SkipAfterMiss receives. This is
+// the one spin that runs on one CPU too (internal/base/spin's package doc
+// says why); MULTIPROC_SPIN=off turns it off.
+const spinReads = 20
 
 func (c *Conn) doRead(fd uintptr) bool {
 	op := &c.rop
@@ -1129,9 +1130,9 @@ func (c *Conn) doRead(fd uintptr) bool {
 				if op.spin > 0 {
 					op.spin--
 					if op.spin == 0 {
-						op.skipSpin = skipAfterMiss
+						op.skipSpin = spin.SkipAfterMiss
 					}
-					schedYield()
+					spin.Yield()
 				}
 				op.pollFirst = true
 				continue
@@ -1187,7 +1188,7 @@ func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error
 	if op.phase && op.pollFirst {
 		if op.skipSpin > 0 {
 			op.skipSpin--
-		} else {
+		} else if !spin.Disabled() {
 			op.spin = spinReads
 		}
 	}
@@ -1228,12 +1229,6 @@ func (c *Conn) readRaw(ctx context.Context, p []byte, nonblock bool) (int, error
 	}
 	return n, nil
 }
-
-// schedYield is a raw system call: through syscall.Syscall the runtime
-// may hand this goroutine's P to another thread meanwhile (sysmon sees a
-// goroutine in a system call), and the spinning receiver then resumes on
-// another thread. Measured pinned to one CPU: pipe.rtt.bytes16 8.6 -> 7.1 us.
-func schedYield() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
 
 // parseRights wraps every fd in SCM_RIGHTS control messages in an *os.File
 // at once, so none leaks.

@@ -96,4 +96,4 @@
 package ipc
 
 // A build for another system stops in linuxonly with one clear message.
-import _ "github.com/multiproc/multiproc/ipc/linuxonly"
+import _ "github.com/multiproc/multiproc/internal/base/linuxonly"

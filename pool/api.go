@@ -5,10 +5,8 @@ package pool
 import (
 	"context"
 	"iter"
-	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/multiproc/multiproc/internal/base/valenc"
@@ -502,7 +500,7 @@ func (f *Future[R]) set(r R, err error) bool {
 // short task. Each attempt is a sched_yield, which hands the CPU to any
 // runnable thread first (the worker, the pool's reader). With a single
 // CPU the caller does not spin at all. A spin that runs out turns
-// spinning off for the pool's next spinSkipAfterMiss waits, so a caller
+// spinning off for the pool's next spin.SkipAfterMiss waits, so a caller
 // of long tasks burns at most futureSpin per that many waits. It reports
 // whether the result is ready.
 func (f *Future[R]) spin() bool {
@@ -510,42 +508,15 @@ func (f *Future[R]) spin() bool {
 		return true
 	}
 	p := f.p
-	if p == nil || p.thread || !multiCPU {
+	if p == nil || p.thread {
 		return false
 	}
-	if p.spinSkip.Load() > 0 {
-		p.spinSkip.Add(-1)
-		return false
-	}
-	deadline := time.Now().Add(futureSpin)
-	for i := 0; ; i++ {
-		schedYield()
-		if f.fin.Load() {
-			return true
-		}
-		if i%4 == 3 && time.Now().After(deadline) {
-			break
-		}
-	}
-	p.spinSkip.Store(spinSkipAfterMiss)
-	return false
+	return p.spin.Spin(futureSpin, f.fin.Load)
 }
 
-// multiCPU: spinning only helps when the worker and the pool's reader
-// can run on another CPU while the caller spins.
-var multiCPU = runtime.NumCPU() > 1
-
-const (
-	futureSpin        = 100 * time.Microsecond
-	spinSkipAfterMiss = 16
-)
-
-// schedYield calls sched_yield(2) as a raw system call: the runtime is
-// not told, so sysmon never takes this goroutine's P away while the
-// kernel runs another thread first (the goroutine would then have to
-// wait for a P, often on another thread). The spins that call it are
-// bounded by time.
-func schedYield() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
+// futureSpin bounds a caller's spin for a result (internal/base/spin's
+// policy: a Bounded spin).
+const futureSpin = 100 * time.Microsecond
 
 func (f *Future[R]) deliver(c *chunk, out any, errs []idxErr, all error) {
 	var r R

@@ -9,6 +9,8 @@ package pool
 import (
 	"context"
 	"sync/atomic"
+
+	"github.com/multiproc/multiproc/internal/base/spin"
 )
 
 // readToken says who receives from a worker's connection (under
@@ -128,20 +130,10 @@ func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool)
 // and being woken (10-20 µs on a virtual machine), which dominates the
 // round trip of a short task. With a single CPU it does not spin at all
 // (the receive yields to the worker by itself). A spin that runs out
-// turns spinning off for the pool's next spinSkipAfterMiss waits, so a
+// turns spinning off for the pool's next spin.SkipAfterMiss waits, so a
 // caller of long tasks burns at most futureSpin per that many waits.
 func (p *Pool) spinReadable(w *workerHandle) {
-	if w.tok.fd < 0 || !multiCPU {
-		return
-	}
-	if p.spinSkip.Load() > 0 {
-		p.spinSkip.Add(-1)
-		return
-	}
-	if w.conn.Buffered() {
-		return
-	}
-	if !spinPoll(w.tok.fd, futureSpin) {
-		p.spinSkip.Store(spinSkipAfterMiss)
+	if fd := w.tok.fd; fd >= 0 && !w.conn.Buffered() {
+		p.spin.Spin(futureSpin, func() bool { return spin.Readable(fd) })
 	}
 }

@@ -12,7 +12,8 @@
 //     timeouts, SIGTERM then SIGKILL);
 //   - the worker process: worker_process.go;
 //   - both: wire.go (the messages), progress.go (the progress word),
-//     spin.go, task.go (running a chunk's tasks), codec.go;
+//     task.go (running a chunk's tasks); spinning follows
+//     internal/base/spin, encoding internal/base/valenc;
 //   - a ThreadPool's worker goroutine: thread_worker.go;
 //   - the calls users make: api.go, runner.go.
 
@@ -24,14 +25,15 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
-	"go.uber.org/zap"
-	"google.golang.org/protobuf/proto"
 )
 
 var selfPid = os.Getpid()
@@ -59,9 +61,9 @@ type Pool struct {
 	done     chan struct{}
 	doneOnce sync.Once
 	wg       sync.WaitGroup
-	// spinSkip counts the Future waits that park at once after a spin
-	// that ran out (see Future.spin).
-	spinSkip atomic.Int32
+	// spin is the spin of the Future waits and direct reads (a Bounded
+	// spin: a miss turns it off for the next waits).
+	spin spin.Bounded
 	// life ends (endLife) when the pool no longer wants workers: it was
 	// terminated, or closed with nothing left to run. It bounds the
 	// starts of replacements.

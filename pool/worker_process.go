@@ -15,13 +15,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/ipc/remote"
 	"github.com/multiproc/multiproc/process"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 	"github.com/multiproc/multiproc/shm"
-	"google.golang.org/protobuf/proto"
 )
 
 // workerFunc is the function every worker process runs.
@@ -72,11 +74,11 @@ type workerProcess struct {
 	arena []byte
 
 	// Used by the execute goroutine only:
-	rbuf     []byte // receive buffer; a message's chunk is run before the next receive
-	rfd      int    // conn's descriptor, for spinRecv; -1 if unknown
-	spinSkip int    // receives left that do not spin (see spinRecv)
-	obuf     []byte // a chunk's encoded results
-	fbuf     []byte // a result frame
+	rbuf []byte       // receive buffer; a message's chunk is run before the next receive
+	rfd  int          // conn's descriptor, for spinRecv; -1 if unknown
+	spin spin.Bounded // before a receive (see spinRecv)
+	obuf []byte       // a chunk's encoded results
+	fbuf []byte       // a result frame
 }
 
 const (
@@ -229,26 +231,19 @@ func (w *workerProcess) send() error {
 
 // workerSpin bounds how long a worker that has answered everything
 // polls its connection for the next request before it sleeps in a
-// receive (see spinPoll).
+// receive (internal/base/spin's policy: a Bounded spin).
 const workerSpin = 50 * time.Microsecond
 
 // spinRecv waits up to workerSpin for the next request, so that a caller
 // that sends its next task within that time (a loop of Apply or Submit
 // and Get) finds the worker awake: no sleep and wake-up (10-20 µs on a
 // virtual machine) per task. It does not spin with a single CPU (the
-// caller must run), nor for the next spinSkipAfterMiss receives after a
+// caller must run), nor for the next spin.SkipAfterMiss receives after a
 // spin that ran out, so an idle worker burns at most workerSpin per that
 // many requests.
 func (w *workerProcess) spinRecv() {
-	if w.rfd < 0 || !multiCPU || w.conn.Buffered() {
-		return
-	}
-	if w.spinSkip > 0 {
-		w.spinSkip--
-		return
-	}
-	if !spinPoll(w.rfd, workerSpin) {
-		w.spinSkip = spinSkipAfterMiss
+	if fd := w.rfd; fd >= 0 && !w.conn.Buffered() {
+		w.spin.Spin(workerSpin, func() bool { return spin.Readable(fd) })
 	}
 }
 

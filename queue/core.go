@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +15,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/base/race"
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/shm"
 	"github.com/multiproc/multiproc/syncprim"
 )
@@ -122,7 +123,7 @@ type core struct {
 
 	mu     sync.RWMutex // held shared by every operation, exclusively by Close
 	closed atomic.Bool
-	spin   spinner
+	spin   spin.Spinner // how long a consumer polls for an item before it sleeps
 	log    *zap.Logger
 }
 
@@ -279,7 +280,7 @@ func (q *core) close() error {
 	}
 	for _, w := range []*uint32{q.notEmpty, q.notFull, q.join} {
 		atomic.AddUint32(w, 2)
-		futexWakeAll(w)
+		futex.WakeAll(w)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -569,7 +570,7 @@ func (q *core) get(ctx context.Context, block bool) (f frame, err error) {
 			if !block {
 				return f, ErrEmpty
 			}
-			if !q.spin.spin(q) {
+			if !q.spin.Spin(func() bool { return !q.empty() || q.closed.Load() }) {
 				if err := q.wait(ctx, q.notEmpty, func() bool { return !q.empty() }, q.p); err != nil {
 					return f, waitErr(ErrEmpty, err)
 				}
@@ -674,7 +675,7 @@ func signal(w *uint32) {
 		}
 		if atomic.CompareAndSwapUint32(w, v, v+1) {
 			if atomic.LoadUint32(sleepers(w)) != 0 {
-				futexWakeAll(w)
+				futex.WakeAll(w)
 			}
 			return
 		}
@@ -750,12 +751,15 @@ func (q *core) wait(ctx context.Context, w *uint32, cond func() bool, other *syn
 				}
 				defer q.mu.RUnlock()
 				atomic.AddUint32(w, 2)
-				futexWakeAll(w)
+				futex.WakeAll(w)
 			})
 			continue
 		}
 		atomic.AddUint32(sleepers(w), 1)
-		err := futexWait(w, v, timeout)
+		err := futex.Wait(w, v, timeout)
+		if err == futex.ErrTimeout {
+			err = nil // a sliced wait: the caller re-reads its state
+		}
 		atomic.AddUint32(sleepers(w), ^uint32(0))
 		if err != nil {
 			return fmt.Errorf("queue: futex wait: %w", err)
@@ -779,58 +783,6 @@ func (q *core) rescue(l *syncprim.Lock) {
 		}
 	}
 	l.Release()
-}
-
-// A spinner decides how long a consumer polls for an item before it
-// sleeps: an item that arrives within a few microseconds (a producer
-// running on another CPU) is then taken without two system calls. The
-// budget doubles on success and halves on failure; once spinning stops
-// paying it is off, with a probe every 64 slow paths. It never spins when
-// the process can use only one CPU.
-type spinner struct {
-	budget atomic.Int32
-	skip   atomic.Int32
-}
-
-const (
-	spinMax  = 8192
-	spinMin  = 64
-	spinInit = 1024
-)
-
-var canSpin = runtime.NumCPU() > 1
-
-func (s *spinner) spin(q *core) bool {
-	if !canSpin || runtime.GOMAXPROCS(0) < 2 {
-		return false
-	}
-	b := s.budget.Load()
-	if b == 0 {
-		b = spinInit
-		s.budget.Store(b)
-	}
-	if b < 0 {
-		if s.skip.Add(1)%64 != 0 {
-			return false
-		}
-		b = spinMax
-	}
-	for i := int32(0); i < b; i++ {
-		if !q.empty() || q.closed.Load() {
-			s.budget.Store(min(spinMax, max(spinMin, 2*i+spinMin)))
-			return true
-		}
-		if i&63 == 63 {
-			// Let the producer run if it shares our CPU after all.
-			runtime.Gosched()
-		}
-	}
-	if nb := b / 2; nb >= spinMin {
-		s.budget.Store(nb)
-	} else {
-		s.budget.Store(-1)
-	}
-	return false
 }
 
 // waitErr is the error of a Put or Get whose wait ended: ErrClosed as it

@@ -3,7 +3,7 @@
 # architectures. multiproc needs Linux, on any architecture:
 #   - for linux/<arch> every package must vet cleanly;
 #   - for any other GOOS the build must stop with one message, from package
-#     ipc/linuxonly, "multiproc needs Linux", and nothing else (no raw
+#     internal/base/linuxonly, "multiproc needs Linux", and nothing else (no raw
 #     "undefined: unix.Eventfd"). docs/architecture.md, "Platforms".
 # Usage: scripts/cross.sh GOOS/GOARCH... (the Makefile passes CROSS)
 set -euo pipefail
@@ -24,7 +24,7 @@ for t in "$@"; do
     echo "cross: $t: go vet passed, but a build for $goos must stop with \"multiproc needs Linux\"" >&2
     status=1; continue
   fi
-  other=$(grep -v -e '^# github.com/multiproc/multiproc/ipc/linuxonly$' -e 'multiproc needs Linux' <<<"$out" || true)
+  other=$(grep -v -e '^# github.com/multiproc/multiproc/internal/base/linuxonly$' -e 'multiproc needs Linux' <<<"$out" || true)
   if [[ -n $other ]] || ! grep -q 'multiproc needs Linux' <<<"$out"; then
     echo "cross: $t: want the one message \"multiproc needs Linux\", got:" >&2
     echo "$out" >&2

@@ -106,5 +106,5 @@
 // # Platforms
 //
 // Linux only (any architecture). A build for another system stops with one
-// message, "multiproc needs Linux", from package ipc/linuxonly.
+// message, "multiproc needs Linux", from package internal/base/linuxonly.
 package shm

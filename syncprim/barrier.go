@@ -10,9 +10,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/base/race"
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // Barrier states (Python's threading.Barrier).
@@ -80,7 +81,7 @@ func Timeout(d time.Duration) Option { return func(o *options) { o.timeout = d }
 type Barrier struct {
 	m      atomic.Pointer[barrierMem]
 	reg    *region
-	spin   futex.Spinner
+	spin   spin.Spinner
 	action atomic.Pointer[func() error]
 }
 

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // Shared block of the contended benchmark (64-bit words): 0 the counter,

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // A Mutex is the lock of a Condition: a *Lock or an *RLock.

@@ -96,5 +96,5 @@
 // # Platforms
 //
 // Linux only (any architecture). A build for another system stops with one
-// message, "multiproc needs Linux", from package ipc/linuxonly.
+// message, "multiproc needs Linux", from package internal/base/linuxonly.
 package syncprim

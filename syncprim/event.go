@@ -9,8 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/multiproc/internal/base/race"
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // eventMem is the shared layout of an Event: 16 bytes.
@@ -39,7 +39,7 @@ const EventSize = 64
 type Event struct {
 	m    atomic.Pointer[eventMem]
 	reg  *region
-	spin futex.Spinner
+	spin spin.Spinner
 }
 
 // NewEvent creates an Event, initially clear.

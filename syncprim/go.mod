@@ -25,17 +25,17 @@ replace (
 require (
 	github.com/multiproc/multiproc/internal/base v0.1.0
 	github.com/multiproc/multiproc/internal/mptest v0.1.0
-	github.com/multiproc/multiproc/ipc v0.1.0
 	github.com/multiproc/multiproc/process v0.1.0
 	github.com/multiproc/multiproc/shm v0.1.0
-	golang.org/x/sys v0.50.0
 )
 
 require (
+	github.com/multiproc/multiproc/ipc v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
 	github.com/multiproc/multiproc/tracker v0.1.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -9,9 +9,10 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/base/race"
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // The owner word of a Lock or RLock is the holder's futex.ID (pid in the
@@ -57,7 +58,7 @@ type Lock struct {
 	m    *lockMem // nil once closed
 	me   uint64   // futex.Self() of this process: a handle never changes process
 	reg  *region
-	spin futex.Spinner
+	spin spin.Spinner
 }
 
 // NewLock creates a Lock, by default in the package's shared arena.
@@ -239,7 +240,7 @@ func (m *lockMem) tryLock() (bool, error) {
 
 // lockSlow is the contended path of Acquire: spin, then sleep on seq with
 // the waiters flag set, checking the holder's liveness when a sleep lasts.
-func (m *lockMem) lockSlow(ctx context.Context, sp *futex.Spinner) error {
+func (m *lockMem) lockSlow(ctx context.Context, sp *spin.Spinner) error {
 	me := uint64(futex.Self())
 	if sp.Spin(func() bool {
 		return atomic.LoadUint64(&m.owner) == 0 && atomic.CompareAndSwapUint64(&m.owner, 0, me)

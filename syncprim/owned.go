@@ -9,9 +9,10 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/base/race"
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // ownedSemMem is the shared layout of an OwnedSemaphore (kind
@@ -75,7 +76,7 @@ type OwnedSemaphore struct {
 	slots []uint64
 	me    uint64
 	hint  atomic.Uint32 // where this handle's scans start: its last permit
-	spin  futex.Spinner
+	spin  spin.Spinner
 }
 
 // NewOwnedSemaphore creates an OwnedSemaphore with permits permits, all

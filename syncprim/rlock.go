@@ -9,9 +9,10 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/base/race"
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // rlockMem is the shared layout of an RLock: a lockMem plus the recursion
@@ -49,7 +50,7 @@ var rlockMu sync.Mutex
 type RLock struct {
 	m    atomic.Pointer[rlockMem]
 	reg  *region
-	spin futex.Spinner
+	spin spin.Spinner
 }
 
 // NewRLock creates an RLock, by default in the package's shared arena.
@@ -102,7 +103,7 @@ func (l *RLock) Acquire(ctx context.Context) error {
 	return m.acquireSlow(ctx, &l.spin, me)
 }
 
-func (m *rlockMem) acquireSlow(ctx context.Context, sp *futex.Spinner, me uint64) error {
+func (m *rlockMem) acquireSlow(ctx context.Context, sp *spin.Spinner, me uint64) error {
 	if sp.Spin(func() bool { return atomic.LoadUint64(&m.owner) == 0 && m.tryTake(me, 0) }) {
 		return nil
 	}
@@ -223,7 +224,7 @@ func (m *rlockMem) release(all bool) (uint32, error) {
 }
 
 // restore re-acquires the lock n levels deep (after release(true)).
-func (m *rlockMem) restore(ctx context.Context, sp *futex.Spinner, n uint32) error {
+func (m *rlockMem) restore(ctx context.Context, sp *spin.Spinner, n uint32) error {
 	me := uint64(futex.Self())
 	err := error(nil)
 	if !m.tryTake(me, 0) {

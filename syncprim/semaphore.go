@@ -10,8 +10,8 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/multiproc/internal/base/race"
+	"github.com/multiproc/multiproc/internal/base/spin"
 	"github.com/multiproc/multiproc/shm"
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
 )
 
 // MaxSemaphoreValue is the largest value a Semaphore can reach (POSIX's
@@ -50,7 +50,7 @@ const SemaphoreSize = 64
 type Semaphore struct {
 	m    atomic.Pointer[semMem]
 	reg  *region
-	spin futex.Spinner
+	spin spin.Spinner
 }
 
 // NewSemaphore creates a semaphore with value tokens that Release may raise

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/multiproc/multiproc/syncprim/internal/futex"
+	"github.com/multiproc/multiproc/internal/base/futex"
 )
 
 // Liveness of a lock's holder while waiting. A waiter sleeps at most

@@ -7,6 +7,8 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
+require golang.org/x/sys v0.50.0
+
 // --- replaces generated from modules.txt (make gomod); edit the table there ---
 replace (
 	github.com/multiproc/multiproc/cluster => ../../FORBIDDEN_DEPENDENCY

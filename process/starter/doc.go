@@ -18,4 +18,4 @@
 package starter
 
 // A build for another system stops in linuxonly with one clear message.
-import _ "github.com/multiproc/multiproc/ipc/linuxonly"
+import _ "github.com/multiproc/multiproc/internal/base/linuxonly"

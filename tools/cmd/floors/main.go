@@ -26,7 +26,7 @@ import (
 	"time"
 
 	// A build for another system stops in linuxonly with one clear message.
-	_ "github.com/multiproc/multiproc/ipc/linuxonly"
+	_ "github.com/multiproc/multiproc/internal/base/linuxonly"
 )
 
 // A floor is one measured key.

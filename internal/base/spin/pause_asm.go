@@ -2,7 +2,7 @@
 
 //go:build amd64 || arm64
 
-package futex
+package spin
 
 // pause executes n CPU spin-wait hints (PAUSE on amd64, YIELD on arm64).
 //

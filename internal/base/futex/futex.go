@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package futex holds the low-level pieces that syncprim's primitives are
-// made of: FUTEX_WAIT/FUTEX_WAKE on shared (not process-private) 32-bit
-// words, an adaptive spinner, and process identities (pid plus start time)
-// with a liveness check that pid reuse cannot fool.
+// Package futex holds the low-level pieces that multiproc's primitives
+// (syncprim's locks and semaphores, queue's rings) are made of:
+// FUTEX_WAIT/FUTEX_WAKE on shared (not process-private) 32-bit words, and
+// process identities (pid plus start time) with a liveness check that pid
+// reuse cannot fool, and a watch on a process's exit. Package spin has the
+// spin-then-wait policy.
 //
 // Everything here operates on raw pointers into shared memory. Callers
 // guarantee that every address is 4-byte aligned (8-byte for 64-bit words)
@@ -15,7 +17,7 @@ import (
 	"time"
 
 	// A build for another system stops in linuxonly with one clear message.
-	_ "github.com/multiproc/multiproc/ipc/linuxonly"
+	_ "github.com/multiproc/multiproc/internal/base/linuxonly"
 )
 
 // ErrTimeout is returned by Wait when its timeout elapsed.

@@ -1,6 +1,34 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package futex
+// Package spin is multiproc's one spin-then-wait policy. Every wait that
+// usually ends within microseconds, because the peer runs on another CPU
+// (a lock's holder about to release, a queue's producer, a worker about
+// to answer), may spin before it sleeps in the kernel, by one rule:
+//
+//   - spin only where it can help: with more than one usable CPU (the
+//     affinity mask at start-up and GOMAXPROCS), unless MULTIPROC_SPIN
+//     says "on" or "off" (Enabled);
+//   - never without bound: a Spinner spins at most MaxSpin iterations of
+//     a CPU pause hint (about 50 µs), a Bounded spin at most its duration,
+//     yielding the CPU between attempts;
+//   - stop spinning once it does not pay, and probe now and then so that
+//     a change of placement is noticed: a Spinner halves its budget on a
+//     miss and stops below a minimum, probing after 1, 2, 4, ... slow
+//     paths; a Bounded spin that ran out skips the next SkipAfterMiss
+//     waits.
+//
+// A Spinner suits waits on shared memory (futex words, queue rings); a
+// Bounded spin suits waits on a descriptor (a reply on a connection),
+// whose each attempt is a system call: Yield and Readable are raw system
+// calls, so the runtime never hands the spinning goroutine's P away.
+//
+// One exception to the first point, and only one: a connection's receive
+// (package ipc) makes a few yield-and-read attempts even on one CPU,
+// because each Yield hands that CPU to the peer, which then answers in the
+// same time slice, cheaper than sleeping in poll(2) and being woken. It
+// stops after SkipAfterMiss misses like a Bounded spin, and
+// MULTIPROC_SPIN=off (Disabled) turns it off too.
+package spin
 
 import (
 	"os"
@@ -26,9 +54,9 @@ const (
 // honours the affinity mask at start-up).
 var numCPU = runtime.NumCPU()
 
-// EnvSpin names the environment variable that overrides the spin policy:
-// "off" never spins; "on" lets the adaptive spinner run even with one
-// usable CPU (for measurements); anything else is automatic.
+// EnvSpin names the environment variable that overrides the policy: "off"
+// never spins; "on" spins even with one usable CPU (for measurements);
+// anything else is automatic.
 const EnvSpin = "MULTIPROC_SPIN"
 
 var spinMode = func() int {
@@ -41,10 +69,15 @@ var spinMode = func() int {
 	return 0
 }()
 
-// CanSpin reports whether spinning can ever help: never with one usable CPU
-// (taskset to one CPU, or GOMAXPROCS=1), where the peer cannot run while we
-// spin.
-func CanSpin() bool {
+// Disabled reports whether MULTIPROC_SPIN=off asks for no spinning at
+// all, including the yield-and-retry attempts that run on one CPU too
+// (see the package doc).
+func Disabled() bool { return spinMode < 0 }
+
+// Enabled reports whether spinning can ever help: never with one usable
+// CPU (taskset to one CPU, or GOMAXPROCS=1), where the peer cannot run
+// while we spin; MULTIPROC_SPIN overrides it.
+func Enabled() bool {
 	if spinMode != 0 {
 		return spinMode > 0
 	}
@@ -73,7 +106,7 @@ type Spinner struct {
 // and reports whether done returned true. It returns false at once when
 // spinning cannot help.
 func (s *Spinner) Spin(done func() bool) bool {
-	if !CanSpin() {
+	if !Enabled() {
 		return false
 	}
 	if !s.started.Load() {

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package spin
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestSpinner(t *testing.T) {
+	if !Enabled() {
+		var s Spinner
+		if s.Spin(func() bool { return true }) {
+			t.Fatal("Spin spun with one CPU")
+		}
+		t.Skip("one CPU: spinning is disabled")
+	}
+	var s Spinner
+	if !s.Spin(func() bool { return true }) {
+		t.Fatal("Spin of a true condition failed")
+	}
+	// Failures drop the budget to 0; then only probes spin, after 2, 4,
+	// ... slow paths.
+	spins := 0
+	for s.budget.Load() != 0 || spins == 0 {
+		s.Spin(func() bool { return false })
+		spins++
+		if spins > 20 {
+			t.Fatalf("budget still %d after %d failed spins", s.budget.Load(), spins)
+		}
+	}
+	calls := 0
+	probe := func() bool { calls++; return false }
+	s.Spin(probe)
+	if calls != 0 {
+		t.Fatalf("spun %d times right after spinning was switched off", calls)
+	}
+	// A successful probe switches spinning back on.
+	for i := 0; i < 2*maxBackoff && calls == 0; i++ {
+		s.Spin(func() bool { calls++; return true })
+	}
+	if calls == 0 || s.budget.Load() == 0 {
+		t.Fatalf("no probe in %d slow paths (budget %d)", 2*maxBackoff, s.budget.Load())
+	}
+}
+
+func TestBounded(t *testing.T) {
+	if !Enabled() {
+		var b Bounded
+		if b.Spin(time.Millisecond, func() bool { return true }) {
+			t.Fatal("Spin spun with one CPU")
+		}
+		t.Skip("one CPU: spinning is disabled")
+	}
+	var b Bounded
+	if !b.Spin(time.Millisecond, func() bool { return true }) {
+		t.Fatal("Spin of a true condition failed")
+	}
+	calls := 0
+	if b.Spin(100*time.Microsecond, func() bool { calls++; return false }) || calls == 0 {
+		t.Fatalf("a false condition: %d calls", calls)
+	}
+	// A miss skips the next SkipAfterMiss waits without calling done.
+	for range SkipAfterMiss {
+		if b.Spin(time.Millisecond, func() bool { t.Fatal("done called while skipping"); return true }) {
+			t.Fatal("a skipped wait spun")
+		}
+	}
+	if !b.Spin(time.Millisecond, func() bool { return true }) {
+		t.Fatal("spinning did not resume after the skips")
+	}
+}
+
+func TestReadable(t *testing.T) {
+	var p [2]int
+	if err := pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	if Readable(p[0]) {
+		t.Fatal("an empty pipe is readable")
+	}
+	write1(p[1])
+	if !Readable(p[0]) {
+		t.Fatal("a pipe with a byte is not readable")
+	}
+}
+
+func pipe(p []int) error { return unix.Pipe2(p, unix.O_CLOEXEC) }
+func write1(fd int)      { unix.Write(fd, []byte{1}) }
