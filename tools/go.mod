@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/multiproc/multiproc/forkserver v0.1.0
+	github.com/multiproc/multiproc/internal/base v0.1.0
 	github.com/multiproc/multiproc/internal/mptest v0.1.0
 	github.com/multiproc/multiproc/ipc v0.1.0
 	github.com/multiproc/multiproc/manager v0.1.0
@@ -19,7 +20,6 @@ require (
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
-	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
 	github.com/multiproc/multiproc/syncprim v0.1.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect

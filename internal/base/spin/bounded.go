@@ -9,6 +9,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	// A build for another system stops in linuxonly with one clear message.
+	_ "github.com/multiproc/multiproc/internal/base/linuxonly"
 )
 
 // SkipAfterMiss is how many waits a Bounded spin skips after a spin that
