@@ -251,19 +251,30 @@ func watchParent(ctx context.Context, cancel context.CancelFunc) {
 	}
 }
 
-// handLimit is how many chunks the agent pulls ahead: two per worker,
-// so that a busy agent leaves the rest to others, or, while chunks run
-// in under a few milliseconds, enough to keep the local pool's pipeline
-// full (the local pool keeps up to 128 tasks in flight per worker).
+// handLimit is how many chunks the agent pulls ahead of its workers. A
+// chunk pulled waits for a worker of this agent even when another agent
+// is idle, so the agent pulls one chunk per worker while it does not
+// know how long chunks run (or they run long: a short chunk must not wait
+// behind a long one here while other agents idle), two per worker while
+// they run under slowChunk, and, while they run in under fastChunk,
+// enough to keep the local pool's pipeline full (it keeps up to 128
+// tasks in flight per worker).
 func (a *agent) handLimit() int64 {
 	w := int64(a.cfg.Workers)
-	if ewma := a.runEWMA.Load(); ewma > 0 && time.Duration(ewma) < fastChunk {
+	switch ewma := time.Duration(a.runEWMA.Load()); {
+	case ewma <= 0 || ewma >= slowChunk:
+		return w
+	case ewma < fastChunk:
 		return 32 * w
+	default:
+		return 2 * w
 	}
-	return 2 * w
 }
 
-const fastChunk = 2 * time.Millisecond
+const (
+	fastChunk = 2 * time.Millisecond
+	slowChunk = 100 * time.Millisecond
+)
 
 // noteRun folds a chunk's run time into the running average.
 func (a *agent) noteRun(d time.Duration) {

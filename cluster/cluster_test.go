@@ -227,3 +227,26 @@ func TestCloseDuringMap(t *testing.T) {
 		t.Fatalf("Map = %v, want pool.ErrTerminated", err)
 	}
 }
+
+// ImapUnordered yields results as they complete: one slow task does not
+// hold back the others (Ray's imap blocks on one slow result, ray#29466).
+func TestImapUnorderedSlowTaskDoesNotBlock(t *testing.T) {
+	p := newPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	in := []time.Duration{time.Hour, 1, 2, 3, 4, 5}
+	var got []time.Duration
+	for v, err := range slow.ImapUnordered(ctx, p, slices.Values(in)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+		if len(got) == len(in)-1 {
+			break // the hour-long task is still running; breaking cancels it
+		}
+	}
+	slices.Sort(got)
+	if d := cmp.Diff(in[1:], got); d != "" {
+		t.Fatalf("ImapUnordered (-want +got):\n%s", d)
+	}
+}

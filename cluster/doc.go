@@ -23,7 +23,8 @@
 // started with MULTIPROC_CLUSTER set to a NATS URL: process.Init() runs
 // the agent instead of main. An agent runs tasks in its own local
 // pool.Pool of worker processes (crash isolation is kept), pulls only the
-// chunks it has room for (two per worker), answers each on its caller's
+// chunks it has room for (one or two per worker, more while chunks are
+// very short), answers each on its caller's
 // subject and acknowledges it once the result is published, and sends
 // in-progress heartbeats while a chunk runs.
 //

@@ -52,7 +52,9 @@ type Pool struct {
 	chunkSeq uint64
 	agents   map[string]*agentSeen // by status key
 	warned   map[string]bool
-	local    []*process.Process
+	// warnedIdle: a call was started with no agent of this build.
+	warnedIdle bool
+	local      []*process.Process
 
 	stats struct {
 		republished, duplicates, results uint64
@@ -226,6 +228,11 @@ func (p *Pool) StartCall(ctx context.Context, task string, deliver func(pool.Chu
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, pool.ErrClosed
+	}
+	if p.capacityLocked() == 0 && !p.warnedIdle {
+		p.warnedIdle = true
+		p.log.Warn("no agent of this build is connected: calls wait until one joins (their context bounds them)",
+			zap.String("build", p.ns), zap.String("url", p.url))
 	}
 	p.jobSeq++
 	c := &call{p: p, job: p.jobSeq, task: task, ctx: ctx, deliver: deliver, sent: map[uint64]*sent{}}
