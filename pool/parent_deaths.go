@@ -40,9 +40,9 @@ func (p *Pool) workerGone(w *workerHandle, code int, exitErr error) {
 	}
 	// The progress word says what the worker was doing: running a task of
 	// a chunk it held (that task alone is charged), between two tasks of
-	// one (nothing is charged), working on one outside its tasks (that
-	// chunk is charged), or none of these (attributed false: it was idle,
-	// or receiving).
+	// one or finishing one (nothing is charged), decoding or encoding one
+	// (that chunk is charged), or none of these (attributed false: it was
+	// idle, or receiving).
 	attributed := false
 	for _, c := range held {
 		if lp.on(c) && lp.state != markIdle {
@@ -66,24 +66,16 @@ func (p *Pool) workerGone(w *workerHandle, code int, exitErr error) {
 			// The task that was running: it alone is charged.
 			d.splitAround(c, i, nil)
 		case lp.on(c) && lp.state == markChunk:
-			d.charge(c)
+			// Decoding or encoding this chunk, outside its tasks.
+			d.blindDeath(c, len(held))
 		case attributed || !lp.notReached(c):
 			// Done, or not started while the worker was busy with another:
 			// run again, uncharged.
 			d.requeueRest(c)
 		default:
 			// The worker died outside any task before it reached this
-			// chunk (receiving it, say): it runs again alone, uncharged,
-			// so that further deaths tell whether it is to blame. A chunk
-			// that kills its worker before it starts is charged on its
-			// maxBlindDeaths-th such death, alone on the worker.
-			c.blind++
-			if c.suspect && len(held) == 1 && c.blind >= maxBlindDeaths {
-				d.charge(c)
-				break
-			}
-			c.suspect = true
-			d.requeueRest(c)
+			// chunk (receiving it, say).
+			d.blindDeath(c, len(held))
 		}
 	}
 	p.setQueueLocked(append(d.requeue, p.queue...))
@@ -95,12 +87,26 @@ func (p *Pool) workerGone(w *workerHandle, code int, exitErr error) {
 	flushAll(fl)
 }
 
-// maxBlindDeaths is how many deaths of its workers outside any task (see
-// workerGone) a chunk is charged at, the last one alone on its worker: a
-// chunk that kills every worker it reaches before it starts does not run
-// forever, and a worker killed by chance before it started a chunk
-// charges nothing.
+// maxBlindDeaths is how many deaths of its workers outside its tasks (see
+// blindDeath) a chunk is charged at, the last one alone on its worker: a
+// chunk that kills every worker it reaches before its tasks run does not
+// run forever, and a worker killed by chance then charges nothing.
 const maxBlindDeaths = 3
+
+// blindDeath settles c, held by a worker that died outside its tasks while
+// it received, decoded or encoded c (or held nheld chunks in all): c runs
+// again alone, uncharged, so that further deaths tell whether it is to
+// blame. A chunk that kills its worker outside its tasks is charged at
+// its maxBlindDeaths-th such death, alone on the worker.
+func (d *deathSettler) blindDeath(c *chunk, nheld int) {
+	c.blind++
+	if c.suspect && nheld == 1 && c.blind >= maxBlindDeaths {
+		d.charge(c)
+		return
+	}
+	c.suspect = true
+	d.requeueRest(c)
+}
 
 // deathSettler collects what becomes of the chunks a dead worker held.
 type deathSettler struct {

@@ -60,10 +60,10 @@ type chunk struct {
 	// readToken). Both under Pool.mu.
 	w      *workerHandle
 	direct bool
-	// suspect marks a chunk held by a worker that died before it reached
-	// it while not running a task (its progress word names none): it runs
-	// again alone on a worker, so that a worker dying then tells which
-	// chunk killed it; blind counts those deaths (see maxBlindDeaths).
+	// suspect marks a chunk whose worker died outside any task while it
+	// held it (see blindDeath): it runs again alone on a worker, so that a
+	// worker dying then tells whether it killed it; blind counts those
+	// deaths (see maxBlindDeaths).
 	suspect bool
 	blind   int
 	// done counts the chunk's first tasks whose results arrived in partial

@@ -19,15 +19,19 @@ import (
 // low half what it is doing there:
 //
 //   - markIdle: nothing; that chunk is done (its result may not have left);
-//   - i+1: task i of that chunk is running;
-//   - markChunk: decoding the chunk's arguments or encoding its results.
+//   - i+1: task i of that chunk is running (or, once its result went out
+//     in a partial result, the worker is between task i and task i+1);
+//   - markChunk: decoding the chunk's arguments or encoding its results;
+//   - markFinishing: its results are encoded; the worker is finishing the
+//     chunk (stopping its watcher, queueing the result).
 //
 // A store per task is one plain memory write: a dead process's writes
 // are all visible to the pool, and the pool never reads a live worker's
 // word, so no atomic instruction is needed on the worker's side.
 const (
-	markIdle  = 0
-	markChunk = 0xFFFFFFFF
+	markIdle      = 0
+	markChunk     = 0xFFFFFFFF
+	markFinishing = 0xFFFFFFFE
 )
 
 // progressSize is the size of a progress segment.
@@ -62,7 +66,7 @@ func readProgress(word *uint64) lastProgress {
 
 // task returns the index of the task that was running, if one was.
 func (lp lastProgress) task() (int, bool) {
-	if !lp.known || lp.state == markIdle || lp.state == markChunk {
+	if !lp.known || lp.state == markIdle || lp.state == markChunk || lp.state == markFinishing {
 		return 0, false
 	}
 	return int(lp.state - 1), true

@@ -61,6 +61,13 @@ func TestProgressWord(t *testing.T) {
 	if lp = readProgress(&word); lp.state != markChunk || !lp.on(c) {
 		t.Errorf("chunk work: %+v", lp)
 	}
+	word = 7<<32 | markFinishing
+	if lp = readProgress(&word); !lp.on(c) || lp.state != markFinishing {
+		t.Errorf("finishing: %+v", lp)
+	}
+	if _, ok := lp.task(); ok {
+		t.Errorf("finishing names a task: %+v", lp)
+	}
 	if lp = readProgress(nil); lp.known || !lp.notReached(c) {
 		t.Errorf("no word: %+v", lp)
 	}

@@ -447,6 +447,9 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 			*w.mark = uint64(c.order)<<32 | markChunk
 		}
 		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0])
+		if w.mark != nil {
+			*w.mark = uint64(c.order)<<32 | markFinishing
+		}
 		if h != nil {
 			first = h.first
 		}
