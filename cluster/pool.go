@@ -463,6 +463,15 @@ func (p *Pool) heartbeatLoop(ctx context.Context) {
 				p.log.Warn("cannot refresh the caller's heartbeat", zap.Error(err))
 			}
 			cancel()
+			// Forget agents that vanished long ago (killed: their entry
+			// expired without a delete).
+			p.mu.Lock()
+			for k, a := range p.agents {
+				if time.Since(a.seen) > 10*p.ttl {
+					delete(p.agents, k)
+				}
+			}
+			p.mu.Unlock()
 		}
 	}
 }
