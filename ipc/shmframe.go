@@ -176,7 +176,7 @@ func (c *Conn) recvShmFrame(start int64, n uint64, max int64, sf *shmFrame) erro
 
 // recvShmAware is Recv on a Conn with SharedMemory.
 func (c *Conn) recvShmAware(ctx context.Context, v any) error {
-	msg, sf, err := c.recvMaybeShm(ctx)
+	msg, sf, err := c.recvMaybeShm(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -200,37 +200,41 @@ func (c *Conn) recvShmAware(ctx context.Context, v any) error {
 	return c.opts.codec.Unmarshal(p, v)
 }
 
-// recvMaybeShm receives one frame, leaving a shared-memory frame mapped
-// by nobody yet (sf.f non-nil: the caller must open or close it).
-func (c *Conn) recvMaybeShm(ctx context.Context) ([]byte, shmFrame, error) {
+// recvMaybeShm receives one frame (an ordinary one into buf when it
+// fits), leaving a shared-memory frame mapped by nobody yet (sf.f
+// non-nil: the caller must open or close it).
+func (c *Conn) recvMaybeShm(ctx context.Context, buf []byte) ([]byte, shmFrame, error) {
 	if err := c.checkRecv(); err != nil {
 		return nil, shmFrame{}, err
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	msg, sf, start, err := c.recvAny(ctx, nil, c.opts.maxFrame)
+	msg, sf, start, err := c.recvAny(ctx, buf, c.opts.maxFrame)
 	if err == nil {
 		closeFiles(c.takeFiles(start))
 	}
 	return msg, sf, err
 }
 
-// RecvShared receives one frame like RecvBytes, but the payload of a
+// RecvShared receives one frame like RecvBytesInto, but the payload of a
 // shared-memory frame (SharedMemory) comes back in place, in the mapping
-// of its segment, with no copy. The caller owns data until it calls
-// release: the sender does not reuse the segment before that, and data
-// stays valid after the Conn is closed. data must not be written to, nor
-// used after release. release may be called more than once (only the
-// first call acts); a caller that never calls it keeps the segment's
-// memory until the process exits. For an ordinary frame data is a slice of
-// its own and release does nothing.
-func (c *Conn) RecvShared(ctx context.Context) (data []byte, release func(), err error) {
-	msg, sf, err := c.recvMaybeShm(ctx)
+// of its segment, with no copy. An ordinary frame goes into buf when it
+// fits (into new memory otherwise); buf may be nil.
+//
+// The caller owns data until it calls release: the sender does not reuse
+// the segment before that, and data stays valid after the Conn is closed.
+// data must not be written to (a shared-memory payload is read-only: a
+// write faults), nor used after release. release may be called more than
+// once (only the first call acts); it is nil for an ordinary frame, whose
+// data is the caller's own memory. A caller that never calls it keeps the
+// segment's memory until the process exits.
+func (c *Conn) RecvShared(ctx context.Context, buf []byte) (data []byte, release func(), err error) {
+	msg, sf, err := c.recvMaybeShm(ctx, buf)
 	if err != nil {
 		return nil, nil, err
 	}
 	if sf.f == nil {
-		return msg, func() {}, nil
+		return msg, nil, nil
 	}
 	m, p, err := c.openShm(sf)
 	if err != nil {

@@ -168,12 +168,32 @@ func TestSharedMemoryRoundTrip(t *testing.T) {
 		if err := b.SendBytes(ctx, want); err != nil {
 			t.Fatal(err)
 		}
-		m, release, err := a.RecvShared(ctx)
+		m, release, err := a.RecvShared(ctx, nil)
 		if err != nil || !bytes.Equal(m, want) {
 			t.Fatalf("%d bytes: RecvShared: %v", n, err)
 		}
-		release()
-		release()
+		if (release != nil) != (n > th) {
+			t.Fatalf("%d bytes: RecvShared's release is set: %v, want %v", n, release != nil, n > th)
+		}
+		if release != nil {
+			release()
+			release()
+		}
+		// RecvShared with a buffer: an ordinary frame lands in it.
+		if err := b.SendBytes(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		buf2 := make([]byte, n+1)
+		m, release, err = a.RecvShared(ctx, buf2)
+		if err != nil || !bytes.Equal(m, want) {
+			t.Fatalf("%d bytes: RecvShared into a buffer: %v", n, err)
+		}
+		if inBuf := n > 0 && &m[0] == &buf2[0]; n > 0 && inBuf != (n <= th) {
+			t.Fatalf("%d bytes: RecvShared used the buffer: %v, want %v", n, inBuf, n <= th)
+		}
+		if release != nil {
+			release()
+		}
 	}
 	// The segments stay mapped for reuse (at most sendSegs + recvMaps per
 	// Conn) until Close; a RecvShared slice outlives Close until released.
@@ -184,7 +204,7 @@ func TestSharedMemoryRoundTrip(t *testing.T) {
 	if err := a.SendBytes(ctx, want); err != nil {
 		t.Fatal(err)
 	}
-	m, release, err := b.RecvShared(ctx)
+	m, release, err := b.RecvShared(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +234,7 @@ func TestSharedMemoryReuse(t *testing.T) {
 	if err := a.SendBytes(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	held, release, err := b.RecvShared(ctx)
+	held, release, err := b.RecvShared(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,14 +106,18 @@ func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool)
 	var err error
 	for !fin.Load() {
 		p.spinReadable(w)
-		b, rerr := w.recv(rctx)
+		b, release, rerr := w.recv(rctx)
 		if rerr != nil {
 			if rctx == ctx && ctx.Err() != nil {
 				err = ctx.Err()
 			}
 			break
 		}
-		if !w.handleFrame(b) {
+		ok := w.handleFrame(b)
+		if release != nil {
+			release()
+		}
+		if !ok {
 			break
 		}
 	}

@@ -146,8 +146,15 @@ func (w *workerHandle) watchExit() {
 func (w *workerHandle) receiveLoop() bool {
 	p := w.p
 	for {
-		b, err := w.recv(context.Background())
-		if err != nil || !w.handleFrame(b) {
+		b, release, err := w.recv(context.Background())
+		if err != nil {
+			return false
+		}
+		ok := w.handleFrame(b)
+		if release != nil {
+			release()
+		}
+		if !ok {
 			return false
 		}
 		if !w.conn.Ready() {
@@ -173,16 +180,10 @@ func (w *workerHandle) receiveLoop() bool {
 // recv receives one message into the token holder's buffer (reused:
 // nothing keeps a reference to a message once it is handled; results
 // and errors are decoded into fresh memory). Longer messages get memory
-// of their own.
-func (w *workerHandle) recv(ctx context.Context) ([]byte, error) {
-	n, err := w.conn.RecvBytesInto(ctx, w.tok.buf)
-	if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
-		return tooShort.Msg, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return w.tok.buf[:n], nil
+// of their own, and large ones (shared memory) are read in place: the
+// caller calls release (when not nil) once it has handled the message.
+func (w *workerHandle) recv(ctx context.Context) (b []byte, release func(), err error) {
+	return w.conn.RecvShared(ctx, w.tok.buf)
 }
 
 // handleFrame acts on one message from the worker. A malformed one gets

@@ -74,11 +74,12 @@ type workerProcess struct {
 	arena []byte
 
 	// Used by the execute goroutine only:
-	rbuf []byte       // receive buffer; a message's chunk is run before the next receive
-	rfd  int          // conn's descriptor, for spinRecv; -1 if unknown
-	spin spin.Bounded // before a receive (see spinRecv)
-	obuf []byte       // a chunk's encoded results
-	fbuf []byte       // a result frame
+	rbuf    []byte       // receive buffer; a message's chunk is run before the next receive
+	release func()       // releases the shared memory of the last message received, if any
+	rfd     int          // conn's descriptor, for spinRecv; -1 if unknown
+	spin    spin.Bounded // before a receive (see spinRecv)
+	obuf    []byte       // a chunk's encoded results
+	fbuf    []byte       // a result frame
 }
 
 const (
@@ -250,23 +251,28 @@ func (w *workerProcess) spinRecv() {
 // recv receives the next message into rbuf. It is only called when every
 // chunk received before has run (the queue is empty), so the chunk it
 // brings may alias rbuf.
+//
+// A large message (shared memory) is read in place in its segment's
+// mapping, which the chunks it brings alias: the segment is released at
+// the next recv, when they have all run.
 func (w *workerProcess) recv() ([]byte, error) {
 	if w.rbuf == nil {
 		w.rbuf = make([]byte, 4<<10)
 	}
-	n, err := w.conn.RecvBytesInto(context.Background(), w.rbuf)
-	if tooShort, ok := err.(*ipc.BufferTooShortError); ok {
-		b := tooShort.Msg
-		if len(b) <= maxRecvBuf {
-			// Next time it is the buffer (this message is done by then).
-			w.rbuf = b[:cap(b)]
-		}
-		return b, nil
+	if w.release != nil {
+		w.release()
+		w.release = nil
 	}
+	b, release, err := w.conn.RecvShared(context.Background(), w.rbuf)
 	if err != nil {
 		return nil, err
 	}
-	return w.rbuf[:n], nil
+	w.release = release
+	if release == nil && len(b) > len(w.rbuf) && len(b) <= maxRecvBuf {
+		// Next time it is the buffer (this message is done by then).
+		w.rbuf = b[:cap(b)]
+	}
+	return b, nil
 }
 
 func (w *workerProcess) execute(ctx context.Context) error {
