@@ -102,7 +102,14 @@ type localPool struct {
 	ready chan struct{}
 	p     *pool.Pool
 	err   error
+	// Under agent.poolsMu: chunks using it, and when the last one left.
+	users int
+	last  time.Time
 }
+
+// idlePool is how long a local pool with options other than the
+// defaults is kept without chunks before its workers are stopped.
+const idlePool = time.Minute
 
 type callerSeen struct {
 	ns     string
@@ -149,8 +156,10 @@ func runAgent(ctx context.Context, cfg agentConfig, log *zap.Logger) error {
 	}
 	// The default pool's workers are started before the agent reports
 	// any capacity.
-	if _, err := a.localPool(ctx, poolKey{}); err != nil {
+	if _, release, err := a.localPool(ctx, poolKey{}); err != nil {
 		return err
+	} else {
+		release()
 	}
 	ctlSub, err := nc.Subscribe(controlSubject(a.ns), a.onControl)
 	if err != nil {
@@ -429,7 +438,7 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 // pulled: a short chunk must not queue behind a long one pulled after
 // it.
 func (a *agent) send(ctx context.Context, c *pb.Chunk, done func(pool.ChunkResult)) error {
-	lp, err := a.localPool(ctx, poolKey{timeout: time.Duration(c.TaskTimeoutNs), retries: int(c.Retries)})
+	lp, release, err := a.localPool(ctx, poolKey{timeout: time.Duration(c.TaskTimeoutNs), retries: int(c.Retries)})
 	if err != nil {
 		return err
 	}
@@ -439,14 +448,17 @@ func (a *agent) send(ctx context.Context, c *pb.Chunk, done func(pool.ChunkResul
 		// Called only once Send was, so call is set.
 		once.Do(func() {
 			call.Close()
+			release()
 			done(r)
 		})
 	})
 	if err != nil {
+		release()
 		return err
 	}
 	if err := call.Send(0, int(c.Count), c.Inputs); err != nil {
 		call.Close()
+		release()
 		return err
 	}
 	return nil
@@ -480,12 +492,12 @@ func (a *agent) reply(c *pb.Chunk, r *pool.ChunkResult, all *pb.Failure) {
 }
 
 // localPool returns the local pool with these options, starting it on
-// first use.
-func (a *agent) localPool(ctx context.Context, k poolKey) (*pool.Pool, error) {
+// first use; release says the caller is done with it.
+func (a *agent) localPool(ctx context.Context, k poolKey) (*pool.Pool, func(), error) {
 	a.poolsMu.Lock()
 	lp := a.pools[k]
 	if lp == nil {
-		lp = &localPool{ready: make(chan struct{})}
+		lp = &localPool{ready: make(chan struct{}), users: 1}
 		a.pools[k] = lp
 		a.poolsMu.Unlock()
 		opts := []pool.Option{pool.Workers(a.cfg.Workers), pool.Logger(a.log), pool.Retries(k.retries)}
@@ -500,14 +512,48 @@ func (a *agent) localPool(ctx context.Context, k poolKey) (*pool.Pool, error) {
 			a.poolsMu.Unlock()
 		}
 	} else {
+		lp.users++
+		a.poolsMu.Unlock()
+	}
+	release := func() {
+		a.poolsMu.Lock()
+		lp.users--
+		lp.last = time.Now()
 		a.poolsMu.Unlock()
 	}
 	select {
 	case <-lp.ready:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		release()
+		return nil, nil, ctx.Err()
 	}
-	return lp.p, lp.err
+	if lp.err != nil {
+		release()
+		return nil, nil, lp.err
+	}
+	return lp.p, release, nil
+}
+
+// closeIdlePools stops the local pools with other options than the
+// defaults that no chunk used for idlePool.
+func (a *agent) closeIdlePools() {
+	var idle []*pool.Pool
+	a.poolsMu.Lock()
+	for k, lp := range a.pools {
+		select {
+		case <-lp.ready:
+		default:
+			continue
+		}
+		if k != (poolKey{}) && lp.users == 0 && lp.p != nil && time.Since(lp.last) > idlePool {
+			delete(a.pools, k)
+			idle = append(idle, lp.p)
+		}
+	}
+	a.poolsMu.Unlock()
+	for _, p := range idle {
+		p.Terminate()
+	}
 }
 
 func (a *agent) closePools() {
@@ -684,6 +730,7 @@ func (a *agent) statusLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		a.sweep(ctx)
+		a.closeIdlePools()
 		a.putStatus(ctx)
 		if info, err := a.cons.Info(ctx); err == nil {
 			a.ackWait.Store(int64(info.Config.AckWait))
