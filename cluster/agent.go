@@ -109,7 +109,7 @@ type localPool struct {
 
 // idlePool is how long a local pool with options other than the
 // defaults is kept without chunks before its workers are stopped.
-const idlePool = time.Minute
+var idlePool = time.Minute
 
 type callerSeen struct {
 	ns     string

@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -69,3 +71,68 @@ var _ = mptest.RegisterHelper("other-build-agent", func() {
 		os.Exit(1)
 	}
 })
+
+// An agent stops a local pool with options other than the defaults once
+// no chunk used it for a while: callers' option combinations do not pile
+// up worker processes.
+func TestIdleLocalPoolStopped(t *testing.T) {
+	p := newPool(t, Agents(0), TaskTimeout(time.Minute))
+	cmd := mptest.HelperCmd(t, "short-idle-agent", p.URL())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	waitWorkers(t, p, 1)
+	if v, err := square.Apply(context.Background(), p, 3); err != nil || v != 9 {
+		t.Fatalf("Apply = %d, %v", v, err)
+	}
+	// The default pool's worker and the TaskTimeout pool's worker; then
+	// the latter is stopped.
+	kids := func() int { return len(childrenOf(cmd.Process.Pid)) }
+	if n := kids(); n != 2 {
+		t.Fatalf("the agent has %d worker processes, want 2", n)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for kids() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle pool's worker is still running (%d workers)", kids())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var _ = mptest.RegisterHelper("short-idle-agent", func() {
+	idlePool = 500 * time.Millisecond
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := runAgent(ctx, agentConfig{URL: mptest.HelperArgs()[0], Workers: 1}, zap.NewNop()); err != nil {
+		os.Exit(1)
+	}
+})
+
+// childrenOf lists the live children of pid.
+func childrenOf(pid int) []int {
+	var kids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
+			k, _ := strconv.Atoi(e.Name())
+			kids = append(kids, k)
+		}
+	}
+	return kids
+}
