@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/base/valenc"
 )
 
@@ -103,7 +104,7 @@ func (c *Conn) writeShmLocked(ctx context.Context, seg *segment, n int) error {
 		err = c.write(ctx, unix.UnixRights(seg.fd), appendShmHeader(hdr[:0], n))
 	}
 	if err != nil {
-		atomic.StoreUint32(seg.busy(), 0) // never sent: free again
+		atomic.StoreUint32(seg.busy(), segFree) // never sent: free again
 	}
 	return err
 }
@@ -133,7 +134,9 @@ func (c *Conn) openShm(sf shmFrame) (*mapping, []byte, error) {
 // done marks the segment of a consumed payload free for its sender and
 // drops the caller's reference.
 func (m *mapping) done() {
-	atomic.StoreUint32(m.busy(), 0)
+	if atomic.SwapUint32(m.busy(), segFree) == segBusyWaited {
+		futex.WakeAll(m.busy())
+	}
 	m.unref()
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -436,10 +437,15 @@ func TestSharedMemoryWaitForSegment(t *testing.T) {
 	if err := a.SendBytes(short, msg); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("send with every segment held: got %v, want DeadlineExceeded", err)
 	}
+	// A send that sleeps on the futex word of the oldest segment is
+	// woken when the receiver frees it.
+	sent := make(chan error, 1)
+	go func() { sent <- a.SendBytes(ctx, msg) }()
+	waitForWaiter(t, a)
 	if got, err := b.RecvBytes(ctx); err != nil || !bytes.Equal(got, msg) {
 		t.Fatal(err)
 	}
-	if err := a.SendBytes(ctx, msg); err != nil {
+	if err := <-sent; err != nil {
 		t.Fatalf("send after the receiver freed a segment: %v", err)
 	}
 	for range sendSegs {
@@ -628,4 +634,24 @@ func TestSharedMemorySendFrames(t *testing.T) {
 			t.Fatalf("frame %d (%d bytes): %v", i, len(want), err)
 		}
 	}
+}
+
+// waitForWaiter returns once a sender of c sleeps on a segment's word
+// (busy set to segBusyWaited).
+func waitForWaiter(t *testing.T, c *Conn) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		st := c.shmState()
+		st.mu.Lock()
+		for _, s := range st.send {
+			if atomic.LoadUint32(s.busy()) == segBusyWaited {
+				st.mu.Unlock()
+				return
+			}
+		}
+		st.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no sender waits for a segment")
 }

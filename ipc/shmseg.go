@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/multiproc/internal/base/futex"
 )
 
 // Segments of shared-memory frames (PROTOCOL.md, "Shared-memory frames").
@@ -30,10 +32,18 @@ import (
 const (
 	segHeader = 64         // bytes before the payload; keeps it 64-byte aligned
 	segMagic  = 0x4753504d // "MPSG", little-endian
-	// The word at offBusy is 1 from the sender's write until the receiver
-	// has consumed the payload, then 0: the sender reuses only free
-	// segments.
-	offBusy = 4
+	// The word at offBusy is segBusy from the sender's write until the
+	// receiver has consumed the payload, then segFree: the sender reuses
+	// only free segments. A sender that waits for it sets segBusyWaited,
+	// and the receiver that frees it then wakes the futex word.
+	offBusy       = 4
+	segFree       = 0
+	segBusy       = 1
+	segBusyWaited = 2
+	// segWaitSlice bounds one futex sleep of a sender waiting for a
+	// segment, so that its context, Close or the peer's hang-up end the
+	// wait within that time.
+	segWaitSlice = 5 * time.Millisecond
 	// offID holds 8 random bytes naming the segment: with the inode, what
 	// a receiver recognises a segment by.
 	offID = 16
@@ -53,8 +63,9 @@ const shmSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
 
 // A segment is one memfd and its read-write mapping, on the sending side.
 type segment struct {
-	fd  int
-	mem []byte
+	fd   int
+	mem  []byte
+	sent uint64 // when it was last taken (shmState.sent), to wait on the oldest
 }
 
 func (s *segment) busy() *uint32 { return (*uint32)(unsafe.Pointer(&s.mem[offBusy])) }
@@ -111,6 +122,7 @@ func (m *mapping) unref() {
 // mappings (under mu too: both are short critical sections).
 type shmState struct {
 	mu     sync.Mutex
+	sent   uint64 // segments taken so far
 	send   []*segment
 	recv   []*mapping // most recently used last
 	closed bool
@@ -127,20 +139,16 @@ func (c *Conn) shmState() *shmState {
 	return c.shm
 }
 
-// acquire returns a free segment of at least size bytes, marked busy.
-// While all of the Conn's sendSegs segments are held by the receiver it
-// waits, as a send waits for room in a full socket buffer: for one to be
-// freed, ctx to end, the Conn to close, or the peer to hang up.
+// acquireSegment returns a free segment of at least size bytes, marked
+// busy. While all of the Conn's sendSegs segments are held by the
+// receiver it waits, as a send waits for room in a full socket buffer:
+// for one to be freed, ctx to end, the Conn to close, or the peer to
+// hang up.
 func (c *Conn) acquireSegment(ctx context.Context, size int) (*segment, error) {
 	st := c.shmState()
 	size = (size + segRound - 1) / segRound * segRound
-	// The receiver frees a segment with a plain store (no system call), so
-	// a waiting sender polls: every 10 µs at first, backing off to every
-	// 500 µs, which is small beside the copy of a payload this large
-	// (1 MiB takes about 100 µs at memory speed).
-	nap := 10 * time.Microsecond
 	for {
-		s, err := st.tryAcquire(size)
+		s, oldest, err := st.tryAcquire(size)
 		if s != nil || err != nil {
 			return s, err
 		}
@@ -153,46 +161,59 @@ func (c *Conn) acquireSegment(ctx context.Context, size int) (*segment, error) {
 		if c.peerGone() {
 			return nil, c.mapErr(unix.EPIPE)
 		}
-		time.Sleep(nap)
-		nap = min(2*nap, 500*time.Microsecond)
+		// Sleep on the segment sent first, which the receiver frees
+		// first unless it holds it (RecvShared): busy 2 asks the
+		// receiver for a wake-up. The timeout bounds how late ctx, Close
+		// or a hang-up are noticed.
+		w := oldest.busy()
+		if atomic.CompareAndSwapUint32(w, segBusy, segBusyWaited) || atomic.LoadUint32(w) == segBusyWaited {
+			futex.Wait(w, segBusyWaited, segWaitSlice)
+		}
 	}
 }
 
 // tryAcquire returns a free segment of at least size bytes (reusing one,
-// making one, or replacing a free one that is too small), marked busy, or
-// nil when all are busy.
-func (st *shmState) tryAcquire(size int) (*segment, error) {
+// making one, or replacing a free one that is too small), marked busy;
+// or, when all are busy, nil and the one sent first.
+func (st *shmState) tryAcquire(size int) (*segment, *segment, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
+	st.sent++
 	replace := -1
+	var oldest *segment
 	for i, s := range st.send {
-		if atomic.LoadUint32(s.busy()) != 0 {
+		if atomic.LoadUint32(s.busy()) != segFree {
+			if oldest == nil || s.sent < oldest.sent {
+				oldest = s
+			}
 			continue
 		}
 		if len(s.mem) >= size {
-			atomic.StoreUint32(s.busy(), 1)
-			return s, nil
+			atomic.StoreUint32(s.busy(), segBusy)
+			s.sent = st.sent
+			return s, nil, nil
 		}
 		replace = i
 	}
 	if len(st.send) == sendSegs && replace < 0 {
-		return nil, nil
+		return nil, oldest, nil
 	}
 	s, err := newSegment(size)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	atomic.StoreUint32(s.busy(), 1)
+	atomic.StoreUint32(s.busy(), segBusy)
+	s.sent = st.sent
 	if replace >= 0 {
 		st.send[replace].close()
 		st.send[replace] = s
 	} else {
 		st.send = append(st.send, s)
 	}
-	return s, nil
+	return s, nil, nil
 }
 
 // peerGone reports whether the socket the Conn writes to has hung up.
