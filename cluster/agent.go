@@ -417,9 +417,13 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 			msg.Ack() // cancelled by its caller, who wants no result
 			return
 		case err != nil:
-			a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
+			err = a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
 		default:
-			a.reply(c, r, nil)
+			err = a.reply(c, r, nil)
+		}
+		if err != nil {
+			msg.Nak() // not answered: it runs again
+			return
 		}
 		msg.Ack()
 	}
@@ -466,7 +470,7 @@ func (a *agent) send(ctx context.Context, c *pb.Chunk, done func(pool.ChunkResul
 
 // reply publishes a chunk's result (or all, the error of all its tasks)
 // on its caller's subject.
-func (a *agent) reply(c *pb.Chunk, r *pool.ChunkResult, all *pb.Failure) {
+func (a *agent) reply(c *pb.Chunk, r *pool.ChunkResult, all *pb.Failure) error {
 	m := &pb.Result{Job: c.GetJob(), Id: c.GetId(), Agent: a.id, All: all}
 	if r != nil {
 		if r.Err != nil {
@@ -483,12 +487,22 @@ func (a *agent) reply(c *pb.Chunk, r *pool.ChunkResult, all *pb.Failure) {
 	}
 	a.done.Add(1)
 	b, err := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
+	if err == nil && int64(len(b)) > a.nc.MaxPayload() {
+		// The results do not fit in a message: the chunk fails with a
+		// clear error (publishing nothing would have it run again and
+		// again).
+		tooLarge := fmt.Errorf("%w: task %s[%d..%d]: results of %d bytes are over the server's maximum message size (%d); use a smaller chunksize",
+			ErrTooLarge, c.GetTask(), c.GetStart(), c.GetStart()+c.GetCount()-1, len(b), a.nc.MaxPayload())
+		m = &pb.Result{Job: c.GetJob(), Id: c.GetId(), Agent: a.id, All: &pb.Failure{Error: remoteErr(tooLarge)}}
+		b, err = proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
+	}
 	if err == nil {
 		err = a.nc.Publish(resultSubject(c.GetCaller()), b)
 	}
 	if err != nil {
 		a.log.Warn("cannot publish a result", zap.Error(err))
 	}
+	return err
 }
 
 // localPool returns the local pool with these options, starting it on

@@ -250,3 +250,13 @@ func TestImapUnorderedSlowTaskDoesNotBlock(t *testing.T) {
 		t.Fatalf("ImapUnordered (-want +got):\n%s", d)
 	}
 }
+
+// Results over the server's maximum message size fail their chunk with
+// ErrTooLarge; the chunk is not run again and again.
+func TestResultTooLarge(t *testing.T) {
+	p := newPool(t, Agents(1))
+	_, err := pool.Starmap(context.Background(), p, concat, []pool.Args2[string, int]{{A: string(make([]byte, 1<<10)), B: 2 << 10}})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Starmap with a 2 MiB result = %v, want ErrTooLarge", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -74,11 +75,7 @@ var (
 		}
 	})
 	concat = pool.Register2("ctest.concat", func(ctx context.Context, a string, n int) (string, error) {
-		s := ""
-		for range n {
-			s += a
-		}
-		return s, nil
+		return strings.Repeat(a, n), nil
 	})
 )
 

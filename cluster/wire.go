@@ -72,6 +72,7 @@ func init() {
 	remote.RegisterType[*pool.TimeoutError]()
 	remote.RegisterType[*PoisonError]()
 	remote.Register(pool.ErrTerminated)
+	remote.Register(ErrTooLarge)
 	remote.Register(pool.ErrClosed)
 }
 
