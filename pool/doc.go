@@ -134,6 +134,37 @@
 // (Python's ThreadPool): switching is a one-line change. Errors then come
 // back as the task returned them.
 //
+// # Handles
+//
+// Locks, queues, shared memory values, connections and manager proxies
+// reach workers through the Initializer, as Python's
+// Pool(initializer=init, initargs=(lock, value)) does: the initializer's
+// argument is a handle or a struct of them (and plain fields), each
+// worker attaches its own copy, including replacements and recycled
+// workers started later, and the initializer keeps them in package
+// variables that the tasks use:
+//
+//	type Shared struct {
+//		Lock  *syncprim.Lock
+//		Count *shm.Value[int64]
+//	}
+//	var shared Shared // in each worker, set by the initializer
+//	var setup = pool.Register("setup", func(ctx context.Context, s Shared) (struct{}, error) {
+//		shared = s
+//		return struct{}{}, nil
+//	})
+//	p, err := pool.New(ctx, pool.Initializer(setup, Shared{lock, count}))
+//
+// Handles do not travel in task arguments: a task whose argument type
+// carries handles fails with ErrHandleArg (a ThreadPool, which runs in
+// this process, takes them). A chunk of arguments is a byte stream with
+// no room for descriptors, attaching a handle costs system calls (a dup,
+// an mmap) per task where the initializer pays once per worker, and a
+// handle attached for one task would need an owner to close it after. As
+// in Python, where passing a Lock to apply_async fails with "Lock objects
+// should only be shared between processes through inheritance", pass
+// them to the initializer.
+//
 // # Recipes
 //
 //   - Parallel map over a slice: Task.Map.

@@ -9,6 +9,8 @@ import (
 	"slices"
 
 	"github.com/multiproc/multiproc/pool"
+	"github.com/multiproc/multiproc/shm"
+	"github.com/multiproc/multiproc/syncprim"
 )
 
 // Cube is registered at package level: worker processes (re-executions of
@@ -112,4 +114,46 @@ func ExampleNewThreadPool() {
 	slices.Sort(got)
 	fmt.Println(got)
 	// Output: [1 8 27]
+}
+
+// Shared is what every worker gets from the Initializer (Python's
+// initargs=(lock, value)): handles, attached in each worker.
+type Shared struct {
+	Lock  *syncprim.Lock
+	Total *shm.Value[int64]
+}
+
+var (
+	shared    Shared // in each worker, set by SetShared
+	SetShared = pool.Register("example.setshared", func(ctx context.Context, s Shared) (struct{}, error) {
+		shared = s
+		return struct{}{}, nil
+	})
+	AddToTotal = pool.Register("example.addtototal", func(ctx context.Context, x int64) (struct{}, error) {
+		if err := shared.Lock.Acquire(ctx); err != nil {
+			return struct{}{}, err
+		}
+		defer shared.Lock.Release()
+		shared.Total.Store(shared.Total.Load() + x)
+		return struct{}{}, nil
+	})
+)
+
+// Handles reach workers through the Initializer, and tasks use them from
+// a package variable.
+func ExampleInitializer() {
+	ctx := context.Background()
+	lock, _ := syncprim.NewLock()
+	defer lock.Close()
+	total, _ := shm.NewValue[int64](0)
+	defer total.Close()
+	p, err := pool.New(ctx, pool.Workers(2), pool.Initializer(SetShared, Shared{Lock: lock, Total: total}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Terminate()
+	_, err = AddToTotal.Map(ctx, p, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
+	fmt.Println(total.Load(), err)
+	// Output: 55 <nil>
 }

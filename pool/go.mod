@@ -29,7 +29,9 @@ require (
 	github.com/multiproc/multiproc/ipc v0.1.0
 	github.com/multiproc/multiproc/process v0.1.0
 	github.com/multiproc/multiproc/proto v0.1.0
+	github.com/multiproc/multiproc/queue v0.1.0
 	github.com/multiproc/multiproc/shm v0.1.0
+	github.com/multiproc/multiproc/syncprim v0.1.0
 	go.uber.org/zap v1.28.0
 	google.golang.org/protobuf v1.36.12
 )

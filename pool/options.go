@@ -5,6 +5,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,9 +18,12 @@ import (
 type Option func(*options) error
 
 type options struct {
-	workers     int
-	initTask    *taskInfo
-	initInput   []byte
+	workers   int
+	initTask  *taskInfo
+	initInput []byte
+	// initHandles are the handles of the initializer's argument, handed
+	// to every worker at its start (handles.go).
+	initHandles []handler
 	initLocal   func() error
 	maxTasks    int
 	maxMemory   int64
@@ -50,16 +54,38 @@ func Workers(n int) Option {
 // it takes any task (Python's initializer and initargs); its result is
 // discarded. A worker whose initializer fails is not used: New returns a
 // *StartError carrying the initializer's *RemoteError.
+//
+// arg may carry handles, as a Process argument does: arg is a handle (a
+// *syncprim.Lock, a *queue.Queue, a *shm.Value, an *ipc.Conn, a manager
+// proxy: a pointer type with MultiprocAttach), or a struct, or pointer to
+// one, whose exported fields (nested structs included) are handles or
+// plain values. Each worker, including those started later (replacements
+// after a death, workers recycled by MaxTasksPerChild, MaxMemory or
+// MaxWorkerAge), receives its own attached copy of each handle: the pool
+// keeps arg's handles and hands them again at every start, so they must
+// stay open (not Closed) while the pool runs. Handles in slices, maps or
+// arrays are refused; give each its own field. See "Handles" in the
+// package documentation for the pattern.
 func Initializer[A, R any](t *Task[A, R], arg A) Option {
 	return func(o *options) error {
 		if t == nil {
 			return errors.New("pool: Initializer: nil task")
 		}
-		in, err := t.in.Append(nil, []A{arg})
+		var in []byte
+		var hs []handler
+		var err error
+		if _, err := shapeOf(reflect.TypeFor[A]()); err != nil {
+			return fmt.Errorf("pool: Initializer(%s): %w", t.info.name, err)
+		}
+		if t.info.shape != nil {
+			hs, in, err = t.info.shape.split(reflect.ValueOf(&arg).Elem())
+		} else {
+			in, err = t.in.Append(nil, []A{arg})
+		}
 		if err != nil {
 			return fmt.Errorf("pool: Initializer(%s): encoding the argument: %w", t.info.name, err)
 		}
-		o.initTask, o.initInput = t.info, in
+		o.initTask, o.initInput, o.initHandles = t.info, in, hs
 		o.initLocal = func() error {
 			_, errs := t.runLocal(contextBackground(), []A{arg}, nil)
 			if len(errs) > 0 {

@@ -253,7 +253,7 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 	}
 	enc, err := j.task.encodeIn(m.scratch[:room], in, off, off+n)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %v", ErrEncode, j.task.name, start, start+n-1, err)
+		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %w", ErrEncode, j.task.name, start, start+n-1, err)
 	}
 	data := enc[room:]
 	need := len(data) + len(j.task.name) + 32

@@ -45,7 +45,7 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 	p.nworker++
 	name := fmt.Sprintf("PoolWorker-%d", p.nworker)
 	p.mu.Unlock()
-	proc := workerFunc.Process(theirs, p.cfg, prog)
+	proc := workerFunc.Process(theirs, p.cfg, prog, &handleSet{hs: p.o.initHandles})
 	proc.Name = name
 	proc.Daemon = true
 	proc.Starter = p.o.starter

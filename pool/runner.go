@@ -157,7 +157,7 @@ func (e *otherRunner) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) 
 		k := min(i+cs, n)
 		var err error
 		if buf, err = j.task.encodeIn(buf, in, i, k); err != nil {
-			return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %v", ErrEncode, j.task.name, base+i, base+k-1, err)
+			return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %w", ErrEncode, j.task.name, base+i, base+k-1, err)
 		}
 		c := &mem[len(out)]
 		*c = chunk{job: j, start: base + i, n: k - i, in: in, inOff: i}

@@ -5,6 +5,7 @@ package pool
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,11 @@ type taskInfo struct {
 	// whether panics are reported like a worker's (always true: a panic
 	// never crosses into the caller's goroutine).
 	runLocal func(ctx context.Context, in any, h *runHooks) (out any, errs []idxErr)
+	// shape, when the argument type carries handles (handles.go), says
+	// where; runInit then runs the task once as an Initializer with the
+	// argument rebuilt from its plain fields and the handles received.
+	shape   *handleShape
+	runInit func(ctx context.Context, plain []byte, got []gotHandle) *commonpb.RemoteError
 }
 
 // runHooks tells a chunk's runner how to make each task's context and
@@ -142,6 +148,19 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 		},
 		runEncoded: t.runEncoded,
 		runLocal:   t.runLocal,
+	}
+	if shape, err := shapeOf(reflect.TypeFor[A]()); err != nil || shape != nil {
+		// Handles reach workers through the Initializer only (see the
+		// package documentation, "Handles").
+		if err == nil {
+			err = ErrHandleArg
+		}
+		if shape != nil {
+			t.info.shape, t.info.runInit = shape, t.runInitWithHandles
+		}
+		t.info.encodeIn = func([]byte, any, int, int) ([]byte, error) {
+			return nil, fmt.Errorf("pool: task %q: argument type %v: %w", name, reflect.TypeFor[A](), err)
+		}
 	}
 	regMu.Lock()
 	defer regMu.Unlock()

@@ -103,9 +103,10 @@ const (
 
 // runWorker is a worker process: it answers Chunks until Stop, the end
 // of its connection, or SIGTERM.
-func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.Segment) error {
+func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.Segment, hs *handleSet) error {
 	defer conn.Close()
 	defer prog.Close()
+	defer hs.close() // the files of handles no initializer attached
 	cfg, err := parseConfig(cfgBytes)
 	if err != nil {
 		return fmt.Errorf("pool: bad worker configuration: %w", err)
@@ -115,6 +116,12 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.S
 		t := lookupTask(cfg.initializer)
 		if t == nil {
 			initErr = remote.Errorf("%w: %q", ErrNotRegistered, cfg.initializer)
+		} else if t.runInit != nil {
+			// The argument carries handles: the initializer's task takes
+			// them (it attaches each), the set keeps none.
+			got := hs.got
+			hs.got = nil
+			initErr = t.runInit(ctx, cfg.initInput, got)
 		} else if _, errs := t.runEncoded(ctx, cfg.initInput, 1, nil, nil); len(errs) > 0 {
 			initErr = errs[0].Error
 		}
