@@ -128,10 +128,12 @@ func TestFloodOfBlockingCallsIsBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The flooder's bound, and the other client's Queue call that may
-		// not have left the server's books yet.
-		if st.Calls > bound+1 {
-			t.Fatalf("%d calls running, want at most %d (per connection) and one of the other client", st.Calls, bound)
+		// The flooder's bound, and the other client's two Queue calls of
+		// the previous round (Put, then Get): a call leaves the server's
+		// books once its answer is written, a moment after the client
+		// has read that answer, so both may still be counted.
+		if st.Calls > bound+2 {
+			t.Fatalf("%d calls running, want at most %d (per connection) and the other client's two", st.Calls, bound)
 		}
 		if max := base.Goroutines + bound + 100; st.Goroutines > max {
 			t.Fatalf("server has %d goroutines during the flood, want at most %d", st.Goroutines, max)
