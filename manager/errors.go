@@ -60,6 +60,11 @@ var (
 	// ErrTypeError is Python's TypeError: an operation on a value of the
 	// wrong kind (an unhashable key, adding a string to an int, ...).
 	ErrTypeError = remote.Register(errors.New("manager: type error"))
+	// ErrNameNotFound is a lookup or Unpublish of a name that is not
+	// published.
+	ErrNameNotFound = remote.Register(errors.New("manager: name not published"))
+	// ErrNameExists is a Publish of a name that is already published.
+	ErrNameExists = remote.Register(errors.New("manager: name already published"))
 	// ErrBadRequest is a request the server could not decode or that
 	// exceeds a limit.
 	ErrBadRequest = remote.Register(errors.New("manager: bad request"))

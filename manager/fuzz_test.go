@@ -33,6 +33,10 @@ func FuzzRequest(f *testing.F) {
 	seed(&pb.Request{Id: 7, Op: &pb.Request_ListObjects{ListObjects: &pb.ListObjects{}}})
 	seed(&pb.Request{Op: &pb.Request_Cancel{Cancel: &pb.Cancel{Target: 3}}})
 	seed(&pb.Request{Id: 8, Op: &pb.Request_Create{Create: &pb.Create{Typeid: "Queue", Args: []*pb.Value{{Kind: &pb.Value_Map{Map: &pb.Map{Entries: []*pb.Entry{{Key: nullValue}}}}}}}}})
+	seed(&pb.Request{Id: 9, Op: &pb.Request_Publish{Publish: &pb.Publish{Name: "jobs", Object: 1}}})
+	seed(&pb.Request{Id: 10, Op: &pb.Request_Publish{Publish: &pb.Publish{Name: "jobs", Object: 2, IfAbsent: true}}})
+	seed(&pb.Request{Id: 11, Op: &pb.Request_Lookup{Lookup: &pb.Lookup{Name: "jobs"}}})
+	seed(&pb.Request{Id: 12, Op: &pb.Request_Unpublish{Unpublish: &pb.Unpublish{Name: "jobs"}}})
 	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})
 

@@ -49,6 +49,7 @@ type Server struct {
 	nextID uint64
 	conns  map[*sconn]struct{}
 	lns    map[Listener]struct{}
+	names  map[string]uint64 // published names (names.go)
 	closed bool
 
 	budget budget // calls running (budget.go)
@@ -85,6 +86,7 @@ func NewServer(opts ...Option) *Server {
 	return &Server{
 		opts:  o,
 		objs:  map[uint64]*entry{},
+		names: map[string]uint64{},
 		conns: map[*sconn]struct{}{},
 		lns:   map[Listener]struct{}{},
 		done:  make(chan struct{}),
@@ -241,6 +243,7 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		objs := s.objs
 		s.objs = map[uint64]*entry{}
+		s.names = map[string]uint64{}
 		s.mu.Unlock()
 		for _, e := range objs {
 			if f, ok := e.obj.(freer); ok {
@@ -277,24 +280,33 @@ func (s *Server) NumObjects() int {
 // which (if not nil) holds the object's first reference: creating an
 // object grants the creator its capability.
 func (s *Server) add(sc *sconn, ti *typeInfo, obj any) (*pb.ProxyRef, error) {
-	secret := make([]byte, secretLen)
-	rand.Read(secret)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	e, err := s.addLocked(ti, obj)
+	if err != nil {
+		return nil, err
+	}
+	if sc != nil {
+		s.grantLocked(sc, e, 1)
+	}
+	return &pb.ProxyRef{Id: e.id, Typeid: ti.name, Secret: e.secret}, nil
+}
+
+// addLocked registers a new object with no reference yet: the caller
+// gives it its first one at once, under the same lock.
+func (s *Server) addLocked(ti *typeInfo, obj any) (*entry, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
 	if len(s.objs) >= s.opts.maxObjects {
 		return nil, fmt.Errorf("%w: the server holds its maximum of %d objects", ErrBadRequest, s.opts.maxObjects)
 	}
+	secret := make([]byte, secretLen)
+	rand.Read(secret)
 	s.nextID++
 	e := &entry{id: s.nextID, secret: secret, ti: ti, obj: obj}
 	s.objs[e.id] = e
-	if sc != nil {
-		e.refs = 1
-		sc.refs[e.id]++
-	}
-	return &pb.ProxyRef{Id: e.id, Typeid: ti.name, Secret: secret}, nil
+	return e, nil
 }
 
 // lookup returns the object id, whoever holds it.
@@ -614,6 +626,12 @@ func (s *Server) handle(sc *sconn, b []byte) *pb.Response {
 		v = nullValue
 	case *pb.Request_Stats:
 		v = statsValue(s.Stats())
+	case *pb.Request_Publish:
+		v, err = s.publishReq(sc, op.Publish)
+	case *pb.Request_Lookup:
+		v, err = s.lookupReq(sc, op.Lookup)
+	case *pb.Request_Unpublish:
+		err = s.Unpublish(op.Unpublish.GetName())
 	default:
 		err = errorf(ErrBadRequest, "request has no known operation")
 	}

@@ -23,6 +23,7 @@ type options struct {
 	log         *zap.Logger
 	maxFrame    int64
 	maxObjects  int
+	maxNames    int
 	authkey     []byte
 	hasAuthkey  bool
 	initializer string
@@ -37,7 +38,7 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{log: zap.NewNop(), maxFrame: DefaultMaxFrame, maxObjects: 1 << 20,
+	return options{log: zap.NewNop(), maxFrame: DefaultMaxFrame, maxObjects: 1 << 20, maxNames: DefaultMaxNames,
 		maxCallsConn: DefaultMaxCallsPerConn, maxCalls: DefaultMaxCalls,
 		maxCallBytesConn: DefaultMaxCallBytesPerConn, maxCallBytes: DefaultMaxCallBytes}
 }
@@ -68,6 +69,16 @@ func MaxObjects(n int) Option {
 	return func(o *options) {
 		if n > 0 {
 			o.maxObjects = n
+		}
+	}
+}
+
+// MaxNames bounds the number of names a server publishes at once
+// (DefaultMaxNames by default); a Publish beyond it fails.
+func MaxNames(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxNames = n
 		}
 	}
 }

@@ -474,6 +474,9 @@ type Request struct {
 	//	*Request_Cancel
 	//	*Request_Ping
 	//	*Request_Stats
+	//	*Request_Publish
+	//	*Request_Lookup
+	//	*Request_Unpublish
 	Op            isRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -613,6 +616,33 @@ func (x *Request) GetStats() *Stats {
 	return nil
 }
 
+func (x *Request) GetPublish() *Publish {
+	if x != nil {
+		if x, ok := x.Op.(*Request_Publish); ok {
+			return x.Publish
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetLookup() *Lookup {
+	if x != nil {
+		if x, ok := x.Op.(*Request_Lookup); ok {
+			return x.Lookup
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetUnpublish() *Unpublish {
+	if x != nil {
+		if x, ok := x.Op.(*Request_Unpublish); ok {
+			return x.Unpublish
+		}
+	}
+	return nil
+}
+
 type isRequest_Op interface {
 	isRequest_Op()
 }
@@ -657,6 +687,18 @@ type Request_Stats struct {
 	Stats *Stats `protobuf:"bytes,11,opt,name=stats,proto3,oneof"`
 }
 
+type Request_Publish struct {
+	Publish *Publish `protobuf:"bytes,12,opt,name=publish,proto3,oneof"`
+}
+
+type Request_Lookup struct {
+	Lookup *Lookup `protobuf:"bytes,13,opt,name=lookup,proto3,oneof"`
+}
+
+type Request_Unpublish struct {
+	Unpublish *Unpublish `protobuf:"bytes,14,opt,name=unpublish,proto3,oneof"`
+}
+
 func (*Request_Create) isRequest_Op() {}
 
 func (*Request_Call) isRequest_Op() {}
@@ -676,6 +718,12 @@ func (*Request_Cancel) isRequest_Op() {}
 func (*Request_Ping) isRequest_Op() {}
 
 func (*Request_Stats) isRequest_Op() {}
+
+func (*Request_Publish) isRequest_Op() {}
+
+func (*Request_Lookup) isRequest_Op() {}
+
+func (*Request_Unpublish) isRequest_Op() {}
 
 // Create makes a new object of a registered type; the response's value is
 // its ProxyRef and the calling connection holds one reference to it.
@@ -1186,6 +1234,167 @@ func (*Stats) Descriptor() ([]byte, []int) {
 	return file_manager_v1_manager_proto_rawDescGZIP(), []int{16}
 }
 
+// Publish gives an object the calling connection reaches a name in the
+// server: the server then holds one reference to it for the name, so it
+// lives until Unpublish whoever drops their proxies. The response's value
+// is null when the object was published; when the name is taken, the
+// request fails with "name exists" unless if_absent is set, and then the
+// value is a ProxyRef to the object already published under the name (the
+// calling connection holds one reference to it, as after a lookup).
+type Publish struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Object        uint64                 `protobuf:"varint,2,opt,name=object,proto3" json:"object,omitempty"`
+	IfAbsent      bool                   `protobuf:"varint,3,opt,name=if_absent,json=ifAbsent,proto3" json:"if_absent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Publish) Reset() {
+	*x = Publish{}
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Publish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Publish) ProtoMessage() {}
+
+func (x *Publish) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Publish.ProtoReflect.Descriptor instead.
+func (*Publish) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Publish) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Publish) GetObject() uint64 {
+	if x != nil {
+		return x.Object
+	}
+	return 0
+}
+
+func (x *Publish) GetIfAbsent() bool {
+	if x != nil {
+		return x.IfAbsent
+	}
+	return false
+}
+
+// Lookup returns a ProxyRef to the object published under name and gives
+// the calling connection one reference to it (and so its capability), or
+// fails with "name not found".
+type Lookup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lookup) Reset() {
+	*x = Lookup{}
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lookup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lookup) ProtoMessage() {}
+
+func (x *Lookup) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
+func (*Lookup) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Lookup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Unpublish removes a name and drops the server's reference for it (the
+// object is freed if no one else references it), or fails with "name not
+// found".
+type Unpublish struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Unpublish) Reset() {
+	*x = Unpublish{}
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Unpublish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Unpublish) ProtoMessage() {}
+
+func (x *Unpublish) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Unpublish.ProtoReflect.Descriptor instead.
+func (*Unpublish) Descriptor() ([]byte, []int) {
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Unpublish) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type Response struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1197,7 +1406,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1418,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[17]
+	mi := &file_manager_v1_manager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1431,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{17}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Response) GetId() uint64 {
@@ -1271,7 +1480,7 @@ type HandleDesc struct {
 
 func (x *HandleDesc) Reset() {
 	*x = HandleDesc{}
-	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	mi := &file_manager_v1_manager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1492,7 @@ func (x *HandleDesc) String() string {
 func (*HandleDesc) ProtoMessage() {}
 
 func (x *HandleDesc) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[18]
+	mi := &file_manager_v1_manager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1505,7 @@ func (x *HandleDesc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleDesc.ProtoReflect.Descriptor instead.
 func (*HandleDesc) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{18}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HandleDesc) GetNetwork() string {
@@ -1380,7 +1589,7 @@ type StartConfig struct {
 
 func (x *StartConfig) Reset() {
 	*x = StartConfig{}
-	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	mi := &file_manager_v1_manager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1601,7 @@ func (x *StartConfig) String() string {
 func (*StartConfig) ProtoMessage() {}
 
 func (x *StartConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[19]
+	mi := &file_manager_v1_manager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1614,7 @@ func (x *StartConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartConfig.ProtoReflect.Descriptor instead.
 func (*StartConfig) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{19}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartConfig) GetNetwork() string {
@@ -1498,7 +1707,7 @@ type StartReply struct {
 
 func (x *StartReply) Reset() {
 	*x = StartReply{}
-	mi := &file_manager_v1_manager_proto_msgTypes[20]
+	mi := &file_manager_v1_manager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1719,7 @@ func (x *StartReply) String() string {
 func (*StartReply) ProtoMessage() {}
 
 func (x *StartReply) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_v1_manager_proto_msgTypes[20]
+	mi := &file_manager_v1_manager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1732,7 @@ func (x *StartReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartReply.ProtoReflect.Descriptor instead.
 func (*StartReply) Descriptor() ([]byte, []int) {
-	return file_manager_v1_manager_proto_rawDescGZIP(), []int{20}
+	return file_manager_v1_manager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartReply) GetNetwork() string {
@@ -1575,7 +1784,7 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\bProxyRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06typeid\x18\x02 \x01(\tR\x06typeid\x12\x16\n" +
-	"\x06secret\x18\x03 \x01(\fR\x06secret\"\xe3\x04\n" +
+	"\x06secret\x18\x03 \x01(\fR\x06secret\"\x97\x06\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x126\n" +
 	"\x06create\x18\x02 \x01(\v2\x1c.multiproc.manager.v1.CreateH\x00R\x06create\x120\n" +
@@ -1589,7 +1798,10 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x06cancel\x18\t \x01(\v2\x1c.multiproc.manager.v1.CancelH\x00R\x06cancel\x120\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x1a.multiproc.manager.v1.PingH\x00R\x04ping\x123\n" +
-	"\x05stats\x18\v \x01(\v2\x1b.multiproc.manager.v1.StatsH\x00R\x05statsB\x04\n" +
+	"\x05stats\x18\v \x01(\v2\x1b.multiproc.manager.v1.StatsH\x00R\x05stats\x129\n" +
+	"\apublish\x18\f \x01(\v2\x1d.multiproc.manager.v1.PublishH\x00R\apublish\x126\n" +
+	"\x06lookup\x18\r \x01(\v2\x1c.multiproc.manager.v1.LookupH\x00R\x06lookup\x12?\n" +
+	"\tunpublish\x18\x0e \x01(\v2\x1f.multiproc.manager.v1.UnpublishH\x00R\tunpublishB\x04\n" +
 	"\x02op\"Q\n" +
 	"\x06Create\x12\x16\n" +
 	"\x06typeid\x18\x01 \x01(\tR\x06typeid\x12/\n" +
@@ -1614,7 +1826,15 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x06Cancel\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\x04R\x06target\"\x06\n" +
 	"\x04Ping\"\a\n" +
-	"\x05Stats\"\x85\x01\n" +
+	"\x05Stats\"R\n" +
+	"\aPublish\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\x04R\x06object\x12\x1b\n" +
+	"\tif_absent\x18\x03 \x01(\bR\bifAbsent\"\x1c\n" +
+	"\x06Lookup\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1f\n" +
+	"\tUnpublish\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x85\x01\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x05value\x18\x02 \x01(\v2\x1b.multiproc.manager.v1.ValueR\x05value\x126\n" +
@@ -1662,7 +1882,7 @@ func file_manager_v1_manager_proto_rawDescGZIP() []byte {
 	return file_manager_v1_manager_proto_rawDescData
 }
 
-var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_manager_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_manager_v1_manager_proto_goTypes = []any{
 	(*Value)(nil),          // 0: multiproc.manager.v1.Value
 	(*List)(nil),           // 1: multiproc.manager.v1.List
@@ -1681,11 +1901,14 @@ var file_manager_v1_manager_proto_goTypes = []any{
 	(*Cancel)(nil),         // 14: multiproc.manager.v1.Cancel
 	(*Ping)(nil),           // 15: multiproc.manager.v1.Ping
 	(*Stats)(nil),          // 16: multiproc.manager.v1.Stats
-	(*Response)(nil),       // 17: multiproc.manager.v1.Response
-	(*HandleDesc)(nil),     // 18: multiproc.manager.v1.HandleDesc
-	(*StartConfig)(nil),    // 19: multiproc.manager.v1.StartConfig
-	(*StartReply)(nil),     // 20: multiproc.manager.v1.StartReply
-	(*v1.RemoteError)(nil), // 21: multiproc.common.v1.RemoteError
+	(*Publish)(nil),        // 17: multiproc.manager.v1.Publish
+	(*Lookup)(nil),         // 18: multiproc.manager.v1.Lookup
+	(*Unpublish)(nil),      // 19: multiproc.manager.v1.Unpublish
+	(*Response)(nil),       // 20: multiproc.manager.v1.Response
+	(*HandleDesc)(nil),     // 21: multiproc.manager.v1.HandleDesc
+	(*StartConfig)(nil),    // 22: multiproc.manager.v1.StartConfig
+	(*StartReply)(nil),     // 23: multiproc.manager.v1.StartReply
+	(*v1.RemoteError)(nil), // 24: multiproc.common.v1.RemoteError
 }
 var file_manager_v1_manager_proto_depIdxs = []int32{
 	1,  // 0: multiproc.manager.v1.Value.list:type_name -> multiproc.manager.v1.List
@@ -1705,16 +1928,19 @@ var file_manager_v1_manager_proto_depIdxs = []int32{
 	14, // 14: multiproc.manager.v1.Request.cancel:type_name -> multiproc.manager.v1.Cancel
 	15, // 15: multiproc.manager.v1.Request.ping:type_name -> multiproc.manager.v1.Ping
 	16, // 16: multiproc.manager.v1.Request.stats:type_name -> multiproc.manager.v1.Stats
-	0,  // 17: multiproc.manager.v1.Create.args:type_name -> multiproc.manager.v1.Value
-	0,  // 18: multiproc.manager.v1.Call.args:type_name -> multiproc.manager.v1.Value
-	9,  // 19: multiproc.manager.v1.RefOps.ops:type_name -> multiproc.manager.v1.RefOp
-	0,  // 20: multiproc.manager.v1.Response.value:type_name -> multiproc.manager.v1.Value
-	21, // 21: multiproc.manager.v1.Response.error:type_name -> multiproc.common.v1.RemoteError
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	17, // 17: multiproc.manager.v1.Request.publish:type_name -> multiproc.manager.v1.Publish
+	18, // 18: multiproc.manager.v1.Request.lookup:type_name -> multiproc.manager.v1.Lookup
+	19, // 19: multiproc.manager.v1.Request.unpublish:type_name -> multiproc.manager.v1.Unpublish
+	0,  // 20: multiproc.manager.v1.Create.args:type_name -> multiproc.manager.v1.Value
+	0,  // 21: multiproc.manager.v1.Call.args:type_name -> multiproc.manager.v1.Value
+	9,  // 22: multiproc.manager.v1.RefOps.ops:type_name -> multiproc.manager.v1.RefOp
+	0,  // 23: multiproc.manager.v1.Response.value:type_name -> multiproc.manager.v1.Value
+	24, // 24: multiproc.manager.v1.Response.error:type_name -> multiproc.common.v1.RemoteError
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_manager_v1_manager_proto_init() }
@@ -1745,6 +1971,9 @@ func file_manager_v1_manager_proto_init() {
 		(*Request_Cancel)(nil),
 		(*Request_Ping)(nil),
 		(*Request_Stats)(nil),
+		(*Request_Publish)(nil),
+		(*Request_Lookup)(nil),
+		(*Request_Unpublish)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1752,7 +1981,7 @@ func file_manager_v1_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_v1_manager_proto_rawDesc), len(file_manager_v1_manager_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
