@@ -10,8 +10,8 @@ import (
 // (sc.refs). It gets one by creating the object (add), by receiving a
 // proxy in a response (give), or by presenting the object's secret in a
 // refs{+1} (claim: a proxy handed over in a HandleDesc). A lookup of a
-// published name, when the server has one, is a fourth way and grants
-// through the same function, grantLocked. Ids alone open nothing: an
+// published name (names.go) is a fourth way and grants through the same
+// function, grantLocked. Ids alone open nothing: an
 // object the connection does not hold is reported as unknown, exactly
 // like one that does not exist.
 

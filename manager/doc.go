@@ -63,6 +63,28 @@
 // get costs about twice as much over TLS as over plain TCP; see
 // BenchmarkTLS.
 //
+// # Shared objects by name
+//
+// CPython's remote-manager recipe (register('get_queue', callable=lambda:
+// queue)) is a published name: every client of a server reaches the same
+// object by it. The server's program publishes with Server.PublishNew (a
+// built-in or registered type, made in the server) or Server.Publish (one
+// of its own Go values of a registered type); a client publishes an
+// object it holds with Client.Publish. Clients look a name up with
+// Lookup, typed by the proxy they want:
+//
+//	q, err := manager.Lookup[*manager.Queue[string]](ctx, c, "jobs")
+//
+// GetOrCreate looks a name up and publishes a new object when there is
+// none, in one step: when many clients race for a name, one object is
+// published and all of them get it. A name holds a reference, so the
+// object outlives every proxy and every client (its publisher's death
+// included) until Unpublish. A missing name is ErrNameNotFound, a taken
+// one ErrNameExists; names are at most MaxNameLen bytes and a server
+// holds at most MaxNames of them. A name is a capability: a lookup gives
+// the connection access to the object, which it could not reach by its
+// id alone, so no request lists the names.
+//
 // # Shared types
 //
 // Built in, each with a typed proxy: Dict[K, V] (insertion ordered),

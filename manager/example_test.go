@@ -264,3 +264,110 @@ func ExampleDict_structs() {
 	// 15 Wool & Co [S M XL] <nil>
 	// manager: cannot encode field Job.Run: func type
 }
+
+// exampleProducer and exampleConsumer are separate programs in the
+// recipe; here, child processes that know only the server's address and
+// authkey.
+var (
+	exampleProducer = process.Register("example.manager.producer", func(ctx context.Context, addr string, key []byte) error {
+		c, err := manager.Connect(ctx, "tcp", addr, manager.Authkey(key))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		jobs, err := manager.Lookup[*manager.Queue[string]](ctx, c, "jobs")
+		if err != nil {
+			return err
+		}
+		for _, j := range []string{"wash", "dry", "fold", ""} {
+			if err := jobs.Put(ctx, j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	exampleConsumer = process.Register("example.manager.consumer", func(ctx context.Context, addr string, key []byte) error {
+		c, err := manager.Connect(ctx, "tcp", addr, manager.Authkey(key))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		jobs, err := manager.Lookup[*manager.Queue[string]](ctx, c, "jobs")
+		if err != nil {
+			return err
+		}
+		for {
+			j, err := jobs.Get(ctx)
+			if err != nil || j == "" {
+				return err
+			}
+			fmt.Println("done:", j)
+		}
+	})
+)
+
+// Python's "Using a remote manager" recipe: a server publishes a queue
+// under a name; a producer and a consumer, separate processes that know
+// only the address and the authkey, look it up by that name.
+func ExampleLookup() {
+	ctx := context.Background()
+	key := []byte("abracadabra")
+	l, err := manager.Listen("tcp", "127.0.0.1:0", manager.Authkey(key))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := manager.NewServer()
+	defer srv.Close()
+	if err := srv.PublishNew(ctx, "jobs", "Queue", 0); err != nil {
+		fmt.Println(err)
+		return
+	}
+	go srv.Serve(ctx, l)
+
+	addr := l.Addr().String()
+	for _, fn := range []*process.Func{exampleProducer, exampleConsumer} {
+		p := &process.Process{Func: fn, Args: []any{addr, key}}
+		if err := p.Start(ctx); err != nil {
+			fmt.Println(err)
+			return
+		}
+		if err := p.Wait(); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	// Output:
+	// done: wash
+	// done: dry
+	// done: fold
+}
+
+// Create-if-absent: the first caller makes the object and publishes it;
+// every later one (in any process) gets that same object.
+func ExampleGetOrCreate() {
+	ctx := context.Background()
+	m, err := manager.Start(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+	newCounter := func(ctx context.Context) (*manager.Value[int], error) {
+		return manager.NewValue(ctx, m.Client, 0)
+	}
+	for range 3 {
+		n, created, err := manager.GetOrCreate(ctx, m.Client, "visits", newCounter)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		v, _ := n.Add(ctx, 1)
+		fmt.Println(v, created)
+		n.Release(ctx) // the name keeps the counter
+	}
+	// Output:
+	// 1 true
+	// 2 false
+	// 3 false
+}

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/manager"
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/manager/v1"
@@ -544,5 +546,79 @@ func TestServerPublishesGoObject(t *testing.T) {
 	}
 	if got := counter.Add(0); got != 15 {
 		t.Fatalf("the server's own object holds %d, want 15", got)
+	}
+}
+
+var childPublishAndHang = process.Register("mgr.named.hang", func(ctx context.Context, ready *ipc.Conn, network, addr string, key []byte) error {
+	defer ready.Close()
+	c, err := connectTo(ctx, network, addr, key)
+	if err != nil {
+		return err
+	}
+	q, err := manager.NewQueue[string](ctx, c, 0)
+	if err != nil {
+		return err
+	}
+	if err := q.Put(ctx, "left by the dead"); err != nil {
+		return err
+	}
+	if err := c.Publish(ctx, "survivor", q); err != nil {
+		return err
+	}
+	// An object of its own, not published: it dies with the connection.
+	if _, err := manager.NewDict[string, int](ctx, c); err != nil {
+		return err
+	}
+	if err := ready.SendBytes(ctx, []byte("published")); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+})
+
+// A publisher SIGKILLed while holding its proxies: the server drops its
+// connection's references, but the published object lives on, contents
+// and all, for the next client that looks it up.
+func TestPublisherKilled(t *testing.T) {
+	mptest.CheckChildren(t)
+	ts := startServer(t, "tcp")
+	ctx := ctxT(t)
+	mine, theirs, err := ipc.Pipe(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	p := &process.Process{Func: childPublishAndHang, Args: []any{theirs, ts.network, ts.addr, ts.key}}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	if _, err := mine.RecvBytes(ctx); err != nil {
+		t.Fatalf("child not ready: %v (%v)", err, p.Wait())
+	}
+	if n := ts.srv.NumObjects(); n != 2 {
+		t.Fatalf("%d objects while the child lives, want 2", n)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	var ee *process.ExitError
+	if err := p.Wait(); !errors.As(err, &ee) {
+		t.Fatalf("killed child: %v", err)
+	}
+	// The server notices the dead connection and frees the unpublished
+	// dict (a generous ceiling: it proves the wait is not indefinite).
+	for ts.srv.NumObjects() != 1 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d objects after the publisher died, want 1", ts.srv.NumObjects())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	q, err := manager.Lookup[*manager.Queue[string]](ctx, ts.client, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := q.Get(ctx); err != nil || v != "left by the dead" {
+		t.Fatalf("Get: %q, %v", v, err)
 	}
 }
