@@ -330,3 +330,21 @@ func TestListenAndJoin(t *testing.T) {
 		t.Fatalf("Apply = %d, %v", v, err)
 	}
 }
+
+// A local agent that dies is replaced, as a pool replaces a dead worker:
+// a Map submitted after every local agent was killed still completes.
+func TestLocalAgentReplaced(t *testing.T) {
+	p := newPool(t, Agents(1))
+	old := p.LocalAgentPids()
+	if len(old) != 1 {
+		t.Fatalf("LocalAgentPids = %v", old)
+	}
+	syscall.Kill(old[0], syscall.SIGKILL)
+	got, err := square.Map(context.Background(), p, ints(100), pool.Chunksize(10))
+	if err != nil || got[99] != 99*99 {
+		t.Fatalf("Map after the agent's death = %v, %v", got, err)
+	}
+	if now := p.LocalAgentPids(); len(now) != 1 || now[0] == old[0] {
+		t.Fatalf("LocalAgentPids = %v after %v died", now, old)
+	}
+}

@@ -87,20 +87,10 @@ var localAgent = process.Register("multiproc.cluster.agent", func(ctx context.Co
 // startLocalAgents starts the local agents and waits until they report
 // their capacity.
 func (p *Pool) startLocalAgents(ctx context.Context) error {
-	level := zapcore.WarnLevel
-	for _, l := range []zapcore.Level{zapcore.DebugLevel, zapcore.InfoLevel} {
-		if p.log.Core().Enabled(l) {
-			level = l
-			break
-		}
-	}
 	for i := range p.o.agents {
-		proc := localAgent.Process(p.url, p.o.agentWorkers, int(level))
-		proc.Name = fmt.Sprintf("ClusterAgent-%d", i+1)
-		proc.Logger = p.log
-		proc.TermGrace = 5 * time.Second
-		if err := proc.Start(ctx); err != nil {
-			return fmt.Errorf("cluster: starting a local agent: %w", err)
+		proc, err := p.startAgent(ctx, i)
+		if err != nil {
+			return err
 		}
 		p.mu.Lock()
 		p.local = append(p.local, proc)
@@ -126,6 +116,92 @@ func (p *Pool) startLocalAgents(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// startAgent starts local agent i and a goroutine that replaces it when
+// it dies (as a pool replaces a dead worker): its chunks go to the other
+// agents after the ack wait, and the pool keeps its capacity, so a call
+// never waits for agents that are gone.
+func (p *Pool) startAgent(ctx context.Context, i int) (*process.Process, error) {
+	proc := p.agentProcess(i)
+	if err := proc.Start(ctx); err != nil {
+		return nil, fmt.Errorf("cluster: starting a local agent: %w", err)
+	}
+	p.wg.Add(1)
+	go p.supervise(i, proc)
+	return proc, nil
+}
+
+// supervise replaces local agent i when its process exits while the pool
+// runs, with a growing delay between failed starts.
+func (p *Pool) supervise(i int, proc *process.Process) {
+	defer p.wg.Done()
+	delay := 100 * time.Millisecond
+	for {
+		err := proc.Join(context.Background())
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			return
+		}
+		p.log.Warn("a local agent died; starting a replacement", zap.Int("pid", proc.Pid()), zap.Error(err))
+		for {
+			select {
+			case <-p.life.Done():
+				return
+			case <-time.After(delay):
+			}
+			next, err := p.startReplacement(i)
+			if err == nil {
+				p.mu.Lock()
+				if p.closed {
+					p.mu.Unlock()
+					next.Kill()
+					next.Wait()
+					next.Close()
+					return
+				}
+				for k, old := range p.local {
+					if old == proc {
+						p.local[k] = next
+					}
+				}
+				p.mu.Unlock()
+				proc.Close()
+				proc, delay = next, 100*time.Millisecond
+				break
+			}
+			p.log.Warn("cannot start a replacement agent", zap.Error(err))
+			delay = min(2*delay, 5*time.Second)
+		}
+	}
+}
+
+// startReplacement starts agent i's process without a supervisor of its
+// own (the caller supervises it).
+func (p *Pool) startReplacement(i int) (*process.Process, error) {
+	proc := p.agentProcess(i)
+	ctx, cancel := context.WithTimeout(p.life, 30*time.Second)
+	defer cancel()
+	return proc, proc.Start(ctx)
+}
+
+// agentProcess is local agent i's process, not started. Its log level
+// follows the pool's logger.
+func (p *Pool) agentProcess(i int) *process.Process {
+	level := zapcore.WarnLevel
+	for _, l := range []zapcore.Level{zapcore.DebugLevel, zapcore.InfoLevel} {
+		if p.log.Core().Enabled(l) {
+			level = l
+			break
+		}
+	}
+	proc := localAgent.Process(p.url, p.o.agentWorkers, int(level))
+	proc.Name = fmt.Sprintf("ClusterAgent-%d", i+1)
+	proc.Logger = p.log
+	proc.TermGrace = 5 * time.Second
+	return proc
 }
 
 // LocalAgentPids returns the process ids of the local agents still

@@ -60,6 +60,8 @@ type Pool struct {
 		republished, duplicates, results uint64
 	}
 
+	// life ends when the pool starts shutting down; stop ends it.
+	life context.Context
 	stop context.CancelFunc
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -154,7 +156,7 @@ func (p *Pool) start(ctx context.Context) error {
 	}
 	p.sub.SetPendingLimits(-1, 256<<20)
 	bg, stop := context.WithCancel(context.Background())
-	p.stop = stop
+	p.stop, p.life = stop, bg
 	watcher, err := p.kv.Watch(bg, "agent.>")
 	if err != nil {
 		return fmt.Errorf("cluster: watching the agents: %w", err)
