@@ -77,11 +77,13 @@
 //     without being charged, except those whose results had already
 //     arrived: a worker sends the results of a long chunk's finished tasks
 //     as they finish (every 10 ms once the chunk has run 1 ms), so they are
-//     kept. A worker that dies outside any task (while it receives,
-//     decodes or encodes a chunk) charges nothing; that chunk, or those it
-//     had not reached, run again alone on a worker, and one that kills its
-//     worker outside its tasks is charged at its third such death, so
-//     nothing runs forever. Nothing waits forever.
+//     kept. A worker that dies outside any task charges nothing at once:
+//     a chunk it was decoding or encoding runs again alone on a worker and
+//     is charged at its third such death; chunks it held but had not
+//     reached (it was starting, or receiving) run again and are charged
+//     only at their tenth, so replacements killed at random while they
+//     start cost nothing, and still nothing runs forever. Nothing waits
+//     forever.
 //   - Task timeout (TaskTimeout): each task's context has a deadline from
 //     the moment its worker starts it. A task that honours its context
 //     returns its own error (a *RemoteError, errors.Is

@@ -74,8 +74,8 @@ func (p *Pool) workerGone(w *workerHandle, code int, exitErr error) {
 			d.requeueRest(c)
 		default:
 			// The worker died outside any task before it reached this
-			// chunk (receiving it, say).
-			d.blindDeath(c, len(held))
+			// chunk (starting, or receiving it).
+			d.unreachedDeath(c, len(held))
 		}
 	}
 	p.setQueueLocked(append(d.requeue, p.queue...))
@@ -108,6 +108,32 @@ func (d *deathSettler) blindDeath(c *chunk, nheld int) {
 	d.requeueRest(c)
 }
 
+// maxUnreachedDeaths is how many deaths of workers that held a chunk but
+// had not reached it (their progress word names no task and no chunk: the
+// worker was starting, or receiving the chunk's frame) a chunk is charged
+// at. Such a death is almost never the chunk's doing: a replacement killed
+// while it starts (an OOM killer, chaos tooling killing at random) holds
+// the chunks it was sent. Counting them as blindDeath does made three
+// unlucky kills fail a whole default-sized chunk (1,250 tasks of a 10k
+// Map on 2 workers); the bound stays, so a chunk whose frame kills every
+// receiver (one too large to hold, say) still ends.
+const maxUnreachedDeaths = 10
+
+// unreachedDeath settles c, held by a worker that died before it reached
+// c: c runs again, uncharged, and is charged alone on its worker at its
+// maxUnreachedDeaths-th such death.
+func (d *deathSettler) unreachedDeath(c *chunk, nheld int) {
+	c.unreached++
+	if c.suspect && nheld == 1 && c.unreached >= maxUnreachedDeaths {
+		d.charge(c)
+		return
+	}
+	if c.unreached >= maxBlindDeaths {
+		c.suspect = true // run it alone from now on, so a death tells
+	}
+	d.requeueRest(c)
+}
+
 // deathSettler collects what becomes of the chunks a dead worker held.
 type deathSettler struct {
 	p       *Pool
@@ -136,7 +162,7 @@ func (d *deathSettler) requeuePart(c *chunk, i, j int) {
 		d.ds = append(d.ds, delivery{c: c.view(i, j), all: err})
 		return
 	}
-	sc.suspect, sc.blind = c.suspect, c.blind
+	sc.suspect, sc.blind, sc.unreached = c.suspect, c.blind, c.unreached
 	d.requeue = append(d.requeue, sc)
 }
 

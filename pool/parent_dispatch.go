@@ -66,6 +66,9 @@ type chunk struct {
 	// deaths (see maxBlindDeaths).
 	suspect bool
 	blind   int
+	// unreached counts the deaths of workers that held the chunk but
+	// had not begun to receive or decode it (see unreachedDeath).
+	unreached int
 	// done counts the chunk's first tasks whose results arrived in partial
 	// results (under Pool.mu); only the others run again if the worker
 	// dies.
