@@ -83,9 +83,14 @@ func (t *Task[A, R]) Map(ctx context.Context, r Runner, in []A, opts ...MapOptio
 	return s.res, s.err
 }
 
-// Starmap is Map for a task of two arguments (Register2): Python's
-// Pool.starmap.
-func Starmap[A, B, R any](ctx context.Context, r Runner, t *Task[Args2[A, B], R], in []Args2[A, B], opts ...MapOption) ([]R, error) {
+// Starmap is Map for a task of several arguments (Register2,
+// Register3, Register4): Python's Pool.starmap. Go has no variadic type
+// parameters, so a task has one argument type and a task of n arguments
+// takes an ArgsN struct; Starmap is Map over a slice of them, for any A,
+// and keeps Python's name. Its type parameters are inferred:
+//
+//	Starmap(ctx, p, volume, []pool.Args3[int, int, int]{{1, 2, 3}, {4, 5, 6}})
+func Starmap[A, R any](ctx context.Context, r Runner, t *Task[A, R], in []A, opts ...MapOption) ([]R, error) {
 	return t.Map(ctx, r, in, opts...)
 }
 
@@ -396,6 +401,12 @@ type Future[R any] struct {
 	// gave that up.
 	c        *chunk
 	observed atomic.Bool
+	// sc is the task's chunk on a *Pool (Cancel looks where it is); call,
+	// for MapAsync and StarmapAsync, cancels the call. notify (under mu)
+	// receives the future when it has its result (AsCompleted).
+	sc     *chunk
+	call   func()
+	notify []chan *Future[R]
 }
 
 // Done returns a channel closed when the result is ready.
@@ -488,6 +499,10 @@ func (f *Future[R]) set(r R, err error) bool {
 		if f.done != nil {
 			close(f.done)
 		}
+		for _, ch := range f.notify {
+			ch <- f // each has room for every future it waits for
+		}
+		f.notify = nil
 		f.mu.Unlock()
 	})
 	return first
@@ -580,6 +595,9 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, r Runner, a A, onSuccess fu
 	if err != nil {
 		e.endJob(j, err)
 		return f
+	}
+	if p != nil {
+		f.sc = c
 	}
 	if p != nil && !p.thread && onSuccess == nil && onError == nil && p.o.taskTimeout <= 0 {
 		// The caller may receive the result itself (Pool.waitDirect).

@@ -21,8 +21,9 @@
 //		squares, err := Square.Map(ctx, p, []int{1, 2, 3})
 //	}
 //
-// Register2 registers a function of two arguments (its input type is
-// Args2[A, B]; Map over a []Args2 is Python's starmap, see Starmap).
+// Register2, Register3 and Register4 register functions of two to four
+// arguments (their input type is Args2[A, B], Args3 or Args4; Map over a
+// slice of them is Python's starmap, see Starmap).
 // Arguments and results travel as their memory image when they hold no
 // pointers (numbers, bools, arrays and structs of them), length-prefixed
 // for strings and []byte, and with encoding/gob otherwise, one value per
@@ -45,7 +46,21 @@
 //     BufferSize chunks ahead, so an endless input runs in bounded
 //     memory; breaking out of the loop cancels what is still running.
 //   - Apply runs one task and waits; Submit and ApplyAsync return a
-//     *Future (Get, Done, Ready; success and error callbacks).
+//     *Future (Get, Done, Ready; success and error callbacks); MapAsync
+//     and StarmapAsync return a *Future of the whole call.
+//   - Futures as in concurrent.futures: Future.Cancel removes a queued
+//     task or cancels a running one through its context, and says which
+//     (CancelOutcome); AsCompleted iterates futures as they complete (an
+//     iter.Seq); WaitFirst and WaitAll wait with a context; Shutdown(ctx,
+//     true) closes the pool, fails the tasks no worker took with
+//     ErrCancelled and waits for the running ones (Python's
+//     shutdown(cancel_futures=True)).
+//   - Tasks of several arguments: Register2, Register3 and Register4 take
+//     an Args2, Args3 or Args4 struct, and Starmap is Map over a slice of
+//     them. Go has no variadic type parameters, so a task has one argument
+//     type; a struct per arity keeps Map, Imap and Submit one generic
+//     method each, checked by the compiler (for more arguments, register
+//     a task of your own struct).
 //
 // Chunksize sets how many tasks travel together (Map's default is
 // Python's ceil(len/(4×workers)), Imap's is 1); whatever the chunksize,

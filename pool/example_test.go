@@ -157,3 +157,54 @@ func ExampleInitializer() {
 	fmt.Println(total.Load(), err)
 	// Output: 55 <nil>
 }
+
+// Volume is a task of three arguments: its input is an Args3.
+var Volume = pool.Register3("example.volume", func(ctx context.Context, w, h, d int) (int, error) {
+	return w * h * d, nil
+})
+
+// Starmap (and StarmapAsync) run a task of several arguments over a
+// slice of ArgsN.
+func ExampleStarmap() {
+	ctx := context.Background()
+	p, _ := pool.New(ctx, pool.Workers(2))
+	defer p.Terminate()
+	boxes := []pool.Args3[int, int, int]{{A: 1, B: 2, C: 3}, {A: 2, B: 2, C: 2}}
+	vs, err := pool.Starmap(ctx, p, Volume, boxes)
+	fmt.Println(vs, err)
+	all, err := pool.StarmapAsync(ctx, p, Volume, boxes).Get(ctx)
+	fmt.Println(all, err)
+	// Output:
+	// [6 8] <nil>
+	// [6 8] <nil>
+}
+
+// AsCompleted yields futures as they complete (Python's as_completed).
+func ExampleAsCompleted() {
+	ctx := context.Background()
+	p, _ := pool.New(ctx, pool.Workers(2))
+	defer p.Terminate()
+	var fs []*pool.Future[int]
+	for _, x := range []int{1, 2, 3} {
+		fs = append(fs, Cube.Submit(ctx, p, x))
+	}
+	sum := 0
+	for f := range pool.AsCompleted(ctx, fs...) {
+		c, _ := f.Get(ctx)
+		sum += c
+	}
+	fmt.Println(sum, ctx.Err())
+	// Output: 36 <nil>
+}
+
+// Cancel reports whether the task was still queued (it never runs) or a
+// worker had it (its context is cancelled).
+func ExampleFuture_Cancel() {
+	ctx := context.Background()
+	p, _ := pool.New(ctx, pool.Workers(1))
+	defer p.Terminate()
+	f := Cube.Submit(ctx, p, 3)
+	_, _ = f.Get(ctx)
+	fmt.Println(f.Cancel())
+	// Output: not cancelled
+}

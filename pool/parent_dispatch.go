@@ -140,11 +140,19 @@ func (p *Pool) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job,
 // endJob ends a job: its queued chunks are dropped, workers running its
 // chunks are told to cancel them (and killed if they do not within the
 // kill grace), and its sink is aborted with cause (when not nil).
-func (p *Pool) endJob(j *job, cause error) {
+func (p *Pool) endJob(j *job, cause error) { p.endJobWith(j, cause, nil) }
+
+// endJobWith is endJob that first calls before (unless the job had
+// ended) with Pool.mu held, to look at the job's chunks as they are when
+// it ends (Future.Cancel). It reports whether it ended the job.
+func (p *Pool) endJobWith(j *job, cause error, before func()) bool {
 	p.mu.Lock()
 	if j.ended {
 		p.mu.Unlock()
-		return
+		return false
+	}
+	if before != nil {
+		before()
 	}
 	j.ended = true
 	delete(p.jobs, j.id)
@@ -188,6 +196,7 @@ func (p *Pool) endJob(j *job, cause error) {
 	if cause != nil {
 		j.sink.abort(cause)
 	}
+	return true
 }
 
 func (w *workerHandle) holds(j *job) bool {

@@ -192,6 +192,45 @@ func Register2[A, B, R any](name string, fn func(ctx context.Context, a A, b B) 
 	})
 }
 
+// Args3 holds the three arguments of a task registered with Register3.
+type Args3[A, B, C any] struct {
+	A A
+	B B
+	C C
+}
+
+// Register3 registers a task of three arguments; its input type is
+// Args3[A, B, C] (see Starmap).
+func Register3[A, B, C, R any](name string, fn func(ctx context.Context, a A, b B, c C) (R, error)) *Task[Args3[A, B, C], R] {
+	if fn == nil {
+		panic(fmt.Sprintf("pool: Register3(%q): nil function", name))
+	}
+	return Register(name, func(ctx context.Context, args Args3[A, B, C]) (R, error) {
+		return fn(ctx, args.A, args.B, args.C)
+	})
+}
+
+// Args4 holds the four arguments of a task registered with Register4.
+// For more, register a task of one struct argument: Map over a slice of
+// it is a starmap.
+type Args4[A, B, C, D any] struct {
+	A A
+	B B
+	C C
+	D D
+}
+
+// Register4 registers a task of four arguments; its input type is
+// Args4[A, B, C, D] (see Starmap).
+func Register4[A, B, C, D, R any](name string, fn func(ctx context.Context, a A, b B, c C, d D) (R, error)) *Task[Args4[A, B, C, D], R] {
+	if fn == nil {
+		panic(fmt.Sprintf("pool: Register4(%q): nil function", name))
+	}
+	return Register(name, func(ctx context.Context, args Args4[A, B, C, D]) (R, error) {
+		return fn(ctx, args.A, args.B, args.C, args.D)
+	})
+}
+
 // call runs fn(ctx, a), turning a panic into a RemoteError with the stack.
 func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error), a A) (r R, perr *commonpb.RemoteError, err error) {
 	returned := false
