@@ -126,6 +126,7 @@ func TestMPCommands(t *testing.T) {
 	t.Run("shm cat python list", func(t *testing.T) { testShmCatPython(t, bin) })
 	t.Run("manager serve", func(t *testing.T) { testManagerServe(t, bin) })
 	t.Run("manager serve generated key", func(t *testing.T) { testManagerServeGenKey(t, bin) })
+	t.Run("manager serve publish", func(t *testing.T) { testManagerServePublish(t, bin) })
 	t.Run("manager serve flood", func(t *testing.T) { testManagerServeFlood(t, bin) })
 	t.Run("manager serve tls", func(t *testing.T) { testManagerServeTLS(t, bin) })
 	t.Run("manager serve tls client certificates", func(t *testing.T) { testManagerServeMutualTLS(t, bin) })

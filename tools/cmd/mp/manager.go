@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,8 @@ type serveOpts struct {
 	addr, network, keyFile string
 
 	tlsCert, tlsKey, tlsClientCA string // PEM files; all empty: no TLS
+
+	publish []string // NAME=TYPE[:N]: objects the server publishes by name
 }
 
 func managerServeCmd() *cobra.Command {
@@ -72,6 +75,15 @@ they dial is not one of the certificate's names, is one of them. With
 present a certificate signed by one of them (tls.RequireAndVerifyClientCert).
 TLS 1.2 is the oldest version accepted.
 
+--publish NAME=TYPE (repeatable) makes an object of a built-in type
+(Queue, JoinableQueue, dict, list, Namespace, Lock, RLock, Semaphore,
+BoundedSemaphore, Event, Barrier...) and publishes it under NAME, as
+Python's register('get_queue', callable=lambda: queue) does: every client
+gets that same object with manager.Lookup. NAME=TYPE:N gives the type one
+integer argument (a Queue's maxsize, a Semaphore's value, a Barrier's
+parties). Clients can publish objects too (Client.Publish,
+manager.GetOrCreate).
+
 serve prints the address and how to connect, then runs until SIGINT or
 SIGTERM (or a client's Shutdown) and shuts down cleanly: every connection
 closed, every object freed, the temporary directory removed.
@@ -95,6 +107,7 @@ from until one ends).`,
 	f.StringVar(&o.keyFile, "authkey-file", "", "file holding the authkey, created with a random key if missing (default: a new key in the temporary directory)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS (tcp only) with the certificate (chain) in this PEM file; needs --tls-key")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM file holding the private key of --tls-cert")
+	f.StringArrayVar(&o.publish, "publish", nil, "NAME=TYPE[:N]: publish a new object of a built-in type under NAME (repeatable), e.g. jobs=Queue")
 	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM file of CA certificates: require client certificates signed by one of them (needs --tls-cert)")
 	return cmd
 }
@@ -191,6 +204,13 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 		return fmt.Errorf("manager serve: %w", err)
 	}
 
+	srv := manager.NewServer()
+	defer srv.Close()
+	published, err := publishAll(ctx, srv, o.publish)
+	if err != nil {
+		return fmt.Errorf("manager serve: %w", err)
+	}
+
 	lopts := []manager.Option{manager.Authkey(key)}
 	if tlsCfg != nil {
 		lopts = append(lopts, manager.TLS(tlsCfg))
@@ -205,7 +225,6 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 	if network == "unix" && !strings.HasPrefix(addr, "@") && !strings.HasPrefix(addr, "\x00") {
 		defer os.Remove(addr) // the socket file
 	}
-	srv := manager.NewServer()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, l) }()
 
@@ -215,6 +234,9 @@ func runServe(ctx context.Context, w io.Writer, o serveOpts) (err error) {
 	}
 	fmt.Fprintf(w, "manager serving on %s %s\n", network, addr)
 	fmt.Fprintf(w, "authkey %s %s\n", how, keyFile)
+	for _, p := range published {
+		fmt.Fprintf(w, "published %s\n", p)
+	}
 	if tlsCfg == nil {
 		fmt.Fprintf(w, `connect from Go:
 
@@ -246,6 +268,31 @@ stop with SIGINT or SIGTERM
 	}
 	fmt.Fprintln(w, "manager shut down")
 	return nil
+}
+
+// publishAll publishes the objects of --publish NAME=TYPE[:N] and
+// returns a line describing each.
+func publishAll(ctx context.Context, srv *manager.Server, specs []string) ([]string, error) {
+	var lines []string
+	for _, spec := range specs {
+		name, typ, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || typ == "" {
+			return nil, fmt.Errorf("--publish %q: want NAME=TYPE or NAME=TYPE:N", spec)
+		}
+		var args []any
+		if t, n, ok := strings.Cut(typ, ":"); ok {
+			v, err := strconv.Atoi(n)
+			if err != nil {
+				return nil, fmt.Errorf("--publish %q: the argument after %q is not an integer", spec, t+":")
+			}
+			typ, args = t, []any{v}
+		}
+		if err := srv.PublishNew(ctx, name, typ, args...); err != nil {
+			return nil, fmt.Errorf("--publish %q: %w", spec, err)
+		}
+		lines = append(lines, fmt.Sprintf("%s as %s", name, typ))
+	}
+	return lines, nil
 }
 
 // serverTLS returns the server TLS configuration of --tls-cert, --tls-key
