@@ -130,10 +130,12 @@ func (p *Pool) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job,
 	p.jobSeq++
 	j.id = p.jobSeq
 	p.jobs[j.id] = j
-	p.mu.Unlock()
 	if ctx.Done() != nil {
+		// Under p.mu: the function may run at once, and endJob reads
+		// j.stop under p.mu.
 		j.stop = context.AfterFunc(ctx, func() { p.endJob(j, ctx.Err()) })
 	}
+	p.mu.Unlock()
 	return j, nil
 }
 
@@ -185,9 +187,10 @@ func (p *Pool) endJobWith(j *job, cause error, before func()) bool {
 	}
 	fl = p.dispatchInto(fl)
 	p.maybeDoneLocked()
+	stop := j.stop
 	p.mu.Unlock()
-	if j.stop != nil {
-		j.stop()
+	if stop != nil {
+		stop()
 	}
 	if j.cancel != nil {
 		j.cancel()

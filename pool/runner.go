@@ -125,7 +125,11 @@ func (e *otherRunner) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job)
 	}
 	e.call = call
 	if ctx.Done() != nil {
+		// Under e.mu: the function may run at once, and endJob reads
+		// j.stop.
+		e.mu.Lock()
 		j.stop = context.AfterFunc(ctx, func() { e.endJob(j, ctx.Err()) })
+		e.mu.Unlock()
 	}
 	return j, nil
 }
@@ -137,9 +141,10 @@ func (e *otherRunner) endJob(j *job, cause error) {
 		return
 	}
 	e.ended = true
+	stop := j.stop
 	e.mu.Unlock()
-	if j.stop != nil {
-		j.stop()
+	if stop != nil {
+		stop()
 	}
 	e.call.Close()
 	if cause != nil {
