@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -36,17 +37,76 @@ type barrierMem struct {
 	seq      uint32
 	watchers uint32 // goroutines in awaitWaiting: arrivals bump seq
 	lock     lockMem
+	// action is the name of the registered action (RegisteredAction):
+	// its length, then its bytes.
+	action [1 + maxActionName]byte
+	// waiters holds the futex.ID of the process of each party that has
+	// arrived and not yet left (0: a free slot), for the first
+	// barrierSlots of them: a waiter that finds one dead breaks the
+	// barrier.
+	waiters [barrierSlots]uint64
 }
 
+const (
+	// barrierSlots is how many waiting parties a Barrier watches.
+	barrierSlots = 24
+	// maxActionName bounds the name of a registered action.
+	maxActionName = 63
+)
+
 // BarrierSize is the number of bytes a Barrier occupies.
-const BarrierSize = 64
+const BarrierSize = 320
 
 // Action sets a Barrier's action: a function run once per pass, by the
-// last party to arrive, before any party is released. An action is a Go
-// function, so it belongs to this process's handle: set the same action in
-// every process (SetAction on an attached Barrier). A failing action (error
-// or panic) breaks the barrier.
+// last party to arrive, before any party is released. A func value
+// belongs to this process's handle: another process that attaches the
+// Barrier does not have it (set it there with SetAction), so prefer
+// RegisteredAction, whose name travels with the Barrier. A failing action
+// (error or panic) breaks the barrier.
 func Action(f func() error) Option { return func(o *options) { o.action = f } }
+
+// A BarrierAction is a barrier action registered by name with
+// RegisterBarrierAction, so that every process (the same binary) has it.
+type BarrierAction struct{ name string }
+
+// Name returns the name the action was registered under.
+func (a BarrierAction) Name() string { return a.name }
+
+var (
+	actionsMu sync.RWMutex
+	actions   = map[string]func() error{}
+)
+
+// RegisterBarrierAction registers f as a barrier action under name, for
+// RegisteredAction. Call it at package level (var a =
+// syncprim.RegisterBarrierAction(...)), as process.Register: children
+// are re-executions of the binary and find the action by name. It panics
+// when name is empty, longer than 63 bytes or already registered, or f is
+// nil.
+func RegisterBarrierAction(name string, f func() error) BarrierAction {
+	switch {
+	case name == "" || len(name) > maxActionName:
+		panic(fmt.Sprintf("syncprim: RegisterBarrierAction(%q): the name must have 1 to %d bytes", name, maxActionName))
+	case f == nil:
+		panic(fmt.Sprintf("syncprim: RegisterBarrierAction(%q): nil function", name))
+	}
+	actionsMu.Lock()
+	defer actionsMu.Unlock()
+	if _, dup := actions[name]; dup {
+		panic(fmt.Sprintf("syncprim: RegisterBarrierAction(%q): name already registered", name))
+	}
+	actions[name] = f
+	return BarrierAction{name}
+}
+
+// RegisteredAction sets a Barrier's action to a registered one: its name
+// is stored in the shared memory, so the action runs, in whichever
+// process's party arrives last, without SetAction there (Python's Barrier
+// action, which travels to children pickled). A process in which the
+// name is not registered breaks the barrier when it would run it. An
+// action set with SetAction or Action in a process runs instead of the
+// registered one there.
+func RegisteredAction(a BarrierAction) Option { return func(o *options) { o.actionName = a.name } }
 
 // Timeout sets a Barrier's default timeout, applied to a Wait whose
 // context has no deadline. It is stored in shared memory, so it holds in
@@ -68,11 +128,15 @@ func Timeout(d time.Duration) Option { return func(o *options) { o.timeout = d }
 // changes nothing. Abort breaks the barrier; Reset repairs it, breaking
 // current waiters.
 //
-// What a Barrier cannot detect: a party that dies is not noticed. If it
-// died before arriving, the others wait until their contexts end (which
-// breaks the barrier); if it died while waiting in a pass it still counts
-// as arrived, and the barrier cannot drain — later Waits block until their
-// contexts end. Use timeouts (Timeout) with parties that may die.
+// A party that dies while it waits (killed, crashed) breaks the barrier:
+// the parties waiting, in this pass or for the next, return
+// ErrBrokenBarrier instead of waiting for it, as they would for an Abort,
+// and the barrier is usable again after Reset. Waiters watch the
+// processes of the parties that arrived (the first 24 of a pass), as lock
+// waiters watch a lock's holder: an exit watch (pidfd) wakes them. A party
+// that dies before it arrives cannot be told from one that is late: the
+// others wait until their contexts end, which breaks the barrier; use
+// timeouts (Timeout) with parties that may die that way.
 //
 // A Barrier must not be copied after first use. The zero Barrier is not
 // usable (its methods return ErrClosed) until MultiprocAttach. Its methods
@@ -94,6 +158,14 @@ func NewBarrier(parties int, opts ...Option) (*Barrier, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.actionName != "" {
+		actionsMu.RLock()
+		_, ok := actions[o.actionName]
+		actionsMu.RUnlock()
+		if !ok {
+			return nil, fmt.Errorf("syncprim: barrier action %q is not registered", o.actionName)
+		}
+	}
 	if o.timeout < 0 {
 		return nil, fmt.Errorf("syncprim: negative barrier timeout %v", o.timeout)
 	}
@@ -104,6 +176,7 @@ func NewBarrier(parties int, opts ...Option) (*Barrier, error) {
 	m := (*barrierMem)(r.p)
 	m.parties = uint32(parties)
 	m.timeout = int64(o.timeout)
+	m.action[0] = byte(copy(m.action[1:], o.actionName))
 	r.publish(kindBarrier)
 	b := &Barrier{reg: r}
 	b.m.Store(m)
@@ -200,20 +273,69 @@ func (m *barrierMem) breakLocked() {
 }
 
 // waitChange releases the internal lock, sleeps until the state may have
-// changed (or ctx ends), and re-takes the lock.
-func (b *Barrier) waitChange(ctx context.Context, m *barrierMem) error {
+// changed (or ctx ends), and re-takes the lock. With hw, the sleep is
+// capped so that the waiting parties' processes are checked (reapLocked):
+// a dead one breaks the barrier.
+func (b *Barrier) waitChange(ctx context.Context, m *barrierMem, hw *holdersWatch) error {
 	s := atomic.LoadUint32(&m.seq)
 	m.lock.unlock()
 	var err error
+	timedOut := false
 	if !b.spin.Spin(func() bool { return atomic.LoadUint32(&m.seq) != s }) {
 		for atomic.LoadUint32(&m.seq) == s {
-			if _, err = sleep(ctx, &m.seq, s, 0); err != nil {
+			capd := time.Duration(0)
+			if hw != nil {
+				capd = hw.timeout()
+			}
+			if timedOut, err = sleep(ctx, &m.seq, s, capd); err != nil || timedOut {
 				break
 			}
 		}
 	}
 	b.lock(m)
+	if hw != nil && m.count > 0 && (timedOut || hw.armed) {
+		// Not before the first capped sleep ran out: a short wait reads
+		// no /proc.
+		m.reapLocked(hw, timedOut)
+	}
 	return err
+}
+
+// reapLocked looks for waiting parties whose process died (see
+// holdersWatch); each is counted as gone and the barrier breaks.
+func (m *barrierMem) reapLocked(hw *holdersWatch, timedOut bool) {
+	dead := false
+	hw.sweep(func(isDead func(futex.ID) bool) {
+		for i := range m.waiters {
+			id := futex.ID(atomic.LoadUint64(&m.waiters[i]))
+			if id != 0 && isDead(id) {
+				atomic.StoreUint64(&m.waiters[i], 0)
+				m.count--
+				dead = true
+			}
+		}
+	}, &m.seq, timedOut)
+	if !dead {
+		return
+	}
+	m.breakLocked()
+	if m.count == 0 {
+		// Nobody is left in the pass: the broken barrier waits for a
+		// Reset (as after Abort).
+		m.notifyAll()
+	}
+}
+
+// takeSlotLocked records this process as a waiting party; it returns the
+// slot, or -1 when every slot is taken (the party is not watched).
+func (m *barrierMem) takeSlotLocked() int {
+	for i := range m.waiters {
+		if atomic.LoadUint64(&m.waiters[i]) == 0 {
+			atomic.StoreUint64(&m.waiters[i], uint64(futex.Self()))
+			return i
+		}
+	}
+	return -1
 }
 
 // Wait waits until all parties have called Wait in this pass and returns
@@ -236,11 +358,13 @@ func (b *Barrier) Wait(ctx context.Context) (int, error) {
 	}
 	stop := wakeOnDone(ctx, &m.seq)
 	defer stop()
+	var hw holdersWatch
+	defer hw.stop()
 	b.lock(m)
 	defer m.lock.unlock()
 	// Wait while the previous pass drains or a reset completes.
 	for m.state == barrierDraining || m.state == barrierResetting {
-		if err := b.waitChange(ctx, m); err != nil {
+		if err := b.waitChange(ctx, m, &hw); err != nil {
 			return -1, err
 		}
 	}
@@ -249,10 +373,14 @@ func (b *Barrier) Wait(ctx context.Context) (int, error) {
 	}
 	index := int(m.count)
 	m.count++
+	slot := m.takeSlotLocked()
 	if atomic.LoadUint32(&m.watchers) != 0 {
 		m.notifyAll()
 	}
 	defer func() {
+		if slot >= 0 {
+			atomic.StoreUint64(&m.waiters[slot], 0)
+		}
 		m.count--
 		if m.count == 0 && (m.state == barrierDraining || m.state == barrierResetting) {
 			m.state = barrierFilling
@@ -269,7 +397,7 @@ func (b *Barrier) Wait(ctx context.Context) (int, error) {
 		return index, nil
 	}
 	for m.state == barrierFilling {
-		if err := b.waitChange(ctx, m); err != nil {
+		if err := b.waitChange(ctx, m, &hw); err != nil {
 			if m.state != barrierFilling {
 				break
 			}
@@ -288,7 +416,18 @@ func (b *Barrier) Wait(ctx context.Context) (int, error) {
 func (b *Barrier) runAction(m *barrierMem) (err error) {
 	f := b.action.Load()
 	if f == nil {
-		return nil
+		n := int(m.action[0])
+		if n == 0 {
+			return nil
+		}
+		name := string(m.action[1 : 1+min(n, maxActionName)])
+		actionsMu.RLock()
+		g := actions[name]
+		actionsMu.RUnlock()
+		if g == nil {
+			return fmt.Errorf("syncprim: barrier action %q is not registered in this process", name)
+		}
+		f = &g
 	}
 	ok := false
 	defer func() {
@@ -318,7 +457,7 @@ func (b *Barrier) awaitWaiting(ctx context.Context, k int) error {
 	b.lock(m)
 	defer m.lock.unlock()
 	for m.state != barrierFilling || int(m.count) < k {
-		if err := b.waitChange(ctx, m); err != nil {
+		if err := b.waitChange(ctx, m, nil); err != nil {
 			return err
 		}
 	}

@@ -88,8 +88,10 @@
 // detected (bound waits with contexts), except with an OwnedSemaphore: its
 // permits record their holder, and a dead holder's permits are given back
 // to the waiters as promptly as a dead lock holder is noticed. A Condition
-// frees the slots of waiters whose process is gone; a Barrier cannot tell
-// that a party died (see Barrier).
+// frees the slots of waiters whose process is gone; a Barrier party that
+// dies while it waits breaks the barrier for the others (see Barrier), and
+// a Barrier's action travels to other processes when registered by name
+// (RegisterBarrierAction, RegisteredAction).
 //
 // Processes sharing a primitive must be in the same pid namespace.
 //

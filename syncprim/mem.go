@@ -72,6 +72,7 @@ type options struct {
 	segOff     int
 	maxWaiters int
 	action     func() error
+	actionName string
 	timeout    time.Duration
 }
 
