@@ -91,7 +91,7 @@ closed, every object freed, the temporary directory removed.
 Exposed on a network, the server holds up against abuse: handshakes run
 concurrently and are bounded per peer and in all (the oldest shed first), so
 connections that stay silent delay no honest client; an authenticated client
-reaches only the objects it created or was handed, and the calls it can keep
+reaches only the objects it created, was handed or looked up by name, and the calls it can keep
 waiting in the server are bounded (a connection at its bound is not read
 from until one ends).`,
 		Args: cobra.NoArgs,
