@@ -24,6 +24,7 @@ replace (
 
 require (
 	github.com/multiproc/multiproc/internal/mptest v0.1.0
+	github.com/multiproc/multiproc/manager v0.1.0
 	github.com/multiproc/multiproc/pool v0.1.0
 	github.com/multiproc/multiproc/process v0.1.0
 )
@@ -33,6 +34,7 @@ require (
 	github.com/multiproc/multiproc/ipc v0.1.0 // indirect
 	github.com/multiproc/multiproc/proto v0.1.0 // indirect
 	github.com/multiproc/multiproc/shm v0.1.0 // indirect
+	github.com/multiproc/multiproc/syncprim v0.1.0 // indirect
 	github.com/multiproc/multiproc/tracker v0.1.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect

@@ -151,6 +151,8 @@ type allHandles struct {
 	Arr    *shm.Array[int64]
 	Event  *syncprim.Event
 	Sem    *syncprim.Semaphore
+	Bar    *syncprim.Barrier
+	Simple *queue.SimpleQueue[string]
 	Nested struct {
 		N     int
 		RLock *syncprim.RLock
@@ -182,6 +184,12 @@ var (
 			return "", err
 		}
 		all.Arr.Set(1, 42)
+		if _, err := all.Bar.Wait(ctx); err != nil {
+			return "", err
+		}
+		if err := all.Simple.Put(ctx, "simple"); err != nil {
+			return "", err
+		}
 		if err := all.Event.Set(); err != nil {
 			return "", err
 		}
@@ -223,6 +231,14 @@ func TestInitializerHandleTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Sem.Close()
+	if a.Bar, err = syncprim.NewBarrier(1); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Bar.Close()
+	if a.Simple, err = queue.NewSimple[string](); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Simple.Close()
 	if a.Nested.RLock, err = syncprim.NewRLock(); err != nil {
 		t.Fatal(err)
 	}
@@ -251,6 +267,9 @@ func TestInitializerHandleTypes(t *testing.T) {
 	}
 	if want := "hello from " + strconv.Itoa(wpid); string(b) != want {
 		t.Fatalf("conn: %q, want %q", b, want)
+	}
+	if s, err := a.Simple.Get(ctx); err != nil || s != "simple" {
+		t.Fatalf("simple queue: %q, %v", s, err)
 	}
 	if !a.Event.IsSet() || a.Arr.At(1) != 42 || a.Sem.Value() != 0 {
 		t.Fatalf("event set %v, arr[1] %d, semaphore %d; want true, 42, 0", a.Event.IsSet(), a.Arr.At(1), a.Sem.Value())
