@@ -141,8 +141,9 @@ func (s *Server) PublishNew(ctx context.Context, name, typeid string, args ...an
 // publishObj adds obj and names it, in one step under the lock: no one
 // sees the object before it has its name's reference.
 func (s *Server) publishObj(name string, ti *typeInfo, obj any) error {
+	secret := newSecret()
 	s.mu.Lock()
-	err := s.publishObjLocked(name, ti, obj)
+	err := s.publishObjLocked(name, ti, obj, secret)
 	s.mu.Unlock()
 	if err != nil {
 		if f, ok := obj.(freer); ok {
@@ -152,11 +153,11 @@ func (s *Server) publishObj(name string, ti *typeInfo, obj any) error {
 	return err
 }
 
-func (s *Server) publishObjLocked(name string, ti *typeInfo, obj any) error {
+func (s *Server) publishObjLocked(name string, ti *typeInfo, obj any, secret []byte) error {
 	if _, taken := s.names[name]; taken {
 		return errorf(ErrNameExists, "%q", name)
 	}
-	e, err := s.addLocked(ti, obj)
+	e, err := s.addLocked(ti, obj, secret)
 	if err != nil {
 		return err
 	}

@@ -622,3 +622,33 @@ func TestPublisherKilled(t *testing.T) {
 		t.Fatalf("Get: %q, %v", v, err)
 	}
 }
+
+// MaxNames reaches a server that Start spawns.
+func TestMaxNamesStart(t *testing.T) {
+	mptest.CheckChildren(t)
+	ctx := ctxT(t)
+	m, err := manager.Start(ctx, manager.MaxNames(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for i := range 3 {
+		v, _, err := manager.GetOrCreate(ctx, m.Client, fmt.Sprint(i), func(ctx context.Context) (*manager.Value[int], error) {
+			return manager.NewValue(ctx, m.Client, i)
+		})
+		if i < 2 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 && (!errors.Is(err, manager.ErrBadRequest) || !strings.Contains(err.Error(), "maximum of 2 names")) {
+			t.Fatalf("third name: %v, want the bound", err)
+		}
+		if v != nil {
+			v.Release(ctx)
+		}
+	}
+	// The refused create-if-absent left no object behind.
+	m.FlushReleases()
+	if objs, err := m.Objects(ctx); err != nil || len(objs) != 2 {
+		t.Fatalf("objects %+v, %v; want the 2 named values", objs, err)
+	}
+}

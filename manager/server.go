@@ -76,8 +76,8 @@ type entry struct {
 // secretLen is the length of an object's capability secret: 128 bits.
 const secretLen = 16
 
-// NewServer makes a server. Options: Logger, MaxFrameSize, MaxCalls,
-// MaxCallBytes.
+// NewServer makes a server. Options: Logger, MaxFrameSize, MaxObjects,
+// MaxNames, MaxCalls, MaxCallBytes.
 func NewServer(opts ...Option) *Server {
 	o := defaultOptions()
 	for _, f := range opts {
@@ -280,9 +280,10 @@ func (s *Server) NumObjects() int {
 // which (if not nil) holds the object's first reference: creating an
 // object grants the creator its capability.
 func (s *Server) add(sc *sconn, ti *typeInfo, obj any) (*pb.ProxyRef, error) {
+	secret := newSecret()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, err := s.addLocked(ti, obj)
+	e, err := s.addLocked(ti, obj, secret)
 	if err != nil {
 		return nil, err
 	}
@@ -292,17 +293,23 @@ func (s *Server) add(sc *sconn, ti *typeInfo, obj any) (*pb.ProxyRef, error) {
 	return &pb.ProxyRef{Id: e.id, Typeid: ti.name, Secret: e.secret}, nil
 }
 
+// newSecret makes an object's capability secret (before taking s.mu:
+// it may be a system call).
+func newSecret() []byte {
+	secret := make([]byte, secretLen)
+	rand.Read(secret)
+	return secret
+}
+
 // addLocked registers a new object with no reference yet: the caller
 // gives it its first one at once, under the same lock.
-func (s *Server) addLocked(ti *typeInfo, obj any) (*entry, error) {
+func (s *Server) addLocked(ti *typeInfo, obj any, secret []byte) (*entry, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
 	if len(s.objs) >= s.opts.maxObjects {
 		return nil, fmt.Errorf("%w: the server holds its maximum of %d objects", ErrBadRequest, s.opts.maxObjects)
 	}
-	secret := make([]byte, secretLen)
-	rand.Read(secret)
 	s.nextID++
 	e := &entry{id: s.nextID, secret: secret, ti: ti, obj: obj}
 	s.objs[e.id] = e

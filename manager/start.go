@@ -109,7 +109,7 @@ func Start(ctx context.Context, opts ...Option) (*Manager, error) {
 		rand.Read(o.authkey)
 	}
 	cfg, err := proto.Marshal(&pb.StartConfig{Network: o.network, Address: o.address, Authkey: o.authkey,
-		Initializer: o.initializer, MaxFrame: o.maxFrame, MaxObjects: int64(o.maxObjects), ServerTls: o.serverTLS,
+		Initializer: o.initializer, MaxFrame: o.maxFrame, MaxObjects: int64(o.maxObjects), MaxNames: int64(o.maxNames), ServerTls: o.serverTLS,
 		MaxCallsConn: int64(o.maxCallsConn), MaxCalls: int64(o.maxCalls),
 		MaxCallBytesConn: o.maxCallBytesConn, MaxCallBytes: o.maxCallBytes})
 	if err != nil {
@@ -274,7 +274,7 @@ func runServerProcess(ctx context.Context, conn *ipc.Conn, cfgBytes []byte) erro
 		}()
 		address = filepath.Join(dir, "manager.sock")
 	}
-	opts := []Option{Authkey(cfg.Authkey), MaxFrameSize(cfg.MaxFrame), MaxObjects(int(cfg.MaxObjects)),
+	opts := []Option{Authkey(cfg.Authkey), MaxFrameSize(cfg.MaxFrame), MaxObjects(int(cfg.MaxObjects)), MaxNames(int(cfg.MaxNames)),
 		MaxCalls(int(cfg.MaxCallsConn), int(cfg.MaxCalls)), MaxCallBytes(cfg.MaxCallBytesConn, cfg.MaxCallBytes)}
 	if cfg.ServerTls != "" {
 		fn := lookupServerTLS(cfg.ServerTls)

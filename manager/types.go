@@ -74,7 +74,8 @@ func MaxObjects(n int) Option {
 }
 
 // MaxNames bounds the number of names a server publishes at once
-// (DefaultMaxNames by default); a Publish beyond it fails.
+// (DefaultMaxNames by default); a Publish beyond it fails with
+// ErrBadRequest. For NewServer and Start.
 func MaxNames(n int) Option {
 	return func(o *options) {
 		if n > 0 {

@@ -1583,8 +1583,11 @@ type StartConfig struct {
 	MaxCalls         int64 `protobuf:"varint,9,opt,name=max_calls,json=maxCalls,proto3" json:"max_calls,omitempty"`
 	MaxCallBytesConn int64 `protobuf:"varint,10,opt,name=max_call_bytes_conn,json=maxCallBytesConn,proto3" json:"max_call_bytes_conn,omitempty"`
 	MaxCallBytes     int64 `protobuf:"varint,11,opt,name=max_call_bytes,json=maxCallBytes,proto3" json:"max_call_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// max_names bounds the published names (MaxNames); 0 keeps the
+	// server's default.
+	MaxNames      int64 `protobuf:"varint,12,opt,name=max_names,json=maxNames,proto3" json:"max_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartConfig) Reset() {
@@ -1690,6 +1693,13 @@ func (x *StartConfig) GetMaxCallBytesConn() int64 {
 func (x *StartConfig) GetMaxCallBytes() int64 {
 	if x != nil {
 		return x.MaxCallBytes
+	}
+	return 0
+}
+
+func (x *StartConfig) GetMaxNames() int64 {
+	if x != nil {
+		return x.MaxNames
 	}
 	return 0
 }
@@ -1848,7 +1858,7 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\x06typeid\x18\x05 \x01(\tR\x06typeid\x12\x10\n" +
 	"\x03tls\x18\x06 \x01(\bR\x03tls\x12&\n" +
 	"\x0ftls_server_name\x18\a \x01(\tR\rtlsServerName\x12\x16\n" +
-	"\x06secret\x18\b \x01(\fR\x06secret\"\xf2\x02\n" +
+	"\x06secret\x18\b \x01(\fR\x06secret\"\x8f\x03\n" +
 	"\vStartConfig\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
@@ -1863,7 +1873,8 @@ const file_manager_v1_manager_proto_rawDesc = "" +
 	"\tmax_calls\x18\t \x01(\x03R\bmaxCalls\x12-\n" +
 	"\x13max_call_bytes_conn\x18\n" +
 	" \x01(\x03R\x10maxCallBytesConn\x12$\n" +
-	"\x0emax_call_bytes\x18\v \x01(\x03R\fmaxCallBytes\"V\n" +
+	"\x0emax_call_bytes\x18\v \x01(\x03R\fmaxCallBytes\x12\x1b\n" +
+	"\tmax_names\x18\f \x01(\x03R\bmaxNames\"V\n" +
 	"\n" +
 	"StartReply\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
