@@ -51,7 +51,11 @@ func (o CancelOutcome) String() string {
 // its context cancelled (CancelledRunning), and a future that has its
 // result is left as it is (NotCancelled). A cancelled future's Get
 // returns ErrCancelled at once, without waiting for a running task to
-// return; callbacks (ApplyAsync's onError) get ErrCancelled.
+// return; callbacks (ApplyAsync's onError) get ErrCancelled. A Get that
+// was already waiting when Cancel ran may be receiving the result from
+// the worker itself: it returns once the worker answers the cancellation
+// (at once for a task that honours its context, at the latest when the
+// worker is killed KillGrace later).
 func (f *Future[R]) Cancel() CancelOutcome {
 	if f.fin.Load() {
 		return NotCancelled

@@ -80,6 +80,21 @@ func TestFutureCancel(t *testing.T) {
 		if _, err := running.Get(ctx); !errors.Is(err, pool.ErrCancelled) {
 			t.Fatalf("thread %v: Get after Cancel: %v", thread, err)
 		}
+		// Cancel while another goroutine waits in Get (receiving the
+		// result itself from the worker, on a process pool).
+		waited := sleep.Submit(bg, p, long)
+		got := make(chan error, 1)
+		go func() {
+			_, err := waited.Get(bg)
+			got <- err
+		}()
+		time.Sleep(5 * time.Millisecond) // let Get start waiting (either way the test holds)
+		if out := waited.Cancel(); out != pool.CancelledRunning {
+			t.Fatalf("thread %v: Cancel during Get: %v", thread, out)
+		}
+		if err := <-got; !errors.Is(err, pool.ErrCancelled) {
+			t.Fatalf("thread %v: Get during Cancel: %v", thread, err)
+		}
 		if n, err := square.Apply(ctx, p, 4); err != nil || n != 16 {
 			t.Fatalf("thread %v: then Apply: %d, %v", thread, n, err)
 		}
