@@ -652,3 +652,29 @@ func TestMaxNamesStart(t *testing.T) {
 		t.Fatalf("objects %+v, %v; want the 2 named values", objs, err)
 	}
 }
+
+// BenchmarkLookup: a lookup by name and the Release of its proxy (two
+// round trips), against a server that Start spawned.
+func BenchmarkLookup(b *testing.B) {
+	ctx := context.Background()
+	m, err := manager.Start(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	q, err := manager.NewQueue[int](ctx, m.Client, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.Publish(ctx, "jobs", q); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p, err := manager.Lookup[*manager.Queue[int]](ctx, m.Client, "jobs")
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Release(context.Background())
+	}
+}
