@@ -547,6 +547,37 @@ func TestServerPublishesGoObject(t *testing.T) {
 	if got := counter.Add(0); got != 15 {
 		t.Fatalf("the server's own object holds %d, want 15", got)
 	}
+	// A custom object that a client creates and publishes reaches another
+	// client by its name too.
+	mine, err := ts.client.Create(ctx, "Counter", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.client.Publish(ctx, "their-counter", mine); err != nil {
+		t.Fatal(err)
+	}
+	other, err := connectTo(ctx, ts.network, ts.addr, ts.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	theirs, err := manager.Lookup[*manager.Object](ctx, other, "their-counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := manager.Call[int](ctx, theirs, "Add", 1); err != nil || got != 101 || theirs.TypeID() != "Counter" {
+		t.Fatalf("Add(1) through the other client: %d, %v (type %s)", got, err, theirs.TypeID())
+	}
+	// A create that fails publishes nothing.
+	boom := errors.New("boom")
+	if _, _, err := manager.GetOrCreate(ctx, other, "never", func(context.Context) (*manager.Object, error) {
+		return nil, boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("GetOrCreate with a failing create: %v, want its error", err)
+	}
+	if _, err := manager.Lookup[*manager.Object](ctx, other, "never"); !errors.Is(err, manager.ErrNameNotFound) {
+		t.Fatalf("lookup after a failed create: %v, want ErrNameNotFound", err)
+	}
 }
 
 var childPublishAndHang = process.Register("mgr.named.hang", func(ctx context.Context, ready *ipc.Conn, network, addr string, key []byte) error {
