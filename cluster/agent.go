@@ -47,6 +47,7 @@ type AgentInfo struct {
 type agentConfig struct {
 	URL     string
 	Workers int
+	Creds   Credentials
 	// ExitWithParent ends the agent when its parent process is gone (a
 	// local agent of a cluster.New).
 	ExitWithParent bool
@@ -144,10 +145,9 @@ func runAgent(ctx context.Context, cfg agentConfig, log *zap.Logger) error {
 		defer cancel()
 		go watchParent(ctx, cancel)
 	}
-	nc, err := nats.Connect(cfg.URL, nats.Name("multiproc-cluster-agent"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
+	nc, err := connectAgent(cfg, a.log)
 	if err != nil {
-		return fmt.Errorf("cluster: agent: connecting to %s: %w", cfg.URL, err)
+		return err
 	}
 	a.nc = nc
 	defer nc.Close()

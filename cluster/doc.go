@@ -14,8 +14,11 @@
 // New with no address embeds a nats-server with JetStream in the
 // process (its store in a private temporary directory, removed by Close)
 // and starts local agents as child processes, one per CPU: the pool works
-// on one machine out of the box. Listen lets agents on other hosts join;
-// URL uses an existing NATS deployment instead.
+// on one machine out of the box. Listen lets agents on other hosts join
+// (beyond loopback, only with credentials: Auth); URL uses an existing
+// NATS deployment instead. Auth and ServerTLS pass a token, a user and
+// password, a creds or nkey file and TLS to every connection; agents on
+// other hosts take them from the environment (EnvToken, ...).
 //
 // # Agents
 //

@@ -43,6 +43,13 @@ func checkDurations(t *testing.T, in, got []time.Duration) {
 func startEnvAgent(t *testing.T, url string, workers string) *exec.Cmd {
 	t.Helper()
 	cmd := envAgentCmd(t, url, workers)
+	startCmd(t, cmd)
+	return cmd
+}
+
+// startCmd starts an agent command, and stops it at the end of the test.
+func startCmd(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +57,6 @@ func startEnvAgent(t *testing.T, url string, workers string) *exec.Cmd {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	return cmd
 }
 
 func envAgentCmd(t testing.TB, url string, workers string) *exec.Cmd {

@@ -26,7 +26,9 @@ import (
 // agent of the cluster at that NATS URL instead of main, until SIGTERM or
 // SIGINT. EnvWorkers sets its number of worker processes (default
 // process.CPUCount()) and EnvLog its log level (default "info"; logs go
-// to standard error).
+// to standard error). Its credentials come from EnvToken, EnvUser,
+// EnvPassword, EnvCreds, EnvNkey, EnvTLSCA, EnvTLSCert and EnvTLSKey
+// (CredentialsFromEnv).
 const (
 	EnvCluster = "MULTIPROC_CLUSTER"
 	EnvWorkers = "MULTIPROC_CLUSTER_WORKERS"
@@ -55,9 +57,14 @@ func runAgentFromEnv(url string) {
 			os.Exit(2)
 		}
 	}
+	creds, err := CredentialsFromEnv()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%v\n", err)
+		os.Exit(2)
+	}
 	log := stderrLogger(level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := runAgent(ctx, agentConfig{URL: url, Workers: workers}, log)
+	err = runAgent(ctx, agentConfig{URL: url, Workers: workers, Creds: creds}, log)
 	stop()
 	log.Sync()
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -75,8 +82,8 @@ func stderrLogger(level zapcore.Level) *zap.Logger {
 }
 
 // localAgent is the function a local agent process runs.
-var localAgent = process.Register("multiproc.cluster.agent", func(ctx context.Context, url string, workers int, level int) error {
-	cfg := agentConfig{URL: url, Workers: workers, ExitWithParent: true}
+var localAgent = process.Register("multiproc.cluster.agent", func(ctx context.Context, url string, workers int, level int, creds Credentials) error {
+	cfg := agentConfig{URL: url, Workers: workers, Creds: creds, ExitWithParent: true}
 	err := runAgent(ctx, cfg, stderrLogger(zapcore.Level(level)))
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -197,7 +204,7 @@ func (p *Pool) agentProcess(i int) *process.Process {
 			break
 		}
 	}
-	proc := localAgent.Process(p.url, p.o.agentWorkers, int(level))
+	proc := localAgent.Process(p.url, p.o.agentWorkers, int(level), p.o.creds)
 	proc.Name = fmt.Sprintf("ClusterAgent-%d", i+1)
 	proc.Logger = p.log
 	proc.TermGrace = 5 * time.Second

@@ -30,6 +30,9 @@ type options struct {
 	maxAge       time.Duration
 	maxBytes     int64
 	log          *zap.Logger
+	creds        Credentials
+	// The embedded server's TLS (ServerTLS).
+	tlsCert, tlsKey, tlsClientCA string
 }
 
 func defaults() options {
@@ -64,7 +67,9 @@ func URL(url string) Option {
 // Listen makes the embedded server listen on addr ("0.0.0.0:4222",
 // ":4222"; port 0 picks a free one) so that agents on other hosts can
 // join: Pool.URL tells them where. By default it listens on a free port of
-// 127.0.0.1 only, for the local agents. Listen has no effect with URL.
+// 127.0.0.1 only, for the local agents. Beyond loopback, New requires a
+// token or a user and password (Auth) and fails with ErrNoCredentials
+// without them. Listen has no effect with URL.
 func Listen(addr string) Option {
 	return func(o *options) error {
 		if addr == "" {

@@ -119,7 +119,10 @@ func New(ctx context.Context, opts ...Option) (*Pool, error) {
 func (p *Pool) start(ctx context.Context) error {
 	o := &p.o
 	p.url = o.url
-	copts := []nats.Option{nats.Name("multiproc-cluster-caller"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	copts, err := connectOptions("multiproc-cluster-caller", o.creds, newErrLog(p.log))
+	if err != nil {
+		return err
+	}
 	if o.url == "" {
 		emb, err := startEmbedded(o, p.log)
 		if err != nil {

@@ -59,6 +59,10 @@ func startEmbedded(o *options, log *zap.Logger) (*embedded, error) {
 		SyncInterval: o.syncInterval,
 		SyncAlways:   o.syncAlways,
 	}
+	if err := serverSecurity(sopts, o.creds, o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
 		os.RemoveAll(dir)

@@ -12,6 +12,8 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -114,4 +116,43 @@ func (c *TLSCerts) MutualServerConfig() *tls.Config {
 // offers the client certificate to a server that asks for one).
 func (c *TLSCerts) ClientConfig() *tls.Config {
 	return &tls.Config{RootCAs: c.CA, Certificates: []tls.Certificate{c.Client}, MinVersion: tls.VersionTLS12}
+}
+
+// TLSFiles names the PEM files WriteFiles wrote.
+type TLSFiles struct {
+	CA                    string
+	ServerCert, ServerKey string
+	ClientCert, ClientKey string
+}
+
+// WriteFiles writes the CA certificate and the server's and client's
+// certificates and keys as PEM files in dir (for another process, or an
+// API that takes file names), failing t on error.
+func (c *TLSCerts) WriteFiles(t testing.TB, dir string) TLSFiles {
+	t.Helper()
+	f := TLSFiles{
+		CA:         filepath.Join(dir, "ca.pem"),
+		ServerCert: filepath.Join(dir, "server.pem"), ServerKey: filepath.Join(dir, "server-key.pem"),
+		ClientCert: filepath.Join(dir, "client.pem"), ClientKey: filepath.Join(dir, "client-key.pem"),
+	}
+	write := func(name string, blockType string, der []byte) {
+		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func(k any) []byte {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	if err := os.WriteFile(f.CA, c.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write(f.ServerCert, "CERTIFICATE", c.Server.Certificate[0])
+	write(f.ServerKey, "PRIVATE KEY", key(c.Server.PrivateKey))
+	write(f.ClientCert, "CERTIFICATE", c.Client.Certificate[0])
+	write(f.ClientKey, "PRIVATE KEY", key(c.Client.PrivateKey))
+	return f
 }
