@@ -273,10 +273,11 @@ func (m *barrierMem) breakLocked() {
 }
 
 // waitChange releases the internal lock, sleeps until the state may have
-// changed (or ctx ends), and re-takes the lock. With hw, the sleep is
+// changed (or ctx ends), and re-takes the lock. With hwp, the sleep is
 // capped so that the waiting parties' processes are checked (reapLocked):
-// a dead one breaks the barrier.
-func (b *Barrier) waitChange(ctx context.Context, m *barrierMem, hw *holdersWatch) error {
+// a dead one breaks the barrier. *hwp is made at the first check (a wait
+// that ends sooner allocates nothing).
+func (b *Barrier) waitChange(ctx context.Context, m *barrierMem, hwp **holdersWatch) error {
 	s := atomic.LoadUint32(&m.seq)
 	m.lock.unlock()
 	var err error
@@ -284,8 +285,11 @@ func (b *Barrier) waitChange(ctx context.Context, m *barrierMem, hw *holdersWatc
 	if !b.spin.Spin(func() bool { return atomic.LoadUint32(&m.seq) != s }) {
 		for atomic.LoadUint32(&m.seq) == s {
 			capd := time.Duration(0)
-			if hw != nil {
-				capd = hw.timeout()
+			if hwp != nil {
+				capd = livenessFirst
+				if *hwp != nil {
+					capd = (*hwp).timeout()
+				}
 			}
 			if timedOut, err = sleep(ctx, &m.seq, s, capd); err != nil || timedOut {
 				break
@@ -293,10 +297,13 @@ func (b *Barrier) waitChange(ctx context.Context, m *barrierMem, hw *holdersWatc
 		}
 	}
 	b.lock(m)
-	if hw != nil && m.count > 0 && (timedOut || hw.armed) {
+	if hwp != nil && m.count > 0 && (timedOut || *hwp != nil) {
 		// Not before the first capped sleep ran out: a short wait reads
 		// no /proc.
-		m.reapLocked(hw, timedOut)
+		if *hwp == nil {
+			*hwp = new(holdersWatch)
+		}
+		m.reapLocked(*hwp, timedOut)
 	}
 	return err
 }
@@ -358,8 +365,12 @@ func (b *Barrier) Wait(ctx context.Context) (int, error) {
 	}
 	stop := wakeOnDone(ctx, &m.seq)
 	defer stop()
-	var hw holdersWatch
-	defer hw.stop()
+	var hw *holdersWatch // made by waitChange when the wait lasts
+	defer func() {
+		if hw != nil {
+			hw.stop()
+		}
+	}()
 	b.lock(m)
 	defer m.lock.unlock()
 	// Wait while the previous pass drains or a reset completes.
