@@ -40,6 +40,14 @@ var (
 // ErrBrokenBarrier at once (its context would have lasted a minute)
 // instead of waiting forever. After Reset, the barrier works again.
 func TestBarrierPartyDies(t *testing.T) {
+	// Killed at once (the waiter's first liveness check finds it), or
+	// after the waiter has armed its exit watches (the pidfd wakes it).
+	for _, after := range []time.Duration{0, 100 * time.Millisecond} {
+		t.Run(after.String(), func(t *testing.T) { testBarrierPartyDies(t, after) })
+	}
+}
+
+func testBarrierPartyDies(t *testing.T, after time.Duration) {
 	mptest.CheckChildren(t)
 	b, err := NewBarrier(3)
 	if err != nil {
@@ -65,6 +73,7 @@ func TestBarrierPartyDies(t *testing.T) {
 	if err := b.awaitWaiting(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(after) // not a pass condition: either way the party must notice
 	start := time.Now()
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
