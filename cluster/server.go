@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"time"
@@ -31,21 +30,9 @@ func startEmbedded(o *options, log *zap.Logger) (*embedded, error) {
 	}
 	host, port := "127.0.0.1", -1
 	if o.listen != "" {
-		h, ps, err := net.SplitHostPort(o.listen)
-		if err != nil {
+		if host, port, err = splitListen(o.listen); err != nil {
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("cluster: Listen(%q): %w", o.listen, err)
-		}
-		if port, err = strconv.Atoi(ps); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("cluster: Listen(%q): bad port", o.listen)
-		}
-		host = h
-		if host == "" {
-			host = "0.0.0.0"
-		}
-		if port == 0 {
-			port = -1 // any free port (nats-server's 0 means 4222)
+			return nil, err
 		}
 	}
 	sopts := &server.Options{

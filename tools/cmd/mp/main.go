@@ -26,7 +26,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(demoCmd(), benchCmd())
-	root.AddCommand(shmCmd(), managerCmd(), trackerCmd())
+	root.AddCommand(shmCmd(), managerCmd(), trackerCmd(), clusterCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mp:", err)
 		os.Exit(1)

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/cluster"
+	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/pool"
+)
+
+// clusterSquare is the task the cluster tests' agents (this test binary)
+// run.
+var clusterSquare = pool.Register("mp.e2e.cluster.square", func(ctx context.Context, x int) (int, error) { return x * x, nil })
+
+// clusterServe starts mp cluster serve with args and returns it, its
+// client URL and the rest of its standard output.
+func clusterServe(t *testing.T, bin string, env []string, args ...string) (*exec.Cmd, string, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"cluster", "serve"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	var lines []string
+	url := ""
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if u, ok := strings.CutPrefix(sc.Text(), "url: "); ok {
+			url = u
+		}
+		if strings.HasPrefix(sc.Text(), "stop with") {
+			if url == "" {
+				t.Fatalf("mp cluster serve printed no url: %q", lines)
+			}
+			return cmd, url, stdout
+		}
+	}
+	t.Fatalf("mp cluster serve ended before it was ready: %q", lines)
+	return nil, "", nil
+}
+
+func stopClusterServe(t *testing.T, cmd *exec.Cmd, stdout io.Reader) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(stdout)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("mp cluster serve after SIGTERM: %v, want exit 0", err)
+	}
+	if string(rest) != "server shut down\n" {
+		t.Errorf("mp cluster serve printed %q after SIGTERM", rest)
+	}
+}
+
+// TestMPCluster builds mp and runs a cluster pool's Map through mp
+// cluster serve (a separate process) with an agent process, then reads
+// mp cluster status.
+func TestMPCluster(t *testing.T) {
+	mptest.CheckChildren(t)
+	bin := filepath.Join(t.TempDir(), "mp")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Run("serve and status", func(t *testing.T) { testClusterServe(t, bin) })
+	t.Run("bad input", func(t *testing.T) {
+		mpFails(t, bin, "needs credentials", "cluster", "serve", "--listen", "0.0.0.0:0")
+		mpFails(t, bin, "--tls-cert and --tls-key", "cluster", "serve", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem")
+		mpFails(t, bin, "no URL", "cluster", "status", "--url", "")
+	})
+}
+
+func testClusterServe(t *testing.T, bin string) {
+	store := t.TempDir()
+	srv, url, rest := clusterServe(t, bin, []string{cluster.EnvToken + "=s3cret"}, "--listen", "127.0.0.1:0", "--store", store)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	p, err := cluster.New(ctx, cluster.URL(url), cluster.Auth(cluster.Credentials{Token: "s3cret"}), cluster.Agents(1), cluster.AgentWorkers(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs := make([]int, 200)
+	for i := range xs {
+		xs[i] = i
+	}
+	got, err := clusterSquare.Map(ctx, p, xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != i*i {
+			t.Fatalf("result %d = %d", i, v)
+		}
+	}
+	pids := p.LocalAgentPids()
+	if len(pids) != 1 {
+		t.Fatalf("local agents %v", pids)
+	}
+	// The agent's status entry says what it did: wait for its next
+	// report to count the Map's chunks.
+	var out string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out = mpOK(t, bin, "cluster", "status", "--url", url, "--token", "s3cret")
+		if strings.Contains(out, "agents: 1") && doneOf(out) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mp cluster status never showed the agent's work:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, want := range []string{"stream: 0 chunks queued", "callers: 1", "agents: 1", " " + strconv.Itoa(pids[0]) + " ", cluster.Namespace(), "CAPACITY"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("mp cluster status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "mismatch") {
+		t.Errorf("mp cluster status reports a mismatch:\n%s", out)
+	}
+	t.Logf("mp cluster status:\n%s", out)
+	mpFails(t, bin, "Authorization Violation", "cluster", "status", "--url", url, "--token", "wrong")
+	p.Close()
+	stopClusterServe(t, srv, rest)
+	if _, err := os.Stat(filepath.Join(store, "jetstream")); err != nil {
+		t.Errorf("the store directory given was not used: %v", err)
+	}
+}
+
+// agentRows returns the agent table of mp cluster status output.
+func agentRows(out string) string {
+	_, after, _ := strings.Cut(out, "AGENT")
+	return after
+}
+
+// doneOf returns the DONE column of the first agent row, or -1.
+func doneOf(out string) int {
+	rows := strings.Split(agentRows(out), "\n")
+	if len(rows) < 2 {
+		return -1
+	}
+	f := strings.Fields(rows[1])
+	// AGENT HOST PID BUILD CAPACITY IN FLIGHT DONE: DONE is field 6.
+	if len(f) < 7 {
+		return -1
+	}
+	n, err := strconv.Atoi(f[6])
+	if err != nil {
+		return -1
+	}
+	return n
+}
