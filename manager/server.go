@@ -58,6 +58,8 @@ type Server struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup // connection goroutines
 
+	py pyState // what CPython clients share (pyserver.go)
+
 	// wantProcs, if set, is called when parallelism may pay: a connection
 	// is accepted, or a connection's requests arrive in batches (calls
 	// from concurrent goroutines). Set before serving.
@@ -102,6 +104,12 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // ctx.Err() when ctx ends (the server's connections keep running until
 // Close), or the listener's error.
 func (s *Server) Serve(ctx context.Context, l Listener) error {
+	return s.serveListener(ctx, l, s.startConn)
+}
+
+// serveListener is Serve with start run for each accepted connection
+// (ServePython passes its own).
+func (s *Server) serveListener(ctx context.Context, l Listener, start func(*ipc.Conn) bool) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -128,10 +136,10 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 	// One goroutine accepts: *ipc.Listener runs the handshakes
 	// concurrently, so a client that connects and stays silent holds up
 	// no one (see Listener).
-	return s.acceptLoop(ctx, actx, l)
+	return s.acceptLoop(ctx, actx, l, start)
 }
 
-func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
+func (s *Server) acceptLoop(ctx, actx context.Context, l Listener, start func(*ipc.Conn) bool) error {
 	var backoff time.Duration
 	for {
 		c, err := l.Accept(actx)
@@ -168,7 +176,7 @@ func (s *Server) acceptLoop(ctx, actx context.Context, l Listener) error {
 		if s.wantProcs != nil {
 			s.wantProcs()
 		}
-		if !s.startConn(c) {
+		if !start(c) {
 			return ErrClosed
 		}
 	}

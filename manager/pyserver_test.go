@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package manager_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/internal/mptest"
+	"github.com/multiproc/multiproc/manager"
+)
+
+// pyPrelude connects CPython's own SyncManager to our server: argv[1] is
+// "host:port", argv[2] the authkey. attach(typeid, ident) builds the
+// proxy CPython would build for an object a Go client made (the ident
+// comes from manager.PythonIdent).
+const pyPrelude = `
+import sys, threading, time, queue
+from multiprocessing.managers import SyncManager, Token, RemoteError
+host, port = sys.argv[1].rsplit(':', 1)
+addr, key = (host, int(port)), bytes.fromhex(sys.argv[2])
+m = SyncManager(address=addr, authkey=key)
+m.connect()
+def attach(typeid, ident):
+    proxytype = m._registry[typeid][-1]
+    return proxytype(Token(typeid, m.address, ident), m._serializer, manager=m, authkey=m._authkey)
+def expect(exc, f, *a, **k):
+    try:
+        f(*a, **k)
+    except exc as e:
+        return e
+    raise AssertionError('%s did not raise %s' % (f, exc))
+`
+
+// goPyServer is a Server that Go clients reach on a unix socket and
+// CPython clients on TCP.
+type goPyServer struct {
+	*testServer
+	pyAddr string
+}
+
+func startGoPyServer(t *testing.T, opts ...manager.Option) *goPyServer {
+	t.Helper()
+	ts := startServer(t, "unix")
+	l, err := manager.Listen("tcp", "127.0.0.1:0", append([]manager.Option{manager.Authkey(ts.key)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ts.srv.ServePython(context.Background(), l) }()
+	t.Cleanup(func() {
+		ts.srv.Close()
+		if err := <-served; !errors.Is(err, manager.ErrClosed) {
+			t.Errorf("ServePython returned %v, want ErrClosed", err)
+		}
+	})
+	return &goPyServer{testServer: ts, pyAddr: l.Addr().String()}
+}
+
+// runPy runs a Python script (after pyPrelude) against s with extra
+// arguments, and returns its stdout; a failure fails the test.
+func (s *goPyServer) runPy(t *testing.T, version, script string, args ...string) string {
+	t.Helper()
+	out, err := s.tryPy(t, version, script, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tryPy is runPy for any goroutine: it returns the failure.
+func (s *goPyServer) tryPy(t *testing.T, version, script string, args ...string) (string, error) {
+	cmd := s.pyCmd(t, version, script, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("python: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
+	}
+	return out.String(), nil
+}
+
+func (s *goPyServer) pyCmd(t *testing.T, version, script string, args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, mptest.Python(t), append([]string{"-c", pyPrelude + script, s.pyAddr, hex.EncodeToString(s.key)}, args...)...)
+	if version != "" {
+		cmd.Env = append(os.Environ(), "PYENV_VERSION="+version)
+	}
+	return cmd
+}
+
+func ident(t *testing.T, p manager.Proxy) string {
+	t.Helper()
+	id, err := manager.PythonIdent(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// The headline: a Go producer and a CPython consumer share one queue and
+// one dict through a Go manager. The consumer reads what Go wrote and
+// writes back into the same dict; objects the consumer creates are
+// freed when it drops them.
+func TestPyServerGoProducerPythonConsumer(t *testing.T) {
+	mptest.Python(t)
+	for _, v := range pyVersions(t) {
+		t.Run(pyName(v), func(t *testing.T) {
+			s := startGoPyServer(t)
+			ctx := testCtx(t)
+			q, err := manager.NewQueue[map[string]any](ctx, s.client, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := manager.NewDict[string, any](ctx, s.client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Set(ctx, "producer", "go"); err != nil {
+				t.Fatal(err)
+			}
+			n0 := s.srv.NumObjects()
+			const consumer = `
+q, d = attach('Queue', sys.argv[3]), attach('dict', sys.argv[4])
+assert d['producer'] == 'go', d.copy()
+total, jobs = 0, []
+while True:
+    item = q.get(timeout=60)
+    if item['job'] < 0:
+        break
+    total += item['job']
+    jobs.append(item['args'])
+d['python'] = {'total': total, 'jobs': len(jobs), 'last': jobs[-1]}
+e = expect(KeyError, d.__getitem__, 'missing')
+assert e.args == ('missing',), e.args
+expect(queue.Empty, q.get_nowait)
+mine = m.dict(a=1)
+assert dict(mine) == {'a': 1}
+del mine
+print('DONE', total, flush=True)
+`
+			outc, errc := make(chan string, 1), make(chan error, 1)
+			qid, did := ident(t, q), ident(t, d)
+			go func() {
+				out, err := s.tryPy(t, v, consumer, qid, did)
+				outc <- out
+				errc <- err
+			}()
+			want := 0
+			for i := 1; i <= 100; i++ {
+				want += i
+				if err := q.Put(ctx, map[string]any{"job": i, "args": []any{i, "x", 1.5, nil}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := q.Put(ctx, map[string]any{"job": -1}); err != nil {
+				t.Fatal(err)
+			}
+			out := <-outc
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, "DONE 5050") {
+				t.Fatalf("python said %q", out)
+			}
+			got, err := d.Get(ctx, "python")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, _ := got.(map[any]any)
+			if m["total"] != int64(want) || m["jobs"] != int64(100) {
+				t.Errorf("python wrote %#v", got)
+			}
+			if last, _ := m["last"].([]any); len(last) != 4 || last[0] != int64(100) || last[1] != "x" || last[2] != 1.5 || last[3] != nil {
+				t.Errorf("last job as python saw it: %#v", m["last"])
+			}
+			// Python's own dict, and the references its proxies took,
+			// are gone once the Python process has dropped them.
+			if n := s.srv.NumObjects(); n != n0 {
+				t.Errorf("server holds %d objects after the python client, want %d", n, n0)
+			}
+			runtime.KeepAlive(q)
+		})
+	}
+}
+
+// CPython's SyncManager proxies work against the Go server: every
+// builtin typeid with its exceptions.
+func TestPyServerSyncManagerTypes(t *testing.T) {
+	mptest.Python(t)
+	const script = `
+n0 = m._number_of_objects()
+d = m.dict({'a': 1}, b=[1, 2])
+d['c'] = {'x': (1, 2)}
+assert d['a'] == 1 and d.get('zz') is None and d.get('zz', 5) == 5
+assert 'a' in d and 'q' not in d and len(d) == 3
+assert sorted(d.keys()) == ['a', 'b', 'c'], d.keys()
+assert sorted(iter(d)) == ['a', 'b', 'c']
+assert sorted(d.items())[0] == ('a', 1), d.items()
+assert d.setdefault('a', 9) == 1 and d.setdefault('n', 9) == 9
+assert d.pop('n') == 9 and d.pop('n', 'dflt') == 'dflt'
+d.update({'u': 1}, v=2)
+assert d.copy()['c'] == {'x': [1, 2]}, d.copy()
+del d['u']
+expect(KeyError, d.__delitem__, 'u')
+expect(TypeError, d.__setitem__, [1], 2)
+assert d.popitem() == ('v', 2)
+d.clear()
+assert len(d) == 0 and str(d) == '{}', str(d)
+
+l = m.list([1, 2, 3])
+l.append(4); l.extend([5, 6]); l += [7]
+assert l[0] == 1 and l[-1] == 7 and len(l) == 7
+l[0] = 10
+assert list(l) == [10, 2, 3, 4, 5, 6, 7]
+assert l.pop() == 7 and l.pop(0) == 10
+l.insert(0, 0); l.remove(0)
+assert l.index(3) == 1 and l.count(2) == 1 and 3 in l
+expect(ValueError, l.index, 99)
+expect(IndexError, l.__getitem__, 99)
+del l[0]
+l.reverse()
+assert l._getvalue() == [6, 5, 4, 3], l._getvalue()
+assert l * 2 == [6, 5, 4, 3] * 2 and l + [1] == [6, 5, 4, 3, 1]
+
+ns = m.Namespace(x=1)
+ns.y = 'two'
+assert ns.x == 1 and ns.y == 'two'
+del ns.x
+expect(AttributeError, getattr, ns, 'x')
+
+v = m.Value('i', 5)
+assert v.value == 5
+v.value = 7
+assert v.get() == 7
+
+q = m.Queue(2)
+q.put(1); q.put_nowait(2)
+assert q.full() and q.qsize() == 2
+expect(queue.Full, q.put, 3, timeout=0.05)
+expect(queue.Full, q.put_nowait, 3)
+assert q.get() == 1 and q.get(timeout=1) == 2 and q.empty()
+expect(queue.Empty, q.get, timeout=0.05)
+expect(queue.Empty, q.get, False)
+
+jq = m.JoinableQueue()
+jq.put('job')
+def work():
+    jq.get(); jq.task_done()
+t = threading.Thread(target=work); t.start()
+jq.join(); t.join()
+expect(ValueError, jq.task_done)
+
+lock = m.Lock()
+assert lock.acquire() and not lock.acquire(False) and not lock.acquire(True, 0.05)
+lock.release()
+expect(RuntimeError, lock.release)
+with lock:
+    pass
+rl = m.RLock()
+assert rl.acquire() and rl.acquire()
+rl.release(); rl.release()
+expect(RuntimeError, rl.release)
+s = m.Semaphore(2)
+assert s.acquire() and s.acquire() and not s.acquire(timeout=0.05)
+s.release(); s.release()
+bs = m.BoundedSemaphore(1)
+expect(ValueError, bs.release)
+
+ev = m.Event()
+assert not ev.is_set() and ev.wait(0.05) is False
+threading.Timer(0.1, ev.set).start()
+assert ev.wait(30) is True and ev.is_set()
+ev.clear()
+
+c = m.Condition()
+box = []
+def notifier():
+    with c:
+        box.append(1)
+        c.notify_all()
+with c:
+    threading.Thread(target=notifier).start()
+    assert c.wait_for(lambda: box, 30)
+    assert c.wait(0.05) is False
+expect(RuntimeError, c.notify)
+
+del d, l, ns, v, q, jq, lock, rl, s, bs, ev, c
+import gc; gc.collect()
+assert m._number_of_objects() == n0, (m._number_of_objects(), n0)
+print('OK', flush=True)
+`
+	for _, v := range pyVersions(t) {
+		t.Run(pyName(v), func(t *testing.T) {
+			s := startGoPyServer(t)
+			if out := s.runPy(t, v, script); !strings.Contains(out, "OK") {
+				t.Fatalf("python said %q", out)
+			}
+		})
+	}
+}
+
+// A Python client with the wrong authkey is refused, and the server goes
+// on serving the right one.
+func TestPyServerWrongAuthkey(t *testing.T) {
+	mptest.Python(t)
+	s := startGoPyServer(t)
+	const script = `
+from multiprocessing import AuthenticationError
+bad = SyncManager(address=addr, authkey=b'wrong key')
+try:
+    bad.connect()
+except AuthenticationError:
+    print('REFUSED', flush=True)
+`
+	// The prelude connects with the right key first; then the wrong one.
+	if out := s.runPy(t, "", script); !strings.Contains(out, "REFUSED") {
+		t.Fatalf("python said %q", out)
+	}
+}
+
+// A pickle naming a global outside the allowlist is refused with a
+// RemoteError and changes nothing; the connection goes on. Deep nesting
+// is a bounded error, and a frame over the server's maximum closes only
+// that connection.
+func TestPyServerRefusesBadPayloads(t *testing.T) {
+	mptest.Python(t)
+	s := startGoPyServer(t, manager.MaxFrameSize(1<<20))
+	const script = `
+import os
+class Evil:
+    def __reduce__(self):
+        return (os.system, ('echo pwned >&2',))
+d = m.dict()
+e = expect(RemoteError, d.__setitem__, 'k', Evil())
+assert 'not allowed' in str(e), str(e)
+e = expect(RemoteError, d.__setitem__, 'k', Evil)
+d['k'] = 'fine'
+assert d['k'] == 'fine' and len(d) == 1
+deep = []
+for _ in range(200):
+    deep = [deep]
+e = expect(TypeError, d.__setitem__, 'deep', deep)
+assert 'deeper' in str(e), str(e)
+sys.setrecursionlimit(20000)
+deeper = []
+for _ in range(3000):
+    deeper = [deeper]
+e = expect(RemoteError, d.__setitem__, 'deeper', deeper)
+assert 'limit' in str(e), str(e)
+# A frame over the maximum ends this thread's connection (CPython's
+# client keeps using it, so later calls of this thread fail too).
+expect((EOFError, OSError), d.__setitem__, 'huge', b'x' * (2 << 20))
+def check():
+    d2 = m.dict(ok=1)
+    assert d2['ok'] == 1 and d['k'] == 'fine'
+    print('OK', flush=True)
+t = threading.Thread(target=check); t.start(); t.join()
+`
+	if out := s.runPy(t, "", script); !strings.Contains(out, "OK") {
+		t.Fatalf("python said %q", out)
+	}
+}
+
+// A Python client SIGKILLed while holding a manager Lock that a Go
+// client made releases it: the Go client's Acquire gets the lock and
+// ErrOwnerDead.
+func TestPyServerKilledLockHolder(t *testing.T) {
+	mptest.Python(t)
+	s := startGoPyServer(t)
+	ctx := testCtx(t)
+	lock, err := manager.NewLock(ctx, s.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := s.pyCmd(t, "", `
+lk = attach('Lock', sys.argv[3])
+assert lk.acquire()
+print('HELD', flush=True)
+time.sleep(600)
+`, ident(t, lock))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, _ := out.Read(buf)
+	if !strings.Contains(string(buf[:n]), "HELD") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("python said %q", buf[:n])
+	}
+	if ok, err := lock.TryAcquire(ctx); ok || err != nil {
+		t.Fatalf("TryAcquire while python holds the lock: %v, %v", ok, err)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if err := lock.Acquire(ctx); !errors.Is(err, manager.ErrOwnerDead) {
+		t.Fatalf("Acquire after the holder died: %v, want ErrOwnerDead", err)
+	}
+	if err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
