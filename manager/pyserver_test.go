@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -27,8 +28,12 @@ import (
 const pyPrelude = `
 import sys, threading, time, queue
 from multiprocessing.managers import SyncManager, Token, RemoteError
-host, port = sys.argv[1].rsplit(':', 1)
-addr, key = (host, int(port)), bytes.fromhex(sys.argv[2])
+key = bytes.fromhex(sys.argv[2])
+if sys.argv[1].startswith('/'):
+    addr = sys.argv[1]
+else:
+    host, port = sys.argv[1].rsplit(':', 1)
+    addr = (host, int(port))
 m = SyncManager(address=addr, authkey=key)
 m.connect()
 def attach(typeid, ident):
@@ -43,16 +48,24 @@ def expect(exc, f, *a, **k):
 `
 
 // goPyServer is a Server that Go clients reach on a unix socket and
-// CPython clients on TCP.
+// CPython clients on TCP (or, with pyNetwork("unix"), a unix socket).
 type goPyServer struct {
 	*testServer
 	pyAddr string
 }
 
-func startGoPyServer(t *testing.T, opts ...manager.Option) *goPyServer {
+func startGoPyServer(t testing.TB, opts ...manager.Option) *goPyServer {
+	return startGoPyServerOn(t, "tcp", opts...)
+}
+
+func startGoPyServerOn(t testing.TB, network string, opts ...manager.Option) *goPyServer {
 	t.Helper()
 	ts := startServer(t, "unix")
-	l, err := manager.Listen("tcp", "127.0.0.1:0", append([]manager.Option{manager.Authkey(ts.key)}, opts...)...)
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "py.sock")
+	}
+	l, err := manager.Listen(network, addr, append([]manager.Option{manager.Authkey(ts.key)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +92,7 @@ func (s *goPyServer) runPy(t *testing.T, version, script string, args ...string)
 }
 
 // tryPy is runPy for any goroutine: it returns the failure.
-func (s *goPyServer) tryPy(t *testing.T, version, script string, args ...string) (string, error) {
+func (s *goPyServer) tryPy(t testing.TB, version, script string, args ...string) (string, error) {
 	cmd := s.pyCmd(t, version, script, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -89,7 +102,7 @@ func (s *goPyServer) tryPy(t *testing.T, version, script string, args ...string)
 	return out.String(), nil
 }
 
-func (s *goPyServer) pyCmd(t *testing.T, version, script string, args ...string) *exec.Cmd {
+func (s *goPyServer) pyCmd(t testing.TB, version, script string, args ...string) *exec.Cmd {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, mptest.Python(t), append([]string{"-c", pyPrelude + script, s.pyAddr, hex.EncodeToString(s.key)}, args...)...)
