@@ -310,6 +310,9 @@ func (s *Server) pyRef(e *entry, incr bool) error {
 func (s *Server) pyCreate(typeid string, args pickle.Tuple, kwds *pickle.Dict) (e *entry, err error) {
 	pt := pyTypes[typeid]
 	if pt == nil || pt.create == nil {
+		if e, ok := s.pyNamed(typeid, args, kwds); ok {
+			return e, nil
+		}
 		if ti := lookupType(typeid); ti != nil && ti.custom {
 			pt = pyCustom
 		} else {
@@ -344,6 +347,25 @@ func (s *Server) pyCreate(typeid string, args pickle.Tuple, kwds *pickle.Dict) (
 		return nil, err
 	}
 	return s.pyAdd(ti, obj)
+}
+
+// pyNamed serves CPython's remote-manager recipe: a typeid registered
+// without a callable on the client (register('get_queue')) is the name
+// of an object the server publishes (names.go). Creating it gives the
+// CPython clients' ledger a reference to that object; the name keeps its
+// own. A create with arguments is not a lookup.
+func (s *Server) pyNamed(name string, args pickle.Tuple, kwds *pickle.Dict) (*entry, bool) {
+	if len(args) > 0 || kwds.Len() > 0 {
+		return nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.namedLocked(name)
+	if e == nil {
+		return nil, false
+	}
+	s.grantLocked(s.py.ledger, e, 1)
+	return e, true
 }
 
 // pyAdd registers an object made for CPython clients, the ledger holding

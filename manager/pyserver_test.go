@@ -429,3 +429,64 @@ time.sleep(600)
 		t.Fatal(err)
 	}
 }
+
+// CPython's remote-manager recipe against a Go server: objects the
+// server publishes by name are registered typeids on the Python side
+// (register('get_queue')), and a Go client looks up the same objects.
+func TestPyServerPublishedNames(t *testing.T) {
+	mptest.Python(t)
+	for _, v := range pyVersions(t) {
+		t.Run(pyName(v), func(t *testing.T) {
+			s := startGoPyServer(t)
+			ctx := testCtx(t)
+			if err := s.srv.PublishNew(ctx, "get_queue", "Queue", 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.srv.PublishNew(ctx, "get_log", "list"); err != nil {
+				t.Fatal(err)
+			}
+			q, err := manager.Lookup[*manager.Queue[string]](ctx, s.client, "get_queue")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, job := range []string{"a", "b", "c"} {
+				if err := q.Put(ctx, job); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n0 := s.srv.NumObjects()
+			out := s.runPy(t, v, `
+from multiprocessing.managers import ListProxy
+class M(SyncManager): pass
+M.register('get_queue')
+M.register('get_log', proxytype=ListProxy)
+M.register('get_nothing')
+pm = M(address=addr, authkey=key); pm.connect()
+q, log = pm.get_queue(), pm.get_log()
+got = [q.get(timeout=30) for _ in range(3)]
+log.append('python took %s' % ','.join(got))
+q.put('from python')
+e = expect(RemoteError, pm.get_nothing)
+assert 'unknown type' in str(e), str(e)
+del q, log
+print('GOT', got, flush=True)
+`)
+			if !strings.Contains(out, "GOT ['a', 'b', 'c']") {
+				t.Fatalf("python said %q", out)
+			}
+			if got, err := q.Get(ctx); err != nil || got != "from python" {
+				t.Fatalf("Get: %q, %v", got, err)
+			}
+			log, err := manager.Lookup[*manager.List[string]](ctx, s.client, "get_log")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := log.Copy(ctx); err != nil || len(got) != 1 || got[0] != "python took a,b,c" {
+				t.Fatalf("log: %q, %v", got, err)
+			}
+			if n := s.srv.NumObjects(); n != n0 {
+				t.Errorf("server holds %d objects after the python client, want %d", n, n0)
+			}
+		})
+	}
+}
