@@ -203,6 +203,7 @@ func (a *agent) setup(ctx context.Context) error {
 	}
 	a.js = js
 	o := defaults()
+	o.replicas = autoReplicas(a.nc)
 	for {
 		if err = a.bind(ctx, &o); err == nil {
 			return nil
@@ -236,7 +237,7 @@ func (a *agent) bind(ctx context.Context, o *options) error {
 		return fmt.Errorf("cluster: agent: the consumer: %w", err)
 	}
 	a.ackWait.Store(int64(a.cons.CachedInfo().Config.AckWait))
-	if a.kv, a.ttl, err = ensureStatus(sctx, a.js, o.callerTTL, false); err != nil {
+	if a.kv, a.ttl, err = ensureStatus(sctx, a.js, o.callerTTL, o.replicas, false); err != nil {
 		return err
 	}
 	return nil

@@ -31,6 +31,7 @@ type options struct {
 	maxBytes     int64
 	log          *zap.Logger
 	creds        Credentials
+	replicas     int // 0: autoReplicas
 	// The embedded server's TLS (ServerTLS).
 	tlsCert, tlsKey, tlsClientCA string
 }
@@ -252,6 +253,22 @@ func Logger(l *zap.Logger) Option {
 			l = zap.NewNop()
 		}
 		o.log = l
+		return nil
+	}
+}
+
+// StreamReplicas sets how many servers keep a copy of the task stream
+// and the status bucket when this caller creates them (1 to 5). By
+// default a caller chooses 3 when it is connected to a NATS cluster of
+// 3 or more servers (those it was given in URL and those the cluster
+// advertises) and 1 otherwise, as the embedded server is. An existing
+// stream keeps its replicas.
+func StreamReplicas(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > 5 {
+			return fmt.Errorf("cluster: StreamReplicas(%d): want 1 to 5", n)
+		}
+		o.replicas = n
 		return nil
 	}
 }

@@ -141,13 +141,16 @@ func (p *Pool) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if o.replicas == 0 {
+		o.replicas = autoReplicas(nc)
+	}
 	if p.stream, err = ensureStream(ctx, p.js, o, p.emb != nil); err != nil {
 		return err
 	}
 	if _, err := p.js.CreateOrUpdateConsumer(ctx, streamName, consumerConfig(p.ns, o.ackWait)); err != nil {
 		return fmt.Errorf("cluster: creating the agents' consumer: %w", err)
 	}
-	if p.kv, p.ttl, err = ensureStatus(ctx, p.js, o.callerTTL, p.emb != nil); err != nil {
+	if p.kv, p.ttl, err = ensureStatus(ctx, p.js, o.callerTTL, o.replicas, p.emb != nil); err != nil {
 		return err
 	}
 	if err := p.heartbeat(ctx); err != nil {

@@ -55,7 +55,7 @@ func startEmbedded(o *options, log *zap.Logger) (*embedded, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("cluster: embedded server: %w", err)
 	}
-	srv.SetLoggerV2(&serverLog{log.Named("nats")}, false, false, false)
+	srv.SetLoggerV2(&serverLog{l: log.Named("nats")}, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
@@ -73,14 +73,26 @@ func (e *embedded) close() {
 }
 
 // serverLog passes the embedded server's log to zap.
-type serverLog struct{ l *zap.Logger }
+type serverLog struct {
+	l     *zap.Logger
+	fatal chan string // when not nil, receives the first fatal message
+}
 
 func (s *serverLog) Noticef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s *serverLog) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Tracef(format string, v ...any)  {}
+func (s *serverLog) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	s.l.Error(msg)
+	if s.fatal != nil {
+		select {
+		case s.fatal <- msg:
+		default:
+		}
+	}
+}
+func (s *serverLog) Errorf(format string, v ...any) { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Debugf(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Tracef(format string, v ...any) {}
 
 // ensureStream creates the task stream, or updates it when this process
 // owns the server (own), or else uses it as it is.
@@ -95,6 +107,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, o *options, own b
 		Discard:     jetstream.DiscardNew,
 		AllowDirect: true,
 		Duplicates:  2 * time.Minute,
+		Replicas:    max(o.replicas, 1),
 	}
 	if own {
 		s, err := js.CreateOrUpdateStream(ctx, cfg)
@@ -132,8 +145,8 @@ func consumerConfig(ns string, ackWait time.Duration) jetstream.ConsumerConfig {
 
 // ensureStatus opens the status bucket (creating it, or updating its TTL
 // when this process owns the server) and returns its TTL.
-func ensureStatus(ctx context.Context, js jetstream.JetStream, ttl time.Duration, own bool) (jetstream.KeyValue, time.Duration, error) {
-	cfg := jetstream.KeyValueConfig{Bucket: statusBucket, TTL: ttl, History: 1, Storage: jetstream.MemoryStorage}
+func ensureStatus(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int, own bool) (jetstream.KeyValue, time.Duration, error) {
+	cfg := jetstream.KeyValueConfig{Bucket: statusBucket, TTL: ttl, History: 1, Storage: jetstream.MemoryStorage, Replicas: max(replicas, 1)}
 	var kv jetstream.KeyValue
 	var err error
 	if own {

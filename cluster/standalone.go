@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 )
 
@@ -30,8 +31,9 @@ type ServerConfig struct {
 	// host name and the client port).
 	Name string
 	// ClusterName, ClusterListen (host:port) and Routes (host:port or
-	// nats-route://host:port of the other servers) form a NATS cluster
-	// with the other servers; all empty: a single server. Routes
+	// nats-route://host:port of every server of the cluster, this one's
+	// included: JetStream needs routes on every server) form a NATS
+	// cluster with the other servers; all empty: a single server. Routes
 	// authenticate with the clients' user and password, or with the
 	// token as the password of the user "mpc-route".
 	ClusterName   string
@@ -95,8 +97,8 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		if cfg.ClusterName == "" {
 			cfg.ClusterName = "multiproc"
 		}
-		if cfg.ClusterListen == "" {
-			return nil, errors.New("cluster: StartServer: routes need a cluster listen address")
+		if cfg.ClusterListen == "" || len(cfg.Routes) == 0 {
+			return nil, errors.New("cluster: StartServer: a cluster needs a cluster listen address and routes (every server's cluster address, its own included)")
 		}
 		ch, cp, err := splitListen(cfg.ClusterListen)
 		if err != nil {
@@ -123,13 +125,20 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: server: %w", err)
 	}
-	srv.SetLoggerV2(&serverLog{log.Named("nats")}, false, false, false)
+	fatal := make(chan string, 1)
+	srv.SetLoggerV2(&serverLog{l: log.Named("nats"), fatal: fatal}, false, false, false)
 	srv.Start()
 	for !srv.ReadyForConnections(100 * time.Millisecond) {
-		if ctx.Err() != nil {
+		err := ctx.Err()
+		select {
+		case msg := <-fatal:
+			err = errors.New(msg)
+		default:
+		}
+		if err != nil {
 			srv.Shutdown()
 			srv.WaitForShutdown()
-			return nil, fmt.Errorf("cluster: the server did not become ready: %w", ctx.Err())
+			return nil, fmt.Errorf("cluster: the server did not become ready: %w", err)
 		}
 	}
 	return &Server{srv: srv}, nil
@@ -189,3 +198,22 @@ func (s *Server) Close() {
 
 // Wait waits until the server has shut down.
 func (s *Server) Wait() { s.srv.WaitForShutdown() }
+
+// autoReplicas is the task stream's replicas when none is set: 3 on a
+// NATS cluster of 3 or more servers (the connection's known servers: the
+// URLs given and those the cluster advertises), else 1.
+func autoReplicas(nc *nats.Conn) int {
+	if nc.ConnectedClusterName() == "" {
+		return 1
+	}
+	hosts := map[string]bool{}
+	for _, s := range nc.Servers() {
+		if u, err := url.Parse(s); err == nil {
+			hosts[u.Host] = true
+		}
+	}
+	if len(hosts) >= 3 {
+		return 3
+	}
+	return 1
+}

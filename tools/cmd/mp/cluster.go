@@ -54,9 +54,10 @@ them is refused. --tls-cert and --tls-key (PEM) make the server require TLS;
 with --tls-client-ca every client must present a certificate signed by it.
 
 A cluster: give every server a --name, the same --cluster-name, a
---cluster-listen host:port for routes, and --routes to the others'
-cluster addresses (comma-separated). Routes authenticate with the same
-credentials. Three servers make a cluster whose streams keep three replicas.
+--cluster-listen host:port for routes, and --routes with every server's
+cluster address, its own included (comma-separated; JetStream needs routes
+on every server). Routes authenticate with the same credentials. On three
+servers or more, the pool's stream and status bucket keep three replicas.
 
 --sync-interval sets how often JetStream flushes to disk (default: the
 server's two minutes), --sync-always an fsync per write.
@@ -77,7 +78,7 @@ SIGTERM and shuts down cleanly.`,
 	f.StringVar(&c.Name, "name", "", "server name, unique in the cluster (default: host name and port)")
 	f.StringVar(&c.ClusterName, "cluster-name", "multiproc", "the cluster's name (the same on every server)")
 	f.StringVar(&c.ClusterListen, "cluster-listen", "", "host:port for routes from the other servers (none: a single server)")
-	f.StringVar(&o.routes, "routes", "", "comma-separated cluster addresses (host:port) of the other servers")
+	f.StringVar(&o.routes, "routes", "", "comma-separated cluster addresses (host:port) of every server, this one's included")
 	f.StringVar(&c.Credentials.Token, "token", os.Getenv(cluster.EnvToken), "token clients must present (default $"+cluster.EnvToken+")")
 	f.StringVar(&c.Credentials.User, "user", os.Getenv(cluster.EnvUser), "user clients must present (default $"+cluster.EnvUser+")")
 	f.StringVar(&c.Credentials.Password, "password", os.Getenv(cluster.EnvPassword), "password of --user (default $"+cluster.EnvPassword+")")
