@@ -184,6 +184,36 @@
 // below (KeyError is ErrKeyNotFound, queue.Empty is ErrEmpty...).
 // PROTOCOL.md, "CPython managers", describes the exchange.
 //
+// # CPython clients of a Go server
+//
+// Server.ServePython serves CPython's manager protocol on a listener of
+// its own (Listen makes one; its handshake is CPython's), next to Serve
+// for Go clients, on the same objects:
+//
+//	srv := manager.NewServer()
+//	lg, _ := manager.Listen("unix", goPath, manager.Authkey(key))
+//	lp, _ := manager.Listen("tcp", "127.0.0.1:50000", manager.Authkey(key))
+//	srv.PublishNew(ctx, "get_queue", "Queue", 0)
+//	go srv.Serve(ctx, lg)
+//	go srv.ServePython(ctx, lp)
+//
+// A Python program then uses CPython's own classes:
+// SyncManager(address=("127.0.0.1", 50000), authkey=key).connect(), its
+// typeids dict, list, Namespace, Value, Queue, JoinableQueue, Lock,
+// RLock, Semaphore, BoundedSemaphore, Event and Condition, and every name
+// the server publishes as a typeid registered without a callable
+// (M.register("get_queue"), then m.get_queue()). An object a Go client
+// made reaches Python by name, or by the id PythonIdent gives (it carries
+// the object's capability secret). Python sees the exceptions CPython
+// raises (KeyError, IndexError, queue.Empty, RuntimeError for a lock not
+// held...), other failures as a RemoteError with the Go message. A Python
+// thread's locks are released when its connection ends, its process
+// killed included (a Go acquirer is then told ErrOwnerDead). Values are
+// the server's: Python tuples and sets come back as lists, dict keys are
+// scalars, ints fit in 64 bits; a pickle naming any global outside
+// ipc/pickle's allowlist is refused. PROTOCOL.md, "CPython clients of a
+// Go server", has the details.
+//
 // # Concurrency
 //
 // Server, Client, Manager and every proxy are safe for concurrent use.

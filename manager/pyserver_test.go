@@ -334,6 +334,8 @@ bad = SyncManager(address=addr, authkey=b'wrong key')
 try:
     bad.connect()
 except AuthenticationError:
+    d = m.dict(after='refusal')
+    assert d['after'] == 'refusal'
     print('REFUSED', flush=True)
 `
 	// The prelude connects with the right key first; then the wrong one.
