@@ -309,7 +309,7 @@ func (s *Server) pyRef(e *entry, incr bool) error {
 // clients' ledger holds its first reference.
 func (s *Server) pyCreate(typeid string, args pickle.Tuple, kwds *pickle.Dict) (e *entry, err error) {
 	pt := pyTypes[typeid]
-	if pt == nil || pt.create == nil {
+	if pt == nil {
 		if e, ok := s.pyNamed(typeid, args, kwds); ok {
 			return e, nil
 		}
@@ -414,10 +414,7 @@ func (s *Server) pyCall(sc *sconn, b []byte) (kind string, result any) {
 	if err != nil {
 		return pyTraceback, tracebackText(err)
 	}
-	pt := pyTypes[e.ti.name]
-	if pt == nil && e.ti.custom {
-		pt = pyCustom
-	}
+	pt := pyTypeOf(e.ti)
 	var m pyMethod
 	if pt != nil {
 		m = pt.methods[req.method]

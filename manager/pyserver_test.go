@@ -435,6 +435,7 @@ time.sleep(600)
 // CPython's remote-manager recipe against a Go server: objects the
 // server publishes by name are registered typeids on the Python side
 // (register('get_queue')), and a Go client looks up the same objects.
+// Types registered with RegisterType are typeids too.
 func TestPyServerPublishedNames(t *testing.T) {
 	mptest.Python(t)
 	for _, v := range pyVersions(t) {
@@ -470,7 +471,17 @@ log.append('python took %s' % ','.join(got))
 q.put('from python')
 e = expect(RemoteError, pm.get_nothing)
 assert 'unknown type' in str(e), str(e)
-del q, log
+# A type registered in Go with RegisterType is a typeid too.
+M.register('Counter')
+M.register('Iterator')
+cnt = pm.Counter(5)
+assert cnt.Add(3) == 8 and cnt.Add(-8) == 0
+e = expect(RemoteError, pm.Counter, -1)
+assert 'negative start' in str(e), str(e)
+it = pm.Iterator(1)
+assert it.Next() == 0
+expect(IndexError, it.Next)
+del q, log, cnt, it
 print('GOT', got, flush=True)
 `)
 			if !strings.Contains(out, "GOT ['a', 'b', 'c']") {

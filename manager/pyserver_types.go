@@ -65,8 +65,24 @@ func init() {
 		"Condition": {create: pyConditionArgs, exposed: []string{"acquire", "release", "wait", "notify", "notify_all"},
 			methods: map[string]pyMethod{"acquire": pyAcquire, "release": pyRelease, "wait": pyCondWait,
 				"notify": pyCondNotify, "notify_all": pyPlain("NotifyAll")}},
-		pyIteratorType.name: {exposed: []string{"__next__"}, methods: map[string]pyMethod{"__next__": pyIterNext}},
 	}
+}
+
+// pyIterator serves pyIteratorType's objects.
+var pyIterator = &pyType{exposed: []string{"__next__"}, methods: map[string]pyMethod{"__next__": pyIterNext}}
+
+// pyTypeOf returns how CPython clients call objects of type ti: a
+// builtin's table, the iterator's, or pyCustom for a registered Go type
+// (whatever its name: a Go type may be called "Iterator" or "dict"'s
+// neighbour without borrowing their tables). nil: not callable.
+func pyTypeOf(ti *typeInfo) *pyType {
+	switch {
+	case ti == pyIteratorType:
+		return pyIterator
+	case ti.custom:
+		return pyCustom
+	}
+	return pyTypes[ti.name]
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -81,10 +97,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // pyExposed is the tuple of method names a proxy of e may call.
 func pyExposed(e *entry) pickle.Tuple {
 	var names []string
-	if pt := pyTypes[e.ti.name]; pt != nil {
-		names = pt.exposed
-	} else if e.ti.custom {
+	if pt := pyTypeOf(e.ti); pt == pyCustom {
 		names = sortedKeys(e.ti.methods)
+	} else if pt != nil {
+		names = pt.exposed
 	}
 	out := make(pickle.Tuple, len(names))
 	for i, n := range names {
