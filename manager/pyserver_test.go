@@ -503,3 +503,44 @@ print('GOT', got, flush=True)
 		})
 	}
 }
+
+// A CPython client killed while it waits in a Go server's q.get() (no
+// timeout) does not keep its call: the server notices the hang-up, ends
+// the wait and the connection, and the next item goes to a live client.
+func TestPyServerKilledWaiter(t *testing.T) {
+	mptest.Python(t)
+	s := startGoPyServer(t)
+	ctx := testCtx(t)
+	q, err := manager.NewQueue[string](ctx, s.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := s.srv.Stats().Conns
+	// The client kills itself while in q.get(); if the get has not
+	// reached the server by then, the test proves less but cannot fail.
+	cmd := s.pyCmd(t, "", `
+import os, signal
+q = attach('Queue', sys.argv[3])
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGKILL)).start()
+q.get()
+`, ident(t, q))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("python was not killed")
+	}
+	// Wait for the server to end the dead client's connections (a
+	// generous ceiling, not a timing condition).
+	deadline := time.Now().Add(30 * time.Second)
+	for s.srv.Stats().Conns > base {
+		if time.Now().After(deadline) {
+			t.Fatalf("server still holds %d connections after the waiter died, want %d", s.srv.Stats().Conns, base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := q.Put(ctx, "item"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := q.Get(ctx); err != nil || got != "item" {
+		t.Fatalf("Get: %q, %v", got, err)
+	}
+}
