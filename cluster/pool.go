@@ -144,16 +144,7 @@ func (p *Pool) start(ctx context.Context) error {
 	if o.replicas == 0 {
 		o.replicas = autoReplicas(nc)
 	}
-	if p.stream, err = ensureStream(ctx, p.js, o, p.emb != nil); err != nil {
-		return err
-	}
-	if _, err := p.js.CreateOrUpdateConsumer(ctx, streamName, consumerConfig(p.ns, o.ackWait)); err != nil {
-		return fmt.Errorf("cluster: creating the agents' consumer: %w", err)
-	}
-	if p.kv, p.ttl, err = ensureStatus(ctx, p.js, o.callerTTL, o.replicas, p.emb != nil); err != nil {
-		return err
-	}
-	if err := p.heartbeat(ctx); err != nil {
+	if err := retryUnanswered(ctx, p.log, p.setupJetStream); err != nil {
 		return err
 	}
 	p.sub, err = nc.Subscribe(resultSubject(p.id), p.onMessage)
@@ -172,6 +163,43 @@ func (p *Pool) start(ctx context.Context) error {
 	go p.heartbeatLoop(bg)
 	go p.trackLoop(bg)
 	return p.startLocalAgents(ctx)
+}
+
+// setupJetStream creates or opens the stream, the agents' consumer and
+// the status bucket, and puts the first heartbeat.
+func (p *Pool) setupJetStream(ctx context.Context) error {
+	o := &p.o
+	var err error
+	if p.stream, err = ensureStream(ctx, p.js, o, p.emb != nil); err != nil {
+		return err
+	}
+	if _, err := p.js.CreateOrUpdateConsumer(ctx, streamName, consumerConfig(p.ns, o.ackWait)); err != nil {
+		return fmt.Errorf("cluster: creating the agents' consumer: %w", err)
+	}
+	if p.kv, p.ttl, err = ensureStatus(ctx, p.js, o.callerTTL, o.replicas, p.emb != nil); err != nil {
+		return err
+	}
+	return p.heartbeat(ctx)
+}
+
+// retryUnanswered runs f with attempts of at most 5s while its requests
+// go unanswered (a NATS cluster electing its JetStream leader drops
+// them), until ctx ends; any other error is returned at once.
+func retryUnanswered(ctx context.Context, log *zap.Logger, f func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders)) {
+			return err
+		}
+		log.Warn("JetStream does not answer yet (a cluster electing its leader?); retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Workers returns how many tasks the live agents of this build run at

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +88,7 @@ func TestMPCluster(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	t.Run("serve and status", func(t *testing.T) { testClusterServe(t, bin) })
+	t.Run("three servers", func(t *testing.T) { testClusterThree(t, bin) })
 	t.Run("bad input", func(t *testing.T) {
 		mpFails(t, bin, "needs credentials", "cluster", "serve", "--listen", "0.0.0.0:0")
 		mpFails(t, bin, "--tls-cert and --tls-key", "cluster", "serve", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem")
@@ -148,6 +150,64 @@ func testClusterServe(t *testing.T, bin string) {
 	stopClusterServe(t, srv, rest)
 	if _, err := os.Stat(filepath.Join(store, "jetstream")); err != nil {
 		t.Errorf("the store directory given was not used: %v", err)
+	}
+}
+
+// testClusterThree runs three mp cluster serve processes routed into one
+// cluster on this machine (the walkthrough of docs/cluster.md): a Map
+// through them completes, and the stream has three replicas.
+func testClusterThree(t *testing.T, bin string) {
+	var routes []string
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, l.Addr().String())
+		l.Close() // the server listens there in a moment
+	}
+	env := []string{cluster.EnvToken + "=s3cret"}
+	var urls []string
+	type served struct {
+		cmd  *exec.Cmd
+		rest io.Reader
+	}
+	var servers []served
+	for i := range 3 {
+		cmd, url, rest := clusterServe(t, bin, env, "--name", "n"+strconv.Itoa(i), "--listen", "127.0.0.1:0", "--store", t.TempDir(),
+			"--cluster-listen", routes[i], "--routes", strings.Join(routes, ","), "--log", "error")
+		urls = append(urls, url)
+		servers = append(servers, served{cmd, rest})
+	}
+	url := strings.Join(urls, ",")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	// JetStream elects its meta leader once the routes are up: New waits
+	// for it.
+	p, err := cluster.New(ctx, cluster.URL(url), cluster.Auth(cluster.Credentials{Token: "s3cret"}), cluster.Agents(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs := make([]int, 100)
+	for i := range xs {
+		xs[i] = i
+	}
+	got, err := clusterSquare.Map(ctx, p, xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != i*i {
+			t.Fatalf("result %d = %d", i, v)
+		}
+	}
+	out := mpOK(t, bin, "cluster", "status", "--url", url, "--token", "s3cret")
+	if !strings.Contains(out, "3 replicas") || !strings.Contains(out, "agents: 1") {
+		t.Errorf("mp cluster status on three servers:\n%s", out)
+	}
+	p.Close()
+	for _, s := range servers {
+		stopClusterServe(t, s.cmd, s.rest)
 	}
 }
 
