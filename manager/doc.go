@@ -200,7 +200,7 @@
 // A Python program then uses CPython's own classes:
 // SyncManager(address=("127.0.0.1", 50000), authkey=key).connect(), its
 // typeids dict, list, Namespace, Value, Queue, JoinableQueue, Lock,
-// RLock, Semaphore, BoundedSemaphore, Event and Condition, and every name
+// RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier, and every name
 // the server publishes as a typeid registered without a callable
 // (M.register("get_queue"), then m.get_queue()). An object a Go client
 // made reaches Python by name, or by the id PythonIdent gives (it carries

@@ -5,6 +5,10 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
+
+	"github.com/multiproc/multiproc/ipc/pickle"
+	pb "github.com/multiproc/multiproc/proto/manager/v1"
 )
 
 // Queues and synchronisation objects for CPython clients (pyserver_types.go).
@@ -155,4 +159,58 @@ func pyCondNotify(pc *pyCallCtx) (any, error) {
 		return nil, pyExc("RuntimeError", "cannot notify on un-acquired lock")
 	}
 	return nil, err
+}
+
+// ---------------------------------------------------------------- Barrier
+
+func pyBarrierArgs(args pickle.Tuple, kwds *pickle.Dict) ([]*pb.Value, error) {
+	// Barrier(parties, action=None, timeout=None): no action crosses the
+	// wire, and a default timeout is not kept (wait takes its own).
+	a, err := bindPy("Barrier", args, kwds, 1, "parties", "action", "timeout")
+	if err != nil {
+		return nil, err
+	}
+	if v := or(a[1], nil); v != nil {
+		return nil, pyExc("TypeError", "a Go manager's Barrier takes no action")
+	}
+	n, ok := a[0].(int64)
+	if !ok {
+		return nil, pyExc("TypeError", "parties must be an int")
+	}
+	if n < 1 {
+		return nil, pyExc("ValueError", "parties must be >= 1")
+	}
+	return []*pb.Value{intValue(n)}, nil
+}
+
+// pyBarrierWait is wait(timeout=None): the arrival index. A timeout
+// breaks the barrier, as in CPython; a broken barrier raises
+// RuntimeError (BrokenBarrierError's base: the allowlist has no
+// threading classes).
+func pyBarrierWait(pc *pyCallCtx) (any, error) {
+	a, err := pc.bind(0, "timeout")
+	if err != nil {
+		return nil, err
+	}
+	v, err := pc.blockingCall(or(a[0], nil), "Wait")
+	if errors.Is(err, ErrBrokenBarrier) || errors.Is(err, context.DeadlineExceeded) {
+		return nil, pyExc("RuntimeError", "BrokenBarrierError: the barrier is broken")
+	}
+	return pyResult(v, err)
+}
+
+func pyBarrierAttr(pc *pyCallCtx) (any, error) {
+	a, err := pc.bind(1, "name")
+	if err != nil {
+		return nil, err
+	}
+	switch a[0] {
+	case "parties":
+		return pyResult(pc.goCall("Parties"))
+	case "n_waiting":
+		return pyResult(pc.goCall("NWaiting"))
+	case "broken":
+		return pyResult(pc.goCall("Broken"))
+	}
+	return nil, pyExc("AttributeError", fmt.Sprintf("'Barrier' object has no attribute %s", pickle.Repr(a[0])))
 }

@@ -308,7 +308,18 @@ with c:
     assert c.wait(0.05) is False
 expect(RuntimeError, c.notify)
 
-del d, l, ns, v, q, jq, lock, rl, s, bs, ev, c
+b = m.Barrier(2)
+assert b.parties == 2 and b.n_waiting == 0 and not b.broken
+res = []
+t = threading.Thread(target=lambda: res.append(b.wait(30))); t.start()
+res.append(b.wait(30)); t.join()
+assert sorted(res) == [0, 1], res
+expect(RuntimeError, b.wait, 0.05)
+assert b.broken
+b.reset()
+assert not b.broken
+
+del d, l, ns, v, q, jq, lock, rl, s, bs, ev, c, b
 import gc; gc.collect()
 assert m._number_of_objects() == n0, (m._number_of_objects(), n0)
 print('OK', flush=True)

@@ -62,6 +62,9 @@ func init() {
 		"BoundedSemaphore": sem,
 		"Event": {create: pyNoArgs, exposed: []string{"is_set", "set", "clear", "wait"}, methods: map[string]pyMethod{
 			"is_set": pyPlain("IsSet"), "set": pyPlain("Set"), "clear": pyPlain("Clear"), "wait": pyEventWait}},
+		"Barrier": {create: pyBarrierArgs, exposed: []string{"__getattribute__", "wait", "abort", "reset"},
+			methods: map[string]pyMethod{"wait": pyBarrierWait, "abort": pyPlain("Abort"), "reset": pyPlain("Reset"),
+				"__getattribute__": pyBarrierAttr}},
 		"Condition": {create: pyConditionArgs, exposed: []string{"acquire", "release", "wait", "notify", "notify_all"},
 			methods: map[string]pyMethod{"acquire": pyAcquire, "release": pyRelease, "wait": pyCondWait,
 				"notify": pyCondNotify, "notify_all": pyPlain("NotifyAll")}},
