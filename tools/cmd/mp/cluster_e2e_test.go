@@ -19,11 +19,19 @@ import (
 	"github.com/multiproc/multiproc/cluster"
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/pool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // clusterSquare is the task the cluster tests' agents (this test binary)
 // run.
 var clusterSquare = pool.Register("mp.e2e.cluster.square", func(ctx context.Context, x int) (int, error) { return x * x, nil })
+
+// clusterSlowSquare takes 20ms a task.
+var clusterSlowSquare = pool.Register("mp.e2e.cluster.slowsquare", func(ctx context.Context, x int) (int, error) {
+	time.Sleep(20 * time.Millisecond)
+	return x * x, nil
+})
 
 // clusterServe starts mp cluster serve with args and returns it, its
 // client URL and the rest of its standard output.
@@ -205,9 +213,69 @@ func testClusterThree(t *testing.T, bin string) {
 	if !strings.Contains(out, "3 replicas") || !strings.Contains(out, "agents: 1") {
 		t.Errorf("mp cluster status on three servers:\n%s", out)
 	}
+
+	// Failover: SIGKILL the server that leads the task stream in the
+	// middle of a Map; it completes without a restart, nothing lost.
+	nc, err := nats.Connect(url, nats.Token("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	type res struct {
+		v   []int
+		err error
+	}
+	done := make(chan res, 1)
+	progress := make(chan int, 1024)
+	go func() {
+		v, err := clusterSlowSquare.Map(ctx, p, xs, pool.Chunksize(1), pool.OnProgress(func(pr pool.Progress) {
+			select {
+			case progress <- pr.Done:
+			default:
+			}
+		}))
+		done <- res{v, err}
+	}()
+	for n := 0; n < 20; {
+		select {
+		case n = <-progress:
+		case r := <-done:
+			t.Fatalf("the Map ended before the failover: %v", r.err)
+		}
+	}
+	s, err := js.Stream(ctx, "MPC_TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := s.CachedInfo().Cluster.Leader
+	killed := -1
+	for i := range servers {
+		if leader == "n"+strconv.Itoa(i) {
+			killed = i
+		}
+	}
+	if killed < 0 {
+		t.Fatalf("the stream's leader %q is none of the servers", leader)
+	}
+	servers[killed].cmd.Process.Kill()
+	servers[killed].cmd.Wait()
+	killedAt := time.Now()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Map after the stream leader %s was killed: %v", leader, r.err)
+	}
+	for i, v := range r.v {
+		if v != i*i {
+			t.Fatalf("result %d = %d after the failover", i, v)
+		}
+	}
+	t.Logf("stream leader %s killed; the Map completed %v later", leader, time.Since(killedAt).Round(time.Millisecond))
 	p.Close()
-	for _, s := range servers {
-		stopClusterServe(t, s.cmd, s.rest)
+	for i, s := range servers {
+		if i != killed {
+			stopClusterServe(t, s.cmd, s.rest)
+		}
 	}
 }
 
