@@ -40,14 +40,22 @@ var registry struct {
 	typeKeys  map[string]*typeEntry
 }
 
-func init() {
-	for _, err := range []error{
-		context.Canceled, context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF,
-		fs.ErrNotExist, fs.ErrExist, fs.ErrPermission, os.ErrDeadlineExceeded,
-		errors.ErrUnsupported,
-	} {
-		Register(err)
-	}
+// The standard sentinels are registered on first use, not at package
+// initialisation: a child process pays for it only if it reports an error
+// (every child links this package, and its start-up is on the critical
+// path of every Process.Start).
+var stdOnce sync.Once
+
+func registerStd() {
+	stdOnce.Do(func() {
+		for _, err := range []error{
+			context.Canceled, context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF,
+			fs.ErrNotExist, fs.ErrExist, fs.ErrPermission, os.ErrDeadlineExceeded,
+			errors.ErrUnsupported,
+		} {
+			register(err)
+		}
+	})
 }
 
 // sentinelKey names a sentinel the same way in every process of a binary:
@@ -74,6 +82,11 @@ func typeName(t reflect.Type) string {
 // text cannot be told apart on the wire: registering a second one panics.
 // err must be comparable (errors.New's values are).
 func Register(err error) error {
+	registerStd()
+	return register(err)
+}
+
+func register(err error) error {
 	if err == nil {
 		panic("remote: Register(nil)")
 	}
@@ -141,6 +154,7 @@ type identity struct {
 // every registered sentinel that errors.Is matches, and every value of a
 // registered type, outermost first, at most MaxIdentities.
 func identities(err error) []identity {
+	registerStd()
 	registry.RLock()
 	defer registry.RUnlock()
 	var out []identity
@@ -193,6 +207,7 @@ func rebuild(ids []identity) []error {
 	if len(ids) == 0 {
 		return nil
 	}
+	registerStd()
 	registry.RLock()
 	defer registry.RUnlock()
 	var out []error
