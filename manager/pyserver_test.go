@@ -555,3 +555,53 @@ q.get()
 		t.Fatalf("Get: %q, %v", got, err)
 	}
 }
+
+// Our own Go client of CPython managers (PyClient) speaks the same
+// protocol to a Go server: dict calls, KeyError as ErrKeyNotFound, the
+// object count, and a shutdown request closes the server.
+func TestPyServerWithPyClient(t *testing.T) {
+	s := startGoPyServer(t)
+	ctx := testCtx(t)
+	c, err := manager.ConnectPython(ctx, "tcp", s.pyAddr, manager.Authkey(s.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := manager.ConnectPython(ctx, "tcp", s.pyAddr, manager.Authkey([]byte("wrong"))); err == nil {
+		t.Fatal("a wrong authkey connected")
+	}
+	n0, err := c.NumberOfObjects(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := manager.NewPyDict[string, int](ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Set(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Get(ctx, "a"); err != nil || got != 1 {
+		t.Fatalf("Get: %d, %v", got, err)
+	}
+	if _, err := d.Get(ctx, "zz"); !errors.Is(err, manager.ErrKeyNotFound) {
+		t.Fatalf("Get of a missing key: %v, want ErrKeyNotFound", err)
+	}
+	if n, _ := c.NumberOfObjects(ctx); n != n0+1 {
+		t.Errorf("objects: %d, want %d", n, n0+1)
+	}
+	if err := d.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.NumberOfObjects(ctx); n != n0 {
+		t.Errorf("objects after Release: %d, want %d", n, n0)
+	}
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.srv.Done():
+	case <-ctx.Done():
+		t.Fatal("the server did not shut down")
+	}
+}
