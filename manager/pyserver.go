@@ -513,10 +513,10 @@ func (pc *pyCallCtx) blockingCall(timeout any, name string, args ...*pb.Value) (
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
+	// The watcher cancels the connection (sc.cancel), which ends every
+	// context of its calls, this one included.
 	done := make(chan struct{})
 	defer close(done)
-	wctx, wcancel := context.WithCancel(ctx)
-	defer wcancel()
 	sc := pc.cc.sc
 	go func() {
 		t := time.NewTicker(hangupCheck)
@@ -534,10 +534,10 @@ func (pc *pyCallCtx) blockingCall(timeout any, name string, args ...*pb.Value) (
 		}
 	}()
 	cc := *pc.cc
-	cc.ctx = wctx
-	pc2 := *pc
-	pc2.cc = &cc
-	return pc2.goCall(name, args...)
+	cc.ctx = ctx
+	wait := *pc
+	wait.cc = &cc
+	return wait.goCall(name, args...)
 }
 
 // pyTimeout reads a timeout argument: None (or absent) is no timeout.
