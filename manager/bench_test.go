@@ -58,6 +58,10 @@ func BenchmarkKit(b *testing.B) {
 		}
 		perOp(b)
 	})
+	// manager.py.dict.get: a CPython client's d['k'] on a dict a Go
+	// server holds (ServePython); the report sets it beside CPython's
+	// manager.dict.get, CPython on both ends.
+	b.Run("manager.py.dict.get", func(b *testing.B) { benchPyDictGet(b, "go") })
 	b.Run("manager.list.append", func(b *testing.B) {
 		l, err := manager.NewList[int](ctx, m.Client)
 		if err != nil {
