@@ -14,6 +14,7 @@ require (
 	github.com/multiproc/multiproc/process v0.1.0
 	github.com/multiproc/multiproc/shm v0.1.0
 	github.com/multiproc/multiproc/tracker v0.1.0
+	github.com/nats-io/nats.go v1.56.0
 	github.com/spf13/cobra v1.10.2
 	go.uber.org/zap v1.28.0
 	golang.org/x/mod v0.43.0
@@ -30,7 +31,6 @@ require (
 	github.com/multiproc/multiproc/syncprim v0.1.0 // indirect
 	github.com/nats-io/jwt/v2 v2.8.3 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.3 // indirect
-	github.com/nats-io/nats.go v1.56.0 // indirect
 	github.com/nats-io/nkeys v0.4.17 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
