@@ -97,6 +97,7 @@ func TestMPCluster(t *testing.T) {
 	}
 	t.Run("serve and status", func(t *testing.T) { testClusterServe(t, bin) })
 	t.Run("three servers", func(t *testing.T) { testClusterThree(t, bin) })
+	t.Run("tls", func(t *testing.T) { testClusterServeTLS(t, bin) })
 	t.Run("bad input", func(t *testing.T) {
 		mpFails(t, bin, "needs credentials", "cluster", "serve", "--listen", "0.0.0.0:0")
 		mpFails(t, bin, "--tls-cert and --tls-key", "cluster", "serve", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem")
@@ -277,6 +278,40 @@ func testClusterThree(t *testing.T, bin string) {
 			stopClusterServe(t, s.cmd, s.rest)
 		}
 	}
+}
+
+// testClusterServeTLS: mp cluster serve with TLS and client certificates
+// and a user and password; an agent process connects with the CA and its
+// certificate (Auth); mp cluster status works with them, and fails
+// without the CA or without the client certificate.
+func testClusterServeTLS(t *testing.T, bin string) {
+	f := mptest.NewTLSCerts(t).WriteFiles(t, t.TempDir())
+	srv, url, rest := clusterServe(t, bin, nil, "--listen", "127.0.0.1:0", "--user", "ops", "--password", "pw",
+		"--tls-cert", f.ServerCert, "--tls-key", f.ServerKey, "--tls-client-ca", f.CA, "--log", "error")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	creds := cluster.Credentials{User: "ops", Password: "pw", CAFile: f.CA, CertFile: f.ClientCert, KeyFile: f.ClientKey}
+	p, err := cluster.New(ctx, cluster.URL(url), cluster.Auth(creds), cluster.Agents(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := clusterSquare.Apply(ctx, p, 12)
+	if err != nil || v != 144 {
+		t.Fatalf("Apply over TLS = %d, %v", v, err)
+	}
+	base := []string{"cluster", "status", "--url", url, "--user", "ops", "--password", "pw"}
+	out := mpOK(t, bin, append(base, "--tls-ca", f.CA, "--tls-cert", f.ClientCert, "--tls-key", f.ClientKey)...)
+	if !strings.Contains(out, "agents: 1") {
+		t.Errorf("mp cluster status over TLS:\n%s", out)
+	}
+	if _, _, code := mpRun(t, bin, base...); code == 0 {
+		t.Error("mp cluster status without the CA connected to the TLS server")
+	}
+	if _, _, code := mpRun(t, bin, append(base, "--tls-ca", f.CA)...); code == 0 {
+		t.Error("mp cluster status without a client certificate connected")
+	}
+	p.Close()
+	stopClusterServe(t, srv, rest)
 }
 
 // agentRows returns the agent table of mp cluster status output.
