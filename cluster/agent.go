@@ -89,6 +89,7 @@ type agent struct {
 	callers   map[string]*callerSeen
 	others    []string
 
+	replicas                         int // of the status bucket, if it must be created again
 	ackWait                          atomic.Int64
 	done, failed, redelivered, recvd atomic.Uint64
 	wg                               sync.WaitGroup
@@ -237,6 +238,7 @@ func (a *agent) bind(ctx context.Context, o *options) error {
 		return fmt.Errorf("cluster: agent: the consumer: %w", err)
 	}
 	a.ackWait.Store(int64(a.cons.CachedInfo().Config.AckWait))
+	a.replicas = o.replicas
 	if a.kv, a.ttl, err = ensureStatus(sctx, a.js, o.callerTTL, o.replicas, false); err != nil {
 		return err
 	}
@@ -636,6 +638,7 @@ func (a *agent) callerDead(ctx context.Context, id string) bool {
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_, err := a.kv.Get(gctx, callerKey(a.ns, id))
+	young := errors.Is(err, jetstream.ErrKeyNotFound) && statusYoung(gctx, a.kv, a.ttl)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	cs = a.callers[id]
@@ -646,7 +649,7 @@ func (a *agent) callerDead(ctx context.Context, id string) bool {
 	switch {
 	case err == nil:
 		cs.seen, cs.dead = time.Now(), false
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, jetstream.ErrKeyNotFound) && !young:
 		cs.dead = true
 	}
 	return cs.dead
@@ -806,7 +809,7 @@ func (a *agent) putStatus(ctx context.Context) {
 	b, _ := json.Marshal(info)
 	pctx, cancel := context.WithTimeout(ctx, a.ttl/3)
 	defer cancel()
-	if _, err := a.kv.Put(pctx, agentKey(a.ns, a.id), b); err != nil && ctx.Err() == nil {
+	if err := putStatus(pctx, a.js, a.kv, agentKey(a.ns, a.id), b, a.ttl, a.replicas, a.log); err != nil && ctx.Err() == nil {
 		a.log.Warn("cannot refresh the agent's status", zap.Error(err))
 	}
 }

@@ -479,7 +479,7 @@ func (p *Pool) onResult(r *pb.Result) {
 func (p *Pool) heartbeat(ctx context.Context) error {
 	host, _ := os.Hostname()
 	b, _ := json.Marshal(map[string]any{"host": host, "pid": os.Getpid(), "build": p.ns})
-	if _, err := p.kv.Put(ctx, callerKey(p.ns, p.id), b); err != nil {
+	if err := putStatus(ctx, p.js, p.kv, callerKey(p.ns, p.id), b, p.ttl, p.o.replicas, p.log); err != nil {
 		return fmt.Errorf("cluster: heartbeat: %w", err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
@@ -141,6 +142,40 @@ func consumerConfig(ns string, ackWait time.Duration) jetstream.ConsumerConfig {
 		MaxWaiting:        4096,
 		InactiveThreshold: 24 * time.Hour,
 	}
+}
+
+// statusGone reports whether a status put failed because the status
+// bucket is gone: it lives in memory, and a server's restart loses it.
+func statusGone(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)
+}
+
+// putStatus puts a status entry; when the bucket is gone, it creates it
+// again and puts once more.
+func putStatus(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string, value []byte, ttl time.Duration, replicas int, log *zap.Logger) error {
+	_, err := kv.Put(ctx, key, value)
+	if err == nil || !statusGone(err) {
+		return err
+	}
+	if _, _, err := ensureStatus(ctx, js, ttl, replicas, false); err != nil {
+		return err
+	}
+	log.Warn("the status bucket was lost (a server restarted?); created it again")
+	_, err = kv.Put(ctx, key, value)
+	return err
+}
+
+// statusYoung reports whether the status bucket was created less than
+// ttl ago: a caller's entry missing from it may just not be put again
+// yet, so the caller is not known to be dead.
+func statusYoung(ctx context.Context, kv jetstream.KeyValue, ttl time.Duration) bool {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return true
+	}
+	kvs, ok := st.(*jetstream.KeyValueBucketStatus)
+	return ok && time.Since(kvs.StreamInfo().Created) < ttl
 }
 
 // ensureStatus opens the status bucket (creating it, or updating its TTL

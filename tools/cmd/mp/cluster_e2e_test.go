@@ -98,6 +98,7 @@ func TestMPCluster(t *testing.T) {
 	t.Run("serve and status", func(t *testing.T) { testClusterServe(t, bin) })
 	t.Run("three servers", func(t *testing.T) { testClusterThree(t, bin) })
 	t.Run("tls", func(t *testing.T) { testClusterServeTLS(t, bin) })
+	t.Run("restart", func(t *testing.T) { testClusterRestart(t, bin) })
 	t.Run("bad input", func(t *testing.T) {
 		mpFails(t, bin, "needs credentials", "cluster", "serve", "--listen", "0.0.0.0:0")
 		mpFails(t, bin, "--tls-cert and --tls-key", "cluster", "serve", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem")
@@ -312,6 +313,85 @@ func testClusterServeTLS(t *testing.T, bin string) {
 	}
 	p.Close()
 	stopClusterServe(t, srv, rest)
+}
+
+// testClusterRestart: the single file-store server is SIGKILLed in the
+// middle of a Map and started again on the same address and store; the
+// caller and the agent reconnect and the Map completes, every result
+// correct.
+func testClusterRestart(t *testing.T, bin string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	args := []string{"--listen", addr, "--store", t.TempDir(), "--token", "tok", "--log", "error"}
+	srv, url, _ := clusterServe(t, bin, nil, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	p, err := cluster.New(ctx, cluster.URL(url), cluster.Auth(cluster.Credentials{Token: "tok"}), cluster.Agents(1), cluster.AgentWorkers(2),
+		cluster.RepublishAfter(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	xs := make([]int, 100)
+	for i := range xs {
+		xs[i] = i
+	}
+	type res struct {
+		v   []int
+		err error
+	}
+	done := make(chan res, 1)
+	progress := make(chan int, 1024)
+	go func() {
+		v, err := clusterSlowSquare.Map(ctx, p, xs, pool.Chunksize(1), pool.OnProgress(func(pr pool.Progress) {
+			select {
+			case progress <- pr.Done:
+			default:
+			}
+		}))
+		done <- res{v, err}
+	}()
+	for n := 0; n < 20; {
+		select {
+		case n = <-progress:
+		case r := <-done:
+			t.Fatalf("the Map ended before the kill: %v", r.err)
+		}
+	}
+	srv.Process.Kill()
+	srv.Wait()
+	killedAt := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	srv2, _, rest2 := clusterServe(t, bin, nil, args...)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Map across the server's restart: %v", r.err)
+	}
+	for i, v := range r.v {
+		if v != i*i {
+			t.Fatalf("result %d = %d after the restart", i, v)
+		}
+	}
+	t.Logf("server killed and restarted; the Map completed %v after the kill", time.Since(killedAt).Round(time.Millisecond))
+	// The status bucket lives in memory and died with the server: the
+	// caller and the agent create it again and report themselves.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out := mpOK(t, bin, "cluster", "status", "--url", url, "--token", "tok")
+		if strings.Contains(out, "agents: 1") && strings.Contains(out, "callers: 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart, mp cluster status never showed the caller and the agent:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.Close()
+	stopClusterServe(t, srv2, rest2)
 }
 
 // agentRows returns the agent table of mp cluster status output.
