@@ -205,6 +205,7 @@ func (a *agent) setup(ctx context.Context) error {
 	a.js = js
 	o := defaults()
 	o.replicas = autoReplicas(a.nc)
+	a.replicas = o.replicas // before the goroutines that read it start
 	for {
 		if err = a.bind(ctx, &o); err == nil {
 			return nil
@@ -238,7 +239,6 @@ func (a *agent) bind(ctx context.Context, o *options) error {
 		return fmt.Errorf("cluster: agent: the consumer: %w", err)
 	}
 	a.ackWait.Store(int64(a.cons.CachedInfo().Config.AckWait))
-	a.replicas = o.replicas
 	if a.kv, a.ttl, err = ensureStatus(sctx, a.js, o.callerTTL, o.replicas, false); err != nil {
 		return err
 	}
