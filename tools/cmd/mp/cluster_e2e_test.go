@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -99,6 +100,7 @@ func TestMPCluster(t *testing.T) {
 	t.Run("three servers", func(t *testing.T) { testClusterThree(t, bin) })
 	t.Run("tls", func(t *testing.T) { testClusterServeTLS(t, bin) })
 	t.Run("restart", func(t *testing.T) { testClusterRestart(t, bin) })
+	t.Run("no quorum", func(t *testing.T) { testClusterNoQuorum(t, bin) })
 	t.Run("bad input", func(t *testing.T) {
 		mpFails(t, bin, "needs credentials", "cluster", "serve", "--listen", "0.0.0.0:0")
 		mpFails(t, bin, "--tls-cert and --tls-key", "cluster", "serve", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem")
@@ -392,6 +394,89 @@ func testClusterRestart(t *testing.T, bin string) {
 	}
 	p.Close()
 	stopClusterServe(t, srv2, rest2)
+}
+
+// freePorts returns n loopback addresses whose ports were free a moment
+// ago.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		l.Close()
+	}
+	return addrs
+}
+
+// testClusterNoQuorum: with two of three servers stopped, a call fails
+// with its context's error at its deadline instead of hanging; once they
+// are back (same addresses and stores), a new Map works.
+func testClusterNoQuorum(t *testing.T, bin string) {
+	clients, routes, stores := freePorts(t, 3), freePorts(t, 3), []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	env := []string{cluster.EnvToken + "=s3cret"}
+	args := func(i int) []string {
+		return []string{"--name", "q" + strconv.Itoa(i), "--listen", clients[i], "--store", stores[i],
+			"--cluster-listen", routes[i], "--routes", strings.Join(routes, ","), "--log", "error"}
+	}
+	type served struct {
+		cmd  *exec.Cmd
+		rest io.Reader
+	}
+	servers := make([]served, 3)
+	var urls []string
+	for i := range 3 {
+		cmd, url, rest := clusterServe(t, bin, env, args(i)...)
+		servers[i] = served{cmd, rest}
+		urls = append(urls, url)
+	}
+	url := strings.Join(urls, ",")
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+	defer cancel()
+	p, err := cluster.New(ctx, cluster.URL(url), cluster.Auth(cluster.Credentials{Token: "s3cret"}), cluster.Agents(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if v, err := clusterSquare.Apply(ctx, p, 5); err != nil || v != 25 {
+		t.Fatalf("Apply = %d, %v", v, err)
+	}
+	for _, i := range []int{1, 2} {
+		stopClusterServe(t, servers[i].cmd, servers[i].rest)
+	}
+	cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+	start := time.Now()
+	_, err = clusterSquare.Map(cctx, p, []int{1, 2, 3})
+	ccancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Map without quorum: err = %v, want the context's deadline", err)
+	}
+	if d := time.Since(start); d > 60*time.Second {
+		t.Fatalf("Map without quorum returned %v after its 3s deadline", d)
+	} else {
+		t.Logf("Map without quorum returned %v after it started (deadline 3s): %v", d.Round(time.Millisecond), err)
+	}
+	for _, i := range []int{1, 2} {
+		cmd, _, rest := clusterServe(t, bin, env, args(i)...)
+		servers[i] = served{cmd, rest}
+	}
+	xs := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	got, err := clusterSquare.Map(ctx, p, xs)
+	if err != nil {
+		t.Fatalf("Map once the servers are back: %v", err)
+	}
+	for i, v := range got {
+		if v != xs[i]*xs[i] {
+			t.Fatalf("result %d = %d", i, v)
+		}
+	}
+	p.Close()
+	for _, s := range servers {
+		stopClusterServe(t, s.cmd, s.rest)
+	}
 }
 
 // agentRows returns the agent table of mp cluster status output.
