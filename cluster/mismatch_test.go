@@ -58,6 +58,20 @@ func TestMismatchedAgentIsVisible(t *testing.T) {
 	if logs.FilterMessageSnippet("another build").Len() == 0 {
 		t.Error("the caller did not log the agent of another build")
 	}
+	// ReadStatus (mp cluster status) lists it as mismatched, and the
+	// local agent as matching.
+	st, err := ReadStatus(context.Background(), p.URL(), Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Agents) != 2 || len(st.Mismatched) != 1 || st.Mismatched[0].Build != otherBuild+"_"+runtime.GOARCH || len(st.Callers) != 1 {
+		t.Errorf("ReadStatus: agents %+v, mismatched %+v, callers %+v", st.Agents, st.Mismatched, st.Callers)
+	}
+	for _, a := range st.Agents {
+		if a.Match != (a.Build == p.ns) {
+			t.Errorf("ReadStatus: agent %+v has Match %v", a, a.Match)
+		}
+	}
 	if v, err := square.Apply(context.Background(), p, 4); err != nil || v != 16 {
 		t.Fatalf("Apply = %d, %v", v, err)
 	}
