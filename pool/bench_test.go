@@ -72,7 +72,7 @@ func BenchmarkKit(b *testing.B) {
 			for i := range in {
 				in[i] = bigPattern(size, byte(i))
 			}
-			p := newPool(b, pool.Workers(2))
+			p := newPool(b, pool.Workers(2), pool.SharedMemory(0))
 			var total time.Duration
 			for b.Loop() {
 				t0 := time.Now()

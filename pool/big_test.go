@@ -157,7 +157,7 @@ func TestBigValueWorkerKilled(t *testing.T) {
 	mptest.CheckShm(t)
 	mptest.CheckChildren(t)
 	ctx := context.Background()
-	p := newPool(t, pool.Workers(2))
+	p := newPool(t, pool.Workers(2), pool.SharedMemory(0))
 	var in [][]byte
 	for i := range 6 {
 		in = append(in, bigPattern(2<<20, byte(i)))

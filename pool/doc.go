@@ -27,10 +27,12 @@
 // Arguments and results travel as their memory image when they hold no
 // pointers (numbers, bools, arrays and structs of them), length-prefixed
 // for strings and []byte, and with encoding/gob otherwise, one value per
-// chunk of tasks. A chunk whose arguments or results encode to more than
-// 256 KiB (SharedMemory) travels through shared memory instead of the
-// worker's connection: written once into a memfd segment that is reused,
-// read by the other side from its mapping. Nothing changes for the task:
+// chunk of tasks. With the SharedMemory option (off by default: it makes
+// each worker's connection a unix socket, whose round trip is about twice
+// a pipe's), a chunk whose arguments or results encode to more than its
+// threshold (256 KiB by default) travels through shared memory instead of
+// the worker's connection: written once into a memfd segment that is
+// reused, read by the other side from its mapping. Nothing changes for the task:
 // its arguments are its own memory, and a worker killed in the middle
 // leaves nothing behind (docs/performance.md, "Big data").
 //

@@ -31,7 +31,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/multiproc/multiproc/internal/base/spin"
-	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )
@@ -162,7 +161,6 @@ func newPool(opts []Option, thread bool) (*Pool, error) {
 		starter:   process.DefaultStarter(),
 		log:       zap.NewNop(),
 		killGrace: time.Second,
-		shm:       ipc.DefaultSharedMemoryThreshold,
 	}
 	for _, f := range opts {
 		if err := f(&o); err != nil {
