@@ -379,21 +379,7 @@ var pyDictMethods = map[string]pyMethod{
 		v, err := pyResult(pc.goCall("Get", k))
 		return v, keyErr(err, a[0])
 	},
-	"get": func(pc *pyCallCtx) (any, error) {
-		a, err := pc.bind(1, "key", "default")
-		if err != nil {
-			return nil, err
-		}
-		k, err := pyKey(pc, a[0])
-		if err != nil {
-			return nil, err
-		}
-		def, err := toPB(or(a[1], nil))
-		if err != nil {
-			return nil, err
-		}
-		return pyResult(pc.goCall("GetOr", k, def))
-	},
+	"get": keyDefault("GetOr"),
 	"__setitem__": func(pc *pyCallCtx) (any, error) {
 		a, err := pc.bind(2, "key", "value")
 		if err != nil {
@@ -462,21 +448,7 @@ var pyDictMethods = map[string]pyMethod{
 		}
 		return nil, pyExc("RuntimeError", "popitem(): the dict kept changing")
 	},
-	"setdefault": func(pc *pyCallCtx) (any, error) {
-		a, err := pc.bind(1, "key", "default")
-		if err != nil {
-			return nil, err
-		}
-		k, err := pyKey(pc, a[0])
-		if err != nil {
-			return nil, err
-		}
-		def, err := toPB(or(a[1], nil))
-		if err != nil {
-			return nil, err
-		}
-		return pyResult(pc.goCall("SetDefault", k, def))
-	},
+	"setdefault": keyDefault("SetDefault"),
 	"__contains__": func(pc *pyCallCtx) (any, error) {
 		a, err := pc.bind(1, "key")
 		if err != nil {
@@ -804,4 +776,24 @@ var pyNamespaceMethods = map[string]pyMethod{
 var pyValueMethods = map[string]pyMethod{
 	"get": pyPlain("Get"),
 	"set": pyPlain("Set"),
+}
+
+// keyDefault is a dict method of CPython's shape m(key, default=None)
+// (get, setdefault), run as the Go dict's method named goMethod.
+func keyDefault(goMethod string) func(pc *pyCallCtx) (any, error) {
+	return func(pc *pyCallCtx) (any, error) {
+		a, err := pc.bind(1, "key", "default")
+		if err != nil {
+			return nil, err
+		}
+		k, err := pyKey(pc, a[0])
+		if err != nil {
+			return nil, err
+		}
+		def, err := toPB(or(a[1], nil))
+		if err != nil {
+			return nil, err
+		}
+		return pyResult(pc.goCall(goMethod, k, def))
+	}
 }
