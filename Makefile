@@ -62,15 +62,7 @@ test-race: deps ## Test every module under the race detector.
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target for FUZZTIME (default 10s).
-	@for mod in $(MODULES); do \
-	  $(call has_go,$$mod) || continue; \
-	  for pkg in $$(cd $$mod && $(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' ./...); do \
-	    for f in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$pkg/*_test.go | awk '{print $$2}'); do \
-	      echo "== fuzz $$pkg $$f ($(FUZZTIME))"; \
-	      (cd $$pkg && $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) .) || exit 1; \
-	    done; \
-	  done; \
-	done
+	@GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
 
 COVERDIR  ?= $(CURDIR)/.cover
 
