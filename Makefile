@@ -26,8 +26,11 @@ deps: ## Install what the tests need and a fresh machine lacks (python3).
 	@scripts/ensure-deps.sh python3
 
 .PHONY: demo
-demo: mp ## The main job: a parallel workload across worker processes.
+demo: mp ## The main job: a parallel workload across worker processes, then across cluster agents.
 	$(BIN)/mp demo $(DEMOFLAGS)
+	@echo
+	@echo "== the same image on a cluster pool (NATS JetStream, two agents), one agent SIGKILLed mid-render:"
+	$(BIN)/mp demo --cluster --chaos --no-python --starts 0 --width 800 --height 500 --out demo-out
 
 # The mp command, built once into .bin (go's build cache makes later builds quick).
 .PHONY: mp

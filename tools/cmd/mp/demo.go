@@ -25,6 +25,7 @@ func demoCmd() *cobra.Command {
 	var o mandelOpts
 	var noPython bool
 	var starts int
+	var c clusterDemoOpts
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the demo: multiproc at work across real processes",
@@ -42,7 +43,17 @@ func demoCmd() *cobra.Command {
  3. What starting a process costs with each start method: spawn (a
     re-execution of this binary, since Go cannot fork) and a forkserver of
     warm processes, for a start+join and for a pool worker that is killed
-    and replaced.`,
+    and replaced.
+
+With --cluster, part 1 renders the image on the local pool and then on a
+cluster pool (package cluster): an embedded NATS server with JetStream and
+two agents on this machine, child processes each with its own worker
+processes, with the same progress bar. --chaos then SIGKILLs one agent in
+the middle of the render instead of workers: its chunks run again on the
+other agent after the ack wait, and the cluster's image is checked to be
+byte-identical to the local pool's (both checksums are printed).
+--url runs it on the agents of an existing cluster instead (credentials
+from MULTIPROC_CLUSTER_TOKEN etc., as an agent's).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -56,7 +67,26 @@ func demoCmd() *cobra.Command {
 			if o.width < 16 || o.height < 16 || o.maxIter < 1 || o.bandRows < 1 {
 				return errors.New("demo: --width and --height must be at least 16, --max-iter and --band-rows at least 1")
 			}
-			if err := demoMandelbrot(ctx, w, o); err != nil {
+			if c.url != "" {
+				c.on = true
+			}
+			if c.on {
+				if c.agents < 0 {
+					c.agents = 2
+					if c.url != "" {
+						c.agents = 0
+					}
+				}
+				if c.agentWorkers <= 0 {
+					c.agentWorkers = defaultAgentWorkers(c.agents)
+				}
+				if c.ackWait < 100*time.Millisecond {
+					return errors.New("demo: --ack-wait must be at least 100ms")
+				}
+				if err := demoMandelbrotCluster(ctx, w, o, c); err != nil {
+					return err
+				}
+			} else if err := demoMandelbrot(ctx, w, o); err != nil {
 				return err
 			}
 			if !noPython {
@@ -84,6 +114,11 @@ func demoCmd() *cobra.Command {
 	f.IntVar(&o.bandRows, "band-rows", 8, "rows per task")
 	f.StringVar(&o.out, "out", "demo-out", "directory for mandelbrot.png")
 	f.BoolVar(&o.baseline, "baseline", true, "also render with one worker first, to show the speed-up")
+	f.BoolVar(&c.on, "cluster", false, "render on a cluster pool (embedded NATS server, local agents) and compare with the local pool's image")
+	f.StringVar(&c.url, "url", "", "with --cluster: an existing cluster's NATS URL(s) instead of the embedded server (implies --cluster)")
+	f.IntVar(&c.agents, "agents", -1, "with --cluster: local agents to start (default 2 with the embedded server, 0 with --url)")
+	f.IntVar(&c.agentWorkers, "agent-workers", 0, "with --cluster: worker processes per local agent (default: the CPUs shared among the agents)")
+	f.DurationVar(&c.ackWait, "ack-wait", time.Second, "with --cluster: how long a killed agent's chunks wait before they run elsewhere")
 	return cmd
 }
 

@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/multiproc/multiproc/internal/mptest"
 )
@@ -96,5 +99,70 @@ func TestDemoImage(t *testing.T) {
 	_, chaos := decodePNG(t, filepath.Join(chaosDir, "mandelbrot.png"))
 	if !bytes.Equal(plain, chaos) {
 		t.Fatal("the image rendered with --chaos differs from the one rendered without")
+	}
+}
+
+// TestDemoClusterChaos runs mp demo --cluster --chaos as a user would: the
+// image is rendered by the local pool, then by two cluster agents (child
+// processes of mp, behind its embedded NATS server), one of which is
+// SIGKILLed a third of the way through. The cluster's PNG must be
+// byte-identical to the local pool's, mp must leave no agent running and
+// no temporary store behind.
+func TestDemoClusterChaos(t *testing.T) {
+	mptest.CheckShm(t, "psm_")
+	bin := buildDemoBinary(t)
+	dir, tmp := t.TempDir(), t.TempDir()
+	cmd := exec.Command(bin, "demo", "--no-python", "--starts", "0", "--width", "320", "--height", "200", "--max-iter", "400",
+		"--band-rows", "2", "--cluster", "--chaos", "--out", dir)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	outb, err := cmd.CombinedOutput()
+	out := string(outb)
+	if err != nil {
+		t.Fatalf("mp demo --cluster --chaos: %v\n%s", err, out)
+	}
+	for _, want := range []string{"local agents", "cluster   100% (100/100 bands)", "chaos: SIGKILLed agent pid", "byte-identical to the local pool's image"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// The kill came in the middle of the render, not after it.
+	var pid, done, total int
+	if i := strings.Index(out, "chaos: SIGKILLed agent pid "); i >= 0 {
+		if _, err := fmt.Sscanf(out[i:], "chaos: SIGKILLed agent pid %d (its workers go with it) at %d/%d bands", &pid, &done, &total); err != nil {
+			t.Fatalf("chaos line: %v\n%s", err, out)
+		}
+		if done < 1 || done >= total {
+			t.Errorf("the agent was killed at %d/%d bands, not mid-render", done, total)
+		}
+	}
+	local, a := decodePNG(t, filepath.Join(dir, "mandelbrot.png"))
+	_, b := decodePNG(t, filepath.Join(dir, "mandelbrot-cluster.png"))
+	if got := local.Bounds().Size(); got != image.Pt(320, 200) {
+		t.Fatalf("image size %v, want 320x200", got)
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatal("the cluster's image differs from the local pool's")
+	}
+	// The agents mp started are gone with it.
+	i := strings.Index(out, "(pids [")
+	if i < 0 {
+		t.Fatalf("no agent pids in the output:\n%s", out)
+	}
+	pids := strings.Fields(out[i+len("(pids [") : i+strings.Index(out[i:], "]")])
+	if len(pids) != 2 {
+		t.Fatalf("agents %v, want 2", pids)
+	}
+	for _, s := range pids {
+		p, _ := strconv.Atoi(s)
+		deadline := time.Now().Add(30 * time.Second)
+		for syscall.Kill(p, 0) == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("agent %d still runs after mp exited", p)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("mp left %d entries in its TMPDIR (the embedded server's store?): %v", len(left), left[0].Name())
 	}
 }

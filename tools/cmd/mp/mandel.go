@@ -73,18 +73,19 @@ var demoRows = pool.Register("mp.demo.rows", func(ctx context.Context, b band) (
 	if px == nil {
 		return 0, errors.New("demo worker has no pixel buffer (initializer did not run)")
 	}
-	return renderRows(v, px, int(b.Y0), int(b.Y1)), nil
+	return renderRows(v, px[int(b.Y0)*v.Width:int(b.Y1)*v.Width], int(b.Y0), int(b.Y1)), nil
 })
 
-// renderRows computes iteration counts for rows [y0, y1) into px.
-func renderRows(v view, px []uint16, y0, y1 int) int64 {
+// renderRows computes iteration counts for rows [y0, y1) into rows,
+// which holds those rows only (row y0 first).
+func renderRows(v view, rows []uint16, y0, y1 int) int64 {
 	var total int64
 	step := v.Scale / float64(v.Width)
 	x0 := v.CenterX - v.Scale/2
 	yTop := v.CenterY + step*float64(v.Height)/2
 	for y := y0; y < y1; y++ {
 		ci := yTop - float64(y)*step
-		row := px[y*v.Width : (y+1)*v.Width]
+		row := rows[(y-y0)*v.Width : (y-y0+1)*v.Width]
 		for x := range row {
 			cr := x0 + float64(x)*step
 			zr, zi := 0.0, 0.0
@@ -196,11 +197,50 @@ func repeat(c byte, n int) []byte {
 	return out
 }
 
+// demoView is the region the demo renders.
+func demoView(o mandelOpts) view {
+	return view{Width: o.width, Height: o.height, MaxIter: o.maxIter,
+		CenterX: -0.743643887037151, CenterY: 0.131825904205330, Scale: 0.0045}
+}
+
+// demoBands splits the image into tasks of o.bandRows rows.
+func demoBands(o mandelOpts) []band {
+	var bands []band
+	for y := 0; y < o.height; y += o.bandRows {
+		bands = append(bands, band{int32(y), int32(min(y+o.bandRows, o.height))})
+	}
+	return bands
+}
+
+// pixelChecksum is the image's identity: the first 16 hex digits of the
+// SHA-256 of its iteration counts (little-endian uint16s).
+func pixelChecksum(px []uint16) string {
+	sum := sha256.New()
+	binary.Write(sum, binary.LittleEndian, px)
+	return hex.EncodeToString(sum.Sum(nil))[:16]
+}
+
+// writeDemoPNG writes the colourized image to dir/name.
+func writeDemoPNG(dir, name string, v view, px []uint16) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if err := png.Encode(f, colorize(v, px)); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
+
 // renderMandelbrot renders the image on a pool of workers processes into a
 // shared segment, optionally killing workers at random as it goes.
 func renderMandelbrot(ctx context.Context, w io.Writer, o mandelOpts, workers int, label string, writePNG bool) (*mandelResult, error) {
-	v := view{Width: o.width, Height: o.height, MaxIter: o.maxIter,
-		CenterX: -0.743643887037151, CenterY: 0.131825904205330, Scale: 0.0045}
+	v := demoView(o)
 	seg, err := shm.Create("", v.Width*v.Height*2)
 	if err != nil {
 		return nil, fmt.Errorf("shared pixel buffer: %w", err)
@@ -219,10 +259,7 @@ func renderMandelbrot(ctx context.Context, w io.Writer, o mandelOpts, workers in
 	}
 	defer p.Terminate()
 
-	var bands []band
-	for y := 0; y < v.Height; y += o.bandRows {
-		bands = append(bands, band{int32(y), int32(min(y+o.bandRows, v.Height))})
-	}
+	bands := demoBands(o)
 	bar := &progressBar{w: w, tty: isTTY(w), label: label}
 	res := &mandelResult{}
 	runCtx, stopChaos := context.WithCancel(ctx)
@@ -289,23 +326,9 @@ func renderMandelbrot(ctx context.Context, w io.Writer, o mandelOpts, workers in
 		fmt.Fprintf(w, "  chaos: SIGKILLed %d workers mid-run (pids %v); the pool replaced each one and re-ran its band\n", res.kills, killLog)
 	}
 	px := unsafeU16(seg.Bytes())
-	sum := sha256.New()
-	binary.Write(sum, binary.LittleEndian, px)
-	res.checksum = hex.EncodeToString(sum.Sum(nil))[:16]
+	res.checksum = pixelChecksum(px)
 	if writePNG {
-		if err := os.MkdirAll(o.out, 0o755); err != nil {
-			return nil, err
-		}
-		res.png = filepath.Join(o.out, "mandelbrot.png")
-		f, err := os.Create(res.png)
-		if err != nil {
-			return nil, err
-		}
-		if err := png.Encode(f, colorize(v, px)); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := f.Close(); err != nil {
+		if res.png, err = writeDemoPNG(o.out, "mandelbrot.png", v, px); err != nil {
 			return nil, err
 		}
 	}
