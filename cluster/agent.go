@@ -73,6 +73,7 @@ type agent struct {
 	cons   jetstream.Consumer
 	kv     jetstream.KeyValue
 	ttl    time.Duration
+	big    *bigStore // chunks and results over the maximum message size
 
 	// Chunks in hand (pulled and not answered): up to handLimit.
 	inHand  atomic.Int64
@@ -206,6 +207,7 @@ func (a *agent) setup(ctx context.Context) error {
 	o := defaults()
 	o.replicas = autoReplicas(a.nc)
 	a.replicas = o.replicas // before the goroutines that read it start
+	a.big = newBigStore(js, a.ns, &o, false)
 	for {
 		if err = a.bind(ctx, &o); err == nil {
 			return nil
@@ -408,9 +410,13 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 	finish := func(r *pool.ChunkResult, err error) {
 		defer a.leave()
 		defer release()
-		a.mu.Lock()
-		delete(a.held, h)
-		a.mu.Unlock()
+		// Held (heartbeats keep it claimed) until it is answered: a
+		// big result is put in the object store first.
+		defer func() {
+			a.mu.Lock()
+			delete(a.held, h)
+			a.mu.Unlock()
+		}()
 		switch {
 		case ctx.Err() != nil:
 			// The agent is stopping: another agent runs it.
@@ -418,6 +424,11 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		case jctx.Err() != nil:
 			msg.Ack() // cancelled by its caller, who wants no result
+			return
+		case errors.Is(err, errUnreachable):
+			// Its inputs' object could not be read now: it runs later.
+			a.log.Warn("cannot read a chunk's inputs now; handing it back", zap.Error(err))
+			msg.NakWithDelay(time.Second)
 			return
 		case err != nil:
 			err = a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
@@ -429,6 +440,12 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		msg.Ack()
+	}
+	if c.InputsRef != nil {
+		if err := a.readInputs(jctx, c); err != nil {
+			finish(nil, err)
+			return
+		}
 	}
 	t0 := time.Now()
 	err = a.send(jctx, c, func(r pool.ChunkResult) {
@@ -490,14 +507,10 @@ func (a *agent) reply(c *pb.Chunk, r *pool.ChunkResult, all *pb.Failure) error {
 	}
 	a.done.Add(1)
 	b, err := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
-	if err == nil && int64(len(b)) > a.nc.MaxPayload() {
-		// The results do not fit in a message: the chunk fails with a
-		// clear error (publishing nothing would have it run again and
-		// again).
-		tooLarge := fmt.Errorf("%w: task %s[%d..%d]: results of %d bytes are over the server's maximum message size (%d); use a smaller chunksize",
-			ErrTooLarge, c.GetTask(), c.GetStart(), c.GetStart()+c.GetCount()-1, len(b), a.nc.MaxPayload())
-		m = &pb.Result{Job: c.GetJob(), Id: c.GetId(), Agent: a.id, All: &pb.Failure{Error: remoteErr(tooLarge)}}
-		b, err = proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
+	if err == nil && len(b) > msgLimit(a.nc) {
+		// The results do not fit in a message: the object store takes
+		// them.
+		b, err = a.bigReply(c, m, len(b))
 	}
 	if err == nil {
 		err = a.nc.Publish(resultSubject(c.GetCaller()), b)
@@ -670,6 +683,7 @@ func (a *agent) purgeCaller(id string) {
 	if err := a.stream.Purge(ctx, jetstream.WithPurgeSubject(callerSubjects(a.ns, id))); err != nil {
 		a.log.Debug("cannot purge a dead caller's chunks", zap.Error(err))
 	}
+	a.removeCallerObjects(ctx, id)
 }
 
 func (a *agent) watchCallers(ctx context.Context, w jetstream.KeyWatcher) {

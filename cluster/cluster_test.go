@@ -205,17 +205,6 @@ func TestPoison(t *testing.T) {
 	}
 }
 
-// A chunk over the server's maximum message size fails at once with a
-// clear error instead of being retried forever.
-func TestChunkTooLarge(t *testing.T) {
-	p := newPool(t, Agents(1))
-	big := string(make([]byte, 2<<20))
-	_, err := pool.Starmap(context.Background(), p, concat, []pool.Args2[string, int]{{A: big, B: 1}})
-	if !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("Map of a 2 MiB argument = %v, want ErrTooLarge", err)
-	}
-}
-
 // Closing the pool in the middle of a Map fails the Map's pending tasks
 // with pool.ErrTerminated; nothing waits.
 func TestCloseDuringMap(t *testing.T) {
@@ -248,15 +237,5 @@ func TestImapUnorderedSlowTaskDoesNotBlock(t *testing.T) {
 	slices.Sort(got)
 	if d := cmp.Diff(in[1:], got); d != "" {
 		t.Fatalf("ImapUnordered (-want +got):\n%s", d)
-	}
-}
-
-// Results over the server's maximum message size fail their chunk with
-// ErrTooLarge; the chunk is not run again and again.
-func TestResultTooLarge(t *testing.T) {
-	p := newPool(t, Agents(1))
-	_, err := pool.Starmap(context.Background(), p, concat, []pool.Args2[string, int]{{A: string(make([]byte, 1<<10)), B: 2 << 10}})
-	if !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("Starmap with a 2 MiB result = %v, want ErrTooLarge", err)
 	}
 }

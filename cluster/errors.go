@@ -10,8 +10,11 @@ import (
 )
 
 var (
-	// ErrTooLarge is the error of the tasks of a chunk whose message is
-	// over the server's maximum message size.
+	// ErrTooLarge is the error of the tasks of a chunk whose inputs, or
+	// results, are over the server's maximum message size and that the
+	// big-payload bucket did not take either (over 256 MiB, the bucket's
+	// MaxBytes reached, JetStream out of storage...). Payloads the
+	// bucket takes travel through it (see ErrPayloadLost).
 	ErrTooLarge = errors.New("cluster: chunk too large")
 	// ErrPoison is matched (errors.Is) by a *PoisonError.
 	ErrPoison = errors.New("cluster: chunk delivered too many times")

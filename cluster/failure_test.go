@@ -269,6 +269,9 @@ func FuzzDecodeChunk(f *testing.F) {
 	f.Add(mustMarshal(&pb.Chunk{Caller: "abc", Job: 1, Id: 2, Task: "t", Count: 3, Inputs: []byte{1, 2, 3}}))
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add(mustMarshal(&pb.Chunk{Caller: "abc", Job: 1, Id: 2, Task: "t", Count: 3,
+		InputsRef: &pb.ObjectRef{Name: inputsObject("abc", 1, 2), Size: 9 << 20, Digest: "SHA-256=x"}}))
+	f.Add(mustMarshal(&pb.Chunk{Caller: "abc", Job: 1, Id: 2, Task: "t", Count: 3, InputsRef: &pb.ObjectRef{Name: "abc.1.3.in", Size: 1}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := decodeChunk(b)
 		if err != nil {
@@ -279,6 +282,10 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 		if c.Count == 0 || c.Count > maxChunkTasks || !validToken(c.Caller) || c.Task == "" {
 			t.Fatalf("accepted a bad chunk: %v", c)
+		}
+		if ref := c.InputsRef; ref != nil && (ref.Name != inputsObject(c.Caller, c.Job, c.Id) || ref.Size == 0 ||
+			ref.Size > uint64(maxObjectSize) || len(c.Inputs) > 0) {
+			t.Fatalf("accepted a bad inputs reference: %v", c)
 		}
 		again, err := decodeChunk(mustMarshal(c))
 		if err != nil || !proto.Equal(c, again) {

@@ -230,11 +230,14 @@ func TaskTimeout(d time.Duration) Option {
 	}
 }
 
-// StreamLimits bounds the task stream when this caller creates it: chunks
-// older than maxAge are dropped (default 24h), and the stream holds at
-// most maxBytes (default unlimited; a publish beyond it fails and is
-// retried). Storage never grows without bound: a caller's chunks are
-// purged when it closes, and by the agents when it dies.
+// StreamLimits bounds the task stream, and the big-payload bucket (the
+// Object Store that carries chunks and results over the maximum message
+// size), when this caller creates them: chunks and objects older than
+// maxAge are dropped (default 24h), and each holds at most maxBytes
+// (default unlimited; a chunk publish beyond it fails and is retried, a
+// payload the bucket cannot take fails its chunk with ErrTooLarge).
+// Storage never grows without bound: a caller's chunks and objects are
+// removed when it closes, and by the agents when it dies.
 func StreamLimits(maxAge time.Duration, maxBytes int64) Option {
 	return func(o *options) error {
 		if maxAge <= 0 {

@@ -41,6 +41,7 @@ type Pool struct {
 	kv     jetstream.KeyValue
 	sub    *nats.Subscription
 	ttl    time.Duration
+	big    *bigStore // chunks and results over the maximum message size
 
 	slots chan struct{} // MaxInFlight
 
@@ -83,6 +84,8 @@ type sent struct {
 	last     time.Time // when the cluster last showed it is not lost
 	pubErrs  int
 	claimant string
+	object   string // its inputs' object in the big-payload bucket, or ""
+	reading  bool   // its result is in and being read (bigResult)
 }
 
 // New starts a cluster pool. With no URL option it starts an embedded
@@ -144,6 +147,7 @@ func (p *Pool) start(ctx context.Context) error {
 	if o.replicas == 0 {
 		o.replicas = autoReplicas(nc)
 	}
+	p.big = newBigStore(p.js, p.ns, o, p.emb != nil)
 	if err := retryUnanswered(ctx, p.log, p.setupJetStream); err != nil {
 		return err
 	}
@@ -308,19 +312,25 @@ func (c *call) Send(start, n int, inputs []byte) error {
 	}
 	p.chunkSeq++
 	id := p.chunkSeq
+	p.mu.Unlock()
 	m := &pb.Chunk{Caller: p.id, Job: c.job, Id: id, Task: c.task, Start: uint32(start), Count: uint32(n), Inputs: inputs,
 		TaskTimeoutNs: int64(p.o.taskTimeout), Retries: uint32(p.o.retries), MaxDeliveries: uint32(p.o.maxDeliver)}
-	data, err := proto.Marshal(m)
-	if err == nil && int64(len(data)) > p.nc.MaxPayload() {
-		err = fmt.Errorf("%w: task %s[%d..%d]: a chunk of %d bytes is over the server's maximum message size (%d); use a smaller chunksize",
-			ErrTooLarge, c.task, start, start+n-1, len(data), p.nc.MaxPayload())
-	}
+	data, object, err := p.encodeChunk(c.ctx, m)
 	if err != nil {
-		p.mu.Unlock()
 		<-p.slots
 		return err
 	}
-	s := &sent{c: c, id: id, start: start, n: n, subject: taskSubject(p.ns, p.id, c.job, id), data: data, last: time.Now()}
+	s := &sent{c: c, id: id, start: start, n: n, subject: taskSubject(p.ns, p.id, c.job, id), data: data, last: time.Now(), object: object}
+	p.mu.Lock()
+	if p.closed || c.ended {
+		p.mu.Unlock()
+		<-p.slots
+		p.removeObjects(object)
+		if p.closed {
+			return pool.ErrClosed
+		}
+		return c.ctx.Err()
+	}
 	p.chunks[id] = s
 	c.sent[id] = s
 	p.mu.Unlock()
@@ -357,6 +367,7 @@ func (p *Pool) publishFailed(id uint64, err error) {
 	}
 	p.mu.Unlock()
 	if fail != nil {
+		p.removeObjects(fail.object)
 		fail.c.deliver(pool.ChunkResult{Start: fail.start, N: fail.n,
 			Err: fmt.Errorf("cluster: publishing task %s[%d..%d] failed %d times: %w", fail.c.task, fail.start, fail.start+fail.n-1, fail.pubErrs, err)})
 	}
@@ -401,11 +412,18 @@ func (c *call) Close() {
 	c.ended = true
 	delete(p.calls, c.job)
 	pending := len(c.sent) > 0
+	var objects []string
 	for _, s := range c.sent {
 		p.removeLocked(s)
+		if s.object != "" {
+			objects = append(objects, s.object)
+		}
 	}
 	closed := p.closed
 	p.mu.Unlock()
+	if !closed {
+		p.removeObjects(objects...)
+	}
 	if pending && !closed {
 		p.cancelRemote(c.job)
 	}
@@ -452,17 +470,38 @@ func (p *Pool) onMessage(m *nats.Msg) {
 
 func (p *Pool) onResult(r *pb.Result) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	s := p.chunks[r.GetId()]
-	if s == nil || s.c.job != r.GetJob() {
+	if s == nil || s.c.job != r.GetJob() || s.reading {
 		p.stats.duplicates++
 		p.mu.Unlock()
+		if r.GetOutputsRef() != nil && checkOutputsRef(r, p.id) == nil {
+			p.removeObjects(r.GetOutputsRef().GetName())
+		}
+		return
+	}
+	if s.object != "" || r.GetOutputsRef() != nil {
+		// Objects to read or remove: not on the subscription's goroutine.
+		s.reading = true
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go p.bigResult(s, r)
 		return
 	}
 	p.removeLocked(s)
 	p.stats.results++
 	p.mu.Unlock()
-	task := s.c.task
 	cr := pool.ChunkResult{Start: s.start, N: s.n, Outputs: r.GetOutputs()}
+	p.fillFailures(&cr, s, r)
+	s.c.deliver(cr)
+}
+
+// fillFailures sets a chunk result's errors from its Result message.
+func (p *Pool) fillFailures(cr *pool.ChunkResult, s *sent, r *pb.Result) {
+	task := s.c.task
 	if a := r.GetAll(); a != nil {
 		cr.Err = errorOf(task, s.start, a, r.GetAgent())
 	}
@@ -471,7 +510,6 @@ func (p *Pool) onResult(r *pb.Result) {
 			cr.Failed = append(cr.Failed, pool.Failure{Index: int(f.GetIndex()), Err: errorOf(task, s.start, f, r.GetAgent())})
 		}
 	}
-	s.c.deliver(cr)
 }
 
 // heartbeat records this caller as alive in the status bucket: agents
@@ -577,7 +615,7 @@ func (p *Pool) track(ctx context.Context) {
 	var due []*sent
 	p.mu.Lock()
 	for _, s := range p.chunks {
-		if now.Sub(s.last) >= p.o.republish {
+		if now.Sub(s.last) >= p.o.republish && !s.reading {
 			due = append(due, s)
 			if len(due) == maxChecksPerRound {
 				break
@@ -667,6 +705,9 @@ func (p *Pool) shutdown() {
 	}
 	p.stopLocalAgents()
 	p.wg.Wait()
+	if p.big != nil && p.emb == nil && !p.nc.IsClosed() {
+		p.removeOwnObjects()
+	}
 	if p.sub != nil {
 		p.sub.Unsubscribe()
 	}

@@ -44,6 +44,9 @@ func decodeChunk(b []byte) (*pb.Chunk, error) {
 	case c.Retries > 1000:
 		return c, fmt.Errorf("%w: %d retries", errBadChunk, c.Retries)
 	}
+	if err := checkInputsRef(c); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 

@@ -53,6 +53,11 @@ type Chunk struct {
 	// MaxDeliveries: a chunk delivered more often than this (each agent that
 	// held it vanished) fails as poison instead of running again.
 	MaxDeliveries uint32 `protobuf:"varint,10,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// InputsRef, when set, names the object of the build's big-payload
+	// bucket that holds the inputs (then empty here): a chunk over the
+	// server's maximum message size travels through JetStream's Object
+	// Store (docs/cluster.md, "Payloads of any size").
+	InputsRef     *ObjectRef `protobuf:"bytes,11,opt,name=inputs_ref,json=inputsRef,proto3" json:"inputs_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,6 +162,78 @@ func (x *Chunk) GetMaxDeliveries() uint32 {
 	return 0
 }
 
+func (x *Chunk) GetInputsRef() *ObjectRef {
+	if x != nil {
+		return x.InputsRef
+	}
+	return nil
+}
+
+// ObjectRef names an object of the build's big-payload bucket
+// (MPC_BIG_<build>), its size in bytes and its digest as the Object Store
+// records it ("SHA-256=..."): a reader checks both, so an object removed
+// or replaced behind the pool's back fails its chunk instead of running
+// it on other bytes.
+type ObjectRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Digest        string                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectRef) Reset() {
+	*x = ObjectRef{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectRef) ProtoMessage() {}
+
+func (x *ObjectRef) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectRef.ProtoReflect.Descriptor instead.
+func (*ObjectRef) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ObjectRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ObjectRef) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ObjectRef) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 // Failure is the error of one task (or of every task of a chunk).
 type Failure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -175,7 +252,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +264,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +277,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Failure) GetIndex() uint32 {
@@ -242,14 +319,17 @@ type Result struct {
 	// All, when set, is the error of every task of the chunk.
 	All *Failure `protobuf:"bytes,5,opt,name=all,proto3" json:"all,omitempty"`
 	// Agent names the agent that ran the chunk.
-	Agent         string `protobuf:"bytes,6,opt,name=agent,proto3" json:"agent,omitempty"`
+	Agent string `protobuf:"bytes,6,opt,name=agent,proto3" json:"agent,omitempty"`
+	// OutputsRef, when set, names the object holding the outputs (then
+	// empty here): they were over the server's maximum message size.
+	OutputsRef    *ObjectRef `protobuf:"bytes,7,opt,name=outputs_ref,json=outputsRef,proto3" json:"outputs_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +341,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +354,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Result) GetJob() uint64 {
@@ -319,6 +399,13 @@ func (x *Result) GetAgent() string {
 	return ""
 }
 
+func (x *Result) GetOutputsRef() *ObjectRef {
+	if x != nil {
+		return x.OutputsRef
+	}
+	return nil
+}
+
 // Claim tells a caller that an agent holds these chunks (they are not
 // lost); agents send it while the chunks run.
 type Claim struct {
@@ -331,7 +418,7 @@ type Claim struct {
 
 func (x *Claim) Reset() {
 	*x = Claim{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +430,7 @@ func (x *Claim) String() string {
 func (*Claim) ProtoMessage() {}
 
 func (x *Claim) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +443,7 @@ func (x *Claim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Claim.ProtoReflect.Descriptor instead.
 func (*Claim) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Claim) GetAgent() string {
@@ -387,7 +474,7 @@ type ToCaller struct {
 
 func (x *ToCaller) Reset() {
 	*x = ToCaller{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +486,7 @@ func (x *ToCaller) String() string {
 func (*ToCaller) ProtoMessage() {}
 
 func (x *ToCaller) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +499,7 @@ func (x *ToCaller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToCaller.ProtoReflect.Descriptor instead.
 func (*ToCaller) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ToCaller) GetMsg() isToCaller_Msg {
@@ -468,7 +555,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +567,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +580,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Cancel) GetCaller() string {
@@ -514,7 +601,7 @@ var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x18cluster/v1/cluster.proto\x12\x14multiproc.cluster.v1\x1a\x16common/v1/common.proto\"\x82\x02\n" +
+	"\x18cluster/v1/cluster.proto\x12\x14multiproc.cluster.v1\x1a\x16common/v1/common.proto\"\xc2\x02\n" +
 	"\x05Chunk\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\x04R\x03job\x12\x0e\n" +
@@ -526,20 +613,28 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x0ftask_timeout_ns\x18\b \x01(\x03R\rtaskTimeoutNs\x12\x18\n" +
 	"\aretries\x18\t \x01(\rR\aretries\x12%\n" +
 	"\x0emax_deliveries\x18\n" +
-	" \x01(\rR\rmaxDeliveries\"\x88\x01\n" +
+	" \x01(\rR\rmaxDeliveries\x12>\n" +
+	"\n" +
+	"inputs_ref\x18\v \x01(\v2\x1f.multiproc.cluster.v1.ObjectRefR\tinputsRef\"K\n" +
+	"\tObjectRef\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\"\x88\x01\n" +
 	"\aFailure\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x03R\x03pid\x126\n" +
 	"\x05error\x18\x03 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\x12\x1d\n" +
 	"\n" +
-	"task_error\x18\x04 \x01(\bR\ttaskError\"\xc6\x01\n" +
+	"task_error\x18\x04 \x01(\bR\ttaskError\"\x88\x02\n" +
 	"\x06Result\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\x04R\x03job\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x18\n" +
 	"\aoutputs\x18\x03 \x01(\fR\aoutputs\x129\n" +
 	"\bfailures\x18\x04 \x03(\v2\x1d.multiproc.cluster.v1.FailureR\bfailures\x12/\n" +
 	"\x03all\x18\x05 \x01(\v2\x1d.multiproc.cluster.v1.FailureR\x03all\x12\x14\n" +
-	"\x05agent\x18\x06 \x01(\tR\x05agent\"/\n" +
+	"\x05agent\x18\x06 \x01(\tR\x05agent\x12@\n" +
+	"\voutputs_ref\x18\a \x01(\v2\x1f.multiproc.cluster.v1.ObjectRefR\n" +
+	"outputsRef\"/\n" +
 	"\x05Claim\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x10\n" +
 	"\x03ids\x18\x02 \x03(\x04R\x03ids\"~\n" +
@@ -563,27 +658,30 @@ func file_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_cluster_v1_cluster_proto_goTypes = []any{
 	(*Chunk)(nil),          // 0: multiproc.cluster.v1.Chunk
-	(*Failure)(nil),        // 1: multiproc.cluster.v1.Failure
-	(*Result)(nil),         // 2: multiproc.cluster.v1.Result
-	(*Claim)(nil),          // 3: multiproc.cluster.v1.Claim
-	(*ToCaller)(nil),       // 4: multiproc.cluster.v1.ToCaller
-	(*Cancel)(nil),         // 5: multiproc.cluster.v1.Cancel
-	(*v1.RemoteError)(nil), // 6: multiproc.common.v1.RemoteError
+	(*ObjectRef)(nil),      // 1: multiproc.cluster.v1.ObjectRef
+	(*Failure)(nil),        // 2: multiproc.cluster.v1.Failure
+	(*Result)(nil),         // 3: multiproc.cluster.v1.Result
+	(*Claim)(nil),          // 4: multiproc.cluster.v1.Claim
+	(*ToCaller)(nil),       // 5: multiproc.cluster.v1.ToCaller
+	(*Cancel)(nil),         // 6: multiproc.cluster.v1.Cancel
+	(*v1.RemoteError)(nil), // 7: multiproc.common.v1.RemoteError
 }
 var file_cluster_v1_cluster_proto_depIdxs = []int32{
-	6, // 0: multiproc.cluster.v1.Failure.error:type_name -> multiproc.common.v1.RemoteError
-	1, // 1: multiproc.cluster.v1.Result.failures:type_name -> multiproc.cluster.v1.Failure
-	1, // 2: multiproc.cluster.v1.Result.all:type_name -> multiproc.cluster.v1.Failure
-	2, // 3: multiproc.cluster.v1.ToCaller.result:type_name -> multiproc.cluster.v1.Result
-	3, // 4: multiproc.cluster.v1.ToCaller.claim:type_name -> multiproc.cluster.v1.Claim
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	1, // 0: multiproc.cluster.v1.Chunk.inputs_ref:type_name -> multiproc.cluster.v1.ObjectRef
+	7, // 1: multiproc.cluster.v1.Failure.error:type_name -> multiproc.common.v1.RemoteError
+	2, // 2: multiproc.cluster.v1.Result.failures:type_name -> multiproc.cluster.v1.Failure
+	2, // 3: multiproc.cluster.v1.Result.all:type_name -> multiproc.cluster.v1.Failure
+	1, // 4: multiproc.cluster.v1.Result.outputs_ref:type_name -> multiproc.cluster.v1.ObjectRef
+	3, // 5: multiproc.cluster.v1.ToCaller.result:type_name -> multiproc.cluster.v1.Result
+	4, // 6: multiproc.cluster.v1.ToCaller.claim:type_name -> multiproc.cluster.v1.Claim
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_cluster_v1_cluster_proto_init() }
@@ -591,7 +689,7 @@ func file_cluster_v1_cluster_proto_init() {
 	if File_cluster_v1_cluster_proto != nil {
 		return
 	}
-	file_cluster_v1_cluster_proto_msgTypes[4].OneofWrappers = []any{
+	file_cluster_v1_cluster_proto_msgTypes[5].OneofWrappers = []any{
 		(*ToCaller_Result)(nil),
 		(*ToCaller_Claim)(nil),
 	}
@@ -601,7 +699,7 @@ func file_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_v1_cluster_proto_rawDesc), len(file_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
