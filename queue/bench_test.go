@@ -144,7 +144,8 @@ func BenchmarkKit(b *testing.B) {
 			b.ReportMetric(float64(n*rounds)/total.Seconds(), "items/s")
 		})
 	}
-	b.Run("queue.tput.big", benchBig)
+	b.Run("queue.tput.big", func(b *testing.B) { benchBig(b, false) })
+	b.Run("queue.tput.big.get", func(b *testing.B) { benchBig(b, true) })
 	b.Run("memcpy", benchMemcpy)
 }
 
@@ -174,15 +175,21 @@ var (
 		}
 		return nil
 	})
-	fnBenchConsumeBig = process.Register("queue.bench.consume.big", func(ctx context.Context, q *Queue[[]byte], n int, bar *syncprim.Barrier, done *syncprim.Event) error {
+	fnBenchConsumeBig = process.Register("queue.bench.consume.big", func(ctx context.Context, q *Queue[[]byte], n int, bar *syncprim.Barrier, done *syncprim.Event, plainGet bool) error {
 		defer q.Close()
 		defer bar.Close()
 		defer done.Close()
 		if _, err := bar.Wait(ctx); err != nil {
 			return err
 		}
+		var v []byte
 		for i := range n {
-			v, err := q.Get(ctx)
+			var err error
+			if plainGet {
+				v, err = q.Get(ctx)
+			} else {
+				v, err = GetBytes(ctx, q, v)
+			}
 			if err != nil {
 				return err
 			}
@@ -195,8 +202,10 @@ var (
 )
 
 // benchBig is queue.tput.big: one producer process and one consumer
-// process moving 1 MiB []byte items (GB/s, start-up excluded).
-func benchBig(b *testing.B) {
+// process moving 1 MiB []byte items (GB/s, start-up excluded), the
+// consumer taking them with GetBytes into one reused buffer; with
+// plainGet (queue.tput.big.get) with Get, each item in new memory.
+func benchBig(b *testing.B, plainGet bool) {
 	ctx := context.Background()
 	var total time.Duration
 	rounds := 0
@@ -204,7 +213,7 @@ func benchBig(b *testing.B) {
 		q := must[*Queue[[]byte]](b)(New[[]byte](bigOpts...))
 		bar := must[*syncprim.Barrier](b)(syncprim.NewBarrier(3))
 		done := must[*syncprim.Event](b)(syncprim.NewEvent())
-		prod, cons := fnBenchProduceBig.Process(q, bigItems, bar), fnBenchConsumeBig.Process(q, bigItems, bar, done)
+		prod, cons := fnBenchProduceBig.Process(q, bigItems, bar), fnBenchConsumeBig.Process(q, bigItems, bar, done, plainGet)
 		for _, p := range []*process.Process{prod, cons} {
 			if err := p.Start(ctx); err != nil {
 				b.Fatal(err)

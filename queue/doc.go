@@ -93,8 +93,22 @@
 // 256 KiB, doubles when an item does not fit (moving at most the live
 // bytes once), and shrinks back, returning its pages to the kernel, when
 // the queue drains (at least a second after it last grew, so that quick
-// fill-and-drain cycles do not fault the pages in again each time). The whole MaxBytes is reserved as address space, so
-// that growing never remaps.
+// fill-and-drain cycles do not fault the pages in again each time). The
+// whole MaxBytes is reserved as address space, so that growing never
+// remaps. A Put of a large item (64 KiB or more) whose ring already
+// holds four such items waits up to 5 ms for a Get to make room before it
+// grows the ring: a stream of large items then reuses a small ring that
+// is already in memory (and in the cache) instead of faulting in fresh
+// pages as far as the producer's lead goes. The wait is bounded, so a
+// producer that no consumer follows still gets every item in (paying it
+// once per doubling); TryPut never waits.
+//
+// Large []byte items: Get returns each item in new memory of its own. A
+// consumer of a stream of large items should use GetBytes with one
+// reused buffer, which copies each item once, out of the ring into that
+// buffer, and allocates nothing (with Get, the allocations of a stream of
+// 1 MiB items make the garbage collector run every few items, which cost
+// four times the copy; docs/performance.md).
 //
 // Waiting uses futex words in the segment, each with a "sleeper" bit and
 // a count of sleepers: a Put costs no system call unless a consumer

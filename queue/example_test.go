@@ -153,3 +153,29 @@ func ExampleQueue_Put_timeout() {
 	// 1 true
 	// 1 queue: empty
 }
+
+// A consumer of large []byte items reuses one buffer: GetBytes copies
+// each item into it (one copy out of shared memory, no allocation) and
+// returns the buffer's slice of that length. The item is valid until the
+// buffer is passed to GetBytes again.
+func ExampleGetBytes() {
+	ctx := context.Background()
+	q, _ := queue.New[[]byte]()
+	defer q.Close()
+	for i := range 3 {
+		q.Put(ctx, []byte(strings.Repeat(string(rune('a'+i)), 1<<16)))
+	}
+	buf := make([]byte, 0, 1<<20)
+	for range 3 {
+		var err error
+		if buf, err = queue.GetBytes(ctx, q, buf); err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println(len(buf), string(buf[:3]))
+	}
+	// Output:
+	// 65536 aaa
+	// 65536 bbb
+	// 65536 ccc
+}

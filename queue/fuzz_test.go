@@ -208,7 +208,7 @@ func FuzzAttach(f *testing.F) {
 		}
 		var got []string
 		for range 64 {
-			fr, err := q.get(t.Context(), false)
+			fr, err := q.get(t.Context(), false, nil)
 			if err != nil {
 				break
 			}
@@ -225,7 +225,7 @@ func FuzzAttach(f *testing.F) {
 			t.Fatalf("a real queue's memory gave back %q, want %q", got, want)
 		}
 		q.put(t.Context(), encoded{tag: tagRaw, payload: []byte("x")}, false)
-		q.get(t.Context(), false)
+		q.get(t.Context(), false, nil)
 	})
 }
 
@@ -261,7 +261,7 @@ func realSnapshots(f *testing.F) []snapshot {
 			}
 			items = append(items, item)
 			if len(items) > tc.keep {
-				if _, err := q.get(f.Context(), false); err != nil {
+				if _, err := q.get(f.Context(), false, nil); err != nil {
 					f.Fatal(err)
 				}
 				items = items[1:]

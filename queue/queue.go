@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -82,20 +83,25 @@ func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 	if q.c == nil {
 		return v, ErrClosed
 	}
-	f, err := q.c.get(ctx, block)
+	f, err := q.c.get(ctx, block, nil)
 	if err != nil {
 		return v, err
 	}
+	return decodeFrame[T](&q.ti, &f)
+}
+
+// decodeFrame turns a frame taken off the ring into an item.
+func decodeFrame[T any](ti *typeInfo, f *frame) (v T, err error) {
 	p := f.big
 	if p != nil {
 		// A large payload was copied out of the ring into memory of its
 		// own (take), which nothing else references: a []byte or string
 		// item takes it over instead of copying it a second time.
 		switch {
-		case f.tag == tagRaw && q.ti.fast == fastBytes:
+		case f.tag == tagRaw && ti.fast == fastBytes:
 			*(*[]byte)(unsafe.Pointer(&v)) = p
 			return v, nil
-		case f.tag == tagString && q.ti.fast == fastString:
+		case f.tag == tagString && ti.fast == fastString:
 			*(*string)(unsafe.Pointer(&v)) = unsafe.String(&p[0], len(p))
 			return v, nil
 		}
@@ -103,12 +109,39 @@ func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 	if p == nil {
 		// Small payloads live in f, which must not escape: the fast path
 		// keeps no reference, the codec gets a copy.
-		if v, ok, err := decodeFast[T](&q.ti, f.tag, f.small[:f.n]); ok {
+		if v, ok, err := decodeFast[T](ti, f.tag, f.small[:f.n]); ok {
 			return v, err
 		}
 		p = bytes.Clone(f.small[:f.n])
 	}
-	return decode[T](&q.ti, f.tag, p)
+	return decode[T](ti, f.tag, p)
+}
+
+// GetBytes removes and returns the oldest item of a queue of []byte, as
+// Get does, but in buf's memory when the item fits in cap(buf): the
+// result is then buf[:len(item)], and nothing is allocated. A consumer of
+// large items that reuses one buffer,
+//
+//	buf, err = queue.GetBytes(ctx, q, buf)
+//
+// copies each item once out of shared memory into memory already in its
+// cache, where Get allocates every item anew (and a stream of megabyte
+// items makes the garbage collector run every few items). An item longer
+// than cap(buf) is returned in new memory, as by Get; pass the result as
+// the next buf to keep it. buf's previous contents are overwritten; for
+// a JoinableQueue pass &jq.Queue. Errors are Get's.
+func GetBytes(ctx context.Context, q *Queue[[]byte], buf []byte) ([]byte, error) {
+	if q.c == nil {
+		return nil, ErrClosed
+	}
+	f, err := q.c.get(ctx, true, buf)
+	if err != nil {
+		return nil, err
+	}
+	if f.big == nil && f.tag == tagRaw && buf != nil && f.n <= cap(buf) {
+		return append(buf[:0], f.small[:f.n]...), nil
+	}
+	return decodeFrame[[]byte](&q.ti, &f)
 }
 
 // Len returns the number of items in the queue: exact, from two shared
@@ -249,7 +282,7 @@ func (q *JoinableQueue[T]) Join(ctx context.Context) error {
 	return c.wait(ctx, c.join, func() bool {
 		d := atomic.LoadUint64(c.done)
 		return d == atomic.LoadUint64(c.putSeq)
-	}, nil)
+	}, nil, time.Time{})
 }
 
 // MultiprocHandle describes the queue for another process (see

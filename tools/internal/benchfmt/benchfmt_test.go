@@ -59,7 +59,7 @@ func TestRowsOwnFloor(t *testing.T) {
 			"memcpy":         {Key: "memcpy", Unit: "GB/s", Better: "higher", Median: 20},
 		},
 	}
-	want := []Row{{Op: "Queue 1 -> 1, 1 MiB []byte items", Key: "queue.tput.big", Unit: "GB/s", Multi: 5,
+	want := []Row{{Op: "Queue 1 -> 1, 1 MiB []byte items, GetBytes into a reused buffer", Key: "queue.tput.big", Unit: "GB/s", Multi: 5,
 		Floor: 20, FloorKey: "memcpy", OverFloor: 4}}
 	if d := cmp.Diff(want, Rows(suites)); d != "" {
 		t.Errorf("Rows (-want +got):\n%s", d)
