@@ -7,7 +7,9 @@
 //
 //   - spin only where it can help: with more than one usable CPU (the
 //     affinity mask at start-up and GOMAXPROCS), unless MULTIPROC_SPIN
-//     says "on" or "off" (Enabled);
+//     says "on" or "off" (Enabled). With one usable CPU a Spinner yields
+//     instead: up to YieldTries sched_yield-and-check attempts, which
+//     hand the CPU to the peer (see Spinner.Spin);
 //   - never without bound: a Spinner spins at most MaxSpin iterations of
 //     a CPU pause hint (about 50 µs), a Bounded spin at most its duration,
 //     yielding the CPU between attempts;
@@ -22,12 +24,12 @@
 // whose each attempt is a system call: Yield and Readable are raw system
 // calls, so the runtime never hands the spinning goroutine's P away.
 //
-// One exception to the first point, and only one: a connection's receive
-// (package ipc) makes a few yield-and-read attempts even on one CPU,
-// because each Yield hands that CPU to the peer, which then answers in the
-// same time slice, cheaper than sleeping in poll(2) and being woken. It
-// stops after SkipAfterMiss misses like a Bounded spin, and
-// MULTIPROC_SPIN=off (Disabled) turns it off too.
+// A connection's receive (package ipc) makes the same kind of
+// yield-and-read attempts, on one CPU too, because each Yield hands that
+// CPU to the peer, which then answers in the same time slice, cheaper
+// than sleeping in poll(2) and being woken. Both stop after a miss for
+// the next SkipAfterMiss waits, and MULTIPROC_SPIN=off (Disabled) turns
+// them off.
 package spin
 
 import (
@@ -96,18 +98,21 @@ func Enabled() bool {
 // paths, so that a change of placement (the peer moved to another CPU) is
 // noticed while the cost of probing on a shared CPU stays negligible.
 type Spinner struct {
-	budget  atomic.Int32 // iterations for the next spin; 0: spinning is off
-	skip    atomic.Int32 // slow paths left before the next probe
-	backoff atomic.Int32 // current probe interval
-	started atomic.Bool
+	budget atomic.Int32 // iterations for the next spin; 0: spinning is off
+	skip   atomic.Int32 // slow paths left before the next probe
+	// yieldSkip counts the waits left that skip the yield-and-check
+	// attempts of one CPU (yieldSpin) after attempts that missed.
+	yieldSkip atomic.Int32
+	backoff   atomic.Int32 // current probe interval
+	started   atomic.Bool
 }
 
 // Spin calls done up to the current budget times, pausing between calls,
-// and reports whether done returned true. It returns false at once when
-// spinning cannot help.
+// and reports whether done returned true. With one usable CPU it makes up
+// to YieldTries yield-and-check attempts instead (see yieldSpin).
 func (s *Spinner) Spin(done func() bool) bool {
 	if !Enabled() {
-		return false
+		return s.yieldSpin(done)
 	}
 	if !s.started.Load() {
 		if s.started.CompareAndSwap(false, true) {
@@ -139,6 +144,44 @@ func (s *Spinner) Spin(done func() bool) bool {
 		pause(1)
 	}
 	s.failure(b, probing)
+	return false
+}
+
+// YieldTries bounds the yield-and-check attempts of a Spinner with one
+// usable CPU.
+const YieldTries = 8
+
+// yieldSpin is Spin with one usable CPU, where pausing cannot help: the
+// peer that will make done true, when it is runnable, waits for this very
+// CPU. Each attempt hands it the CPU (Yield) and checks done when the
+// kernel gives the CPU back. A peer that was just woken (a semaphore's
+// other side, released a moment ago) runs at once and usually answers in
+// the same time slice: it releases this side's token, then finds its own
+// wait empty and yields or sleeps in turn. That is one system call and
+// one switch per hand-off, where a futex sleep costs the sleep, the
+// peer's FUTEX_WAKE and the switches; and, the waiter having not
+// announced itself yet, the peer's release makes no wake-up call at all.
+// With semaphore.pingpong pinned to one CPU, it took the round trip from
+// 0.7x to about 1x CPython's (glibc's sem_wait/sem_post, which rely on
+// the kernel's wake-up preemption; docs/performance.md). Bounded like a
+// Bounded spin: at most YieldTries attempts, and after a miss (no peer
+// answered: it was not runnable, or busy for longer) the next
+// SkipAfterMiss waits sleep at once. MULTIPROC_SPIN=off turns it off.
+func (s *Spinner) yieldSpin(done func() bool) bool {
+	if Disabled() {
+		return false
+	}
+	if s.yieldSkip.Load() > 0 {
+		s.yieldSkip.Add(-1)
+		return false
+	}
+	for range YieldTries {
+		Yield()
+		if done() {
+			return true
+		}
+	}
+	s.yieldSkip.Store(SkipAfterMiss)
 	return false
 }
 

@@ -11,11 +11,8 @@ import (
 
 func TestSpinner(t *testing.T) {
 	if !Enabled() {
-		var s Spinner
-		if s.Spin(func() bool { return true }) {
-			t.Fatal("Spin spun with one CPU")
-		}
-		t.Skip("one CPU: spinning is disabled")
+		testYieldSpin(t, (*Spinner).Spin)
+		t.Skip("one CPU: spinning is disabled, Spin yields instead")
 	}
 	var s Spinner
 	if !s.Spin(func() bool { return true }) {
@@ -89,3 +86,37 @@ func TestReadable(t *testing.T) {
 
 func pipe(p []int) error { return unix.Pipe2(p, unix.O_CLOEXEC) }
 func write1(fd int)      { unix.Write(fd, []byte{1}) }
+
+// testYieldSpin: with one usable CPU, Spin checks its condition after
+// each of at most YieldTries yields, and after a miss skips the next
+// SkipAfterMiss waits (its condition is not called at all).
+func testYieldSpin(t *testing.T, spin func(*Spinner, func() bool) bool) {
+	if Disabled() {
+		var s Spinner
+		if spin(&s, func() bool { return true }) {
+			t.Fatal("Spin yielded with MULTIPROC_SPIN=off")
+		}
+		return
+	}
+	var s Spinner
+	calls := 0
+	if !spin(&s, func() bool { calls++; return calls == 3 }) || calls != 3 {
+		t.Fatalf("Spin of a condition true at the third check: %d checks", calls)
+	}
+	calls = 0
+	if spin(&s, func() bool { calls++; return false }) || calls != YieldTries {
+		t.Fatalf("Spin of a false condition: %d checks, want %d", calls, YieldTries)
+	}
+	calls = 0
+	for range SkipAfterMiss {
+		if spin(&s, func() bool { calls++; return true }) {
+			t.Fatal("Spin yielded right after a miss")
+		}
+	}
+	if calls != 0 || !spin(&s, func() bool { calls++; return true }) || calls != 1 {
+		t.Fatalf("after %d skipped waits: %d checks", SkipAfterMiss, calls)
+	}
+}
+
+// TestYieldSpin runs the one-CPU path whatever the CPU count.
+func TestYieldSpin(t *testing.T) { testYieldSpin(t, (*Spinner).yieldSpin) }
