@@ -70,6 +70,7 @@ func BenchmarkKit(b *testing.B) {
 		}
 		b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
 	})
+	b.Run("cluster.map.big", func(b *testing.B) { benchBig(b, cp(b)) })
 	b.Run("cluster.recover", benchRecover)
 	b.Run("jetstream.rtt", func(b *testing.B) { benchJetStream(b, cp(b), false) })
 	b.Run("jetstream.tput", func(b *testing.B) { benchJetStream(b, cp(b), true) })
@@ -220,4 +221,25 @@ func benchJetStream(b *testing.B, p *Pool, tput bool) {
 	} else {
 		b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
 	}
+}
+
+var bigEcho = pool.Register("ctest.bigecho", func(ctx context.Context, b []byte) ([]byte, error) { return b, nil })
+
+// benchBig is cluster.map.big: 8 tasks of 8 MiB []byte echoed, chunksize
+// 1, through the Object Store both ways (the server's max_payload is the
+// default 1 MiB), in GB/s of arguments like pool.map.big.echo.
+func benchBig(b *testing.B, p *Pool) {
+	ctx := context.Background()
+	const tasks, size = 8, 8 << 20
+	in := bigInputs(tasks, size, 0)
+	var total time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		out, err := bigEcho.Map(ctx, p, in, pool.Chunksize(1))
+		if err != nil || len(out) != tasks || len(out[tasks-1]) != size {
+			b.Fatal(err)
+		}
+		total += time.Since(t0)
+	}
+	b.ReportMetric(float64(tasks*size*b.N)/total.Seconds()/1e9, "GB/s")
 }

@@ -326,11 +326,13 @@ func (b *bigStore) removePrefix(ctx context.Context, prefix string) error {
 // --- the caller's side ---
 
 // encodeChunk encodes a chunk message; inputs over the maximum message
-// size go to the big-payload bucket first, and object names the object
-// then. The pool's life and ctx bound the put.
+// size go to the big-payload bucket first (m then holds the reference
+// instead), and object names the object. The pool's life and ctx bound
+// the put.
 func (p *Pool) encodeChunk(ctx context.Context, m *pb.Chunk) (data []byte, object string, err error) {
-	data, err = proto.Marshal(m)
-	if err != nil || len(data) <= msgLimit(p.nc) {
+	size := proto.Size(m)
+	if size <= msgLimit(p.nc) {
+		data, err = proto.Marshal(m)
 		return data, "", err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -347,11 +349,10 @@ func (p *Pool) encodeChunk(ctx context.Context, m *pb.Chunk) (data []byte, objec
 		}
 		// Nothing of it is left behind: Put purges what it wrote.
 		return nil, "", fmt.Errorf("%w: task %s[%d..%d]: a chunk of %d bytes is over the server's maximum message size (%d), and the object store did not take it: %w",
-			ErrTooLarge, m.Task, m.Start, m.Start+m.Count-1, len(data), p.nc.MaxPayload(), err)
+			ErrTooLarge, m.Task, m.Start, m.Start+m.Count-1, size, p.nc.MaxPayload(), err)
 	}
-	small := proto.CloneOf(m)
-	small.Inputs, small.InputsRef = nil, ref
-	data, err = proto.Marshal(small)
+	m.Inputs, m.InputsRef = nil, ref
+	data, err = proto.Marshal(m)
 	return data, name, err
 }
 
@@ -465,9 +466,8 @@ func (a *agent) bigReply(c *pb.Chunk, m *pb.Result, size int) ([]byte, error) {
 		ref, err := a.big.put(ctx, name, m.Outputs)
 		cancel()
 		if err == nil {
-			small := proto.CloneOf(m)
-			small.Outputs, small.OutputsRef = nil, ref
-			b, err := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: small}})
+			m.Outputs, m.OutputsRef = nil, ref
+			b, err := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
 			if err != nil || len(b) <= msgLimit(a.nc) {
 				return b, err
 			}

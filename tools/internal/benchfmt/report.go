@@ -75,6 +75,7 @@ var Targets = []Target{
 	{"Cluster pool, 2 local agents: map 100k, default chunks", "cluster.map.default", []string{"pool.map.default"}},
 	{"Cluster pool: map 100k, chunksize 1", "cluster.map.chunk1", []string{"jetstream.tput"}},
 	{"Cluster pool: apply round trip", "cluster.apply.rtt", []string{"jetstream.rtt"}},
+	{"Cluster pool: map 8 x 8 MiB []byte, chunksize 1, echoed through the Object Store", "cluster.map.big", []string{"pool.map.big.echo"}},
 	{"Cluster pool: agent SIGKILL to its chunk done elsewhere (AckWait 1s, 600 ms task)", "cluster.recover", nil},
 	{"JetStream floor: publish, pull, ack, answer", "jetstream.rtt", nil},
 	{"JetStream floor: 100k published, pulled, acked, answered", "jetstream.tput", nil},
