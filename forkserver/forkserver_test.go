@@ -147,6 +147,39 @@ func TestKilledWarmProcessReplaced(t *testing.T) {
 	}
 }
 
+// A warm process prepares the child's SIGTERM watcher before its request
+// (starter.PrepareChild); until a function runs, SIGTERM still ends it as
+// the signal's default action would (exit code -15), and the next start
+// takes another.
+func TestTerminatedWarmProcess(t *testing.T) {
+	s := newStarter(t, Size(1))
+	ctx := testCtx(t)
+	if err := s.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-s.ready
+	if err := r.w.child.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := r.w.child.Wait(ctx); err != nil || code != -15 {
+		t.Fatalf("warm process after SIGTERM: exit code %d, %v; want -15", code, err)
+	}
+	s.ready <- r
+	p := fnExit.Process(4)
+	p.Starter = s
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Pid() == r.w.pid {
+		t.Fatalf("Start returned the terminated warm process %d", r.w.pid)
+	}
+	p.Join(ctx)
+	if code, _ := p.ExitCode(); code != 4 {
+		t.Fatalf("exit code %d, want 4", code)
+	}
+}
+
 // A warm process SIGKILLed at the moment of the hand-over, after the
 // Starter checked it alive: the hand-over fails and Start takes another
 // (making one: the set holds only the dead one), so the start succeeds.

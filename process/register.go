@@ -22,6 +22,10 @@ type Func struct {
 	params  []param // after the context
 	retErr  bool
 	typeStr string
+	// invoke calls fn without reflect.Value.Call, whose first call of a
+	// function type builds its frame layout (tens of microseconds of a
+	// child's start); nil for the shapes only reflection can call.
+	invoke func(ctx context.Context, args []reflect.Value) error
 }
 
 type param struct {
@@ -70,7 +74,11 @@ var (
 // empty or already registered, when fn has another shape, or when it is
 // called after process.Init() (from main instead of at package level: the
 // children, which run Init before main's code, would not know fn).
-func Register(name string, fn any) *Func {
+func Register(name string, fn any) *Func { return register(name, fn, nil) }
+
+// register is Register, with the typed call of fn when its caller has
+// one (Register1).
+func register(name string, fn any, invoke func(context.Context, []reflect.Value) error) *Func {
 	if name == "" {
 		panic("process: Register with an empty name")
 	}
@@ -98,7 +106,13 @@ func Register(name string, fn any) *Func {
 	default:
 		sig("it must return error or nothing")
 	}
-	f := &Func{name: name, fn: v, retErr: t.NumOut() == 1, typeStr: t.String()}
+	f := &Func{name: name, fn: v, retErr: t.NumOut() == 1, typeStr: t.String(), invoke: invoke}
+	switch fn := fn.(type) {
+	case func(context.Context) error:
+		f.invoke = func(ctx context.Context, _ []reflect.Value) error { return fn(ctx) }
+	case func(context.Context):
+		f.invoke = func(ctx context.Context, _ []reflect.Value) error { fn(ctx); return nil }
+	}
 	for i := 1; i < t.NumIn(); i++ {
 		pt := t.In(i)
 		switch pt.Kind() {
@@ -132,7 +146,9 @@ type Func1[A any] struct{ *Func }
 //	var square = process.Register1("square", func(ctx context.Context, n int) error { ... })
 //	p := square.Process(7)
 func Register1[A any](name string, fn func(context.Context, A) error) Func1[A] {
-	return Func1[A]{Register(name, fn)}
+	return Func1[A]{register(name, fn, func(ctx context.Context, args []reflect.Value) error {
+		return fn(ctx, args[0].Interface().(A))
+	})}
 }
 
 // Process returns a Process that runs f with argument a.

@@ -50,6 +50,11 @@ var Inherited struct {
 // every package is initialised).
 var RunChild func(bootstrap []byte, files []*os.File)
 
+// PrepareChild does, ahead of a bootstrap message, what RunChild needs that
+// does not depend on it (package process's, set by its initialisation;
+// starter.PrepareChild calls it).
+var PrepareChild func()
+
 // ErrBadIndex is a file index out of the table, or used twice.
 var ErrBadIndex = errors.New("file index out of range or used twice")
 
