@@ -20,12 +20,14 @@ import (
 // A Batcher is safe for concurrent use; the frames passed to it must not
 // change until they are written.
 type Batcher struct {
-	conn  *Conn
-	mu    sync.Mutex
-	q     [][]byte
-	spare [][]byte
-	busy  bool
-	err   error
+	conn   *Conn
+	mu     sync.Mutex
+	q      [][]byte
+	spare  [][]byte
+	lazy   []LazyFrame // among q (LazyFrame.Before indexes q)
+	lspare []LazyFrame
+	busy   bool
+	err    error
 
 	queued, written uint64     // frames queued and written so far
 	wrote           *sync.Cond // on mu, made by SendWait: written moved
@@ -43,6 +45,19 @@ func (b *Batcher) Enqueue(frames ...[]byte) error {
 	}
 	b.q = append(b.q, frames...)
 	b.queued += uint64(len(frames))
+	return nil
+}
+
+// EnqueueLazy queues a lazy frame (see LazyFrame) after the frames
+// queued so far, without writing it; its Fill runs when it is written.
+func (b *Batcher) EnqueueLazy(size int, fill func(dst []byte) error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return b.err
+	}
+	b.lazy = append(b.lazy, LazyFrame{Before: len(b.q), Size: size, Fill: fill})
+	b.queued++
 	return nil
 }
 
@@ -96,25 +111,33 @@ func (b *Batcher) Flush() error {
 }
 
 func (b *Batcher) flushLocked() error {
-	if b.busy || len(b.q) == 0 {
+	if b.busy || (len(b.q) == 0 && len(b.lazy) == 0) {
 		err := b.err
 		b.mu.Unlock()
 		return err
 	}
 	b.busy = true
-	for len(b.q) > 0 && b.err == nil {
-		batch := b.q
-		b.q = b.spare[:0]
+	for (len(b.q) > 0 || len(b.lazy) > 0) && b.err == nil {
+		batch, lazy := b.q, b.lazy
+		b.q, b.lazy = b.spare[:0], b.lspare[:0]
 		b.mu.Unlock()
-		err := b.conn.SendFrames(context.Background(), batch...)
+		var err error
+		if len(lazy) == 0 {
+			err = b.conn.SendFrames(context.Background(), batch...)
+		} else {
+			err = b.conn.SendFramesLazy(context.Background(), batch, lazy)
+		}
 		clear(batch)
+		clear(lazy)
 		b.mu.Lock()
-		b.spare = batch[:0]
-		b.written += uint64(len(batch))
+		b.spare, b.lspare = batch[:0], lazy[:0]
+		b.written += uint64(len(batch) + len(lazy))
 		if err != nil {
 			b.err = err
 			clear(b.q)
 			b.q = b.q[:0]
+			clear(b.lazy)
+			b.lazy = b.lazy[:0]
 		}
 		if b.wrote != nil {
 			b.wrote.Broadcast()

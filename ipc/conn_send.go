@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -67,6 +69,32 @@ func (c *Conn) SendBytes(ctx context.Context, b []byte) error {
 // With SharedMemory, frames over the threshold go through shared memory.
 // Queues and pools use it to batch small messages.
 func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
+	return c.SendFramesLazy(ctx, frames, nil)
+}
+
+// A LazyFrame is a frame of Size bytes that Fill writes when it is sent,
+// straight into where it goes: a shared-memory segment when the Conn
+// sends frames of that size through shared memory (SharedMemory), a
+// buffer otherwise. A large value is then copied once, from its own
+// memory into the segment, instead of being encoded into a buffer first.
+// Fill must write exactly Size bytes into dst (len(dst) == Size); it runs
+// on the sending goroutine, with the Conn's sending side locked, so it
+// must not send on the Conn. An error from Fill ends the send with that
+// error, the frame unsent and the Conn intact.
+type LazyFrame struct {
+	// Before is the frame's place among the frames sent with it: before
+	// frames[Before] (len(frames) puts it after all of them). LazyFrames
+	// come in increasing order of Before; those of equal Before keep
+	// their order.
+	Before int
+	Size   int
+	Fill   func(dst []byte) error
+}
+
+// SendFramesLazy is SendFrames with lazy frames among the frames (see
+// LazyFrame), all sent in order with no other sender's frame between
+// them.
+func (c *Conn) SendFramesLazy(ctx context.Context, frames [][]byte, lazy []LazyFrame) error {
 	if err := c.checkSend(); err != nil {
 		return err
 	}
@@ -77,12 +105,72 @@ func (c *Conn) SendFrames(ctx context.Context, frames ...[]byte) error {
 		}
 		total += len(f) + 12
 	}
+	for i, l := range lazy {
+		if l.Size < 0 || int64(l.Size) > c.opts.maxFrame {
+			return &FrameTooLargeError{Size: int64(l.Size), Max: c.opts.maxFrame}
+		}
+		if l.Before < 0 || l.Before > len(frames) || (i > 0 && l.Before < lazy[i-1].Before) {
+			return fmt.Errorf("ipc: lazy frame %d placed before frame %d of %d", i, l.Before, len(frames))
+		}
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return c.werr
 	}
 	c.growPipe(total)
+	prev := 0
+	for _, l := range lazy {
+		if err := c.sendFramesLocked(ctx, frames[prev:l.Before]); err != nil {
+			return err
+		}
+		prev = l.Before
+		if err := c.sendLazyLocked(ctx, l); err != nil {
+			return err
+		}
+	}
+	return c.sendFramesLocked(ctx, frames[prev:])
+}
+
+// sendLazyLocked sends one lazy frame. Called with wmu held.
+func (c *Conn) sendLazyLocked(ctx context.Context, l LazyFrame) error {
+	if c.useShm(l.Size) {
+		seg, err := c.acquireSegment(ctx, segHeader+l.Size)
+		if err != nil {
+			return err
+		}
+		if err := l.Fill(seg.mem[segHeader : segHeader+l.Size : segHeader+l.Size]); err != nil {
+			atomic.StoreUint32(seg.busy(), segFree) // never sent: free again
+			return err
+		}
+		return c.writeShmLocked(ctx, seg, l.Size)
+	}
+	var b []byte
+	if l.Size <= smallFrame {
+		b = c.wbuf[:0]
+	}
+	b = appendHeader(b, l.Size)
+	hl := len(b)
+	if cap(b)-hl < l.Size {
+		nb := make([]byte, hl, hl+l.Size)
+		copy(nb, b)
+		b = nb
+	}
+	b = b[:hl+l.Size]
+	if err := l.Fill(b[hl : hl+l.Size : hl+l.Size]); err != nil {
+		return err
+	}
+	if l.Size <= smallFrame {
+		c.wbuf = b[:0]
+	}
+	return c.write(ctx, nil, b)
+}
+
+// sendFramesLocked writes frames in order, batched. Called with wmu held.
+func (c *Conn) sendFramesLocked(ctx context.Context, frames [][]byte) error {
+	if len(frames) == 0 {
+		return nil
+	}
 	buf := c.wbuf[:0]
 	// Keep the (possibly grown) buffer for the next call, whatever happens.
 	defer func() { c.wbuf = buf[:0] }()

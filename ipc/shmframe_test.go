@@ -655,3 +655,98 @@ func waitForWaiter(t *testing.T, c *Conn) {
 	}
 	t.Fatal("no sender waits for a segment")
 }
+
+// TestSendFramesLazy: lazy frames among ordinary ones arrive in order,
+// bytes in = bytes out, at and one byte over the threshold (a lazy frame
+// over it is written straight into a segment: RecvShared gets it in
+// place), on a Conn with SharedMemory and on one without; a Fill error
+// sends nothing and leaves the Conn usable; a Batcher keeps the order.
+func TestSendFramesLazy(t *testing.T) {
+	mptest.CheckFDs(t)
+	const th = 4096
+	for _, withShm := range []bool{true, false} {
+		t.Run("shm="+strconv.FormatBool(withShm), func(t *testing.T) {
+			var a, b *Conn
+			if withShm {
+				a, b = shmPipe(t, th)
+			} else {
+				var err error
+				if a, b, err = Pipe(true); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { a.Close(); b.Close() })
+			}
+			ctx := ctxTimeout(t)
+			frames := [][]byte{pattern(1, 1), pattern(th+1, 2), pattern(10, 3)}
+			sizes := []int{0, th, th + 1, 3*th + 5, 20 << 10}
+			var lazy []LazyFrame
+			var want [][]byte
+			for i, n := range sizes {
+				p := pattern(n, byte(10+i))
+				lazy = append(lazy, LazyFrame{Before: min(i, len(frames)), Size: n, Fill: func(dst []byte) error {
+					if len(dst) != n {
+						return errors.New("wrong room")
+					}
+					copy(dst, p)
+					return nil
+				}})
+			}
+			// The order: lazy frames go before frames[Before].
+			li := 0
+			for fi := 0; fi <= len(frames); fi++ {
+				for li < len(lazy) && lazy[li].Before == fi {
+					want = append(want, pattern(sizes[li], byte(10+li)))
+					li++
+				}
+				if fi < len(frames) {
+					want = append(want, frames[fi])
+				}
+			}
+			if err := a.SendFramesLazy(ctx, frames, lazy); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range want {
+				got, release, err := b.RecvShared(ctx, nil)
+				if err != nil || !bytes.Equal(got, w) {
+					t.Fatalf("frame %d (%d bytes): %v", i, len(w), err)
+				}
+				if inPlace := release != nil; inPlace != (withShm && len(w) > th) {
+					t.Errorf("frame %d of %d bytes: in shared memory %v", i, len(w), inPlace)
+				}
+				if release != nil {
+					release()
+				}
+			}
+			// A Fill that fails sends nothing; the Conn goes on.
+			boom := errors.New("boom")
+			for _, n := range []int{th + 1, 10} {
+				err := a.SendFramesLazy(ctx, nil, []LazyFrame{{Size: n, Fill: func([]byte) error { return boom }}})
+				if !errors.Is(err, boom) {
+					t.Fatalf("Fill error: got %v", err)
+				}
+			}
+			// Through a Batcher, in order with queued frames.
+			bt := NewBatcher(a)
+			big := pattern(2*th, 7)
+			bt.Enqueue(pattern(3, 5))
+			bt.EnqueueLazy(len(big), func(dst []byte) error { copy(dst, big); return nil })
+			bt.Enqueue(pattern(4, 6))
+			if err := bt.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range [][]byte{pattern(3, 5), big, pattern(4, 6)} {
+				got, err := b.RecvBytes(ctx)
+				if err != nil || !bytes.Equal(got, w) {
+					t.Fatalf("batched frame %d: %v", i, err)
+				}
+			}
+			// Out of order or out of bounds: refused before anything is sent.
+			if err := a.SendFramesLazy(ctx, frames, []LazyFrame{{Before: 2, Size: 1, Fill: func([]byte) error { return nil }}, {Before: 1}}); err == nil {
+				t.Error("lazy frames out of order: no error")
+			}
+			if err := a.SendFramesLazy(ctx, nil, []LazyFrame{{Size: -1}}); err == nil {
+				t.Error("a negative lazy size: no error")
+			}
+		})
+	}
+}

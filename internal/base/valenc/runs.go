@@ -23,6 +23,19 @@ type Run[T any] interface {
 	Append(dst []byte, v []T) ([]byte, error)
 	// Decode decodes exactly n values from b.
 	Decode(b []byte, n int) ([]T, error)
+	// DecodeShared is Decode whose byte slices (a run of []byte values)
+	// alias b instead of being copied: a receiver that decodes from
+	// shared memory lends them to their user for as long as b stays
+	// valid. Each aliasing slice has its capacity cut to its length, so
+	// an append copies instead of writing past it. Other types are
+	// copied as Decode copies them.
+	DecodeShared(b []byte, n int) ([]T, error)
+	// Size returns the exact length of v's encoding and true when it is
+	// known without encoding, and encoding v cannot fail (byte slices,
+	// strings, plain data): a sender can then make room first and encode
+	// straight into it (Append into dst[:0] of capacity Size). Otherwise
+	// it returns 0 and false (gob and protobuf values).
+	Size(v []T) (int, bool)
 }
 
 // RunOf returns the Run for T, by ClassOf's rules.
@@ -64,6 +77,12 @@ func DecodeInto[T any](r Run[T], b []byte, dst []T) error {
 
 // PlainRun is the Run of a plain type: the values' memory image.
 type PlainRun[T any] struct{ size int }
+
+func (c PlainRun[T]) Size(v []T) (int, bool) { return len(v) * c.size, true }
+
+// DecodeShared copies, as Decode does: the values must be aligned for
+// T, which a payload in a frame is not.
+func (c PlainRun[T]) DecodeShared(b []byte, n int) ([]T, error) { return c.Decode(b, n) }
 
 func (c PlainRun[T]) Append(dst []byte, v []T) ([]byte, error) {
 	if len(v) == 0 {
@@ -107,6 +126,28 @@ func prefixed(b []byte, n int, what string, f func(i int, item []byte) error) er
 
 type stringRun[T any] struct{}
 
+func (stringRun[T]) Size(v []T) (int, bool) {
+	n := 0
+	for _, s := range v {
+		l := reflect.ValueOf(s).Len()
+		n += uvarintLen(uint64(l)) + l
+	}
+	return n, true
+}
+
+// DecodeShared copies: a string must never change.
+func (r stringRun[T]) DecodeShared(b []byte, n int) ([]T, error) { return r.Decode(b, n) }
+
+// uvarintLen is the length of v's uvarint encoding.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
 func (stringRun[T]) Append(dst []byte, v []T) ([]byte, error) {
 	for _, s := range v {
 		str := reflect.ValueOf(s).String()
@@ -140,14 +181,32 @@ func (bytesRun[T]) Append(dst []byte, v []T) ([]byte, error) {
 	return dst, nil
 }
 
-func (bytesRun[T]) Decode(b []byte, n int) ([]T, error) {
+func (bytesRun[T]) Size(v []T) (int, bool) {
+	n := 0
+	for _, s := range v {
+		l := reflect.ValueOf(s).Len()
+		n += uvarintLen(uint64(l)) + l
+	}
+	return n, true
+}
+
+func (r bytesRun[T]) Decode(b []byte, n int) ([]T, error) { return r.decode(b, n, false) }
+
+func (r bytesRun[T]) DecodeShared(b []byte, n int) ([]T, error) { return r.decode(b, n, true) }
+
+func (bytesRun[T]) decode(b []byte, n int, alias bool) ([]T, error) {
 	if n < 0 || n > len(b) {
 		return nil, fmt.Errorf("valenc: %d byte slices in %d bytes", n, len(b))
 	}
 	v := make([]T, n)
 	rv := reflect.ValueOf(v)
 	err := prefixed(b, n, "byte slices", func(i int, item []byte) error {
-		rv.Index(i).SetBytes(bytes.Clone(item))
+		if alias {
+			// An empty item stays non-nil, as bytes.Clone leaves it.
+			rv.Index(i).SetBytes(item[:len(item):len(item)])
+		} else {
+			rv.Index(i).SetBytes(bytes.Clone(item))
+		}
 		return nil
 	})
 	return v, err
@@ -175,6 +234,10 @@ func (protoRun[T]) Append(dst []byte, v []T) ([]byte, error) {
 	}
 	return dst, nil
 }
+
+func (protoRun[T]) Size([]T) (int, bool) { return 0, false }
+
+func (r protoRun[T]) DecodeShared(b []byte, n int) ([]T, error) { return r.Decode(b, n) }
 
 func (r protoRun[T]) Decode(b []byte, n int) ([]T, error) {
 	if n < 0 || n > len(b) {
@@ -204,6 +267,11 @@ func (gobRun[T]) Append(dst []byte, v []T) ([]byte, error) {
 	}
 	return append(dst, b...), nil
 }
+
+func (gobRun[T]) Size([]T) (int, bool) { return 0, false }
+
+// DecodeShared copies, as Decode does (gob decodes into new memory).
+func (r gobRun[T]) DecodeShared(b []byte, n int) ([]T, error) { return r.Decode(b, n) }
 
 func (gobRun[T]) Decode(b []byte, n int) ([]T, error) {
 	var v []T

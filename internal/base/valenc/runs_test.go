@@ -41,6 +41,62 @@ func roundTrip[T any](t *testing.T, in []T) {
 	if diff := cmp.Diff(in, out); diff != "" {
 		t.Errorf("%T round trip (-in +out):\n%s", c, diff)
 	}
+	shared, err := c.DecodeShared(b, len(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, shared); diff != "" {
+		t.Errorf("%T DecodeShared (-in +out):\n%s", c, diff)
+	}
+	if n, ok := c.Size(in); ok {
+		if n != len(b) {
+			t.Errorf("%T Size %d, encoding of %d bytes", c, n, len(b))
+		}
+		// Encoding into exactly Size bytes of room writes in place.
+		room := make([]byte, 0, n)
+		if enc, err := c.Append(room, in); err != nil || (n > 0 && &enc[0] != &room[:1][0]) || len(enc) != n {
+			t.Errorf("%T Append into Size's room: %d bytes, in place %v, %v", c, len(enc), n > 0 && &enc[0] == &room[:1][0], err)
+		}
+	}
+}
+
+// DecodeShared lends byte slices that alias the payload, capped at their
+// length; Decode copies them; Size is known for bytes, strings and plain
+// data only.
+func TestDecodeShared(t *testing.T) {
+	r := RunOf[[]byte]()
+	in := [][]byte{{1, 2, 3}, {}, {4}}
+	b, _ := r.Append(nil, in)
+	got, err := r.DecodeShared(b, len(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &got[0][0] != &b[1] || cap(got[0]) != 3 || got[1] == nil || len(got[1]) != 0 {
+		t.Errorf("DecodeShared does not alias the payload: %v (cap %d)", got, cap(got[0]))
+	}
+	copied, _ := r.Decode(b, len(in))
+	if &copied[0][0] == &b[1] {
+		t.Errorf("Decode aliases the payload")
+	}
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"bytes", func() bool { _, ok := RunOf[[]byte]().Size(nil); return ok }()},
+		{"string", func() bool { _, ok := RunOf[string]().Size(nil); return ok }()},
+		{"plain", func() bool { _, ok := RunOf[point]().Size(nil); return ok }()},
+		{"gob", func() bool { _, ok := RunOf[named]().Size(nil); return !ok }()},
+		{"proto", func() bool { _, ok := RunOf[*wrapperspb.StringValue]().Size(nil); return !ok }()},
+	} {
+		if !tc.ok {
+			t.Errorf("Size of %s: wrong answer to whether it is known", tc.name)
+		}
+	}
+	// A length whose uvarint takes several bytes.
+	big := [][]byte{make([]byte, 300), make([]byte, 1<<17)}
+	if n, _ := r.Size(big); n != 2+300+3+1<<17 {
+		t.Errorf("Size of 300 and 128 KiB: %d", n)
+	}
 }
 
 func TestCodecs(t *testing.T) {
