@@ -59,6 +59,7 @@ func (t *Task[A, R]) Map(ctx context.Context, r Runner, in []A, opts ...MapOptio
 		return nil, err
 	}
 	s.e, s.j = e, j
+	j.lazyIn = true // Map holds in, unchanged, until the job ends
 	if len(in) == 0 {
 		e.endJob(j, nil)
 		return []R{}, nil

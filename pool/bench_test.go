@@ -73,9 +73,7 @@ func BenchmarkKit(b *testing.B) {
 				in[i] = bigPattern(size, byte(i))
 			}
 			p := newPool(b, pool.Workers(2), pool.SharedMemory(0))
-			var total time.Duration
-			for b.Loop() {
-				t0 := time.Now()
+			run := func() {
 				if echo {
 					out, err := bigEcho.Map(ctx, p, in, pool.Chunksize(1))
 					if err != nil || len(out) != tasks || len(out[tasks-1]) != size {
@@ -86,6 +84,16 @@ func BenchmarkKit(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+			}
+			// The steady state of a pool that moves big data: one call
+			// first, which makes the workers' shared-memory segments and
+			// maps them (the kernel fills new shared memory at about
+			// 0.2 GB/s here: docs/performance.md, "Big data").
+			run()
+			var total time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				run()
 				total += time.Since(t0)
 			}
 			b.ReportMetric(float64(tasks*size*b.N)/total.Seconds()/1e9, "GB/s")

@@ -27,6 +27,10 @@ type job struct {
 	ended bool            // under Pool.mu
 	// cancel cancels ctx (ThreadPool only).
 	cancel context.CancelFunc
+	// lazyIn says that the caller keeps the inputs unchanged until the
+	// job ends (Map, which waits for it), so that a large chunk may be
+	// encoded when it is sent (chunk.lazy).
+	lazyIn bool
 }
 
 // sink receives a job's results. deliver and abort may be called
@@ -53,6 +57,13 @@ type chunk struct {
 	in       any // []A, holding the chunk's tasks at [inOff, inOff+n)
 	inOff    int
 	frame    []byte // the encoded ToWorker message (process pools)
+	// lazy, when not 0, is the size of the chunk's frame, which is not in
+	// frame but encoded when it is sent (fill), straight into a segment
+	// of shared memory: a large chunk of a pool with SharedMemory whose
+	// inputs' size is known up front (bytes, strings, plain data). It is
+	// encoded again if it is sent again (its worker died).
+	lazy     int
+	lazyData int // the size of its encoded inputs
 	attempts int
 	order    uint64 // dispatch order on its worker, which runs chunks in that order
 	// w is the worker the chunk was last given to; direct says that the
@@ -82,6 +93,12 @@ const (
 	// dying worker loses little.
 	minHeldChunks = 2
 	minHeldTasks  = 128
+	// maxHeldLazy is how many large chunks written into shared memory
+	// when sent (chunk.lazy) a worker holds at most: one it runs and
+	// the next, already in its segment. More would only hold segments
+	// (each as large as its chunk) and keep the other workers waiting
+	// while the parent writes them.
+	maxHeldLazy = 2
 	// resultBatch is how many result frames a worker buffers at most
 	// before writing them.
 	resultBatch = 64
@@ -260,6 +277,15 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 	if m.p.thread {
 		return c, nil
 	}
+	if j.lazyIn && m.p.o.shm > 0 {
+		if size, ok := j.task.sizeIn(in, off, off+n); ok {
+			var head [128]byte
+			if h := appendChunkHead(head[:0], c.seq, j.id, j.task.name, n, size); int64(len(h)+size) > m.p.o.shm {
+				c.lazy, c.lazyData = len(h)+size, size
+				return c, nil
+			}
+		}
+	}
 	// The inputs are encoded after room for the rest of the frame, so
 	// that a large chunk's frame is made in place.
 	room := chunkHeadroom(j.task.name)
@@ -301,6 +327,26 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 }
 
 var chunkSeq uint64
+
+// fill writes a lazy chunk's frame (c.lazy bytes) into dst: the inputs
+// (c.lazyData bytes) are encoded straight into it, which is the segment
+// the frame travels in.
+func (c *chunk) fill(dst []byte) error {
+	t := c.job.task
+	h := appendChunkHead(dst[:0], c.seq, c.job.id, t.name, c.n, c.lazyData)
+	if len(h)+c.lazyData != len(dst) {
+		return fmt.Errorf("pool: chunk frame of %d bytes in %d", len(h)+c.lazyData, len(dst))
+	}
+	enc, err := t.encodeIn(dst[len(h):len(h)], c.in, c.inOff, c.inOff+c.n)
+	if err != nil {
+		return err
+	}
+	if len(enc) != c.lazyData || (len(enc) > 0 && &enc[0] != &dst[len(h)]) {
+		// The inputs changed size since the chunk was made.
+		return fmt.Errorf("%w: %s: the arguments changed while the call ran", ErrEncode, t.name)
+	}
+	return nil
+}
 
 // maxQbase is the largest queue memory a pool keeps for reuse.
 const maxQbase = 1024
@@ -374,7 +420,8 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 		}
 		var best *workerHandle
 		for _, w := range p.ws {
-			if w.hasRoom() && (!c.suspect || len(w.held) == 0) && (best == nil || w.heldTasks < best.heldTasks) {
+			if w.hasRoom() && (!c.suspect || len(w.held) == 0) && (c.lazy == 0 || w.heldLazy < maxHeldLazy) &&
+				(best == nil || w.heldTasks < best.heldTasks) {
 				best = w
 			}
 		}
@@ -393,6 +440,9 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 		best.held[c.seq] = c
 		best.heldTasks += c.n
 		best.sent += c.n
+		if c.lazy > 0 {
+			best.heldLazy++
+		}
 		if m := p.o.maxTasks; m > 0 && best.sent >= m && !p.thread {
 			best.life = lifeRetiring
 			p.startWorkersLocked()
@@ -400,6 +450,9 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 		switch {
 		case p.thread:
 			best.tq <- c
+		case c.lazy > 0:
+			best.pushLazy(c)
+			mark(best)
 		case quiet:
 			best.pushQuiet(c.frame)
 			mark(best)

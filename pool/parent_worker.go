@@ -38,6 +38,7 @@ type workerHandle struct {
 	// Under Pool.mu:
 	held      map[uint64]*chunk // the chunks it holds, by seq
 	heldTasks int               // their unanswered tasks
+	heldLazy  int               // those of them with chunk.lazy
 	sent      int               // tasks given to it in all (MaxTasksPerChild)
 	order     uint64            // chunks given to it (chunk.order)
 	life      workerLife
@@ -75,6 +76,13 @@ func (w *workerHandle) push(frame []byte) {
 // receive the result itself (see readToken).
 func (w *workerHandle) pushQuiet(frame []byte) {
 	w.out.Enqueue(frame) // an error shows at flush
+}
+
+// pushLazy is push for a lazy chunk (chunk.lazy): its frame is encoded
+// when it is written, straight into shared memory.
+func (w *workerHandle) pushLazy(c *chunk) {
+	w.out.EnqueueLazy(c.lazy, c.fill) // an error shows at flush
+	w.wantLoopLocked()
 }
 
 // flush writes the queued frames, several per system call (see
@@ -234,6 +242,9 @@ func (w *workerHandle) onResult(r *resultMsg) bool {
 	w.heldTasks -= n
 	if final {
 		delete(w.held, r.seq)
+		if c.lazy > 0 {
+			w.heldLazy--
+		}
 		if c.suspect {
 			w.isolated = false
 		}

@@ -34,7 +34,7 @@ func BenchmarkRunChunk(b *testing.B) {
 		b.Run(bb.name, func(b *testing.B) {
 			var dst []byte
 			for b.Loop() {
-				dst, _ = benchSquare.runEncoded(context.Background(), data, n, bb.h, dst[:0])
+				dst, _ = benchSquare.runEncoded(context.Background(), data, n, bb.h, dst[:0], nil)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/task")
 		})

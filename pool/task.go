@@ -42,6 +42,11 @@ type taskInfo struct {
 	name string
 	// encodeIn appends the encoding of in[i:j] (in is a []A) to dst.
 	encodeIn func(dst []byte, in any, i, j int) ([]byte, error)
+	// sizeIn returns the length of the encoding of in[i:j] (in is a
+	// []A) when it is known without encoding and encoding cannot fail
+	// (valenc.Run.Size): such inputs may be encoded when they are sent,
+	// straight into shared memory (see chunk.lazy).
+	sizeIn func(in any, i, j int) (int, bool)
 	// sliceIn returns in[i:j] (in is a []A).
 	sliceIn func(in any, i, j int) any
 	// decodeOut decodes n results ([]R).
@@ -52,7 +57,9 @@ type taskInfo struct {
 	encodeOut func(dst []byte, out any) ([]byte, error)
 	// runEncoded runs a chunk in a worker process, appending the encoded
 	// results to dst.
-	runEncoded func(ctx context.Context, data []byte, n int, h *runHooks, dst []byte) (out []byte, errs []*pb.TaskError)
+	// With sio, byte slices may be lent from data and the results
+	// left to encode later (see sharedIO).
+	runEncoded func(ctx context.Context, data []byte, n int, h *runHooks, dst []byte, sio *sharedIO) (out []byte, errs []*pb.TaskError)
 	// runLocal runs a chunk in this process (ThreadPool); remote says
 	// whether panics are reported like a worker's (always true: a panic
 	// never crosses into the caller's goroutine).
@@ -62,6 +69,28 @@ type taskInfo struct {
 	// argument rebuilt from its plain fields and the handles received.
 	shape   *handleShape
 	runInit func(ctx context.Context, plain []byte, got []gotHandle) *commonpb.RemoteError
+}
+
+// sharedIO is how a chunk of a worker process with SharedMemory uses
+// shared memory.
+type sharedIO struct {
+	// lend says that the chunk's data is a segment's mapping, valid
+	// until the chunk's results have been sent: its tasks' byte slices
+	// are lent from it (valenc.Run.DecodeShared), not copied.
+	lend bool
+	// over is the shared-memory threshold: results whose encoding is
+	// larger (and whose size is known up front) are not encoded by
+	// runEncoded, which sets lazy instead, to be encoded straight into
+	// their segment when they are sent.
+	over int64
+	lazy *lazyOut
+}
+
+// lazyOut is a chunk's results to encode later: size bytes, appended by
+// appendTo.
+type lazyOut struct {
+	size     int
+	appendTo func(dst []byte) []byte
 }
 
 // runHooks tells a chunk's runner how to make each task's context and
@@ -138,6 +167,9 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 		encodeIn: func(dst []byte, in any, i, j int) ([]byte, error) {
 			return t.in.Append(dst, in.([]A)[i:j])
 		},
+		sizeIn: func(in any, i, j int) (int, bool) {
+			return t.in.Size(in.([]A)[i:j])
+		},
 		sliceIn: func(in any, i, j int) any { return in.([]A)[i:j] },
 		decodeOut: func(b []byte, n int) (any, error) {
 			return t.out.Decode(b, n)
@@ -158,6 +190,7 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 		if shape != nil {
 			t.info.shape, t.info.runInit = shape, t.runInitWithHandles
 		}
+		t.info.sizeIn = func(any, int, int) (int, bool) { return 0, false }
 		t.info.encodeIn = func([]byte, any, int, int) ([]byte, error) {
 			return nil, fmt.Errorf("pool: task %q: argument type %v: %w", name, reflect.TypeFor[A](), err)
 		}
@@ -246,8 +279,14 @@ func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error),
 }
 
 // runEncoded is the worker side of a chunk.
-func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks, dst []byte) ([]byte, []*pb.TaskError) {
-	ins, err := t.in.Decode(data, n)
+func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks, dst []byte, sio *sharedIO) ([]byte, []*pb.TaskError) {
+	var ins []A
+	var err error
+	if sio != nil && sio.lend {
+		ins, err = t.in.DecodeShared(data, n)
+	} else {
+		ins, err = t.in.Decode(data, n)
+	}
 	if err != nil {
 		re := remote.Errorf("%w: decoding the arguments: %w", ErrEncode, err)
 		errs := make([]*pb.TaskError, n)
@@ -309,6 +348,15 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 		h.first = from
 	}
 	outs, errs = outs[from:], errs[efrom:]
+	if sio != nil && sio.over > 0 {
+		if size, ok := t.out.Size(outs); ok && int64(size) > sio.over {
+			sio.lazy = &lazyOut{size: size, appendTo: func(dst []byte) []byte {
+				b, _ := t.out.Append(dst, outs) // cannot fail (Size)
+				return b
+			}}
+			return nil, errs
+		}
+	}
 	out, err := t.out.Append(dst, outs)
 	if err == nil {
 		return out, errs

@@ -90,6 +90,7 @@ type chunkMsg struct {
 	count    uint32
 	inputs   []byte
 	order    uint32 // set by the worker: the chunk's number among those it received
+	shared   bool   // set by the worker: inputs is in a shared-memory segment (see sharedIO)
 }
 
 // parseToWorker decodes a ToWorker frame: a chunk by hand (ok true), any
@@ -163,17 +164,37 @@ func parseChunk(b []byte) (c chunkMsg, err error) {
 // tasks of the chunk from offset on: count of them (a partial result), or
 // all the rest when count is 0.
 func appendResult(b []byte, seq uint64, off, count uint32, outputs []byte, errs []*pb.TaskError, cancelled bool) ([]byte, error) {
-	var errBytes [][]byte
+	r, err := newResultFrame(seq, off, count, len(outputs), errs, cancelled)
+	if err != nil {
+		return b, err
+	}
+	return r.appendTo(b, func(b []byte) []byte { return append(b, outputs...) }), nil
+}
+
+// resultFrame is a FromWorker{result} whose fields but the outputs are
+// known and whose outputs are appended when it is written (a large
+// result, encoded straight into the shared memory it travels in).
+type resultFrame struct {
+	seq        uint64
+	off, count uint32
+	nout       int // the outputs' size
+	errBytes   [][]byte
+	cancelled  bool
+	body       int // the Result message's size
+}
+
+func newResultFrame(seq uint64, off, count uint32, nout int, errs []*pb.TaskError, cancelled bool) (resultFrame, error) {
+	r := resultFrame{seq: seq, off: off, count: count, nout: nout, cancelled: cancelled}
 	n := protowire.SizeTag(fResultSeq) + protowire.SizeVarint(seq)
-	if len(outputs) > 0 {
-		n += protowire.SizeTag(fResultOutputs) + protowire.SizeBytes(len(outputs))
+	if nout > 0 {
+		n += protowire.SizeTag(fResultOutputs) + protowire.SizeBytes(nout)
 	}
 	for _, e := range errs {
 		eb, err := proto.Marshal(e)
 		if err != nil {
-			return b, err
+			return r, err
 		}
-		errBytes = append(errBytes, eb)
+		r.errBytes = append(r.errBytes, eb)
 		n += protowire.SizeTag(fResultErrors) + protowire.SizeBytes(len(eb))
 	}
 	if cancelled {
@@ -185,31 +206,44 @@ func appendResult(b []byte, seq uint64, off, count uint32, outputs []byte, errs 
 	if count > 0 {
 		n += protowire.SizeTag(fResultCount) + protowire.SizeVarint(uint64(count))
 	}
+	r.body = n
+	return r, nil
+}
+
+// size is the length of the encoded frame.
+func (r *resultFrame) size() int {
+	return protowire.SizeTag(fFromWorkerResult) + protowire.SizeBytes(r.body)
+}
+
+// appendTo appends the encoded frame to b; outputs appends exactly
+// r.nout bytes of outputs.
+func (r *resultFrame) appendTo(b []byte, outputs func([]byte) []byte) []byte {
 	b = protowire.AppendTag(b, fFromWorkerResult, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
+	b = protowire.AppendVarint(b, uint64(r.body))
 	b = protowire.AppendTag(b, fResultSeq, protowire.VarintType)
-	b = protowire.AppendVarint(b, seq)
-	if len(outputs) > 0 {
+	b = protowire.AppendVarint(b, r.seq)
+	if r.nout > 0 {
 		b = protowire.AppendTag(b, fResultOutputs, protowire.BytesType)
-		b = protowire.AppendBytes(b, outputs)
+		b = protowire.AppendVarint(b, uint64(r.nout))
+		b = outputs(b)
 	}
-	for _, eb := range errBytes {
+	for _, eb := range r.errBytes {
 		b = protowire.AppendTag(b, fResultErrors, protowire.BytesType)
 		b = protowire.AppendBytes(b, eb)
 	}
-	if cancelled {
+	if r.cancelled {
 		b = protowire.AppendTag(b, fResultCancelled, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
 	}
-	if off > 0 {
+	if r.off > 0 {
 		b = protowire.AppendTag(b, fResultOffset, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(off))
+		b = protowire.AppendVarint(b, uint64(r.off))
 	}
-	if count > 0 {
+	if r.count > 0 {
 		b = protowire.AppendTag(b, fResultCount, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(count))
+		b = protowire.AppendVarint(b, uint64(r.count))
 	}
-	return b, nil
+	return b
 }
 
 // resultMsg is a decoded Result; outputs aliases the frame.

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,8 +69,11 @@ type workerProcess struct {
 	flushWanted atomic.Bool
 	partialT    *time.Timer
 
-	sendMu  sync.Mutex // guards pending, arena and writes
+	sendMu  sync.Mutex // guards pending, lazy, arena and writes
 	pending [][]byte
+	// lazy are the large result frames among pending, encoded when they
+	// are written (straight into shared memory).
+	lazy []ipc.LazyFrame
 	// arena holds the small frames of pending (copied in by queueResult),
 	// reused once they are written: no allocation per result.
 	arena []byte
@@ -80,6 +85,7 @@ type workerProcess struct {
 	spin    spin.Bounded // before a receive (see spinRecv)
 	obuf    []byte       // a chunk's encoded results
 	fbuf    []byte       // a result frame
+	over    int64        // the connection's shared-memory threshold (0: none)
 }
 
 const (
@@ -104,6 +110,9 @@ const (
 // runWorker is a worker process: it answers Chunks until Stop, the end
 // of its connection, or SIGTERM.
 func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.Segment, hs *handleSet) error {
+	if dir := os.Getenv(workerProfileEnv); dir != "" {
+		defer profileWorker(dir)()
+	}
 	defer conn.Close()
 	defer prog.Close()
 	defer hs.close() // the files of handles no initializer attached
@@ -122,7 +131,7 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.S
 			got := hs.got
 			hs.got = nil
 			initErr = t.runInit(ctx, cfg.initInput, got)
-		} else if _, errs := t.runEncoded(ctx, cfg.initInput, 1, nil, nil); len(errs) > 0 {
+		} else if _, errs := t.runEncoded(ctx, cfg.initInput, 1, nil, nil, nil); len(errs) > 0 {
 			initErr = errs[0].Error
 		}
 	}
@@ -138,7 +147,8 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.S
 	if initErr != nil {
 		return errors.New("pool: initializer failed: " + initErr.Message)
 	}
-	w := &workerProcess{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}, rfd: -1, mark: progressWord(prog)}
+	w := &workerProcess{conn: conn, timeout: cfg.timeout, cancelled: map[uint64]bool{}, rfd: -1, mark: progressWord(prog),
+		over: conn.SharedMemoryThreshold()}
 	if fd, ready, err := conn.WaitFD(); err == nil && !ready {
 		w.rfd = int(fd)
 	}
@@ -154,8 +164,10 @@ func runWorker(ctx context.Context, conn *ipc.Conn, cfgBytes []byte, prog *shm.S
 	return w.execute(ctx)
 }
 
-// handle acts on one message from the pool. Called with mu held.
-func (w *workerProcess) handle(b []byte) {
+// handle acts on one message from the pool; shared says that b is in a
+// shared-memory segment, valid until the results of the chunk it brings
+// have been sent (see recv). Called with mu held.
+func (w *workerProcess) handle(b []byte, shared bool) {
 	if m, ok := parseControl(b); ok {
 		w.control(m)
 		return
@@ -168,6 +180,7 @@ func (w *workerProcess) handle(b []byte) {
 	if isChunk {
 		w.received++
 		c.order = w.received
+		c.shared = shared
 		w.q = append(w.q, c)
 		return
 	}
@@ -201,7 +214,7 @@ func (w *workerProcess) queueFrame(f []byte) int {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
 	w.pending = append(w.pending, f)
-	return len(w.pending)
+	return len(w.pending) + len(w.lazy)
 }
 
 // queueResult is queueFrame for the execute goroutine's result frame f
@@ -213,24 +226,40 @@ func (w *workerProcess) queueResult(f []byte) int {
 	if len(f) > maxArenaFrame {
 		w.fbuf = nil
 		w.pending = append(w.pending, f)
-		return len(w.pending)
+		return len(w.pending) + len(w.lazy)
 	}
 	// Frames already queued keep pointing at the old arena if this
 	// append moves it.
 	at := len(w.arena)
 	w.arena = append(w.arena, f...)
 	w.pending = append(w.pending, w.arena[at:len(w.arena):len(w.arena)])
-	return len(w.pending)
+	return len(w.pending) + len(w.lazy)
+}
+
+// queueLazy queues a large result frame of size bytes that fill writes
+// when it is sent (straight into shared memory).
+func (w *workerProcess) queueLazy(size int, fill func([]byte) error) int {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	w.lazy = append(w.lazy, ipc.LazyFrame{Before: len(w.pending), Size: size, Fill: fill})
+	return len(w.pending) + len(w.lazy)
 }
 
 // send writes the frames queued so far, together.
 func (w *workerProcess) send() error {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
-	if len(w.pending) == 0 {
+	if len(w.pending) == 0 && len(w.lazy) == 0 {
 		return nil
 	}
-	err := w.conn.SendFrames(context.Background(), w.pending...)
+	var err error
+	if len(w.lazy) == 0 {
+		err = w.conn.SendFrames(context.Background(), w.pending...)
+	} else {
+		err = w.conn.SendFramesLazy(context.Background(), w.pending, w.lazy)
+		clear(w.lazy)
+		w.lazy = w.lazy[:0]
+	}
 	clear(w.pending)
 	w.pending = w.pending[:0]
 	w.arena = w.arena[:0]
@@ -260,15 +289,20 @@ func (w *workerProcess) spinRecv() {
 // brings may alias rbuf.
 //
 // A large message (shared memory) is read in place in its segment's
-// mapping, which the chunks it brings alias: the segment is released at
-// the next recv, when they have all run.
+// mapping, which the chunks it brings alias, and so do their tasks' byte
+// slices and results (sharedIO): the segment is released at the next
+// recv, when they have all run and their results have been sent.
 func (w *workerProcess) recv() ([]byte, error) {
 	if w.rbuf == nil {
 		w.rbuf = make([]byte, 4<<10)
 	}
 	if w.release != nil {
+		err := w.send()
 		w.release()
 		w.release = nil
+		if err != nil {
+			return nil, err
+		}
 	}
 	b, release, err := w.conn.RecvShared(context.Background(), w.rbuf)
 	if err != nil {
@@ -340,7 +374,7 @@ func (w *workerProcess) execute(ctx context.Context) error {
 			return fail(err)
 		}
 		w.mu.Lock()
-		w.handle(b)
+		w.handle(b, w.release != nil)
 		w.mu.Unlock()
 	}
 }
@@ -362,7 +396,7 @@ func (w *workerProcess) watch(ctx context.Context, done chan struct{}) {
 			w.mu.Unlock()
 			return
 		}
-		w.handle(b)
+		w.handle(b, false) // RecvBytes: b is its own
 		w.mu.Unlock()
 	}
 }
@@ -414,6 +448,7 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 	}
 	var outputs []byte
 	var errs []*pb.TaskError
+	var lazy *lazyOut
 	first := 0 // the first task whose results go in the final result
 	t := lookupTask(c.task)
 	w.mu.Lock()
@@ -459,7 +494,9 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 		if w.mark != nil {
 			*w.mark = uint64(c.order)<<32 | markChunk
 		}
-		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0])
+		sio := sharedIO{lend: c.shared, over: w.over}
+		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0], &sio)
+		lazy = sio.lazy
 		if w.mark != nil {
 			*w.mark = uint64(c.order)<<32 | markFinishing
 		}
@@ -494,6 +531,15 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 		// another job's sake): report nothing; the pool runs it again.
 		return 0
 	}
+	if lazy != nil {
+		if n, ok := w.queueLazyResult(c.seq, uint32(first), lazy, errs, cancelled); ok {
+			if w.mark != nil {
+				*w.mark = uint64(c.order) << 32 // done with it
+			}
+			return n
+		}
+		outputs = lazy.appendTo(nil)
+	}
 	f, err := appendResult(w.fbuf[:0], c.seq, uint32(first), 0, outputs, errs, cancelled)
 	if err != nil {
 		f, _ = appendResult(w.fbuf[:0], c.seq, uint32(first), 0, nil, nil, true)
@@ -504,4 +550,42 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 		*w.mark = uint64(c.order) << 32 // done with it
 	}
 	return n
+}
+
+// queueLazyResult queues a result frame whose outputs (lazy) are encoded
+// when it is sent, straight into shared memory; false if its errors
+// cannot be encoded (the caller then encodes it as usual).
+func (w *workerProcess) queueLazyResult(seq uint64, first uint32, lazy *lazyOut, errs []*pb.TaskError, cancelled bool) (int, bool) {
+	r, err := newResultFrame(seq, first, 0, lazy.size, errs, cancelled)
+	if err != nil {
+		return 0, false
+	}
+	size := r.size()
+	return w.queueLazy(size, func(dst []byte) error {
+		if f := r.appendTo(dst[:0], lazy.appendTo); len(f) != size || &f[0] != &dst[0] {
+			return fmt.Errorf("pool: a result frame of %d bytes, %d expected", len(f), size)
+		}
+		return nil
+	}), true
+}
+
+// workerProfileEnv names a directory: when set (in the parent's
+// environment, or with Env), every worker writes a CPU profile of its
+// life there, worker-PID.pprof, when it stops (not when it is killed).
+// For profiling what workers do with big data (docs/performance.md).
+const workerProfileEnv = "MULTIPROC_POOL_WORKER_CPUPROFILE"
+
+func profileWorker(dir string) func() {
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("worker-%d.pprof", os.Getpid())))
+	if err != nil {
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
