@@ -86,6 +86,7 @@ type workerProcess struct {
 	obuf    []byte       // a chunk's encoded results
 	fbuf    []byte       // a result frame
 	over    int64        // the connection's shared-memory threshold (0: none)
+	sio     sharedIO     // the running chunk's (reused: no allocation per chunk)
 }
 
 const (
@@ -494,9 +495,9 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 		if w.mark != nil {
 			*w.mark = uint64(c.order)<<32 | markChunk
 		}
-		sio := sharedIO{lend: c.shared, over: w.over}
-		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0], &sio)
-		lazy = sio.lazy
+		w.sio = sharedIO{lend: c.shared, over: w.over}
+		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0], &w.sio)
+		lazy, w.sio.lazy = w.sio.lazy, nil
 		if w.mark != nil {
 			*w.mark = uint64(c.order)<<32 | markFinishing
 		}
