@@ -453,34 +453,46 @@ func (a *agent) readInputs(ctx context.Context, c *pb.Chunk) error {
 // When the bucket does not take them, the chunk fails with ErrTooLarge
 // (publishing nothing would have it run again and again).
 func (a *agent) bigReply(c *pb.Chunk, m *pb.Result, size int) ([]byte, error) {
+	gone := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return a.callerDead(ctx, c.GetCaller())
+	}
 	cause := errors.New("the rest of the result is too large")
-	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	dead := a.callerDead(dctx, c.GetCaller())
-	cancel()
-	if dead {
+	switch {
+	case gone():
 		// Nobody would read them; its objects may be removed already.
-		cause = errors.New("its caller is gone")
-	} else if len(m.Outputs) > 0 {
+		cause = errCallerGone
+	case len(m.Outputs) > 0:
 		name := outputsObject(c.GetCaller(), c.GetJob(), c.GetId(), a.id)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		ref, err := a.big.put(ctx, name, m.Outputs)
 		cancel()
-		if err == nil {
-			m.Outputs, m.OutputsRef = nil, ref
-			b, err := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
-			if err != nil || len(b) <= msgLimit(a.nc) {
-				return b, err
-			}
-			a.removeObject(name)
-		} else {
+		if err != nil {
 			cause = err
+			break
 		}
+		if gone() {
+			// It died (or closed) meanwhile: its objects may have
+			// been removed before this one was there.
+			a.removeObject(name)
+			cause = errCallerGone
+			break
+		}
+		m.Outputs, m.OutputsRef = nil, ref
+		b, err := proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
+		if err != nil || len(b) <= msgLimit(a.nc) {
+			return b, err
+		}
+		a.removeObject(name)
 	}
 	tooLarge := fmt.Errorf("%w: task %s[%d..%d]: results of %d bytes are over the server's maximum message size (%d), and the object store did not take them: %v",
 		ErrTooLarge, c.GetTask(), c.GetStart(), c.GetStart()+c.GetCount()-1, size, a.nc.MaxPayload(), cause)
 	m = &pb.Result{Job: c.GetJob(), Id: c.GetId(), Agent: a.id, All: &pb.Failure{Error: remoteErr(tooLarge)}}
 	return proto.Marshal(&pb.ToCaller{Msg: &pb.ToCaller_Result{Result: m}})
 }
+
+var errCallerGone = errors.New("its caller is gone")
 
 func (a *agent) removeObject(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -423,3 +423,42 @@ func FuzzResultRef(f *testing.F) {
 		}
 	})
 }
+
+// A pool closed in the middle of a Map of big chunks, on a deployment
+// that outlives it (URL): Close removes its objects. No agent runs here,
+// so nothing else would.
+func TestBigPayloadClose(t *testing.T) {
+	p := newPool(t, Agents(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	q, err := New(ctx, URL(p.URL()), Agents(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := bigFlip.Map(ctx, q, bigInputs(4, 2<<20, 0), pool.Chunksize(1))
+		done <- err
+	}()
+	for {
+		q.mu.Lock()
+		n := len(q.chunks)
+		q.mu.Unlock()
+		if n == 4 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the Map did not start: %d chunks", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := bigBucketState(t, p); st == nil || st.Msgs == 0 {
+		t.Fatalf("the chunks' objects are not in the bucket: %+v", st)
+	}
+	q.Close()
+	if err := <-done; !errors.Is(err, pool.ErrTerminated) {
+		t.Fatalf("Map on a closed pool = %v, want pool.ErrTerminated", err)
+	}
+	waitObjectsGone(t, p, 0)
+}
