@@ -58,6 +58,12 @@
 //   - Completeness does not rest on the broker: the caller tracks every
 //     chunk until its result arrives and publishes again (same chunk id)
 //     one whose message vanished from the stream (RepublishAfter).
+//   - Payloads of any size: a chunk, or a chunk's results, over the
+//     server's maximum message size travels through a JetStream Object
+//     Store bucket of the build, and is removed once its result is in
+//     (on Close, and by the agents when its caller died). An object
+//     missing or replaced fails its chunk with ErrPayloadLost; one the
+//     bucket does not take, with ErrTooLarge.
 //
 // See docs/cluster.md for the deployment guide.
 package cluster
