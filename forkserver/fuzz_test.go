@@ -3,7 +3,11 @@
 package forkserver
 
 import (
+	"bytes"
+	"encoding/binary"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/google/go-cmp/cmp"
 	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
@@ -46,5 +50,69 @@ func FuzzRequest(f *testing.F) {
 		if diff := cmp.Diff(req, &back, protocmp.Transform()); diff != "" {
 			t.Fatalf("round trip (-first +second):\n%s", diff)
 		}
+	})
+}
+
+// FuzzControlFrames: any byte stream on a warm process's control socket
+// gives frames no larger than the limit, or an error, never a panic; a
+// well-formed stream gives back what was written.
+func FuzzControlFrames(f *testing.F) {
+	frame := func(payloads ...string) []byte {
+		var b []byte
+		for _, p := range payloads {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+			b = append(b, p...)
+		}
+		return b
+	}
+	f.Add(frame("hello", "", "world"), 16)
+	f.Add(frame("x"), 0)
+	f.Add([]byte{0x7f, 0xff, 0xff, 0xff, 1}, 1<<20)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1}, 1<<20)
+	f.Add([]byte{0, 0, 0}, 10)
+	f.Fuzz(func(t *testing.T, stream []byte, max int) {
+		if max < 0 || max > 1<<20 || len(stream) > 64<<10 {
+			return
+		}
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(sp[0])
+		done := make(chan error, 1)
+		go func() {
+			defer unix.Close(sp[1])
+			done <- writeFrame(sp[1], nil) // a first, empty frame
+			for b := stream; len(b) > 0; {
+				n, err := unix.Write(sp[1], b)
+				if err != nil {
+					return
+				}
+				b = b[n:]
+			}
+		}()
+		c := newControlReader(sp[0])
+		if b, err := c.frame(max); err != nil || len(b) != 0 {
+			t.Fatalf("first frame: %q, %v", b, err)
+		}
+		var got []byte
+		for {
+			b, err := c.frame(max)
+			if err != nil {
+				break
+			}
+			if len(b) > max {
+				t.Fatalf("frame of %d bytes over the limit %d", len(b), max)
+			}
+			got = binary.BigEndian.AppendUint32(got, uint32(len(b)))
+			got = append(got, b...)
+		}
+		if !bytes.HasPrefix(stream, got) {
+			t.Fatalf("frames read are not the stream's prefix")
+		}
+		if len(c.fds) != 0 {
+			t.Fatalf("descriptors from nowhere: %v", c.fds)
+		}
+		<-done
 	})
 }

@@ -3,16 +3,17 @@
 package forkserver
 
 import (
-	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process/starter"
 	fspb "github.com/multiproc/multiproc/proto/forkserver/v1"
 )
@@ -28,47 +29,58 @@ func warmMain(v string) {
 		warmFatal(fmt.Errorf("forkserver: bad %s=%q", envWarm, v))
 	}
 	starter.CloseStrayFDs(fd)
-	f := os.NewFile(uintptr(fd), "forkserver-control")
-	conn, err := ipc.NewConn(f, f, ipc.MaxFrameSize(maxRequest))
-	if err != nil {
+	// The control socket stays a plain blocking descriptor, outside the
+	// runtime's poller: the wait for the request is one recvmsg(2) on a
+	// thread of its own, and closing it one close(2), where a Conn's Close
+	// takes the poller's locks.
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, false); err != nil {
 		warmFatal(fmt.Errorf("forkserver: warm process: control socket: %w", err))
 	}
-	ctx := context.Background()
 	prewarm()
 	ready, _ := proto.Marshal(&fspb.Ready{Pid: int64(os.Getpid())})
-	if err := conn.SendBytes(ctx, ready); err != nil {
+	if err := writeFrame(fd, ready); err != nil {
 		os.Exit(0) // the program is gone: nothing to do
 	}
-	payload, files, err := conn.RecvFiles(ctx)
+	ctl := newControlReader(fd)
+	// Locked, the goroutine wakes from recvmsg on the thread that waited,
+	// with nothing else to schedule first.
+	runtime.LockOSThread()
+	payload, err := ctl.frame(maxRequest)
 	if err != nil {
-		// EOF: the program closed its Starter or exited. Nothing ran.
-		os.Exit(0)
+		if errors.Is(err, io.EOF) {
+			// The program closed its Starter or exited. Nothing ran.
+			os.Exit(0)
+		}
+		warmFatal(fmt.Errorf("forkserver: warm process: request: %w", err))
 	}
-	req, err := parseRequest(payload, len(files))
+	req, err := parseRequest(payload, len(ctl.fds))
 	if err != nil {
 		warmFatal(err)
 	}
-	for uint32(len(files)) < req.Files {
-		_, more, err := conn.RecvFiles(ctx)
-		if err != nil {
-			warmFatal(fmt.Errorf("forkserver: warm process: %d of %d files received: %w", len(files), req.Files, err))
+	for uint32(len(ctl.fds)) < req.Files {
+		if _, err := ctl.frame(0); err != nil {
+			warmFatal(fmt.Errorf("forkserver: warm process: %d of %d files received: %w", len(ctl.fds), req.Files, err))
 		}
-		files = append(files, more...)
 	}
-	for _, f := range files[req.Files:] {
-		f.Close() // more than announced: not the child's
+	runtime.UnlockOSThread()
+	unix.Close(fd)
+	fds := ctl.fds
+	for _, x := range fds[req.Files:] {
+		unix.Close(x) // more than announced: not the child's
 	}
-	files = files[:req.Files]
-	// Closing a Conn takes the poller's locks: tens of microseconds that
-	// the child need not wait for (the socket is close-on-exec).
-	go conn.Close()
+	fds = fds[:req.Files]
 	// stdio, as Spawn gives it: the request's files on 0, 1 and 2, in
 	// blocking mode.
 	for i := range 3 {
-		if err := dupTo(files[i], i); err != nil {
+		if err := dupTo(fds[i], i); err != nil {
 			warmFatal(fmt.Errorf("forkserver: warm process: stdio %d: %w", i, err))
 		}
-		files[i].Close()
+		unix.Close(fds[i])
+	}
+	files := make([]*os.File, len(fds)-3)
+	for i, x := range fds[3:] {
+		files[i] = os.NewFile(uintptr(x), "inherited-"+strconv.Itoa(i))
 	}
 	if req.ReplaceEnv {
 		os.Clearenv()
@@ -84,7 +96,7 @@ func warmMain(v string) {
 	if req.Daemon {
 		unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
 	}
-	starter.RunChild(req.Bootstrap, files[3:])
+	starter.RunChild(req.Bootstrap, files)
 }
 
 // parseRequest decodes and checks a Request frame that came with nfiles
@@ -112,15 +124,11 @@ func parseRequest(payload []byte, nfiles int) (*fspb.Request, error) {
 // process wait for files that never come without end.
 const maxFiles = 3 + 4096
 
-// dupTo puts f on fd to (dup3, so not close-on-exec: a grandchild exec'd
+// dupTo puts fd on fd to (dup3, so not close-on-exec: a grandchild exec'd
 // by the child inherits its stdio) and makes it blocking.
-func dupTo(f *os.File, to int) error {
-	fd := rawFD(f)
-	if fd == badFD {
-		return fmt.Errorf("bad file")
-	}
+func dupTo(fd, to int) error {
 	for {
-		err := unix.Dup3(int(fd), to, 0)
+		err := unix.Dup3(fd, to, 0)
 		if err == unix.EINTR {
 			continue
 		}
