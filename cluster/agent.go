@@ -53,6 +53,14 @@ type agentConfig struct {
 	ExitWithParent bool
 }
 
+// binding is what an agent's bind found or created.
+type binding struct {
+	stream jetstream.Stream
+	cons   jetstream.Consumer
+	kv     jetstream.KeyValue
+	ttl    time.Duration // of the callers' status entries
+}
+
 type jobKey struct {
 	caller string
 	job    uint64
@@ -67,13 +75,12 @@ type agent struct {
 	ns   string
 	host string
 
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	cons   jetstream.Consumer
-	kv     jetstream.KeyValue
-	ttl    time.Duration
-	big    *bigStore // chunks and results over the maximum message size
+	nc *nats.Conn
+	js jetstream.JetStream
+	// b is the stream, consumer and status bucket the agent is bound to:
+	// the fetch loop binds again (bind) while other goroutines use them.
+	b   atomic.Pointer[binding]
+	big *bigStore // chunks and results over the maximum message size
 
 	// Chunks in hand (pulled and not answered): up to handLimit.
 	inHand  atomic.Int64
@@ -169,7 +176,7 @@ func runAgent(ctx context.Context, cfg agentConfig, log *zap.Logger) error {
 	}
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
-	watcher, err := a.kv.Watch(bg, "caller.>")
+	watcher, err := a.bound().kv.Watch(bg, "caller.>")
 	if err != nil {
 		return fmt.Errorf("cluster: agent: watching the callers: %w", err)
 	}
@@ -189,7 +196,7 @@ func runAgent(ctx context.Context, cfg agentConfig, log *zap.Logger) error {
 	stopBG()
 	a.wg.Wait()
 	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	a.kv.Delete(dctx, agentKey(a.ns, a.id))
+	a.bound().kv.Delete(dctx, agentKey(a.ns, a.id))
 	cancel()
 	a.closePools()
 	if nc.IsConnected() {
@@ -224,28 +231,36 @@ func (a *agent) setup(ctx context.Context) error {
 func (a *agent) bind(ctx context.Context, o *options) error {
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var err error
-	if a.stream, err = ensureStream(sctx, a.js, o, false); err != nil {
+	var (
+		b   binding
+		err error
+	)
+	if b.stream, err = ensureStream(sctx, a.js, o, false); err != nil {
 		return err
 	}
-	a.cons, err = a.js.Consumer(sctx, streamName, consumerName(a.ns))
+	b.cons, err = a.js.Consumer(sctx, streamName, consumerName(a.ns))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		// No caller of this build yet: create it with the defaults (a
 		// caller updates its AckWait).
-		a.cons, err = a.js.CreateConsumer(sctx, streamName, consumerConfig(a.ns, o.ackWait))
+		b.cons, err = a.js.CreateConsumer(sctx, streamName, consumerConfig(a.ns, o.ackWait))
 		if errors.Is(err, jetstream.ErrConsumerExists) {
-			a.cons, err = a.js.Consumer(sctx, streamName, consumerName(a.ns))
+			b.cons, err = a.js.Consumer(sctx, streamName, consumerName(a.ns))
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("cluster: agent: the consumer: %w", err)
 	}
-	a.ackWait.Store(int64(a.cons.CachedInfo().Config.AckWait))
-	if a.kv, a.ttl, err = ensureStatus(sctx, a.js, o.callerTTL, o.replicas, false); err != nil {
+	if b.kv, b.ttl, err = ensureStatus(sctx, a.js, o.callerTTL, o.replicas, false); err != nil {
 		return err
 	}
+	a.ackWait.Store(int64(b.cons.CachedInfo().Config.AckWait))
+	a.b.Store(&b)
 	return nil
 }
+
+// bound returns what the agent is bound to (set before any goroutine of
+// the agent starts).
+func (a *agent) bound() *binding { return a.b.Load() }
 
 // watchParent cancels when this process's parent is gone.
 func watchParent(ctx context.Context, cancel context.CancelFunc) {
@@ -312,29 +327,45 @@ func (a *agent) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
-		batch, err := a.cons.Fetch(int(free), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		batch, err := a.bound().cons.Fetch(int(free), jetstream.FetchMaxWait(time.Second))
+		if err == nil {
+			for msg := range batch.Messages() {
+				// Chunks reach the local pool in the order they were
+				// pulled (a short chunk must not queue behind a long one
+				// that came after it); their results are awaited
+				// concurrently.
+				a.inHand.Add(1)
+				a.handle(ctx, msg)
 			}
-			a.log.Debug("fetch failed", zap.Error(err))
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-			if errors.Is(err, jetstream.ErrConsumerNotFound) {
-				a.bind(ctx, ptr(defaults()))
-			}
+			// A pull the server could not serve (the consumer is gone,
+			// its leader changed) ends the batch with an error: without
+			// a pause, the next pull would fail at once, again and again.
+			err = batch.Error()
+		}
+		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		for msg := range batch.Messages() {
-			// Chunks reach the local pool in the order they were pulled
-			// (a short chunk must not queue behind a long one that came
-			// after it); their results are awaited concurrently.
-			a.inHand.Add(1)
-			a.handle(ctx, msg)
+		a.log.Debug("fetch failed", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		if consumerGone(err) {
+			o := defaults()
+			o.replicas = a.replicas
+			if err := a.bind(ctx, &o); err != nil {
+				a.log.Warn("cannot bind to the cluster's stream again", zap.Error(err))
+			}
 		}
 	}
+}
+
+// consumerGone reports whether a pull failed because the agents'
+// consumer (or its stream) is gone: the agent binds again, creating them.
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 func (a *agent) leave() {
@@ -344,8 +375,6 @@ func (a *agent) leave() {
 	default:
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // waitHandlers waits until no chunk is in hand.
 func (a *agent) waitHandlers() {
@@ -641,17 +670,18 @@ func (a *agent) onControl(m *nats.Msg) {
 // entry expired or was deleted. A caller the watch has not shown (yet) is
 // looked up once.
 func (a *agent) callerDead(ctx context.Context, id string) bool {
+	bd := a.bound()
 	a.mu.Lock()
 	cs := a.callers[id]
-	if cs != nil && (cs.dead || time.Since(cs.seen) < a.ttl) {
+	if cs != nil && (cs.dead || time.Since(cs.seen) < bd.ttl) {
 		a.mu.Unlock()
 		return cs.dead
 	}
 	a.mu.Unlock()
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := a.kv.Get(gctx, callerKey(a.ns, id))
-	young := errors.Is(err, jetstream.ErrKeyNotFound) && statusYoung(gctx, a.kv, a.ttl)
+	_, err := bd.kv.Get(gctx, callerKey(a.ns, id))
+	young := errors.Is(err, jetstream.ErrKeyNotFound) && statusYoung(gctx, bd.kv, bd.ttl)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	cs = a.callers[id]
@@ -680,7 +710,7 @@ func (a *agent) purgeCaller(id string) {
 	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := a.stream.Purge(ctx, jetstream.WithPurgeSubject(callerSubjects(a.ns, id))); err != nil {
+	if err := a.bound().stream.Purge(ctx, jetstream.WithPurgeSubject(callerSubjects(a.ns, id))); err != nil {
 		a.log.Debug("cannot purge a dead caller's chunks", zap.Error(err))
 	}
 	a.removeCallerObjects(ctx, id)
@@ -753,7 +783,7 @@ func (a *agent) heartbeatLoop(ctx context.Context) {
 // notices when every live caller is of another build.
 func (a *agent) statusLoop(ctx context.Context) {
 	defer a.wg.Done()
-	t := time.NewTicker(a.ttl / 3)
+	t := time.NewTicker(a.bound().ttl / 3)
 	defer t.Stop()
 	for {
 		select {
@@ -764,19 +794,20 @@ func (a *agent) statusLoop(ctx context.Context) {
 		a.sweep(ctx)
 		a.closeIdlePools()
 		a.putStatus(ctx)
-		if info, err := a.cons.Info(ctx); err == nil {
+		if info, err := a.bound().cons.Info(ctx); err == nil {
 			a.ackWait.Store(int64(info.Config.AckWait))
 		}
 	}
 }
 
 func (a *agent) sweep(ctx context.Context) {
+	ttl := a.bound().ttl
 	var stale []string
 	builds := map[string]bool{}
 	mine := false
 	a.mu.Lock()
 	for id, cs := range a.callers {
-		live := !cs.dead && time.Since(cs.seen) < a.ttl
+		live := !cs.dead && time.Since(cs.seen) < ttl
 		switch {
 		case live && cs.ns == a.ns:
 			mine = true
@@ -784,7 +815,7 @@ func (a *agent) sweep(ctx context.Context) {
 			builds[cs.ns] = true
 		case cs.ns == a.ns && !cs.purged:
 			stale = append(stale, id)
-		case cs.dead && time.Since(cs.seen) > 10*a.ttl:
+		case cs.dead && time.Since(cs.seen) > 10*ttl:
 			delete(a.callers, id)
 		}
 	}
@@ -821,9 +852,10 @@ func (a *agent) putStatus(ctx context.Context) {
 		Done: a.done.Load(), Failed: a.failed.Load(), Redelivered: a.redelivered.Load(), OtherBuilds: a.others}
 	a.mu.Unlock()
 	b, _ := json.Marshal(info)
-	pctx, cancel := context.WithTimeout(ctx, a.ttl/3)
+	bd := a.bound()
+	pctx, cancel := context.WithTimeout(ctx, bd.ttl/3)
 	defer cancel()
-	if err := putStatus(pctx, a.js, a.kv, agentKey(a.ns, a.id), b, a.ttl, a.replicas, a.log); err != nil && ctx.Err() == nil {
+	if err := putStatus(pctx, a.js, bd.kv, agentKey(a.ns, a.id), b, bd.ttl, a.replicas, a.log); err != nil && ctx.Err() == nil {
 		a.log.Warn("cannot refresh the agent's status", zap.Error(err))
 	}
 }

@@ -203,7 +203,19 @@ func benchJetStream(b *testing.B, p *Pool, tput bool) {
 		if tput {
 			go func() {
 				for range n {
-					js.PublishAsync("bench."+name, data)
+					// A publish refused while too many await their
+					// acknowledgement (a loaded machine) is retried: a
+					// message dropped here would leave the loop below
+					// waiting forever.
+					for {
+						if _, err := js.PublishAsync("bench."+name, data); err == nil {
+							break
+						}
+						select {
+						case <-js.PublishAsyncComplete():
+						case <-time.After(10 * time.Millisecond):
+						}
+					}
 				}
 			}()
 			for range n {
