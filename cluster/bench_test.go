@@ -19,7 +19,11 @@ import (
 // BenchmarkKit reports the cluster.* keys (`mp bench` runs every
 // BenchmarkKit) with two local agents of one worker each, like the local
 // pool's pool.* keys with two workers, and the floors: plain nats.go
-// against the same embedded server (jetstream.rtt, jetstream.tput).
+// against the same embedded server (jetstream.rtt, jetstream.tput). The
+// keys ending in .three are the same on a NATS cluster of three servers,
+// each its own process on this machine, the stream and the status bucket
+// with 3 replicas; cluster.failover is the time from the SIGKILL of the
+// server leading the task stream to the next task completed.
 func BenchmarkKit(b *testing.B) {
 	ctx := context.Background()
 	const n = 100_000
@@ -40,40 +44,80 @@ func BenchmarkKit(b *testing.B) {
 			shared.Close()
 		}
 	}()
-	mapKey := func(name string, opts ...pool.MapOption) {
-		b.Run(name, func(b *testing.B) {
+	var three *Pool
+	var servers *serverProcs
+	cp3 := func(b *testing.B) *Pool {
+		if three == nil {
+			servers = startServerProcs(b, 3)
+			nctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			var err error
+			three, err = New(nctx, URL(servers.url()), Agents(2))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if three.o.replicas != 3 {
+				b.Fatalf("the stream on three servers has %d replicas, want 3", three.o.replicas)
+			}
+		}
+		servers.tb = b
+		return three
+	}
+	defer func() {
+		if three != nil {
+			three.Close()
+		}
+		if servers != nil {
+			servers.stop()
+		}
+	}()
+	for _, pc := range []struct {
+		suffix string
+		get    func(*testing.B) *Pool
+	}{{"", cp}, {".three", cp3}} {
+		cp := pc.get
+		mapKey := func(name string, opts ...pool.MapOption) {
+			b.Run(name+pc.suffix, func(b *testing.B) {
+				p := cp(b)
+				b.ReportAllocs()
+				var total time.Duration
+				for b.Loop() {
+					t0 := time.Now()
+					if _, err := square.Map(ctx, p, in, opts...); err != nil {
+						b.Fatal(err)
+					}
+					total += time.Since(t0)
+				}
+				b.ReportMetric(float64(n*b.N)/total.Seconds(), "tasks/s")
+			})
+		}
+		mapKey("cluster.map.default")
+		mapKey("cluster.map.chunk1", pool.Chunksize(1))
+		b.Run("cluster.apply.rtt"+pc.suffix, func(b *testing.B) {
 			p := cp(b)
 			b.ReportAllocs()
 			var total time.Duration
 			for b.Loop() {
 				t0 := time.Now()
-				if _, err := square.Map(ctx, p, in, opts...); err != nil {
+				if _, err := square.Apply(ctx, p, 3); err != nil {
 					b.Fatal(err)
 				}
 				total += time.Since(t0)
 			}
-			b.ReportMetric(float64(n*b.N)/total.Seconds(), "tasks/s")
+			b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
 		})
-	}
-	mapKey("cluster.map.default")
-	mapKey("cluster.map.chunk1", pool.Chunksize(1))
-	b.Run("cluster.apply.rtt", func(b *testing.B) {
-		p := cp(b)
-		b.ReportAllocs()
-		var total time.Duration
-		for b.Loop() {
-			t0 := time.Now()
-			if _, err := square.Apply(ctx, p, 3); err != nil {
-				b.Fatal(err)
-			}
-			total += time.Since(t0)
+		if pc.suffix == "" {
+			b.Run("cluster.map.big", func(b *testing.B) { benchBig(b, cp(b)) })
+			b.Run("cluster.recover", benchRecover)
 		}
-		b.ReportMetric(float64(total.Nanoseconds())/1000/float64(b.N), "us")
+		b.Run("jetstream.rtt"+pc.suffix, func(b *testing.B) { benchJetStream(b, cp(b), false) })
+		b.Run("jetstream.tput"+pc.suffix, func(b *testing.B) { benchJetStream(b, cp(b), true) })
+	}
+	// Last: it kills servers (and starts them again).
+	b.Run("cluster.failover", func(b *testing.B) {
+		p := cp3(b) // starts the servers
+		benchFailover(b, servers, p)
 	})
-	b.Run("cluster.map.big", func(b *testing.B) { benchBig(b, cp(b)) })
-	b.Run("cluster.recover", benchRecover)
-	b.Run("jetstream.rtt", func(b *testing.B) { benchJetStream(b, cp(b), false) })
-	b.Run("jetstream.tput", func(b *testing.B) { benchJetStream(b, cp(b), true) })
 }
 
 // benchRecover measures, from an agent's SIGKILL, how long until the
@@ -154,7 +198,16 @@ func benchRecover(b *testing.B) {
 // stream of 100k of them (tput).
 func benchJetStream(b *testing.B, p *Pool, tput bool) {
 	ctx := context.Background()
-	pub, err := nats.Connect(p.URL(), nats.InProcessServer(p.emb.srv))
+	// The publisher is in process with an embedded server, as the pool's
+	// caller is; on a cluster of servers, over TCP.
+	var popts []nats.Option
+	replicas := 1
+	if p.emb != nil {
+		popts = append(popts, nats.InProcessServer(p.emb.srv))
+	} else {
+		replicas = p.o.replicas
+	}
+	pub, err := nats.Connect(p.URL(), popts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -168,7 +221,7 @@ func benchJetStream(b *testing.B, p *Pool, tput bool) {
 	rjs, _ := jetstream.New(sub)
 	name := "BENCH_" + strconv.FormatBool(tput)
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bench." + name},
-		Retention: jetstream.WorkQueuePolicy}); err != nil {
+		Retention: jetstream.WorkQueuePolicy, Replicas: replicas}); err != nil {
 		b.Fatal(err)
 	}
 	defer js.DeleteStream(ctx, name)

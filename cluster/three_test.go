@@ -63,7 +63,7 @@ func startServers(t *testing.T, n int) []string {
 
 // freeAddrs returns n loopback addresses whose ports were free a moment
 // ago.
-func freeAddrs(t *testing.T, n int) []string {
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	var addrs []string
 	for range n {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/multiproc/multiproc/tools/internal/benchfmt"
@@ -54,6 +55,12 @@ baseline kit's run_all.sh instead, as a cross-check.`,
 	f.BoolVar(&o.noPin, "no-pin", false, "skip the pinned (@same) latency pass")
 	f.StringVar(&o.run, "run", "", "only keys matching this regexp (go test -bench syntax, e.g. 'pipe')")
 	return cmd
+}
+
+// isLatencyKey reports whether a key is a latency, which mp bench also
+// measures pinned to one CPU.
+func isLatencyKey(key string) bool {
+	return strings.Contains(key, "rtt") || strings.Contains(key, "pingpong")
 }
 
 // repoRoot finds the directory holding go.work.
@@ -140,7 +147,10 @@ func runBench(stdout, stderr io.Writer, o benchOpts) error {
 	}
 	pattern := "^BenchmarkKit$"
 	if o.run != "" {
-		pattern += "/" + o.run
+		// In parentheses: go test splits a -bench pattern at a top-level
+		// "|" before it splits it at "/", so "cluster|jetstream" alone
+		// would look for a top-level benchmark named jetstream.
+		pattern += "/(" + o.run + ")"
 	}
 	goTest := func(pin bool, bench string) ([]byte, error) {
 		args := []string{"test", "-run=^$", "-bench=" + bench, "-count", fmt.Sprint(o.count), "-benchtime", o.benchtime, "-timeout", "60m"}
@@ -167,15 +177,28 @@ func runBench(stdout, stderr io.Writer, o benchOpts) error {
 	if _, err := exec.LookPath("taskset"); err == nil && !o.noPin {
 		lat := "^BenchmarkKit$/" + "(.*rtt.*|.*pingpong.*)"
 		if o.run != "" {
-			lat = pattern
+			// Only the latency keys of those that ran: the others (a
+			// throughput run of a minute, a failover) are not pinned.
+			var keys []string
+			for _, r := range results {
+				if isLatencyKey(r.Key) {
+					keys = append(keys, regexp.QuoteMeta(r.Key))
+				}
+			}
+			lat = ""
+			if len(keys) > 0 {
+				lat = "^BenchmarkKit$/^(" + strings.Join(keys, "|") + ")$"
+			}
 		}
-		raw, err := goTest(true, lat)
-		if err != nil {
-			return fmt.Errorf("pinned benchmarks failed: %w", err)
-		}
-		for _, r := range benchfmt.Parse(bytes.NewReader(raw), "same", nil) {
-			if strings.Contains(r.Key, "rtt") || strings.Contains(r.Key, "pingpong") {
-				results = append(results, r)
+		if lat != "" {
+			raw, err := goTest(true, lat)
+			if err != nil {
+				return fmt.Errorf("pinned benchmarks failed: %w", err)
+			}
+			for _, r := range benchfmt.Parse(bytes.NewReader(raw), "same", nil) {
+				if isLatencyKey(r.Key) {
+					results = append(results, r)
+				}
 			}
 		}
 	}
