@@ -523,11 +523,10 @@ func (f *Future[R]) spin() bool {
 	if f.fin.Load() {
 		return true
 	}
-	p := f.p
-	if p == nil || p.thread {
+	if f.p == nil {
 		return false
 	}
-	return p.spin.Spin(futureSpin, f.fin.Load)
+	return f.p.be.spinWait(&f.fin)
 }
 
 // futureSpin bounds a caller's spin for a result (internal/base/spin's
@@ -600,7 +599,7 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, r Runner, a A, onSuccess fu
 	if p != nil {
 		f.sc = c
 	}
-	if p != nil && !p.thread && onSuccess == nil && onError == nil && p.o.taskTimeout <= 0 {
+	if p != nil && p.be.readsDirect() && onSuccess == nil && onError == nil && p.o.taskTimeout <= 0 {
 		// The caller may receive the result itself (Pool.waitDirect).
 		// Not with callbacks, which must run without a Get, nor with a
 		// task timeout, whose Started messages must be received at once.

@@ -9,12 +9,8 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
-	pb "github.com/multiproc/multiproc/proto/pool/v1"
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 )
 
 // job is one call: a Map, an Imap stream, a Submit.
@@ -135,13 +131,14 @@ func (p *Pool) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	*j = job{task: t, sink: s, ctx: ctx}
-	if p.thread {
-		j.ctx, j.cancel = context.WithCancel(ctx)
-	}
+	*j = job{task: t, sink: s}
+	j.ctx, j.cancel = p.be.jobContext(ctx)
 	p.mu.Lock()
 	if p.state != stateRunning {
 		p.mu.Unlock()
+		if j.cancel != nil {
+			j.cancel()
+		}
 		return nil, ErrClosed
 	}
 	p.jobSeq++
@@ -175,29 +172,7 @@ func (p *Pool) endJobWith(j *job, cause error, before func()) bool {
 	}
 	j.ended = true
 	delete(p.jobs, j.id)
-	var fl []*workerHandle
-	if !p.thread {
-		var cancelFrame []byte
-		for _, w := range p.ws {
-			if w.gone || !w.holds(j) {
-				continue
-			}
-			if cancelFrame == nil {
-				cancelFrame, _ = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Cancel{Cancel: &pb.Cancel{Job: j.id}}})
-			}
-			w.push(cancelFrame)
-			fl = append(fl, w)
-			time.AfterFunc(p.o.killGrace, func() {
-				p.mu.Lock()
-				defer p.mu.Unlock()
-				if !w.gone && w.kill == killNone && w.holds(j) {
-					p.log.Info("killing a worker whose cancelled task does not return", zap.Int("pid", w.pid))
-					w.kill = killCancel
-					w.terminate()
-				}
-			})
-		}
-	}
+	fl := p.be.cancelJobLocked(j, nil)
 	if fl == nil {
 		var buf [2]*workerHandle
 		fl = buf[:0]
@@ -274,15 +249,27 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 		c = new(chunk)
 	}
 	*c = chunk{job: j, start: start, n: n, in: in, inOff: off, seq: atomic.AddUint64(&chunkSeq, 1)}
-	if m.p.thread {
-		return c, nil
+	if m.p.be.frames() {
+		if err := m.frame(c, left); err != nil {
+			return nil, err
+		}
 	}
+	return c, nil
+}
+
+// frame makes c's frame (a process pool's chunk): a ToWorker message
+// holding the chunk's inputs, encoded now, or, for a large chunk of a
+// call that keeps its inputs (job.lazyIn), when it is written to shared
+// memory (chunk.lazy). left counts the chunks m is still to make, c
+// included.
+func (m *chunkMaker) frame(c *chunk, left int) error {
+	j := m.j
 	if j.lazyIn && m.p.o.shm > 0 {
-		if size, ok := j.task.sizeIn(in, off, off+n); ok {
+		if size, ok := j.task.sizeIn(c.in, c.inOff, c.inOff+c.n); ok {
 			var head [128]byte
-			if h := appendChunkHead(head[:0], c.seq, j.id, j.task.name, n, size); int64(len(h)+size) > m.p.o.shm {
+			if h := appendChunkHead(head[:0], c.seq, j.id, j.task.name, c.n, size); int64(len(h)+size) > m.p.o.shm {
 				c.lazy, c.lazyData = len(h)+size, size
-				return c, nil
+				return nil
 			}
 		}
 	}
@@ -292,38 +279,38 @@ func (m *chunkMaker) make(start int, in any, off, n int) (*chunk, error) {
 	if cap(m.scratch) < room {
 		m.scratch = make([]byte, room, max(room, 512))
 	}
-	enc, err := j.task.encodeIn(m.scratch[:room], in, off, off+n)
+	enc, err := j.task.encodeIn(m.scratch[:room], c.in, c.inOff, c.inOff+c.n)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: encoding arguments %d..%d: %w", ErrEncode, j.task.name, start, start+n-1, err)
+		return fmt.Errorf("%w: %s: encoding arguments %d..%d: %w", ErrEncode, j.task.name, c.start, c.start+c.n-1, err)
 	}
 	data := enc[room:]
 	need := len(data) + len(j.task.name) + 32
 	if need > frameBlock/4 {
 		var head [128]byte
-		if h := appendChunkHead(head[:0], c.seq, j.id, j.task.name, n, len(data)); len(h) <= room {
+		if h := appendChunkHead(head[:0], c.seq, j.id, j.task.name, c.n, len(data)); len(h) <= room {
 			// In place: the head ends where the inputs start.
 			copy(enc[room-len(h):], h)
 			c.frame = enc[room-len(h) : len(enc) : len(enc)]
 			if cap(enc) <= frameBlock {
 				m.scratch = nil // enc is the frame now
 			}
-			return c, nil
+			return nil
 		}
-		c.frame = appendChunk(make([]byte, 0, need), c.seq, j.id, j.task.name, n, data)
+		c.frame = appendChunk(make([]byte, 0, need), c.seq, j.id, j.task.name, c.n, data)
 	} else {
 		if cap(m.frames)-len(m.frames) < need {
 			// A block for the chunks still to make (a lone chunk gets
 			// a frame of its own size).
 			m.frames = make([]byte, 0, max(need, min(frameBlock, need*left)))
 		}
-		f := appendChunk(m.frames[len(m.frames):], c.seq, j.id, j.task.name, n, data)
+		f := appendChunk(m.frames[len(m.frames):], c.seq, j.id, j.task.name, c.n, data)
 		m.frames = m.frames[:len(m.frames)+len(f)]
 		c.frame = f[:len(f):len(f)]
 	}
 	if cap(enc) <= frameBlock {
 		m.scratch = enc[:0]
 	}
-	return c, nil
+	return nil
 }
 
 var chunkSeq uint64
@@ -391,7 +378,7 @@ func (w *workerHandle) hasRoom() bool {
 	if w.gone || w.life != lifeActive || w.isolated || w.kill != killNone {
 		return false
 	}
-	if m := w.p.o.maxTasks; m > 0 && w.sent >= m && !w.p.thread {
+	if m := w.p.o.maxTasks; m > 0 && w.sent >= m {
 		return false
 	}
 	return len(w.held) < minHeldChunks || w.heldTasks < minHeldTasks
@@ -433,7 +420,6 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 		}
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
-		quiet := c.direct && len(best.held) == 0 && best.tok.holder == tokFree && !best.tok.loopWanted
 		best.order++
 		c.order = best.order
 		c.w = best
@@ -443,21 +429,11 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 		if c.lazy > 0 {
 			best.heldLazy++
 		}
-		if m := p.o.maxTasks; m > 0 && best.sent >= m && !p.thread {
+		if m := p.o.maxTasks; m > 0 && best.sent >= m {
 			best.life = lifeRetiring
 			p.startWorkersLocked()
 		}
-		switch {
-		case p.thread:
-			best.tq <- c
-		case c.lazy > 0:
-			best.pushLazy(c)
-			mark(best)
-		case quiet:
-			best.pushQuiet(c.frame)
-			mark(best)
-		default:
-			best.push(c.frame)
+		if p.be.sendLocked(best, c) {
 			mark(best)
 		}
 	}
@@ -466,17 +442,14 @@ func (p *Pool) dispatchInto(fl []*workerHandle) []*workerHandle {
 	}
 	idleStop := p.state != stateRunning && len(p.jobs) == 0
 	for _, w := range p.ws {
-		if (w.life != lifeActive || p.state != stateRunning) && len(w.held) > 0 && !p.thread {
-			// Whatever it holds is received now, whether its callers
+		if (w.life != lifeActive || p.state != stateRunning) && len(w.held) > 0 {
+			// Whatever it holds is answered now, whether its callers
 			// wait for it or not, so that it can stop.
-			w.wantLoopLocked()
+			p.be.drainLocked(w)
 		}
 		if !w.gone && w.life != lifeStopping && len(w.held) == 0 && (w.life == lifeRetiring || idleStop) {
 			w.life = lifeStopping
-			if p.thread {
-				close(w.tq)
-			} else {
-				w.push(stopFrame)
+			if p.be.stopLocked(w) {
 				mark(w)
 			}
 		}

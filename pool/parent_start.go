@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Parent side: starting workers, and replacing them with backoff until the
-// pool is back to its size.
+// Parent side: starting worker processes, and replacing workers with
+// backoff until the pool is back to its size.
 
 package pool
 
@@ -21,7 +21,8 @@ import (
 )
 
 // startWorker starts one worker process and waits for its Ready message.
-func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
+func (b *procBackend) startWorker(ctx context.Context) (w *workerHandle, err error) {
+	p := b.p
 	prog, err := shm.New(progressSize)
 	if err != nil {
 		return nil, &StartError{Err: err}
@@ -45,7 +46,7 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 	p.nworker++
 	name := fmt.Sprintf("PoolWorker-%d", p.nworker)
 	p.mu.Unlock()
-	proc := workerFunc.Process(theirs, p.cfg, prog, &handleSet{hs: p.o.initHandles})
+	proc := workerFunc.Process(theirs, b.cfg, prog, &handleSet{hs: p.o.initHandles})
 	proc.Name = name
 	proc.Daemon = true
 	proc.Starter = p.o.starter
@@ -69,7 +70,7 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 		mine.Close()
 		return nil, &StartError{Err: err}
 	}
-	b, err := mine.RecvBytes(ctx)
+	msg, err := mine.RecvBytes(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
@@ -89,7 +90,7 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 		return nil, &StartError{Err: werr}
 	}
 	var m pb.FromWorker
-	if err := proto.Unmarshal(b, &m); err != nil {
+	if err := proto.Unmarshal(msg, &m); err != nil {
 		return fail(fmt.Errorf("pool: bad ready message: %w", err))
 	}
 	r := m.GetReady()
@@ -116,26 +117,7 @@ func (p *Pool) startWorker(ctx context.Context) (w *workerHandle, err error) {
 // addWorkerLocked puts a ready worker to work.
 func (p *Pool) addWorkerLocked(w *workerHandle) {
 	p.ws = append(p.ws, w)
-	p.wg.Add(1)
-	if p.thread {
-		go w.threadLoop()
-		return
-	}
-	go w.readLoop()
-	p.wg.Add(1)
-	go w.watchExit()
-	if p.o.maxAge > 0 {
-		w.ageTimer = time.AfterFunc(p.o.maxAge, func() {
-			p.mu.Lock()
-			if !w.gone && w.life == lifeActive {
-				w.life = lifeRetiring
-				p.startWorkersLocked()
-			}
-			fl := p.dispatchLocked()
-			p.mu.Unlock()
-			flushAll(fl)
-		})
-	}
+	p.be.runLocked(w)
 }
 
 // startWorkersLocked starts replacements until the pool has its number
@@ -160,7 +142,7 @@ func (p *Pool) startWorkersLocked() {
 // needWorkersLocked reports whether the pool wants workers: it runs, or it
 // was closed with work still to finish.
 func (p *Pool) needWorkersLocked() bool {
-	return !p.thread && p.state != stateTerminated && !(p.state == stateClosing && len(p.jobs) == 0) && !p.isDone()
+	return p.state != stateTerminated && !(p.state == stateClosing && len(p.jobs) == 0) && !p.isDone()
 }
 
 const (
@@ -184,7 +166,7 @@ func (p *Pool) keepStarting() {
 	defer p.wg.Done()
 	delay := startBackoffMin
 	for attempt := 1; ; attempt++ {
-		w, err := p.startWorker(p.life)
+		w, err := p.be.startWorker(p.life)
 		var se *StartError
 		if errors.As(err, &se) {
 			err = se.Err
@@ -193,12 +175,7 @@ func (p *Pool) keepStarting() {
 		if err == nil {
 			p.starting--
 			if p.state == stateTerminated {
-				defer func() {
-					w.proc.Kill()
-					w.proc.Wait()
-					w.conn.Close()
-					w.prog.Close()
-				}()
+				defer p.be.discard(w)
 			} else {
 				p.addWorkerLocked(w)
 			}

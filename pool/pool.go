@@ -14,7 +14,9 @@
 //   - both: wire.go (the messages), progress.go (the progress word),
 //     task.go (running a chunk's tasks); spinning follows
 //     internal/base/spin, encoding internal/base/valenc;
-//   - a ThreadPool's worker goroutine: thread_worker.go;
+//   - what the workers are: backend.go, the seam between the Pool and
+//     its workers; parent_backend.go for worker processes (New),
+//     thread_pool.go for goroutines (NewThreadPool);
 //   - the calls users make: api.go, runner.go.
 
 package pool
@@ -43,10 +45,9 @@ func contextBackground() context.Context { return context.Background() }
 // (NewThreadPool). All methods, and the Task methods that take a Pool,
 // are safe for concurrent use by any number of goroutines.
 type Pool struct {
-	o      options
-	log    *zap.Logger
-	thread bool
-	cfg    []byte // encoded WorkerConfig
+	o   options
+	log *zap.Logger
+	be  backend // what the workers are: processes or goroutines
 
 	mu       sync.Mutex
 	state    int
@@ -84,7 +85,7 @@ const (
 // Every program that uses a Pool must call process.Init() first thing in
 // main (and TestMain): workers are re-executions of the binary.
 func New(ctx context.Context, opts ...Option) (*Pool, error) {
-	p, err := newPool(opts, false)
+	p, err := newPool(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -92,9 +93,11 @@ func New(ctx context.Context, opts ...Option) (*Pool, error) {
 	if p.o.initTask != nil {
 		cfg.Initializer, cfg.InitializerInput = p.o.initTask.name, p.o.initInput
 	}
-	if p.cfg, err = proto.Marshal(cfg); err != nil {
+	b := &procBackend{p: p}
+	if b.cfg, err = proto.Marshal(cfg); err != nil {
 		return nil, err
 	}
+	p.be = b
 	ws := make([]*workerHandle, p.o.workers)
 	errs := make([]error, p.o.workers)
 	var wg sync.WaitGroup
@@ -102,17 +105,14 @@ func New(ctx context.Context, opts ...Option) (*Pool, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ws[i], errs[i] = p.startWorker(ctx)
+			ws[i], errs[i] = b.startWorker(ctx)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		for _, w := range ws {
 			if w != nil {
-				w.proc.Kill()
-				w.proc.Wait()
-				w.conn.Close()
-				w.prog.Close()
+				b.discard(w)
 			}
 		}
 		for _, e := range errs {
@@ -129,34 +129,9 @@ func New(ctx context.Context, opts ...Option) (*Pool, error) {
 	return p, nil
 }
 
-// NewThreadPool returns a pool whose workers are goroutines of this
-// process (Python's ThreadPool): the same Tasks and calls as a process
-// Pool, no encoding, no crash isolation. A task's error reaches the caller
-// as the task returned it (a panic as a *RemoteError). MaxTasksPerChild,
-// MaxMemory, MaxWorkerAge, Retries and Starter have no effect;
-// TaskTimeout only sets the tasks' deadline.
-func NewThreadPool(ctx context.Context, opts ...Option) (*Pool, error) {
-	p, err := newPool(opts, true)
-	if err != nil {
-		return nil, err
-	}
-	if p.o.initLocal != nil {
-		for range p.o.workers {
-			if err := p.o.initLocal(); err != nil {
-				return nil, &StartError{Err: err}
-			}
-		}
-	}
-	p.mu.Lock()
-	for range p.o.workers {
-		w := &workerHandle{p: p, held: map[uint64]*chunk{}, tq: make(chan *chunk, 4*minHeldTasks), pid: selfPid}
-		p.addWorkerLocked(w)
-	}
-	p.mu.Unlock()
-	return p, nil
-}
-
-func newPool(opts []Option, thread bool) (*Pool, error) {
+// newPool makes a Pool of the options, without workers and without its
+// backend, which the constructor sets.
+func newPool(opts []Option) (*Pool, error) {
 	o := options{
 		starter:   process.DefaultStarter(),
 		log:       zap.NewNop(),
@@ -172,7 +147,7 @@ func newPool(opts []Option, thread bool) (*Pool, error) {
 		// files, about 0.1 ms at every New otherwise.
 		o.workers = process.CPUCount()
 	}
-	p := &Pool{o: o, log: o.log.Named("pool"), thread: thread, jobs: map[uint64]*job{}, done: make(chan struct{})}
+	p := &Pool{o: o, log: o.log.Named("pool"), jobs: map[uint64]*job{}, done: make(chan struct{})}
 	p.life, p.endLife = context.WithCancel(context.Background())
 	return p, nil
 }
@@ -250,15 +225,7 @@ func (p *Pool) Terminate() error {
 	p.setQueueLocked(nil)
 	for _, w := range p.ws {
 		w.kill = killTerminate
-		if p.thread {
-			if w.life != lifeStopping {
-				w.life = lifeStopping
-				close(w.tq)
-			}
-		} else {
-			w.terminate()
-			w.wantLoopLocked()
-		}
+		p.be.terminateLocked(w)
 	}
 	p.maybeDoneLocked()
 	p.mu.Unlock()

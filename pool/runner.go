@@ -292,20 +292,10 @@ func (pc *poolCall) Send(start, n int, inputs []byte) error {
 	if n <= 0 {
 		return fmt.Errorf("pool: Send of %d tasks", n)
 	}
-	p, t := pc.p, pc.t
+	p := pc.p
 	c := &chunk{job: pc.j, start: start, n: n, seq: atomic.AddUint64(&chunkSeq, 1)}
-	if p.thread || p.o.taskTimeout > 0 {
-		// A thread pool runs the inputs; a timeout may split the chunk,
-		// which re-encodes part of them.
-		in, err := t.decodeIn(inputs, n)
-		if err != nil {
-			return &RemoteError{Task: t.name, Index: start, Pid: selfPid,
-				Report: remote.ReportOf(fmt.Errorf("%w: decoding the arguments: %w", ErrEncode, err))}
-		}
-		c.in = in
-	}
-	if !p.thread {
-		c.frame = appendChunk(nil, c.seq, pc.j.id, t.name, n, inputs)
+	if err := p.be.prepareSent(c, inputs); err != nil {
+		return err
 	}
 	pc.mu.Lock()
 	if pc.done {
@@ -315,6 +305,19 @@ func (pc *poolCall) Send(start, n int, inputs []byte) error {
 	pc.pending = append(pc.pending, &sentChunk{start: start, n: n, left: n})
 	pc.mu.Unlock()
 	p.submit(c)
+	return nil
+}
+
+// decodeSent decodes the inputs of c, a chunk sent encoded (Call.Send),
+// into c.in.
+func (c *chunk) decodeSent(inputs []byte) error {
+	t := c.job.task
+	in, err := t.decodeIn(inputs, c.n)
+	if err != nil {
+		return &RemoteError{Task: t.name, Index: c.start, Pid: selfPid,
+			Report: remote.ReportOf(fmt.Errorf("%w: decoding the arguments: %w", ErrEncode, err))}
+	}
+	c.in = in
 	return nil
 }
 
