@@ -179,12 +179,23 @@ func (b *bigStore) put(ctx context.Context, name string, data []byte) (*pb.Objec
 	if len(data) > int(maxObjectSize) {
 		return nil, fmt.Errorf("%d bytes are over the largest payload (%d)", len(data), maxObjectSize)
 	}
-	obs, _, err := b.open(ctx, true)
-	if err != nil {
-		return nil, fmt.Errorf("the big-payload bucket %s: %w", b.bucket, err)
-	}
-	info, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: objectChunkSize}}, bytes.NewReader(data))
-	if err != nil {
+	var info *jetstream.ObjectInfo
+	for attempt := 0; ; attempt++ {
+		obs, _, err := b.open(ctx, true)
+		if err != nil {
+			return nil, fmt.Errorf("the big-payload bucket %s: %w", b.bucket, err)
+		}
+		info, err = obs.Put(ctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: objectChunkSize}}, bytes.NewReader(data))
+		if attempt == 0 && statusGone(err) {
+			// Deleted since it was opened (by an operator, or lost
+			// with a server): create it again (the errors are those
+			// of the status bucket gone).
+			b.forget()
+			continue
+		}
+		if err == nil {
+			break
+		}
 		// Put purges the chunks it wrote, but its meta message may have
 		// been stored while chunks were refused.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -195,6 +206,19 @@ func (b *bigStore) put(ctx context.Context, name string, data []byte) (*pb.Objec
 	return &pb.ObjectRef{Name: name, Size: info.Size, Digest: info.Digest}, nil
 }
 
+// forget drops the opened bucket: the next open looks it up again.
+func (b *bigStore) forget() {
+	b.mu.Lock()
+	b.obs, b.stream = nil, nil
+	b.mu.Unlock()
+}
+
+// transferTimeout bounds the transfer of n bytes: generous (1 MB/s and
+// 30 s more), only so that a transfer that stalls ends.
+func transferTimeout(n uint64) time.Duration {
+	return 30*time.Second + time.Duration(n>>20)*time.Second
+}
+
 // errUnreachable marks a failure to read an object that may pass (the
 // server does not answer now), as opposed to ErrPayloadLost.
 var errUnreachable = errors.New("cluster: the big-payload bucket does not answer")
@@ -203,6 +227,10 @@ var errUnreachable = errors.New("cluster: the big-payload bucket does not answer
 // Its error wraps ErrPayloadLost when the object is missing or not that
 // one, errUnreachable otherwise (or ctx's error).
 func (b *bigStore) get(ctx context.Context, ref *pb.ObjectRef) ([]byte, error) {
+	// Without a deadline, jetstream would bound the whole read by its
+	// default API timeout (5s), whatever the object's size.
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout(ref.GetSize()))
+	defer cancel()
 	lost := func(format string, a ...any) error {
 		return fmt.Errorf("%w: object %s: %s", ErrPayloadLost, ref.GetName(), fmt.Sprintf(format, a...))
 	}
@@ -373,7 +401,7 @@ func (p *Pool) bigResult(s *sent, r *pb.Result) {
 		objects = append(objects, ref.GetName())
 		if err := checkOutputsRef(r, p.id); err != nil {
 			cr.Err = fmt.Errorf("cluster: task %s[%d..%d]: %w", s.c.task, s.start, s.start+s.n-1, err)
-		} else if cr.Outputs, cr.Err = p.big.get(ctx, ref); cr.Err != nil {
+		} else if cr.Outputs, cr.Err = p.getRetrying(ctx, ref); cr.Err != nil {
 			cr.Err = fmt.Errorf("cluster: task %s[%d..%d]: reading its results: %w", s.c.task, s.start, s.start+s.n-1, cr.Err)
 		}
 	}
@@ -394,6 +422,23 @@ func (p *Pool) bigResult(s *sent, r *pb.Result) {
 		p.fillFailures(&cr, s, r)
 	}
 	s.c.deliver(cr)
+}
+
+// getRetrying reads an object, trying again for a while when the bucket
+// does not answer (a server restarting, a leader being elected).
+func (p *Pool) getRetrying(ctx context.Context, ref *pb.ObjectRef) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		data, err := p.big.get(ctx, ref)
+		if err == nil || !errors.Is(err, errUnreachable) || attempt == 5 {
+			return data, err
+		}
+		p.log.Warn("cannot read a result's object now; trying again", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
 }
 
 // removeObjects removes objects on a goroutine of the pool's (not on the

@@ -462,3 +462,32 @@ func TestBigPayloadClose(t *testing.T) {
 	}
 	waitObjectsGone(t, p, 0)
 }
+
+// The big-payload bucket deleted behind the pool's back (an operator's
+// `nats object rm`) between two Maps: the next put creates it again and
+// the next big Map completes.
+func TestBigPayloadBucketDeleted(t *testing.T) {
+	p := newPool(t, Agents(1))
+	ctx := context.Background()
+	in := bigInputs(2, 2<<20, 0)
+	for round := range 2 {
+		got, err := bigFlip.Map(ctx, p, in)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		checkFlipped(t, in, got)
+		waitObjectsGone(t, p, 0)
+		if round == 0 {
+			nc, err := nats.Connect(p.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			js, _ := jetstream.New(nc)
+			err = js.DeleteObjectStore(ctx, bigBucket(p.ns))
+			nc.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
