@@ -45,8 +45,9 @@ func baselines(root, out string, o benchOpts, stderr io.Writer) (dir, source str
 	_, tasksetErr := exec.LookPath("taskset")
 	pin := tasksetErr == nil && !o.noPin
 
-	// With --run, only the CPython keys and floors of the rows it selects.
-	var cpyOnly, floorOnly []string
+	// With --run, only the CPython keys and floors of the rows it selects
+	// (the pinned passes: of its rows pinned to one CPU, "@same").
+	var cpyOnly, floorOnly, cpySame, floorSame []string
 	if o.run != "" {
 		re, err := regexp.Compile(o.run)
 		if err != nil {
@@ -57,6 +58,12 @@ func baselines(root, out string, o benchOpts, stderr io.Writer) (dir, source str
 				cpyOnly = append(cpyOnly, strings.TrimSuffix(t.Key, "@same"))
 				for _, f := range t.Floors {
 					floorOnly = append(floorOnly, strings.TrimSuffix(f, "@same"))
+				}
+				if strings.HasSuffix(t.Key, "@same") {
+					cpySame = append(cpySame, strings.TrimSuffix(t.Key, "@same"))
+					for _, f := range t.Floors {
+						floorSame = append(floorSame, strings.TrimSuffix(f, "@same"))
+					}
 				}
 			}
 		}
@@ -79,8 +86,12 @@ func baselines(root, out string, o benchOpts, stderr io.Writer) (dir, source str
 		return "", "", fmt.Errorf("building the floors: %w", err)
 	}
 	runs := [][]string{append([]string{"limits.json", floors, "-repeats", repeats, "-scale", scale}, only("-only", floorOnly)...)}
-	if pin && o.run == "" {
-		runs = append(runs, []string{"limits_same.json", "taskset", "-c", "0", floors, "-repeats", repeats, "-scale", scale, "-only", "rtt,futex", "-tag", "same"})
+	sameFloors, sameCPython := "rtt,futex", "pipe,signal,manager"
+	if o.run != "" {
+		sameFloors, sameCPython = strings.Join(floorSame, ","), strings.Join(cpySame, ",")
+	}
+	if pin && sameFloors != "" {
+		runs = append(runs, []string{"limits_same.json", "taskset", "-c", "0", floors, "-repeats", repeats, "-scale", scale, "-only", sameFloors, "-tag", "same"})
 	}
 	source = "CPython (tools/bench/cpython_bench.py) and floors (tools/cmd/floors) measured in this run"
 	if py, err := exec.LookPath("python3"); err != nil {
@@ -89,8 +100,8 @@ func baselines(root, out string, o benchOpts, stderr io.Writer) (dir, source str
 	} else {
 		script := filepath.Join(root, "tools", "bench", "cpython_bench.py")
 		runs = append(runs, append([]string{"cpython.json", py, script, "--repeats", repeats, "--scale", scale}, only("--only", cpyOnly)...))
-		if pin && o.run == "" {
-			runs = append(runs, []string{"cpython_same.json", "taskset", "-c", "0", py, script, "--repeats", repeats, "--scale", scale, "--only", "pipe,signal,manager", "--tag", "same"})
+		if pin && sameCPython != "" {
+			runs = append(runs, []string{"cpython_same.json", "taskset", "-c", "0", py, script, "--repeats", repeats, "--scale", scale, "--only", sameCPython, "--tag", "same"})
 		}
 	}
 	for _, r := range runs {
