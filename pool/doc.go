@@ -32,9 +32,18 @@
 // a pipe's), a chunk whose arguments or results encode to more than its
 // threshold (256 KiB by default) travels through shared memory instead of
 // the worker's connection: written once into a memfd segment that is
-// reused, read by the other side from its mapping. Nothing changes for the task:
-// its arguments are its own memory, and a worker killed in the middle
-// leaves nothing behind (docs/performance.md, "Big data").
+// reused, read by the other side from its mapping, and a worker killed in
+// the middle leaves nothing behind (docs/performance.md, "Big data").
+// Map's large byte slices, strings and plain data are encoded when their
+// chunk is sent, straight into the segment (the caller must not change
+// them while Map runs, which it waits for anyway); other calls and types
+// are encoded first, then copied in. A task's []byte argument that came
+// through shared memory is lent from the segment, not copied: it is valid
+// until the task returns, and a task that keeps it (or a slice of it)
+// longer must copy it (bytes.Clone). Writing into it is allowed and
+// changes only the worker's copy. Results over the threshold are encoded
+// straight into a segment too, and the caller gets them in its own
+// memory (one copy out of the segment).
 //
 // # Calls
 //
@@ -174,15 +183,32 @@
 //	})
 //	p, err := pool.New(ctx, pool.Initializer(setup, Shared{lock, count}))
 //
-// Handles do not travel in task arguments: a task whose argument type
-// carries handles fails with ErrHandleArg (a ThreadPool, which runs in
-// this process, takes them). A chunk of arguments is a byte stream with
-// no room for descriptors, attaching a handle costs system calls (a dup,
-// an mmap) per task where the initializer pays once per worker, and a
-// handle attached for one task would need an owner to close it after. As
-// in Python, where passing a Lock to apply_async fails with "Lock objects
-// should only be shared between processes through inheritance", pass
-// them to the initializer.
+// Shared-memory handles travel in task arguments too, by reference: a
+// task's argument may be, or hold in struct fields, a *shm.Segment,
+// *shm.Array, *shm.Value, *shm.Block (an arena's) or *shm.ShareableList,
+// and each task works on the same memory as the caller, without a copy
+// (a Map whose tasks fill disjoint parts of one Array, for instance). The
+// pool keeps one duplicate of each distinct handle's descriptor open
+// until the call ends; a worker reopens it through /proc/PID/fd (so the
+// pool's pipes need not carry descriptors, and a descriptor number reused
+// after the call is recognised and refused), maps it for the chunk's
+// tasks and closes it once they have returned: a task must not keep the
+// handle, or memory it points to, past its return. Attaching costs an
+// open and an mmap per handle per chunk, and the pages a task touches
+// fault in its worker. This works between processes of one host, with a
+// process Pool; a ThreadPool passes the handles as they are, and other
+// Runners (a cluster) refuse them with ErrHandleArg.
+//
+// Other handles do not travel in task arguments: a task whose argument
+// type carries a Lock, a Queue, an *ipc.Conn or a manager proxy fails
+// with ErrHandleArg (a ThreadPool, which runs in this process, takes
+// them). They hold more than memory (sockets, pipes, a server's state
+// or ownership), attaching one costs a connection or registration per
+// task where the initializer pays once per worker, and a handle attached
+// for one task would need an owner to close it after. As in Python,
+// where passing a Lock to apply_async fails with "Lock objects should
+// only be shared between processes through inheritance", pass them to
+// the initializer.
 //
 // # Recipes
 //

@@ -33,6 +33,7 @@ require (
 	github.com/multiproc/multiproc/shm v0.1.0
 	github.com/multiproc/multiproc/syncprim v0.1.0
 	go.uber.org/zap v1.28.0
+	golang.org/x/sys v0.50.0
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -40,5 +41,4 @@ require (
 	github.com/multiproc/multiproc/tracker v0.1.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 )

@@ -35,9 +35,11 @@ type attacher interface {
 var attacherType = reflect.TypeFor[attacher]()
 
 // ErrHandleArg is the error of a task whose argument type carries handles
-// (a Lock, a Queue, a shm Value, an *ipc.Conn, a manager proxy): handles
-// reach workers through the Initializer, not through task arguments.
-var ErrHandleArg = errors.New("pool: handles do not travel in task arguments; pass them to the Initializer and keep them in a package variable")
+// other than shared memory's (a Lock, a Queue, an *ipc.Conn, a manager
+// proxy): those reach workers through the Initializer, not through task
+// arguments. Handles of package shm do travel in task arguments (see the
+// package documentation, "Handles").
+var ErrHandleArg = errors.New("pool: only shared-memory handles (package shm) travel in task arguments; pass others to the Initializer and keep them in a package variable")
 
 const (
 	// maxInitHandles bounds the handles of an Initializer's argument.
@@ -200,8 +202,18 @@ func (s *handleShape) split(v reflect.Value) (hs []handler, plain []byte, err er
 // join rebuilds a value of type s.t from its plain fields' encoding and
 // the handles received (attaching each to a new zero value).
 func (s *handleShape) join(plain []byte, got []gotHandle) (reflect.Value, error) {
+	return s.joinWith(plain, got, nil)
+}
+
+// joinWith is join that calls attached (when not nil) with each handle it
+// attached. Handles not attached have had their files closed; those
+// attached own theirs.
+func (s *handleShape) joinWith(plain []byte, got []gotHandle, attached func(reflect.Value)) (reflect.Value, error) {
 	pv := reflect.New(s.plainType())
 	if err := gob.NewDecoder(bytes.NewReader(plain)).DecodeValue(pv); err != nil {
+		for _, g := range got {
+			closeFiles(g.files)
+		}
 		return reflect.Value{}, fmt.Errorf("pool: decoding the plain fields: %w", err)
 	}
 	pv = pv.Elem()
@@ -228,6 +240,8 @@ func (s *handleShape) join(plain []byte, got []gotHandle) (reflect.Value, error)
 			v = reflect.New(s.t.Elem())
 			if aerr := v.Interface().(attacher).MultiprocAttach(g.files, g.desc); aerr != nil {
 				err = fmt.Errorf("pool: attaching a %v: %w", s.t, aerr)
+			} else if attached != nil {
+				attached(v)
 			}
 			return v
 		}
@@ -252,6 +266,9 @@ func (s *handleShape) join(plain []byte, got []gotHandle) (reflect.Value, error)
 	}
 	v := build(s)
 	if err == nil && k != len(got) {
+		for _, g := range got[k:] {
+			closeFiles(g.files)
+		}
 		err = fmt.Errorf("pool: %d handles received, %d expected", len(got), k)
 	}
 	return v, err

@@ -281,8 +281,8 @@ func TestInitializerHandleTypes(t *testing.T) {
 
 var lockArg = pool.Register("test.lockarg", func(ctx context.Context, l *syncprim.Lock) (int, error) { return 0, nil })
 
-// Handles do not travel in task arguments: the task fails with
-// ErrHandleArg, and a ThreadPool (one process) takes them.
+// Handles other than shm's do not travel in task arguments: the task
+// fails with ErrHandleArg, and a ThreadPool (one process) takes them.
 func TestTaskHandleArgRefused(t *testing.T) {
 	ctx := testCtx(t)
 	l, err := syncprim.NewLock()

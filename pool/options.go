@@ -150,9 +150,11 @@ func MaxWorkerAge(d time.Duration) Option {
 // socketpair costs about twice one on a pair of pipes (19 against 9.5 µs
 // on the reference machine): a pool of small tasks would pay that on every
 // call, pool.apply_async.rtt 26 µs instead of 15 in one measurement. Turn
-// it on for pools that move megabytes per task. What a task receives and
-// returns does not change: its arguments are its own memory, as without
-// it. ThreadPool ignores it.
+// it on for pools that move megabytes per task. A task's []byte argument
+// that travels through shared memory is lent from the segment: valid
+// until the task returns (copy what it keeps; see the package
+// documentation). Results are the caller's own memory, as without it.
+// ThreadPool ignores it.
 func SharedMemory(threshold int64) Option {
 	return func(o *options) error {
 		switch {

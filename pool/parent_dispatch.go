@@ -23,6 +23,10 @@ type job struct {
 	ended bool            // under Pool.mu
 	// cancel cancels ctx (ThreadPool only).
 	cancel context.CancelFunc
+	// args keeps the descriptors of the shm handles in the job's
+	// arguments open until it ends (handle_args.go); nil when its task's
+	// argument carries none.
+	args *argKeep
 	// lazyIn says that the caller keeps the inputs unchanged until the
 	// job ends (Map, which waits for it), so that a large chunk may be
 	// encoded when it is sent (chunk.lazy).
@@ -133,6 +137,9 @@ func (p *Pool) newJobIn(ctx context.Context, t *taskInfo, s sink, j *job) (*job,
 	}
 	*j = job{task: t, sink: s}
 	j.ctx, j.cancel = p.be.jobContext(ctx)
+	if t.encodeHandles != nil && p.be.frames() {
+		j.args = new(argKeep)
+	}
 	p.mu.Lock()
 	if p.state != stateRunning {
 		p.mu.Unlock()
@@ -172,6 +179,11 @@ func (p *Pool) endJobWith(j *job, cause error, before func()) bool {
 	}
 	j.ended = true
 	delete(p.jobs, j.id)
+	if j.args != nil {
+		// Workers can no longer reopen the handles of its arguments; one
+		// still running a task of it keeps what it attached.
+		j.args.close()
+	}
 	fl := p.be.cancelJobLocked(j, nil)
 	if fl == nil {
 		var buf [2]*workerHandle
@@ -279,7 +291,13 @@ func (m *chunkMaker) frame(c *chunk, left int) error {
 	if cap(m.scratch) < room {
 		m.scratch = make([]byte, room, max(room, 512))
 	}
-	enc, err := j.task.encodeIn(m.scratch[:room], c.in, c.inOff, c.inOff+c.n)
+	var enc []byte
+	var err error
+	if j.args != nil {
+		enc, err = j.task.encodeHandles(m.scratch[:room], c.in, c.inOff, c.inOff+c.n, j.args)
+	} else {
+		enc, err = j.task.encodeIn(m.scratch[:room], c.in, c.inOff, c.inOff+c.n)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %s: encoding arguments %d..%d: %w", ErrEncode, j.task.name, c.start, c.start+c.n-1, err)
 	}

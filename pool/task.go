@@ -55,6 +55,10 @@ type taskInfo struct {
 	// out (a []R) to dst. Used by Pool.StartCall.
 	decodeIn  func(b []byte, n int) (any, error)
 	encodeOut func(dst []byte, out any) ([]byte, error)
+	// encodeHandles, for a task whose argument carries shm handles, is
+	// encodeIn for a process Pool: the handles' descriptors are kept
+	// open by keep (the job's) until the job ends.
+	encodeHandles func(dst []byte, in any, i, j int, keep *argKeep) ([]byte, error)
 	// runEncoded runs a chunk in a worker process, appending the encoded
 	// results to dst.
 	// With sio, byte slices may be lent from data and the results
@@ -182,13 +186,22 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 		runLocal:   t.runLocal,
 	}
 	if shape, err := shapeOf(reflect.TypeFor[A]()); err != nil || shape != nil {
-		// Handles reach workers through the Initializer only (see the
-		// package documentation, "Handles").
+		// Handles of package shm travel in task arguments (a process
+		// pool's; handle_args.go); others reach workers through the
+		// Initializer only (see the package documentation, "Handles").
 		if err == nil {
 			err = ErrHandleArg
 		}
 		if shape != nil {
 			t.info.shape, t.info.runInit = shape, t.runInitWithHandles
+			if shape.shmOnly() {
+				t.info.encodeHandles = func(dst []byte, in any, i, j int, keep *argKeep) ([]byte, error) {
+					return appendArgHandles(dst, shape, reflect.ValueOf(in.([]A)[i:j]), keep)
+				}
+			}
+		}
+		if t.info.encodeHandles != nil {
+			err = fmt.Errorf("%w: shared-memory handles travel in the task arguments of a process Pool only (same host)", ErrHandleArg)
 		}
 		t.info.sizeIn = func(any, int, int) (int, bool) { return 0, false }
 		t.info.encodeIn = func([]byte, any, int, int) ([]byte, error) {
@@ -282,9 +295,17 @@ func call[A, R any](ctx context.Context, fn func(context.Context, A) (R, error),
 func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runHooks, dst []byte, sio *sharedIO) ([]byte, []*pb.TaskError) {
 	var ins []A
 	var err error
-	if sio != nil && sio.lend {
+	switch {
+	case t.info.encodeHandles != nil:
+		// Handles attached for the chunk are closed when it returns, so
+		// its results are encoded here, not when they are sent.
+		var closeAll func()
+		ins, closeAll, err = decodeArgs[A](t.info.shape, data, n)
+		defer closeAll()
+		sio = nil
+	case sio != nil && sio.lend:
 		ins, err = t.in.DecodeShared(data, n)
-	} else {
+	default:
 		ins, err = t.in.Decode(data, n)
 	}
 	if err != nil {
