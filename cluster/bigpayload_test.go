@@ -34,6 +34,9 @@ var bigFlip = pool.Register("ctest.bigflip", func(ctx context.Context, b []byte)
 	return flip(b), nil
 })
 
+// bigLen returns the length of its argument: only its inputs are big.
+var bigLen = pool.Register("ctest.biglen", func(ctx context.Context, b []byte) (int, error) { return len(b), nil })
+
 func flip(b []byte) []byte {
 	out := make([]byte, len(b))
 	for i, v := range b {
@@ -197,6 +200,52 @@ func TestBigPayloadAgentKilled(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// The only agent SIGKILLed while it reads a chunk's inputs object (the
+// bucket's stream has a consumer: the agent's read; the caller reads
+// none, the results being small): the chunk is delivered again to an
+// agent started after the kill, its object still there, and the Map
+// completes.
+func TestBigPayloadAgentKilledReading(t *testing.T) {
+	p := newPool(t, Agents(0))
+	a := startEnvAgent(t, p.URL(), "1")
+	waitWorkers(t, p, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	killed := make(chan error, 1)
+	go func() {
+		name := "OBJ_" + bigBucket(p.ns)
+		for ctx.Err() == nil {
+			st, err := p.js.Stream(ctx, name)
+			if err == nil && st.CachedInfo().State.Consumers > 0 {
+				a.Process.Kill()
+				killed <- nil
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		killed <- errors.New("the agent was never seen reading an object")
+	}()
+	type res struct {
+		n   []int
+		err error
+	}
+	done := make(chan res, 1)
+	in := bigInputs(2, 32<<20, 0)
+	go func() {
+		n, err := bigLen.Map(ctx, p, in, pool.Chunksize(1))
+		done <- res{n, err}
+	}()
+	if err := <-killed; err != nil {
+		t.Fatal(err)
+	}
+	startEnvAgent(t, p.URL(), "1")
+	r := <-done
+	if r.err != nil || len(r.n) != 2 || r.n[0] != 32<<20 || r.n[1] != 32<<20 {
+		t.Fatalf("Map = %v, %v", r.n, r.err)
+	}
+	waitObjectsGone(t, p, 30*time.Second)
 }
 
 // heldBy reports whether the agent process pid claims a chunk.
