@@ -104,9 +104,10 @@ func (b *procBackend) startWorker(ctx context.Context) (w *workerHandle, err err
 		mine.Close()
 		return nil, &StartError{Err: fmt.Errorf("initializer: %w", rerr)}
 	}
-	w = &workerHandle{p: p, proc: proc, conn: mine, pid: proc.Pid(), name: name, held: map[uint64]*chunk{},
-		tok: readToken{wake: make(chan struct{}, 1), fd: -1, buf: make([]byte, readBuf)}, out: ipc.NewBatcher(mine),
-		prog: prog, word: progressWord(prog)}
+	w = &workerHandle{p: p, pid: proc.Pid(), name: name, held: map[uint64]*chunk{}, procWorker: &procWorker{
+		proc: proc, conn: mine, prog: prog, word: progressWord(prog), out: ipc.NewBatcher(mine),
+		tok: readToken{wake: make(chan struct{}, 1), fd: -1, buf: make([]byte, readBuf)},
+	}}
 	if fd, ready, err := mine.WaitFD(); err == nil && !ready {
 		w.tok.fd = int(fd)
 	}

@@ -24,9 +24,6 @@ const (
 // terminate sends SIGTERM, then SIGKILL after the kill grace. Called with
 // Pool.mu held.
 func (w *workerHandle) terminate() {
-	if w.proc == nil {
-		return
-	}
 	w.proc.Terminate()
 	if w.killTimer == nil {
 		proc := w.proc

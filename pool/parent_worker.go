@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Parent side: the pool's handle on one worker process (workerHandle),
-// writing frames to it and receiving its answers.
+// Parent side: the pool's handle on one worker (workerHandle; a worker
+// process's part of it, procWorker), writing frames to a worker process
+// and receiving its answers.
 
 package pool
 
@@ -22,18 +23,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// workerHandle is the pool's side of one worker process (or of a
-// ThreadPool's worker goroutine): it runs in the parent.
+// workerHandle is the pool's side of one worker, in the parent: what the
+// Pool's scheduling knows of it, the same for every backend, and the
+// backend's own part: a worker process's (procWorker, whose fields read
+// as the handle's own) or a ThreadPool goroutine's queue.
 type workerHandle struct {
 	p    *Pool
-	proc *process.Process
-	conn *ipc.Conn
 	pid  int
 	name string
-	// prog holds the worker's progress word (see progress.go), read once
-	// the worker is dead.
-	prog *shm.Segment
-	word *uint64
 
 	// Under Pool.mu:
 	held      map[uint64]*chunk // the chunks it holds, by seq
@@ -46,14 +43,29 @@ type workerHandle struct {
 	isolated  bool // runs a suspect chunk alone
 	needFlush bool // in the list of workers to flush (dispatchInto)
 	kill      killReason
+
+	// One of these, by backend:
+	*procWorker             // a worker process (New)
+	tq          chan *chunk // a ThreadPool's worker goroutine's queue (thread_pool.go); closed to stop it
+}
+
+// procWorker is the parent's handle on a worker process: the process, its
+// connection, and what watches it.
+type procWorker struct {
+	proc *process.Process
+	conn *ipc.Conn
+	// prog holds the worker's progress word (see progress.go), read once
+	// the worker is dead.
+	prog *shm.Segment
+	word *uint64
+
+	// Under Pool.mu:
 	deadline  taskDeadline // the running task's (TaskTimeout)
 	killTimer *time.Timer  // SIGKILL after the kill grace (terminate)
 	ageTimer  *time.Timer  // retirement (MaxWorkerAge)
+	tok       readToken    // who receives from conn (parent_handoff.go)
 
-	tok readToken    // who receives from conn (parent_handoff.go)
 	out *ipc.Batcher // the frames to write to the worker
-
-	tq chan *chunk // ThreadPool: the worker goroutine's queue; closed to stop it
 }
 
 // workerLife is what the pool wants of a worker; it only moves forward.
