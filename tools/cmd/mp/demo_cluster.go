@@ -89,10 +89,26 @@ func renderMandelbrotCluster(ctx context.Context, w io.Writer, o mandelOpts, c c
 	if c.url != "" {
 		where = c.url
 	}
-	fmt.Fprintf(w, "  cluster: %s, %d local agents of %d worker process(es) each (pids %v)\n", where, max(c.agents, 0), c.agentWorkers, p.LocalAgentPids())
-	if c.url != "" && c.agents == 0 {
-		// Agents of an existing cluster may still be joining.
-		fmt.Fprintf(w, "  cluster: %d workers on the agents of this build\n", p.Workers())
+	if c.agents > 0 {
+		fmt.Fprintf(w, "  cluster: %s, %d local agents of %d worker process(es) each (pids %v)\n", where, c.agents, c.agentWorkers, p.LocalAgentPids())
+	} else {
+		// The agents of an existing cluster: wait a moment for their
+		// status entries (more may join while the render runs; with none,
+		// the render waits for one).
+		var pids []int
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			pids = pids[:0]
+			for _, a := range p.Agents() {
+				if a.Match {
+					pids = append(pids, a.Pid)
+				}
+			}
+			if len(pids) > 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		fmt.Fprintf(w, "  cluster: %s, %d agents of this build so far (pids %v)\n", where, len(pids), pids)
 	}
 
 	bands := demoBands(o)
