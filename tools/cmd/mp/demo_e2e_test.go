@@ -166,3 +166,51 @@ func TestDemoClusterChaos(t *testing.T) {
 		t.Errorf("mp left %d entries in its TMPDIR (the embedded server's store?): %v", len(left), left[0].Name())
 	}
 }
+
+// TestDemoClusterURL runs the caller side of docs/cluster.md's
+// walkthrough: mp cluster serve, an mp agent joining with
+// MULTIPROC_CLUSTER and the token, and mp demo --url mapping the bands
+// over it; the image is byte-identical to the local pool's, and the agent
+// is the one that did the work.
+func TestDemoClusterURL(t *testing.T) {
+	mptest.CheckShm(t, "psm_")
+	mptest.CheckChildren(t)
+	bin := buildDemoBinary(t)
+	env := []string{"MULTIPROC_CLUSTER_TOKEN=s3cret"}
+	srv, url, rest := clusterServe(t, bin, env, "--listen", "127.0.0.1:0", "--log", "error")
+	agent := exec.Command(bin)
+	agent.Env = append(os.Environ(), append(env, "MULTIPROC_CLUSTER="+url, "MULTIPROC_CLUSTER_WORKERS=1", "MULTIPROC_CLUSTER_LOG=warn")...)
+	agent.Stderr = os.Stderr
+	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		agent.Process.Signal(syscall.SIGTERM)
+		agent.Wait()
+	}()
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "demo", "--no-python", "--starts", "0", "--width", "160", "--height", "100", "--max-iter", "300",
+		"--url", url, "--out", dir)
+	cmd.Env = append(os.Environ(), env...)
+	outb, err := cmd.CombinedOutput()
+	out := string(outb)
+	if err != nil {
+		t.Fatalf("mp demo --url: %v\n%s", err, out)
+	}
+	for _, want := range []string{fmt.Sprintf("1 agents of this build so far (pids [%d])", agent.Process.Pid), "byte-identical to the local pool's image"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	_, a := decodePNG(t, filepath.Join(dir, "mandelbrot.png"))
+	_, b := decodePNG(t, filepath.Join(dir, "mandelbrot-cluster.png"))
+	if !bytes.Equal(a, b) {
+		t.Fatal("the cluster's image differs from the local pool's")
+	}
+	agent.Process.Signal(syscall.SIGTERM)
+	if err := agent.Wait(); err != nil {
+		t.Errorf("the agent after SIGTERM: %v", err)
+	}
+	stopClusterServe(t, srv, rest)
+}
