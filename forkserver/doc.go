@@ -44,8 +44,12 @@
 // multiproc.forkserver.v1.Request carrying the bootstrap message the
 // process package prepared, with the request's stdin, stdout, stderr and
 // inherited-file table passed by SCM_RIGHTS (253 files a frame; more go in
-// following frames). The warm process puts the three stdio files on fds 0,
-// 1 and 2 (blocking, as Spawn gives them), adopts the program's current
+// following frames). The warm process puts the stdio files on fds 0, 1 and
+// 2 (blocking, as Spawn gives them); those it was started with, /dev/null
+// and the program's stdout and stderr, are not passed when they are what
+// the child is to have (the same files, on the same objects: a program
+// that later dup2s another file onto its fd 1 gives its children the new
+// one). It adopts the program's current
 // environment when it changed since the warm process started, sets the
 // death signal for a daemon, and calls starter.RunChild: from there on it
 // is a child like any other. Start returns as soon as the frame is sent;

@@ -135,6 +135,38 @@ type warm struct {
 	child starter.Child // watches it through its pidfd
 	conn  *ipc.Conn     // the control socket
 	env   []string      // the environment it was started with
+	// out is what it has on its fds 1 and 2: the program's os.Stdout and
+	// os.Stderr of the time, as the file and its identity then.
+	out [2]stdioFile
+}
+
+// stdioFile is a file a warm process was started with on fd 1 or 2.
+type stdioFile struct {
+	f        *os.File
+	dev, ino uint64
+}
+
+// same reports whether f is s's file still open on the same object as
+// when the warm process was started: a program may put another file on
+// its fd 1 with dup2 after that, and a child must then get the new one.
+func (s stdioFile) same(f *os.File) bool {
+	if f == nil || f != s.f {
+		return false
+	}
+	dev, ino, ok := fileID(f)
+	return ok && dev == s.dev && ino == s.ino
+}
+
+// fileID returns the device and inode of f's descriptor.
+func fileID(f *os.File) (dev, ino uint64, ok bool) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return 0, 0, false
+	}
+	var st unix.Stat_t
+	var serr error = unix.EBADF
+	raw.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) })
+	return uint64(st.Dev), st.Ino, serr == nil
 }
 
 // New returns a Starter that keeps Size warm processes. It starts none
@@ -171,7 +203,9 @@ func New(opts ...Option) (*Starter, error) {
 func (s *Starter) Name() string { return "forkserver" }
 
 // Start hands req to a warm process, which becomes the child: it puts
-// req's Stdin, Stdout and Stderr on its fds 0, 1 and 2 and runs
+// req's Stdin, Stdout and Stderr on its fds 0, 1 and 2 (keeping the
+// /dev/null, stdout and stderr it was started with when they are what req
+// asks for) and runs
 // starter.RunChild with the bootstrap message and the files. When no warm
 // process is ready, Start waits (bounded by ctx) for the one being made.
 // A warm process found dead is replaced, and the start tried again.
@@ -480,10 +514,19 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 		return nil, fmt.Errorf("forkserver: %w", err)
 	}
 	defer devnull.Close()
-	fds := []uintptr{rawFD(devnull), rawFD(os.Stdout), rawFD(os.Stderr), uintptr(childEnd)}
+	stdout, stderr := os.Stdout, os.Stderr
+	fds := []uintptr{rawFD(devnull), rawFD(stdout), rawFD(stderr), uintptr(childEnd)}
+	var out [2]stdioFile
 	for i, fd := range fds {
 		if fd == badFD {
 			fds[i] = rawFD(devnull)
+			continue
+		}
+		if i == 1 || i == 2 {
+			f := []*os.File{stdout, stderr}[i-1]
+			if dev, ino, ok := fileID(f); ok {
+				out[i-1] = stdioFile{f: f, dev: dev, ino: ino}
+			}
 		}
 	}
 	env := os.Environ()
@@ -502,8 +545,8 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 	pid, err := syscall.ForkExec("/proc/self/exe", []string{os.Args[0]}, attr)
 	unix.Close(childEnd)
 	runtime.KeepAlive(devnull)
-	runtime.KeepAlive(os.Stdout)
-	runtime.KeepAlive(os.Stderr)
+	runtime.KeepAlive(stdout)
+	runtime.KeepAlive(stderr)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("forkserver: start a warm process: %w", err)
@@ -523,7 +566,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 		conn.Close()
 		return nil, fmt.Errorf("forkserver: %w", err)
 	}
-	w := &warm{pid: pid, child: child, conn: conn, env: env}
+	w := &warm{pid: pid, child: child, conn: conn, env: env, out: out}
 	rctx, cancel := context.WithTimeout(ctx, s.opts.readyTimeout)
 	defer cancel()
 	b, err := conn.RecvBytes(rctx)
@@ -562,11 +605,33 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 // (closeLater): the child now has its parent's status socket (in the
 // bootstrap) as its lifeline.
 func (w *warm) hand(ctx context.Context, req *starter.Request) error {
+	// The stdio the warm process already has is not passed: /dev/null
+	// for a nil Stdin, and the program's stdout and stderr when they are
+	// still those it was started with.
+	files := make([]*os.File, 0, 3+len(req.Files))
+	var keep uint32
+	if req.Stdin == nil {
+		keep |= 1
+	} else {
+		files = append(files, req.Stdin)
+	}
+	for i, f := range []*os.File{req.Stdout, req.Stderr} {
+		if f == nil {
+			f = []*os.File{os.Stdout, os.Stderr}[i]
+		}
+		if w.out[i].same(f) {
+			keep |= 2 << i
+		} else {
+			files = append(files, f)
+		}
+	}
+	files = append(files, req.Files...)
 	msg := &fspb.Request{
 		Bootstrap: req.Bootstrap,
-		Files:     uint32(3 + len(req.Files)),
+		Files:     uint32(len(files)),
 		Daemon:    req.Daemon,
 		Name:      req.Name,
+		KeepStdio: keep,
 	}
 	if req.Env != nil && !slices.Equal(req.Env, w.env) {
 		msg.ReplaceEnv = true
@@ -576,14 +641,6 @@ func (w *warm) hand(ctx context.Context, req *starter.Request) error {
 	if err != nil {
 		return err
 	}
-	files := make([]*os.File, 0, 3+len(req.Files))
-	for i, f := range []*os.File{req.Stdin, req.Stdout, req.Stderr} {
-		if f == nil {
-			f = []*os.File{os.Stdin, os.Stdout, os.Stderr}[i]
-		}
-		files = append(files, f)
-	}
-	files = append(files, req.Files...)
 	for len(files) > 0 || b != nil {
 		n := min(len(files), maxFilesPerFrame)
 		if err := w.conn.SendFiles(ctx, b, files[:n]...); err != nil {

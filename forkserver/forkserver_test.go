@@ -180,6 +180,46 @@ func TestTerminatedWarmProcess(t *testing.T) {
 	}
 }
 
+// A warm process keeps the program's stdout it was started with, unless
+// the program has since put another file on its fd 1 (dup2): the child
+// then writes to the new one, as a spawned child would.
+func TestStdoutRedirectedAfterWarm(t *testing.T) {
+	s := newStarter(t, Size(1))
+	ctx := testCtx(t)
+	if err := s.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := unix.FcntlInt(1, unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := unix.Dup3(int(w.Fd()), 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	p := fnHello.Process()
+	p.Starter = s
+	err = p.Start(ctx)
+	// Put the test's stdout back before anything else may write to it.
+	unix.Dup3(saved, 1, 0)
+	unix.Close(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, ctx, r)
+	if want := fmt.Sprintln("hello from", p.Pid()); got != want {
+		t.Fatalf("the child wrote %q on the program's redirected stdout, want %q", got, want)
+	}
+}
+
 // A warm process SIGKILLed at the moment of the hand-over, after the
 // Starter checked it alive: the hand-over fails and Start takes another
 // (making one: the set holds only the dead one), so the start succeeds.

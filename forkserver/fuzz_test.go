@@ -22,6 +22,9 @@ func FuzzRequest(f *testing.F) {
 		{Bootstrap: []byte{1, 2, 3}, Files: 3},
 		{Bootstrap: []byte("boot"), Files: 260, Daemon: true, ReplaceEnv: true, Env: []string{"A=B", "C="}, Name: "Process-1"},
 		{Files: 2},
+		{Bootstrap: []byte{1}, Files: 1, KeepStdio: 5},
+		{Bootstrap: []byte{1}, Files: 0, KeepStdio: 7},
+		{Bootstrap: []byte{1}, Files: 3, KeepStdio: 8},
 	} {
 		b, err := proto.Marshal(r)
 		if err != nil {
@@ -36,7 +39,7 @@ func FuzzRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if req.Files < 3 || req.Files > maxFiles || nfiles > int(req.Files) || len(req.Bootstrap) == 0 {
+		if req.KeepStdio > 7 || req.Files < stdioPassed(req.KeepStdio) || req.Files > maxFiles || nfiles > int(req.Files) || len(req.Bootstrap) == 0 {
 			t.Fatalf("accepted a bad request: %v with %d files", req, nfiles)
 		}
 		again, err := proto.Marshal(req)

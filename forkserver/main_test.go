@@ -62,6 +62,11 @@ var (
 			N: n, S: s, Env: os.Getenv("FS_TEST_VAR"),
 		})
 	})
+	// fnHello writes a line on its stdout.
+	fnHello = process.Register("fs.hello", func(ctx context.Context) error {
+		_, err := fmt.Fprintln(os.Stdout, "hello from", os.Getpid())
+		return err
+	})
 	// fnGrandchildren starts a grandchild with Spawn and one through a
 	// forkserver of its own, and reports their start methods and exit
 	// codes.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"runtime"
 	"strconv"
@@ -71,15 +72,20 @@ func warmMain(v string) {
 	}
 	fds = fds[:req.Files]
 	// stdio, as Spawn gives it: the request's files on 0, 1 and 2, in
-	// blocking mode.
+	// blocking mode, except those this process keeps (it was started with
+	// them: /dev/null, the program's stdout and stderr).
 	for i := range 3 {
-		if err := dupTo(fds[i], i); err != nil {
+		if req.KeepStdio&(1<<i) != 0 {
+			continue
+		}
+		if err := dupTo(fds[0], i); err != nil {
 			warmFatal(fmt.Errorf("forkserver: warm process: stdio %d: %w", i, err))
 		}
-		unix.Close(fds[i])
+		unix.Close(fds[0])
+		fds = fds[1:]
 	}
-	files := make([]*os.File, len(fds)-3)
-	for i, x := range fds[3:] {
+	files := make([]*os.File, len(fds))
+	for i, x := range fds {
 		files[i] = os.NewFile(uintptr(x), "inherited-"+strconv.Itoa(i))
 	}
 	if req.ReplaceEnv {
@@ -107,8 +113,10 @@ func parseRequest(payload []byte, nfiles int) (*fspb.Request, error) {
 		return nil, fmt.Errorf("forkserver: warm process: bad request (%d bytes): %w", len(payload), err)
 	}
 	switch {
-	case req.Files < 3:
-		return nil, fmt.Errorf("forkserver: warm process: bad request: %d files, want stdio at least", req.Files)
+	case req.KeepStdio > 7:
+		return nil, fmt.Errorf("forkserver: warm process: bad request: keep_stdio %#x", req.KeepStdio)
+	case req.Files < stdioPassed(req.KeepStdio):
+		return nil, fmt.Errorf("forkserver: warm process: bad request: %d files, want the %d stdio files at least", req.Files, stdioPassed(req.KeepStdio))
 	case req.Files > maxFiles:
 		return nil, fmt.Errorf("forkserver: warm process: bad request: %d files, over %d", req.Files, maxFiles)
 	case nfiles > int(req.Files):
@@ -117,6 +125,12 @@ func parseRequest(payload []byte, nfiles int) (*fspb.Request, error) {
 		return nil, fmt.Errorf("forkserver: warm process: bad request: no bootstrap message")
 	}
 	return req, nil
+}
+
+// stdioPassed is the number of stdio files a request with keep_stdio keep
+// passes.
+func stdioPassed(keep uint32) uint32 {
+	return 3 - uint32(bits.OnesCount32(keep&7))
 }
 
 // maxFiles bounds the files of one request (process's own bound on an
@@ -137,7 +151,14 @@ func dupTo(fd, to int) error {
 		}
 		break
 	}
-	return unix.SetNonblock(to, false)
+	fl, err := unix.FcntlInt(uintptr(to), unix.F_GETFL, 0)
+	if err == nil && fl&unix.O_NONBLOCK != 0 {
+		_, err = unix.FcntlInt(uintptr(to), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+	}
+	if err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	return nil
 }
 
 func warmFatal(err error) {

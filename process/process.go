@@ -404,12 +404,7 @@ func (p *Process) stdio() (files [3]*os.File, after []*os.File, copies []stdioCo
 	}
 	switch r := p.Stdin.(type) {
 	case nil:
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			return fail(err)
-		}
-		files[0] = f
-		after = append(after, f)
+		// /dev/null: the Starter's to provide (starter.Request).
 	case *os.File:
 		files[0] = r
 	default:

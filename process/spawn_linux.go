@@ -31,8 +31,15 @@ func (spawnStarter) Start(ctx context.Context, req *starter.Request) (starter.Ch
 		return nil, err
 	}
 	defer boot.Close()
+	stdin := req.Stdin
+	if stdin == nil {
+		if stdin, err = os.Open(os.DevNull); err != nil {
+			return nil, fmt.Errorf("process: start %s: %w", req.Name, err)
+		}
+		defer stdin.Close()
+	}
 	fds := make([]uintptr, 0, 4+len(req.Files))
-	for _, f := range []*os.File{req.Stdin, req.Stdout, req.Stderr, boot} {
+	for _, f := range []*os.File{stdin, req.Stdout, req.Stderr, boot} {
 		fds = append(fds, f.Fd())
 	}
 	for _, f := range req.Files {
@@ -65,7 +72,7 @@ func (spawnStarter) Start(ctx context.Context, req *starter.Request) (starter.Ch
 	} else {
 		pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
 	}
-	for _, f := range []*os.File{req.Stdin, req.Stdout, req.Stderr, boot} {
+	for _, f := range []*os.File{stdin, req.Stdout, req.Stderr, boot} {
 		// ProcAttr.Files took raw fds: keep the files alive until here.
 		runtime.KeepAlive(f)
 	}

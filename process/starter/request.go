@@ -25,7 +25,10 @@ type Request struct {
 	// process it uses may ignore it: the bootstrap message repeats
 	// Process.Env and the child applies it.
 	Env []string
-	// Stdin, Stdout and Stderr become the child's fds 0, 1 and 2.
+	// Stdin, Stdout and Stderr become the child's fds 0, 1 and 2. A nil
+	// Stdin means /dev/null, which the Starter provides (a forkserver's
+	// warm processes have it open already); Stdout and Stderr are never
+	// nil.
 	Stdin, Stdout, Stderr *os.File
 	// Daemon asks that the child also get a death signal from the kernel
 	// (PR_SET_PDEATHSIG, SIGTERM) when its parent dies, in addition to the

@@ -77,15 +77,17 @@ func (x *Ready) GetPid() int64 {
 }
 
 // Request turns a warm process into a child. Its frame carries the first
-// files by SCM_RIGHTS: stdin, stdout, stderr, then the child's
-// inherited-file table in order. When there are more files than one frame
-// may carry, empty frames follow with the rest.
+// files by SCM_RIGHTS: stdin, stdout, stderr (those not kept, see
+// keep_stdio), then the child's inherited-file table in order. When there
+// are more files than one frame may carry, empty frames follow with the
+// rest.
 type Request struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// bootstrap is the encoded multiproc.process.v1.Bootstrap message that
 	// the warm process passes to starter.RunChild.
 	Bootstrap []byte `protobuf:"bytes,1,opt,name=bootstrap,proto3" json:"bootstrap,omitempty"`
-	// files is the total number of files: 3 (stdio) plus the table's.
+	// files is the total number of files: the stdio files not kept plus
+	// the table's.
 	Files uint32 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
 	// daemon asks for a death signal (SIGTERM) when the parent dies, as
 	// Spawn sets for a daemonic child; otherwise the warm process's own
@@ -97,7 +99,12 @@ type Request struct {
 	ReplaceEnv bool     `protobuf:"varint,4,opt,name=replace_env,json=replaceEnv,proto3" json:"replace_env,omitempty"`
 	Env        []string `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
 	// name is the child's process name, for diagnostics.
-	Name          string `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	// keep_stdio: bit i (0, 1, 2) set means that the warm process keeps the
+	// fd i it was started with (/dev/null, the program's stdout, its
+	// stderr), which is what the child is to have, and that no file is
+	// passed for it.
+	KeepStdio     uint32 `protobuf:"varint,7,opt,name=keep_stdio,json=keepStdio,proto3" json:"keep_stdio,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,13 +181,20 @@ func (x *Request) GetName() string {
 	return ""
 }
 
+func (x *Request) GetKeepStdio() uint32 {
+	if x != nil {
+		return x.KeepStdio
+	}
+	return 0
+}
+
 var File_forkserver_v1_forkserver_proto protoreflect.FileDescriptor
 
 const file_forkserver_v1_forkserver_proto_rawDesc = "" +
 	"\n" +
 	"\x1eforkserver/v1/forkserver.proto\x12\x17multiproc.forkserver.v1\"\x19\n" +
 	"\x05Ready\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\x03R\x03pid\"\x9c\x01\n" +
+	"\x03pid\x18\x01 \x01(\x03R\x03pid\"\xbb\x01\n" +
 	"\aRequest\x12\x1c\n" +
 	"\tbootstrap\x18\x01 \x01(\fR\tbootstrap\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\rR\x05files\x12\x16\n" +
@@ -188,7 +202,9 @@ const file_forkserver_v1_forkserver_proto_rawDesc = "" +
 	"\vreplace_env\x18\x04 \x01(\bR\n" +
 	"replaceEnv\x12\x10\n" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x12\n" +
-	"\x04name\x18\x06 \x01(\tR\x04nameBAZ?github.com/multiproc/multiproc/proto/forkserver/v1;forkserverv1b\x06proto3"
+	"\x04name\x18\x06 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"keep_stdio\x18\a \x01(\rR\tkeepStdioBAZ?github.com/multiproc/multiproc/proto/forkserver/v1;forkserverv1b\x06proto3"
 
 var (
 	file_forkserver_v1_forkserver_proto_rawDescOnce sync.Once
