@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/multiproc/multiproc/ipc"
-	"github.com/multiproc/multiproc/ipc/remote"
 	"github.com/multiproc/multiproc/pool"
 	pb "github.com/multiproc/multiproc/proto/cluster/v1"
 	"github.com/nats-io/nats.go"
@@ -46,14 +45,6 @@ import (
 // for any chunk: an agent killed while it reads, runs or writes leaves
 // the chunk to be delivered again, and its inputs object is still there.
 
-// ErrPayloadLost is the error of a chunk whose inputs (or outputs)
-// object is missing from the big-payload bucket, or is not the one its
-// message names (other size or digest): the chunk is not run on other
-// bytes.
-var ErrPayloadLost = errors.New("cluster: a big payload's object is missing or corrupt")
-
-func init() { remote.Register(ErrPayloadLost) }
-
 const (
 	// headerRoom is what a message leaves to its headers (a publish's
 	// Nats-Msg-Id) under the server's maximum payload.
@@ -63,10 +54,10 @@ const (
 	maxObjectSize = ipc.DefaultMaxFrameSize
 	// maxDigest bounds an ObjectRef's digest ("SHA-256=" and base64).
 	maxDigest = 128
+	// objectChunkSize is the size of the messages an object is stored
+	// in.
+	objectChunkSize = 256 << 10
 )
-
-// objectChunkSize is the size of the messages an object is stored in.
-var objectChunkSize uint32 = 256 << 10
 
 func bigBucket(ns string) string { return "MPC_BIG_" + ns }
 
@@ -228,15 +219,17 @@ var errUnreachable = errors.New("cluster: the big-payload bucket does not answer
 // one, errUnreachable otherwise (or ctx's error).
 func (b *bigStore) get(ctx context.Context, ref *pb.ObjectRef) ([]byte, error) {
 	// Without a deadline, jetstream would bound the whole read by its
-	// default API timeout (5s), whatever the object's size.
+	// default API timeout (5s), whatever the object's size. A read past
+	// this bound is errUnreachable, not the caller's ctx error.
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, transferTimeout(ref.GetSize()))
 	defer cancel()
 	lost := func(format string, a ...any) error {
 		return fmt.Errorf("%w: object %s: %s", ErrPayloadLost, ref.GetName(), fmt.Sprintf(format, a...))
 	}
 	other := func(err error) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if parent.Err() != nil {
+			return parent.Err()
 		}
 		return fmt.Errorf("%w: object %s: %w", errUnreachable, ref.GetName(), err)
 	}

@@ -16,6 +16,11 @@ var (
 	// MaxBytes reached, JetStream out of storage...). Payloads the
 	// bucket takes travel through it (see ErrPayloadLost).
 	ErrTooLarge = errors.New("cluster: chunk too large")
+	// ErrPayloadLost is the error of a chunk whose inputs (or outputs)
+	// object is missing from the big-payload bucket, or is not the one
+	// its message names (other size or digest): the chunk is not run on
+	// other bytes.
+	ErrPayloadLost = errors.New("cluster: a big payload's object is missing or corrupt")
 	// ErrPoison is matched (errors.Is) by a *PoisonError.
 	ErrPoison = errors.New("cluster: chunk delivered too many times")
 )

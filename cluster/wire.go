@@ -76,6 +76,7 @@ func init() {
 	remote.RegisterType[*PoisonError]()
 	remote.Register(pool.ErrTerminated)
 	remote.Register(ErrTooLarge)
+	remote.Register(ErrPayloadLost)
 	remote.Register(pool.ErrClosed)
 }
 
