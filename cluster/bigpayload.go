@@ -394,7 +394,7 @@ func (p *Pool) bigResult(s *sent, r *pb.Result) {
 		objects = append(objects, ref.GetName())
 		if err := checkOutputsRef(r, p.id); err != nil {
 			cr.Err = fmt.Errorf("cluster: task %s[%d..%d]: %w", s.c.task, s.start, s.start+s.n-1, err)
-		} else if cr.Outputs, cr.Err = p.getRetrying(ctx, ref); cr.Err != nil {
+		} else if cr.Outputs, cr.Err = p.big.getRetrying(ctx, ref, p.log); cr.Err != nil {
 			cr.Err = fmt.Errorf("cluster: task %s[%d..%d]: reading its results: %w", s.c.task, s.start, s.start+s.n-1, cr.Err)
 		}
 	}
@@ -419,13 +419,13 @@ func (p *Pool) bigResult(s *sent, r *pb.Result) {
 
 // getRetrying reads an object, trying again for a while when the bucket
 // does not answer (a server restarting, a leader being elected).
-func (p *Pool) getRetrying(ctx context.Context, ref *pb.ObjectRef) ([]byte, error) {
+func (b *bigStore) getRetrying(ctx context.Context, ref *pb.ObjectRef, log *zap.Logger) ([]byte, error) {
 	for attempt := 1; ; attempt++ {
-		data, err := p.big.get(ctx, ref)
-		if err == nil || !errors.Is(err, errUnreachable) || attempt == 5 {
+		data, err := b.get(ctx, ref)
+		if err == nil || !errors.Is(err, errUnreachable) || attempt == 4 {
 			return data, err
 		}
-		p.log.Warn("cannot read a result's object now; trying again", zap.Error(err))
+		log.Warn("cannot read an object now; trying again", zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return nil, err
@@ -476,9 +476,11 @@ func (p *Pool) removeOwnObjects() {
 // --- the agent's side ---
 
 // readInputs reads a chunk's inputs from its object. The read is part of
-// the chunk's time in hand: heartbeats keep it claimed meanwhile.
+// the chunk's time in hand: heartbeats keep it claimed meanwhile, and
+// while the bucket does not answer, it tries again a few times before it
+// hands the chunk back (each delivery counts toward MaxDeliveries).
 func (a *agent) readInputs(ctx context.Context, c *pb.Chunk) error {
-	data, err := a.big.get(ctx, c.InputsRef)
+	data, err := a.big.getRetrying(ctx, c.InputsRef, a.log)
 	if err != nil {
 		return fmt.Errorf("reading its inputs: %w", err)
 	}
