@@ -115,6 +115,7 @@ type Starter struct {
 	delayed      *time.Timer   // a deferred topUp (RefillDelay); guarded by mu
 	delayPending bool          // delayed is armed; guarded by mu
 	handed       []*ipc.Conn   // control sockets of handed-over warm processes, to close; guarded by mu
+	spares       chan [2]int   // status socketpairs made ahead (StatusSocketpair)
 	warming      chan struct{} // cap 1: held by Warm
 	ready        chan result   // warm processes ready to use (and refill errors)
 	live         atomic.Int64  // warm processes made and not yet taken
@@ -193,6 +194,7 @@ func New(opts ...Option) (*Starter, error) {
 		kick:    make(chan struct{}, 1),
 		warming: make(chan struct{}, 1),
 		ready:   make(chan result, o.size+1),
+		spares:  make(chan [2]int, o.size),
 		done:    make(chan struct{}),
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
@@ -315,6 +317,16 @@ func (s *Starter) Close() error {
 	s.closeHanded()
 	for {
 		select {
+		case sp := <-s.spares:
+			unix.Close(sp[0])
+			unix.Close(sp[1])
+			continue
+		default:
+		}
+		break
+	}
+	for {
+		select {
 		case r := <-s.ready:
 			if r.w != nil {
 				s.live.Add(-1)
@@ -386,6 +398,35 @@ var doneCtx = func() context.Context {
 	cancel()
 	return ctx
 }()
+
+// StatusSocketpair returns a status socketpair made ahead by the refill
+// goroutine (starter.StatusSockets): process.Process.Start then does not
+// make one between Start and the hand-over.
+func (s *Starter) StatusSocketpair() (fds [2]int, ok bool) {
+	select {
+	case sp := <-s.spares:
+		return sp, true
+	default:
+		return fds, false
+	}
+}
+
+// makeSpares fills the set of status socketpairs, one per warm process.
+func (s *Starter) makeSpares() {
+	for len(s.spares) < cap(s.spares) {
+		sp, err := starter.NewStatusSocketpair()
+		if err != nil {
+			return
+		}
+		select {
+		case s.spares <- sp:
+		default:
+			unix.Close(sp[0])
+			unix.Close(sp[1])
+			return
+		}
+	}
+}
 
 // maxHanded bounds the control sockets that wait for the refill goroutine
 // to close them (see closeLater).
@@ -465,6 +506,7 @@ func (s *Starter) refill() {
 			return
 		}
 		s.closeHanded()
+		s.makeSpares()
 		for s.live.Load() < int64(s.opts.size) {
 			w, err := s.spawn(s.ctx)
 			if s.ctx.Err() != nil {

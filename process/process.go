@@ -175,9 +175,9 @@ func (p *Process) Start(ctx context.Context) (err error) {
 			f.Close()
 		}
 	}()
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	sp, err := statusSocketpair(st)
 	if err != nil {
-		return os.NewSyscallError("socketpair", err)
+		return err
 	}
 	statusFD := sp[0]
 	defer func() {
@@ -185,10 +185,6 @@ func (p *Process) Start(ctx context.Context) (err error) {
 			unix.Close(statusFD)
 		}
 	}()
-	if err := unix.SetNonblock(statusFD, true); err != nil {
-		unix.Close(sp[1])
-		return os.NewSyscallError("fcntl", err)
-	}
 	files = append(files, os.NewFile(uintptr(sp[1]), "multiproc-status"))
 
 	ident := append(slices.Clone(me.ident), childCounter.Add(1))
@@ -318,6 +314,18 @@ func (p *Process) Start(ctx context.Context) (err error) {
 			zap.String("method", p.method), zap.Bool("daemon", p.Daemon))
 	}
 	return nil
+}
+
+// statusSocketpair returns a child's status socketpair: the parent's end
+// non-blocking, the child's blocking, both close-on-exec; made ahead by
+// the Starter when it can (starter.StatusSockets).
+func statusSocketpair(st Starter) ([2]int, error) {
+	if ss, ok := st.(starter.StatusSockets); ok {
+		if sp, ok := ss.StatusSocketpair(); ok {
+			return sp, nil
+		}
+	}
+	return starter.NewStatusSocketpair()
 }
 
 var myStartTime = sync.OnceValue(func() uint64 {

@@ -3,10 +3,26 @@
 package starter
 
 import (
+	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
 )
+
+// NewStatusSocketpair makes a socketpair as StatusSockets returns one
+// (the process package's own, when its Starter has none ready).
+func NewStatusSocketpair() ([2]int, error) {
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return sp, os.NewSyscallError("socketpair", err)
+	}
+	if err := unix.SetNonblock(sp[0], true); err != nil {
+		unix.Close(sp[0])
+		unix.Close(sp[1])
+		return sp, os.NewSyscallError("fcntl", err)
+	}
+	return sp, nil
+}
 
 // CloseStrayFDs closes the fds this process inherited without being given
 // them: fds the parent had opened without close-on-exec (or inherited

@@ -36,6 +36,18 @@ type Request struct {
 	Daemon bool
 }
 
+// StatusSockets is implemented by a Starter that makes ahead of time, off
+// the path of a start, the socketpair that process.Process.Start otherwise
+// makes for each child (its status reports and its lifeline): creating one
+// is tens of microseconds, a good part of a forkserver's start.
+type StatusSockets interface {
+	// StatusSocketpair returns a connected unix stream socketpair, both
+	// ends close-on-exec, fds[0] (the parent's end) non-blocking and fds[1]
+	// (the child's) blocking; the caller owns both. ok is false when none
+	// is ready, and the caller makes its own.
+	StatusSocketpair() (fds [2]int, ok bool)
+}
+
 // A Child is a started child process, as a Starter reports it. All methods
 // are safe for concurrent use, except that Release must be the last call.
 type Child interface {
