@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -539,4 +540,36 @@ func TestBigPayloadBucketDeleted(t *testing.T) {
 			}
 		}
 	}
+}
+
+type onceArg struct {
+	Mark string
+	Data []byte
+}
+
+// bigOnce kills its own worker the first time it runs for a Mark (it
+// creates the file Mark first), and returns its Data flipped after.
+var bigOnce = pool.Register("ctest.bigonce", func(ctx context.Context, a onceArg) ([]byte, error) {
+	f, err := os.OpenFile(a.Mark, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err == nil {
+		f.Close()
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	return flip(a.Data), nil
+})
+
+// Retries hold for big chunks: a worker that dies running one inside the
+// agent is replaced and the task runs again on the inputs the agent
+// read, once; the results come back byte for byte.
+func TestBigPayloadRetries(t *testing.T) {
+	p := newPool(t, Agents(1), Retries(1))
+	in := bigInputs(2, 2<<20, 0)
+	args := []onceArg{{Mark: tmpFile(t, "a"), Data: in[0]}, {Mark: tmpFile(t, "b"), Data: in[1]}}
+	got, err := bigOnce.Map(context.Background(), p, args, pool.Chunksize(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFlipped(t, in, got)
+	waitObjectsGone(t, p, 0)
 }
