@@ -190,6 +190,28 @@ func TestGetBytes(t *testing.T) {
 	if _, err := GetBytes(ctx, new(Queue[[]byte]), buf); err != ErrClosed {
 		t.Fatalf("zero queue: %v, want ErrClosed", err)
 	}
+
+	// A JoinableQueue and a SimpleQueue of []byte take GetBytes too.
+	jq := must[*JoinableQueue[[]byte]](t)(NewJoinable[[]byte]())
+	defer jq.Close()
+	sq := must[*SimpleQueue[[]byte]](t)(NewSimple[[]byte]())
+	defer sq.Close()
+	want := bigPattern(100_000, 9)
+	if err := jq.Put(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := sq.Put(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	for _, bq := range []BytesQueue{jq, sq} {
+		v, err := GetBytes(ctx, bq, buf)
+		if err != nil || !bytes.Equal(v, want) || &v[0] != &buf[:1][0] {
+			t.Fatalf("%T: %d bytes, %v", bq, len(v), err)
+		}
+	}
+	if err := jq.TaskDone(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestBigPutWaitsBeforeGrowing: a Put of a large item that does not fit

@@ -128,10 +128,22 @@ func decodeFrame[T any](ti *typeInfo, f *frame) (v T, err error) {
 // cache, where Get allocates every item anew (and a stream of megabyte
 // items makes the garbage collector run every few items). An item longer
 // than cap(buf) is returned in new memory, as by Get; pass the result as
-// the next buf to keep it. buf's previous contents are overwritten; for
-// a JoinableQueue pass &jq.Queue. Errors are Get's.
-func GetBytes(ctx context.Context, q *Queue[[]byte], buf []byte) ([]byte, error) {
-	if q.c == nil {
+// the next buf to keep it. buf's previous contents are overwritten.
+// q is a *Queue[[]byte], *JoinableQueue[[]byte] or *SimpleQueue[[]byte].
+// Errors are Get's.
+func GetBytes(ctx context.Context, q BytesQueue, buf []byte) ([]byte, error) {
+	return getBytes(ctx, q.bytesQueue(), buf)
+}
+
+// BytesQueue is a queue of []byte of any kind (Queue, JoinableQueue,
+// SimpleQueue), for GetBytes.
+type BytesQueue interface{ bytesQueue() *Queue[[]byte] }
+
+func (q *Queue[T]) bytesQueue() *Queue[T]       { return q }
+func (s *SimpleQueue[T]) bytesQueue() *Queue[T] { return &s.q }
+
+func getBytes(ctx context.Context, q *Queue[[]byte], buf []byte) ([]byte, error) {
+	if q == nil || q.c == nil {
 		return nil, ErrClosed
 	}
 	f, err := q.c.get(ctx, true, buf)
