@@ -5,6 +5,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -217,7 +218,8 @@ func TestGetBytes(t *testing.T) {
 // TestBigPutWaitsBeforeGrowing: a Put of a large item that does not fit
 // in a ring already holding bigRingFrames of them waits for a Get to make
 // room instead of growing the ring (growWait is an hour here, so the
-// check does not depend on timing), while TryPut grows at once; and with
+// check does not depend on timing), a context ends that wait, TryPut
+// grows at once; and with
 // the real growWait and no consumer at all, Puts still all get in, the
 // ring growing after each bounded wait.
 func TestBigPutWaitsBeforeGrowing(t *testing.T) {
@@ -238,6 +240,16 @@ func TestBigPutWaitsBeforeGrowing(t *testing.T) {
 		}
 	}
 	capa := atomic.LoadUint64(q.c.capacity)
+	// The wait before growing ends with the Put's context: nothing put.
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	err := q.Put(tctx, bigPattern(item, 0xee))
+	cancel()
+	if !errors.Is(err, ErrFull) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Put past its deadline: %v, want ErrFull and DeadlineExceeded", err)
+	}
+	if q.Len() != n || atomic.LoadUint64(q.c.capacity) != capa {
+		t.Fatalf("after a Put that timed out: %d items (want %d), ring of %d bytes (want %d)", q.Len(), n, atomic.LoadUint64(q.c.capacity), capa)
+	}
 	put := make(chan error, 1)
 	go func() { put <- q.Put(ctx, bigPattern(item, byte(n))) }()
 	for i := 0; i <= n; i++ {

@@ -109,9 +109,15 @@ type Spinner struct {
 
 // Spin calls done up to the current budget times, pausing between calls,
 // and reports whether done returned true. With one usable CPU it makes up
-// to YieldTries yield-and-check attempts instead (see yieldSpin).
+// to YieldTries yield-and-check attempts instead (see yieldSpin); with
+// GOMAXPROCS=1 on several CPUs it returns false at once (the peer runs on
+// another CPU, and a yield would hand this one to unrelated work while
+// the process's only P waits).
 func (s *Spinner) Spin(done func() bool) bool {
 	if !Enabled() {
+		if numCPU > 1 {
+			return false
+		}
 		return s.yieldSpin(done)
 	}
 	if !s.started.Load() {
