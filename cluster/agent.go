@@ -137,7 +137,7 @@ type agentJob struct {
 type heldChunk struct {
 	msg    jetstream.Msg
 	caller string
-	id     uint64
+	ids    []uint64 // its chunks (one, or a pack's)
 }
 
 // runAgent is an agent's life: it returns when ctx ends (SIGTERM), having
@@ -396,8 +396,12 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 	c, err := decodeChunk(msg.Data())
 	if err != nil {
 		a.log.Warn("dropping a message that is not a valid chunk", zap.String("subject", msg.Subject()), zap.Error(err))
-		if validToken(c.GetCaller()) && c.GetCaller() != "" && c.GetId() != 0 {
-			a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
+		if validToken(c.GetCaller()) && c.GetCaller() != "" {
+			for _, pc := range partsOf(c) {
+				if pc.GetId() != 0 {
+					a.reply(pc, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
+				}
+			}
 		}
 		msg.Term()
 		a.leave()
@@ -418,10 +422,14 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 	if deliveries > 1 {
 		a.redelivered.Add(1)
 	}
+	parts := partsOf(c)
 	if max := uint64(c.MaxDeliveries); max > 0 && deliveries > max {
-		perr := &PoisonError{Task: c.Task, Index: int(c.Start), Count: int(c.Count), Deliveries: int(deliveries - 1)}
-		a.log.Warn("poison chunk: every agent that held it vanished", zap.Error(perr))
-		a.reply(c, nil, &pb.Failure{Error: remoteErr(perr)})
+		for _, pc := range parts {
+			// The caller publishes each chunk of a pack again alone.
+			perr := &PoisonError{Task: pc.Task, Index: int(pc.Start), Count: int(pc.Count), Deliveries: int(deliveries - 1)}
+			a.log.Warn("poison chunk: every agent that held it vanished", zap.Error(perr))
+			a.reply(pc, nil, &pb.Failure{Error: remoteErr(perr)})
+		}
 		msg.Term()
 		a.leave()
 		return
@@ -432,89 +440,137 @@ func (a *agent) handle(ctx context.Context, msg jetstream.Msg) {
 		a.leave()
 		return
 	}
-	h := &heldChunk{msg: msg, caller: c.Caller, id: c.Id}
+	h := &heldChunk{msg: msg, caller: c.Caller, ids: make([]uint64, len(parts))}
+	for i, pc := range parts {
+		h.ids[i] = pc.Id
+	}
 	a.mu.Lock()
 	a.held[h] = struct{}{}
 	a.mu.Unlock()
-	finish := func(r *pool.ChunkResult, err error) {
-		defer a.leave()
-		defer release()
-		// Held (heartbeats keep it claimed) until it is answered: a
-		// big result is put in the object store first.
-		defer func() {
-			a.mu.Lock()
-			delete(a.held, h)
-			a.mu.Unlock()
-		}()
+	// The message is settled (acknowledged, or handed back) once each of
+	// its chunks is answered.
+	var (
+		mu      sync.Mutex
+		left    = len(parts)
+		nak     bool // a chunk's result could not be published
+		unreach bool // a chunk's inputs could not be read now
+	)
+	t0 := time.Now()
+	finish := func(pc *pb.Chunk, r *pool.ChunkResult, err error) {
+		var rerr error
+		switch {
+		case ctx.Err() != nil, jctx.Err() != nil:
+		case errors.Is(err, errUnreachable):
+			// Its inputs' object could not be read now: it runs later.
+			a.log.Warn("cannot read a chunk's inputs now; handing it back", zap.Error(err))
+			rerr = err
+		case err != nil:
+			rerr = a.reply(pc, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
+		default:
+			rerr = a.reply(pc, r, nil)
+		}
+		mu.Lock()
+		if rerr != nil {
+			nak = true
+			unreach = unreach || errors.Is(rerr, errUnreachable)
+		}
+		left--
+		last := left == 0
+		mu.Unlock()
+		if !last {
+			return
+		}
 		switch {
 		case ctx.Err() != nil:
 			// The agent is stopping: another agent runs it.
 			msg.Nak()
-			return
 		case jctx.Err() != nil:
 			msg.Ack() // cancelled by its caller, who wants no result
-			return
-		case errors.Is(err, errUnreachable):
-			// Its inputs' object could not be read now: it runs later.
-			a.log.Warn("cannot read a chunk's inputs now; handing it back", zap.Error(err))
+		case unreach:
 			msg.NakWithDelay(time.Second)
-			return
-		case err != nil:
-			err = a.reply(c, nil, &pb.Failure{Error: remoteErr(fmt.Errorf("cluster: agent %s: %w", a.id, err))})
-		default:
-			err = a.reply(c, r, nil)
-		}
-		if err != nil {
+		case nak:
 			msg.Nak() // not answered: it runs again
-			return
+		default:
+			a.noteRun(time.Since(t0))
+			msg.Ack()
 		}
-		msg.Ack()
+		// Held (heartbeats keep it claimed) until it is answered: a big
+		// result is put in the object store first.
+		a.mu.Lock()
+		delete(a.held, h)
+		a.mu.Unlock()
+		release()
+		a.leave()
 	}
 	if c.InputsRef != nil {
 		if err := a.readInputs(jctx, c); err != nil {
-			finish(nil, err)
+			finish(c, nil, err)
 			return
 		}
 	}
-	t0 := time.Now()
-	err = a.send(jctx, c, func(r pool.ChunkResult) {
-		a.noteRun(time.Since(t0))
-		finish(&r, nil)
-	})
-	if err != nil {
-		finish(nil, err)
-	}
+	a.send(jctx, parts, finish)
 }
 
-// send hands a chunk to the local pool that has its options; done gets
-// its result, once. Chunks reach the local pool in the order they were
-// pulled: a short chunk must not queue behind a long one pulled after
-// it.
-func (a *agent) send(ctx context.Context, c *pb.Chunk, done func(pool.ChunkResult)) error {
+// send hands chunks of one call to the local pool that has their
+// options, in one local call; done gets each chunk's result (or error),
+// once. Chunks reach the local pool in the order they were pulled: a
+// short chunk must not queue behind a long one pulled after it.
+func (a *agent) send(ctx context.Context, parts []*pb.Chunk, done func(*pb.Chunk, *pool.ChunkResult, error)) {
+	c := parts[0]
 	lp, release, err := a.localPool(ctx, poolKey{timeout: time.Duration(c.TaskTimeoutNs), retries: int(c.Retries)})
 	if err != nil {
-		return err
+		for _, pc := range parts {
+			done(pc, nil, err)
+		}
+		return
 	}
-	var once sync.Once
-	var call pool.Call
-	call, err = lp.StartCall(ctx, c.Task, func(r pool.ChunkResult) {
-		// Called only once Send was, so call is set.
-		once.Do(func() {
+	var (
+		mu     sync.Mutex
+		byPos  = make(map[int]int, len(parts)) // part by its first task
+		fin    = make([]bool, len(parts))
+		left   = len(parts)
+		call   pool.Call
+		closed bool
+	)
+	for i, pc := range parts {
+		byPos[int(pc.Start)] = i // distinct: checkParts
+	}
+	// end marks part i answered; the last one ends the local call.
+	end := func(i int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if fin[i] {
+			return false
+		}
+		fin[i] = true
+		left--
+		if left == 0 && call != nil && !closed {
+			closed = true
 			call.Close()
 			release()
-			done(r)
-		})
+		}
+		return true
+	}
+	call, err = lp.StartCall(ctx, c.Task, func(r pool.ChunkResult) {
+		mu.Lock()
+		i, ok := byPos[r.Start]
+		mu.Unlock()
+		if ok && end(i) {
+			done(parts[i], &r, nil)
+		}
 	})
 	if err != nil {
 		release()
-		return err
+		for _, pc := range parts {
+			done(pc, nil, err)
+		}
+		return
 	}
-	if err := call.Send(0, int(c.Count), c.Inputs); err != nil {
-		call.Close()
-		release()
-		return err
+	for i, pc := range parts {
+		if err := call.Send(int(pc.Start), int(pc.Count), pc.Inputs); err != nil && end(i) {
+			done(pc, nil, err)
+		}
 	}
-	return nil
 }
 
 // reply publishes a chunk's result (or all, the error of all its tasks)
@@ -766,7 +822,7 @@ func (a *agent) heartbeatLoop(ctx context.Context) {
 		var msgs []jetstream.Msg
 		for h := range a.held {
 			msgs = append(msgs, h.msg)
-			claims[h.caller] = append(claims[h.caller], h.id)
+			claims[h.caller] = append(claims[h.caller], h.ids...)
 		}
 		a.mu.Unlock()
 		for _, m := range msgs {

@@ -272,6 +272,10 @@ func FuzzDecodeChunk(f *testing.F) {
 	f.Add(mustMarshal(&pb.Chunk{Caller: "abc", Job: 1, Id: 2, Task: "t", Count: 3,
 		InputsRef: &pb.ObjectRef{Name: inputsObject("abc", 1, 2), Size: 9 << 20, Digest: "SHA-256=x"}}))
 	f.Add(mustMarshal(&pb.Chunk{Caller: "abc", Job: 1, Id: 2, Task: "t", Count: 3, InputsRef: &pb.ObjectRef{Name: "abc.1.3.in", Size: 1}}))
+	f.Add(mustMarshal(&pb.Chunk{Caller: "abc", Job: 1, Id: 2, Task: "t", Count: 3,
+		Parts: []*pb.Part{{Id: 2, Start: 0, Count: 1, Inputs: []byte{1}}, {Id: 3, Start: 1, Count: 2, Inputs: []byte{2, 3}}}}))
+	f.Add(mustMarshal(&pb.Chunk{Caller: "abc", Job: 1, Id: 2, Task: "t", Count: 2,
+		Parts: []*pb.Part{{Id: 2, Start: 5, Count: 1}, {Id: 3, Start: 5, Count: 1}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := decodeChunk(b)
 		if err != nil {
@@ -286,6 +290,13 @@ func FuzzDecodeChunk(f *testing.F) {
 		if ref := c.InputsRef; ref != nil && (ref.Name != inputsObject(c.Caller, c.Job, c.Id) || ref.Size == 0 ||
 			ref.Size > uint64(maxObjectSize) || len(c.Inputs) > 0) {
 			t.Fatalf("accepted a bad inputs reference: %v", c)
+		}
+		next := uint64(0)
+		for _, pt := range c.Parts {
+			if pt.Id == 0 || pt.Count == 0 || uint64(pt.Start) < next || c.InputsRef != nil || len(c.Inputs) > 0 {
+				t.Fatalf("accepted a bad pack: %v", c)
+			}
+			next = uint64(pt.Start) + uint64(pt.Count)
 		}
 		again, err := decodeChunk(mustMarshal(c))
 		if err != nil || !proto.Equal(c, again) {

@@ -58,7 +58,7 @@ type Pool struct {
 	local      []*process.Process
 
 	stats struct {
-		republished, duplicates, results uint64
+		republished, duplicates, results, packs uint64
 	}
 
 	// life ends when the pool starts shutting down; stop ends it.
@@ -86,6 +86,9 @@ type sent struct {
 	claimant string
 	object   string // its inputs' object in the big-payload bucket, or ""
 	reading  bool   // its result is in and being read (bigResult)
+	// pack is set while it travels in a pack (pack.go), with inputs.
+	pack   *packOf
+	inputs []byte
 }
 
 // New starts a cluster pool. With no URL option it starts an embedded
@@ -250,13 +253,16 @@ type Stats struct {
 	Results     uint64 // chunk results accepted
 	Duplicates  uint64 // results dropped because their chunk was already answered
 	Republished uint64 // chunks published again because their message was lost
+	// Packs counts the messages that carried several chunks of a call
+	// (pack.go).
+	Packs uint64
 }
 
 // Stats returns the pool's counters.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Results: p.stats.results, Duplicates: p.stats.duplicates, Republished: p.stats.republished}
+	return Stats{Results: p.stats.results, Duplicates: p.stats.duplicates, Republished: p.stats.republished, Packs: p.stats.packs}
 }
 
 // StartCall implements pool.Runner.
@@ -313,9 +319,7 @@ func (c *call) Send(start, n int, inputs []byte) error {
 	p.chunkSeq++
 	id := p.chunkSeq
 	p.mu.Unlock()
-	m := &pb.Chunk{Caller: p.id, Job: c.job, Id: id, Task: c.task, Start: uint32(start), Count: uint32(n), Inputs: inputs,
-		TaskTimeoutNs: int64(p.o.taskTimeout), Retries: uint32(p.o.retries), MaxDeliveries: uint32(p.o.maxDeliver)}
-	data, object, err := p.encodeChunk(c.ctx, m)
+	data, object, err := p.encodeChunk(c.ctx, c.chunkMsg(id, start, n, inputs))
 	if err != nil {
 		<-p.slots
 		return err
@@ -355,21 +359,27 @@ const maxPublishErrors = 10
 // fails it after maxPublishErrors.
 func (p *Pool) publishFailed(id uint64, err error) {
 	p.mu.Lock()
-	s := p.chunks[id]
-	var fail *sent
-	if s != nil {
+	them := []*sent{p.chunks[id]}
+	if s := them[0]; s != nil && s.pack != nil && s.pack.first == id {
+		them = s.pack.parts // the message of a pack: each of its chunks
+	}
+	var fail []*sent
+	for _, s := range them {
+		if s == nil || p.chunks[s.id] != s {
+			continue
+		}
 		s.pubErrs++
 		s.last = time.Time{}
 		if s.pubErrs > maxPublishErrors {
-			fail = s
+			fail = append(fail, s)
 			p.removeLocked(s)
 		}
 	}
 	p.mu.Unlock()
-	if fail != nil {
-		p.removeObjects(fail.object)
-		fail.c.deliver(pool.ChunkResult{Start: fail.start, N: fail.n,
-			Err: fmt.Errorf("cluster: publishing task %s[%d..%d] failed %d times: %w", fail.c.task, fail.start, fail.start+fail.n-1, fail.pubErrs, err)})
+	for _, f := range fail {
+		p.removeObjects(f.object)
+		f.c.deliver(pool.ChunkResult{Start: f.start, N: f.n,
+			Err: fmt.Errorf("cluster: publishing task %s[%d..%d] failed %d times: %w", f.c.task, f.start, f.start+f.n-1, f.pubErrs, err)})
 	}
 }
 
@@ -475,6 +485,18 @@ func (p *Pool) onResult(r *pb.Result) {
 		return
 	}
 	s := p.chunks[r.GetId()]
+	if s != nil && s.pack != nil && r.GetAll() != nil && s.c.job == r.GetJob() && !s.reading {
+		p.mu.Unlock()
+		if p.poisonPart(s, r) {
+			return
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		s = p.chunks[r.GetId()]
+	}
 	if s == nil || s.c.job != r.GetJob() || s.reading {
 		p.stats.duplicates++
 		p.mu.Unlock()
@@ -644,7 +666,11 @@ func (p *Pool) track(ctx context.Context) {
 		}
 		s.last = time.Now()
 		if lost {
-			s.gen++
+			if s.pack != nil {
+				p.unpackLocked(s) // the others of its pack go alone too
+			} else {
+				s.gen++
+			}
 			p.stats.republished++
 		}
 		p.mu.Unlock()

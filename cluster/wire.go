@@ -47,7 +47,57 @@ func decodeChunk(b []byte) (*pb.Chunk, error) {
 	if err := checkInputsRef(c); err != nil {
 		return c, err
 	}
+	if err := checkParts(c); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// maxParts bounds the chunks of a pack.
+const maxParts = 1 << 10
+
+// checkParts checks a pack's chunks (Chunk.parts).
+func checkParts(c *pb.Chunk) error {
+	if len(c.Parts) == 0 {
+		return nil
+	}
+	if len(c.Parts) > maxParts || c.InputsRef != nil || len(c.Inputs) > 0 {
+		return fmt.Errorf("%w: a pack of %d chunks with inputs of its own", errBadChunk, len(c.Parts))
+	}
+	total, next := 0, uint64(0)
+	for _, pt := range c.Parts {
+		if pt.Id == 0 || pt.Count == 0 || pt.Count > maxChunkTasks {
+			return fmt.Errorf("%w: a pack's chunk %d of %d tasks", errBadChunk, pt.Id, pt.Count)
+		}
+		// Its chunks are consecutive runs of tasks of one call, in order.
+		if uint64(pt.Start) < next {
+			return fmt.Errorf("%w: a pack's chunks overlap at task %d", errBadChunk, pt.Start)
+		}
+		next = uint64(pt.Start) + uint64(pt.Count)
+		total += int(pt.Count)
+	}
+	if total > maxChunkTasks {
+		return fmt.Errorf("%w: a pack of %d tasks", errBadChunk, total)
+	}
+	return nil
+}
+
+// partsOf returns a chunk message's chunks: the parts of a pack, each
+// with the pack's call and options, or the chunk itself.
+func partsOf(c *pb.Chunk) []*pb.Chunk {
+	if len(c.Parts) == 0 {
+		return []*pb.Chunk{c}
+	}
+	out := make([]*pb.Chunk, len(c.Parts))
+	mem := make([]pb.Chunk, len(c.Parts))
+	for i, pt := range c.Parts {
+		m := &mem[i]
+		m.Caller, m.Job, m.Task = c.Caller, c.Job, c.Task
+		m.TaskTimeoutNs, m.Retries, m.MaxDeliveries = c.TaskTimeoutNs, c.Retries, c.MaxDeliveries
+		m.Id, m.Start, m.Count, m.Inputs = pt.Id, pt.Start, pt.Count, pt.Inputs
+		out[i] = m
+	}
+	return out
 }
 
 // validToken reports whether s can be a NATS subject token.

@@ -53,6 +53,27 @@ type Call interface {
 	Close()
 }
 
+// A BatchCall is a Call that also takes many chunks at once: Map hands
+// over all of its chunks in one SendBatch, so that a Runner that moves
+// them over a network may group small ones into fewer messages (the
+// cluster module's pool does). Each chunk still gets its own results.
+type BatchCall interface {
+	Call
+	// SendBatch sends chunks in order, as Send would each. It returns
+	// how many were sent: when that is less than len(chunks), chunk n
+	// failed with err (its tasks fail) and the caller goes on with the
+	// chunks after it.
+	SendBatch(chunks []ChunkIn) (n int, err error)
+}
+
+// ChunkIn is a chunk handed to BatchCall.SendBatch: N consecutive tasks
+// of a call, the first at index Start, with inputs in the task's argument
+// encoding.
+type ChunkIn struct {
+	Start, N int
+	Inputs   []byte
+}
+
 // ChunkResult is the outcome of n consecutive tasks of a call, starting at
 // index Start.
 type ChunkResult struct {
@@ -187,6 +208,21 @@ func (e *otherRunner) oneChunk(j *job, in any, c *chunk) (*chunk, error) {
 }
 
 func (e *otherRunner) submit(cs ...*chunk) {
+	if bc, ok := e.call.(BatchCall); ok && len(cs) > 1 {
+		in := make([]ChunkIn, len(cs))
+		for i, c := range cs {
+			in[i] = ChunkIn{Start: c.start, N: c.n, Inputs: c.frame}
+		}
+		for len(in) > 0 {
+			n, err := bc.SendBatch(in)
+			if n >= len(in) {
+				return
+			}
+			e.receive(ChunkResult{Start: in[n].Start, N: in[n].N, Err: err})
+			in = in[n+1:]
+		}
+		return
+	}
 	for _, c := range cs {
 		if err := e.call.Send(c.start, c.n, c.frame); err != nil {
 			e.receive(ChunkResult{Start: c.start, N: c.n, Err: err})

@@ -57,7 +57,13 @@ type Chunk struct {
 	// bucket that holds the inputs (then empty here): a chunk over the
 	// server's maximum message size travels through JetStream's Object
 	// Store (docs/cluster.md, "Payloads of any size").
-	InputsRef     *ObjectRef `protobuf:"bytes,11,opt,name=inputs_ref,json=inputsRef,proto3" json:"inputs_ref,omitempty"`
+	InputsRef *ObjectRef `protobuf:"bytes,11,opt,name=inputs_ref,json=inputsRef,proto3" json:"inputs_ref,omitempty"`
+	// Parts, when set, makes the message a pack: several small chunks of
+	// one call that travel together (a Map of many tiny chunks), each with
+	// its own id, run, answered and failed on its own. Id, Start and Count
+	// are then the first part's id, its start, and the parts' total; Inputs
+	// and InputsRef are empty.
+	Parts         []*Part `protobuf:"bytes,12,rep,name=parts,proto3" json:"parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +175,82 @@ func (x *Chunk) GetInputsRef() *ObjectRef {
 	return nil
 }
 
+func (x *Chunk) GetParts() []*Part {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+// Part is one chunk of a pack (Chunk.parts).
+type Part struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Start         uint32                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Count         uint32                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Inputs        []byte                 `protobuf:"bytes,4,opt,name=inputs,proto3" json:"inputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Part) Reset() {
+	*x = Part{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Part) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Part) ProtoMessage() {}
+
+func (x *Part) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Part.ProtoReflect.Descriptor instead.
+func (*Part) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Part) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Part) GetStart() uint32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *Part) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Part) GetInputs() []byte {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
 // ObjectRef names an object of the build's big-payload bucket
 // (MPC_BIG_<build>), its size in bytes and its digest as the Object Store
 // records it ("SHA-256=..."): a reader checks both, so an object removed
@@ -185,7 +267,7 @@ type ObjectRef struct {
 
 func (x *ObjectRef) Reset() {
 	*x = ObjectRef{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +279,7 @@ func (x *ObjectRef) String() string {
 func (*ObjectRef) ProtoMessage() {}
 
 func (x *ObjectRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +292,7 @@ func (x *ObjectRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRef.ProtoReflect.Descriptor instead.
 func (*ObjectRef) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ObjectRef) GetName() string {
@@ -252,7 +334,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +346,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +359,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Failure) GetIndex() uint32 {
@@ -329,7 +411,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +423,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +436,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Result) GetJob() uint64 {
@@ -418,7 +500,7 @@ type Claim struct {
 
 func (x *Claim) Reset() {
 	*x = Claim{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +512,7 @@ func (x *Claim) String() string {
 func (*Claim) ProtoMessage() {}
 
 func (x *Claim) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +525,7 @@ func (x *Claim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Claim.ProtoReflect.Descriptor instead.
 func (*Claim) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Claim) GetAgent() string {
@@ -474,7 +556,7 @@ type ToCaller struct {
 
 func (x *ToCaller) Reset() {
 	*x = ToCaller{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +568,7 @@ func (x *ToCaller) String() string {
 func (*ToCaller) ProtoMessage() {}
 
 func (x *ToCaller) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +581,7 @@ func (x *ToCaller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToCaller.ProtoReflect.Descriptor instead.
 func (*ToCaller) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ToCaller) GetMsg() isToCaller_Msg {
@@ -555,7 +637,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +649,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +662,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Cancel) GetCaller() string {
@@ -601,7 +683,7 @@ var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x18cluster/v1/cluster.proto\x12\x14multiproc.cluster.v1\x1a\x16common/v1/common.proto\"\xc2\x02\n" +
+	"\x18cluster/v1/cluster.proto\x12\x14multiproc.cluster.v1\x1a\x16common/v1/common.proto\"\xf4\x02\n" +
 	"\x05Chunk\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\x04R\x03job\x12\x0e\n" +
@@ -615,7 +697,13 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x0emax_deliveries\x18\n" +
 	" \x01(\rR\rmaxDeliveries\x12>\n" +
 	"\n" +
-	"inputs_ref\x18\v \x01(\v2\x1f.multiproc.cluster.v1.ObjectRefR\tinputsRef\"K\n" +
+	"inputs_ref\x18\v \x01(\v2\x1f.multiproc.cluster.v1.ObjectRefR\tinputsRef\x120\n" +
+	"\x05parts\x18\f \x03(\v2\x1a.multiproc.cluster.v1.PartR\x05parts\"Z\n" +
+	"\x04Part\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\rR\x05start\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\x12\x16\n" +
+	"\x06inputs\x18\x04 \x01(\fR\x06inputs\"K\n" +
 	"\tObjectRef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
@@ -658,30 +746,32 @@ func file_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_cluster_v1_cluster_proto_goTypes = []any{
 	(*Chunk)(nil),          // 0: multiproc.cluster.v1.Chunk
-	(*ObjectRef)(nil),      // 1: multiproc.cluster.v1.ObjectRef
-	(*Failure)(nil),        // 2: multiproc.cluster.v1.Failure
-	(*Result)(nil),         // 3: multiproc.cluster.v1.Result
-	(*Claim)(nil),          // 4: multiproc.cluster.v1.Claim
-	(*ToCaller)(nil),       // 5: multiproc.cluster.v1.ToCaller
-	(*Cancel)(nil),         // 6: multiproc.cluster.v1.Cancel
-	(*v1.RemoteError)(nil), // 7: multiproc.common.v1.RemoteError
+	(*Part)(nil),           // 1: multiproc.cluster.v1.Part
+	(*ObjectRef)(nil),      // 2: multiproc.cluster.v1.ObjectRef
+	(*Failure)(nil),        // 3: multiproc.cluster.v1.Failure
+	(*Result)(nil),         // 4: multiproc.cluster.v1.Result
+	(*Claim)(nil),          // 5: multiproc.cluster.v1.Claim
+	(*ToCaller)(nil),       // 6: multiproc.cluster.v1.ToCaller
+	(*Cancel)(nil),         // 7: multiproc.cluster.v1.Cancel
+	(*v1.RemoteError)(nil), // 8: multiproc.common.v1.RemoteError
 }
 var file_cluster_v1_cluster_proto_depIdxs = []int32{
-	1, // 0: multiproc.cluster.v1.Chunk.inputs_ref:type_name -> multiproc.cluster.v1.ObjectRef
-	7, // 1: multiproc.cluster.v1.Failure.error:type_name -> multiproc.common.v1.RemoteError
-	2, // 2: multiproc.cluster.v1.Result.failures:type_name -> multiproc.cluster.v1.Failure
-	2, // 3: multiproc.cluster.v1.Result.all:type_name -> multiproc.cluster.v1.Failure
-	1, // 4: multiproc.cluster.v1.Result.outputs_ref:type_name -> multiproc.cluster.v1.ObjectRef
-	3, // 5: multiproc.cluster.v1.ToCaller.result:type_name -> multiproc.cluster.v1.Result
-	4, // 6: multiproc.cluster.v1.ToCaller.claim:type_name -> multiproc.cluster.v1.Claim
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	2, // 0: multiproc.cluster.v1.Chunk.inputs_ref:type_name -> multiproc.cluster.v1.ObjectRef
+	1, // 1: multiproc.cluster.v1.Chunk.parts:type_name -> multiproc.cluster.v1.Part
+	8, // 2: multiproc.cluster.v1.Failure.error:type_name -> multiproc.common.v1.RemoteError
+	3, // 3: multiproc.cluster.v1.Result.failures:type_name -> multiproc.cluster.v1.Failure
+	3, // 4: multiproc.cluster.v1.Result.all:type_name -> multiproc.cluster.v1.Failure
+	2, // 5: multiproc.cluster.v1.Result.outputs_ref:type_name -> multiproc.cluster.v1.ObjectRef
+	4, // 6: multiproc.cluster.v1.ToCaller.result:type_name -> multiproc.cluster.v1.Result
+	5, // 7: multiproc.cluster.v1.ToCaller.claim:type_name -> multiproc.cluster.v1.Claim
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_cluster_v1_cluster_proto_init() }
@@ -689,7 +779,7 @@ func file_cluster_v1_cluster_proto_init() {
 	if File_cluster_v1_cluster_proto != nil {
 		return
 	}
-	file_cluster_v1_cluster_proto_msgTypes[5].OneofWrappers = []any{
+	file_cluster_v1_cluster_proto_msgTypes[6].OneofWrappers = []any{
 		(*ToCaller_Result)(nil),
 		(*ToCaller_Claim)(nil),
 	}
@@ -699,7 +789,7 @@ func file_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_v1_cluster_proto_rawDesc), len(file_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
