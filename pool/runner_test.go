@@ -122,3 +122,58 @@ func TestRunnerCancel(t *testing.T) {
 		t.Fatalf("Map returned after %v", d)
 	}
 }
+
+// batchLoopback is a loopback whose calls take batches (pool.BatchCall):
+// it records the batches and refuses the chunk starting at refuse.
+type batchLoopback struct {
+	loopback
+	refuse  int
+	batches *[]int
+}
+
+type batchCall struct {
+	pool.Call
+	r batchLoopback
+}
+
+func (b batchLoopback) StartCall(ctx context.Context, task string, deliver func(pool.ChunkResult)) (pool.Call, error) {
+	c, err := b.loopback.StartCall(ctx, task, deliver)
+	if err != nil {
+		return nil, err
+	}
+	return batchCall{c, b}, nil
+}
+
+var errRefused = errors.New("refused")
+
+func (c batchCall) SendBatch(chunks []pool.ChunkIn) (int, error) {
+	*c.r.batches = append(*c.r.batches, len(chunks))
+	for i, ch := range chunks {
+		if ch.Start == c.r.refuse {
+			return i, errRefused
+		}
+		if err := c.Send(ch.Start, ch.N, ch.Inputs); err != nil {
+			return i, err
+		}
+	}
+	return len(chunks), nil
+}
+
+// Map hands a BatchCall all of its chunks at once; a chunk it refuses
+// fails its tasks alone, and the chunks after it are sent.
+func TestRunnerBatchCall(t *testing.T) {
+	var batches []int
+	r := batchLoopback{loopback{newPool(t, pool.Workers(2))}, 50, &batches}
+	got, err := square.Map(context.Background(), r, ints(100), pool.Chunksize(10))
+	if !errors.Is(err, errRefused) {
+		t.Fatalf("Map = %v, want the refused chunk's error", err)
+	}
+	for i, v := range got {
+		if (i < 50 || i >= 60) && v != i*i {
+			t.Fatalf("result %d = %d, want %d", i, v, i*i)
+		}
+	}
+	if !slices.Equal(batches, []int{10, 4}) {
+		t.Fatalf("batches of %v chunks, want all 10, then the 4 after the refused one", batches)
+	}
+}
