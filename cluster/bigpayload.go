@@ -204,10 +204,11 @@ func (b *bigStore) forget() {
 	b.mu.Unlock()
 }
 
-// transferTimeout bounds the transfer of n bytes: generous (1 MB/s and
-// 30 s more), only so that a transfer that stalls ends.
+// transferTimeout bounds the read of n bytes (2 MiB/s, and 10 s more):
+// a read of an object removed meanwhile (its chunk was answered by
+// another agent) stalls until then.
 func transferTimeout(n uint64) time.Duration {
-	return 30*time.Second + time.Duration(n>>20)*time.Second
+	return 10*time.Second + time.Duration(n>>21)*time.Second
 }
 
 // errUnreachable marks a failure to read an object that may pass (the

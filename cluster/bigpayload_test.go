@@ -23,14 +23,19 @@ import (
 
 // bigFlip returns its bytes reversed and xored with 0x5a: every output
 // byte depends on the input's. A first byte of 0xff makes it sleep
-// 300ms first, so that an agent can be killed holding it.
+// 300ms first, 0xfe 1.5s, so that an agent can be killed (or stopped)
+// holding it, most likely while it runs.
 var bigFlip = pool.Register("ctest.bigflip", func(ctx context.Context, b []byte) ([]byte, error) {
+	var d time.Duration
 	if len(b) > 0 && b[0] == 0xff {
-		select {
-		case <-time.After(300 * time.Millisecond):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		d = 300 * time.Millisecond
+	} else if len(b) > 0 && b[0] == 0xfe {
+		d = 1500 * time.Millisecond
+	}
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	return flip(b), nil
 })
@@ -572,4 +577,49 @@ func TestBigPayloadRetries(t *testing.T) {
 	}
 	checkFlipped(t, in, got)
 	waitObjectsGone(t, p, 0)
+}
+
+// Dedupe holds for big results: an agent stopped (SIGSTOP) holding a big
+// chunk past the ack wait, the chunk runs on the other agent and the Map
+// completes; the stopped agent, continued, answers too: its result is
+// dropped as a duplicate and its outputs object removed.
+func TestBigPayloadDuplicateResult(t *testing.T) {
+	p := newPool(t, Agents(0))
+	a := startEnvAgent(t, p.URL(), "1")
+	startEnvAgent(t, p.URL(), "1")
+	waitWorkers(t, p, 2)
+	in := bigInputs(2, 2<<20, 0xfe)
+	stopped := make(chan bool, 1)
+	go func() {
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			if p.heldBy(a.Process.Pid) {
+				a.Process.Signal(syscall.SIGSTOP)
+				stopped <- true
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		stopped <- false
+	}()
+	got, err := bigFlip.Map(context.Background(), p, in, pool.Chunksize(1))
+	ok := <-stopped
+	a.Process.Signal(syscall.SIGCONT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFlipped(t, in, got)
+	if !ok {
+		t.Fatal("the agent was never seen holding a chunk")
+	}
+	// Stopped while it read the object, the agent finds it removed
+	// (the chunk was answered) only once its read's bound has passed.
+	deadline := time.Now().Add(60 * time.Second)
+	for p.Stats().Duplicates == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the continued agent's result never came: %+v", p.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitObjectsGone(t, p, 30*time.Second)
 }
