@@ -118,6 +118,7 @@ func renderMandelbrotCluster(ctx context.Context, w io.Writer, o mandelOpts, c c
 	}
 	bar := &progressBar{w: w, tty: isTTY(w), label: "cluster  "}
 	res := &mandelResult{}
+	var killMu sync.Mutex // the kill happens in a callback, on a pool goroutine
 	var killMsg string
 	var once sync.Once
 	start := time.Now()
@@ -130,6 +131,8 @@ func renderMandelbrotCluster(ctx context.Context, w io.Writer, o mandelOpts, c c
 					return
 				}
 				if syscall.Kill(pids[0], syscall.SIGKILL) == nil {
+					killMu.Lock()
+					defer killMu.Unlock()
 					res.kills++
 					killMsg = fmt.Sprintf("  chaos: SIGKILLed agent pid %d (its workers go with it) at %d/%d bands; the chunks it held ran again on another agent after the %v ack wait, and the pool started a replacement agent\n",
 						pids[0], pr.Done, pr.Total, c.ackWait)
@@ -142,11 +145,14 @@ func renderMandelbrotCluster(ctx context.Context, w io.Writer, o mandelOpts, c c
 	if err != nil {
 		return nil, nil, err
 	}
+	killMu.Lock()
+	kills, msg := res.kills, killMsg
+	killMu.Unlock()
 	if o.chaos {
-		if res.kills == 0 {
+		if kills == 0 {
 			return nil, nil, errors.New("demo: --chaos killed no agent (the render ended first)")
 		}
-		fmt.Fprint(w, killMsg)
+		fmt.Fprint(w, msg)
 		if st := p.Stats(); st.Duplicates > 0 {
 			fmt.Fprintf(w, "  chaos: %d results came twice (a chunk finished by the killed agent and again elsewhere); the duplicates were dropped\n", st.Duplicates)
 		}
