@@ -178,6 +178,11 @@ func (e *otherRunner) chunks(j *job, in any, n, cs, base int) ([]*chunk, error) 
 	mem := make([]chunk, nc)
 	out := make([]*chunk, 0, nc)
 	var buf []byte
+	if size, ok := j.task.sizeIn(in, 0, n); ok {
+		// One allocation, not a buffer doubling through every big
+		// argument (a cluster Map of 8 MiB []byte).
+		buf = make([]byte, 0, size)
+	}
 	ends := make([]int, 0, nc)
 	for i := 0; i < n; i += cs {
 		k := min(i+cs, n)
