@@ -38,6 +38,7 @@ type options struct {
 	maxFrame int64
 	codec    Codec
 	socket   bool  // Pipe: use a socketpair even where pipes are faster
+	shmPipes bool  // Pipe: keep pipes with SharedMemory (SharedMemoryOverPipes)
 	netpoll  bool  // wait only in the runtime's netpoller (WaitInNetpoller)
 	shm      int64 // SharedMemory's threshold; 0: every frame inline
 }
@@ -79,6 +80,21 @@ func WaitInNetpoller() Option { return func(o *options) { o.netpoll = true } }
 // Socketpair makes Pipe use a unix socketpair even for a duplex pipe,
 // which is needed to pass open files (SendFiles) over it.
 func Socketpair() Option { return func(o *options) { o.socket = true } }
+
+// SharedMemoryOverPipes makes Pipe with SharedMemory keep a pair of pipes
+// (whose round trip is about half a socketpair's) instead of a
+// socketpair. Pipes cannot carry descriptors, so a shared-memory frame
+// over a pipe locates the segment in the sender (its pid, the
+// descriptor's number, the memfd's device and inode) and the receiver
+// reopens it through /proc/PID/fd/N: both ends must be processes of one
+// user on one host, as a Pipe's ends are. The price: frames in flight
+// die with their sender. A sender SIGKILLed after it wrote a frame that
+// the receiver has not read yet takes the segment with it, and the
+// receiver gets an error for that frame instead of its payload (over a
+// socketpair the descriptor travels with the frame and outlives the
+// sender). A pool, which runs again what a dead worker held, can afford
+// that.
+func SharedMemoryOverPipes() Option { return func(o *options) { o.shmPipes = true } }
 
 // transport is what a Conn reads from and writes to: an *os.File (pipe or
 // socketpair end) or a net.Conn (accepted or dialled socket).

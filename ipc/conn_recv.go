@@ -290,7 +290,7 @@ func (c *Conn) recvFrameRaw(ctx context.Context, into []byte, max int64) ([]byte
 // longHeader reports whether the length word h announces an 8-byte length
 // after it: -1 (CPython's large frame) or, with SharedMemory, -2.
 func (c *Conn) longHeader(h uint32) bool {
-	return h == 0xFFFFFFFF || (h == shmHeader && c.opts.shm > 0)
+	return h == 0xFFFFFFFF || ((h == shmHeader || h == procHeader) && c.opts.shm > 0)
 }
 
 // recvAny is recvFrameRaw, except that a shared-memory frame comes back as
@@ -357,6 +357,18 @@ func (c *Conn) recvRaw(ctx context.Context, into []byte, max int64, sf *shmFrame
 		hlen = 12
 	} else if n == -2 && c.opts.shm > 0 {
 		return nil, start, c.recvShmFrame(start, binary.BigEndian.Uint64(c.rbuf[c.rpos+4:]), max, sf)
+	} else if n == -3 && c.opts.shm > 0 {
+		// Over a pipe: the segment's locator follows the header.
+		for c.buffered() < 12+procLocator {
+			if _, err := c.fill(ctx, false); err != nil {
+				if err == io.EOF {
+					c.rerr = ErrTruncated
+					return nil, 0, c.rerr
+				}
+				return nil, 0, err
+			}
+		}
+		return nil, start, c.recvProcFrame(binary.BigEndian.Uint64(c.rbuf[c.rpos+4:]), max, sf)
 	} else if n < 0 {
 		c.rerr = ErrBadFrame
 		return nil, 0, c.rerr

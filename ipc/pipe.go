@@ -15,7 +15,7 @@ import (
 // which carry small messages faster than a socketpair; a pipe is grown to
 // 1 MiB (F_SETPIPE_SZ) the first time a large frame goes through it. Pass
 // Socketpair() for a unix socketpair instead, which SendFiles needs (and
-// which SharedMemory implies).
+// which SharedMemory implies, unless SharedMemoryOverPipes).
 //
 // A simplex pair (duplex false) returns (reader, writer): the reader only
 // receives (sending on it is ErrReadOnly) and the writer only sends.
@@ -24,7 +24,7 @@ func Pipe(duplex bool, opts ...Option) (*Conn, *Conn, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	if o.socket || o.shm > 0 {
+	if o.socket || (o.shm > 0 && !o.shmPipes) {
 		a, b, err := socketpair()
 		if err != nil {
 			return nil, nil, err

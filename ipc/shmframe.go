@@ -5,9 +5,11 @@ package ipc
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -41,6 +43,22 @@ const DefaultSharedMemoryThreshold = 256 << 10
 // refuses such a frame instead of misreading it.
 const shmHeader = 0xFFFFFFFE
 
+// procHeader announces a shared-memory frame on a pipe, which cannot carry
+// descriptors (SharedMemoryOverPipes): after the 8-byte length come
+// procLocator bytes that locate the segment in the sender (its pid, the
+// descriptor's number, the memfd's device and inode), and the receiver
+// reopens it through /proc/PID/fd/N, checking that it is that memfd.
+const (
+	procHeader  = 0xFFFFFFFD
+	procLocator = 24
+)
+
+// ErrSharedMemoryGone is the error of a shared-memory frame over a pipe
+// whose segment the receiver cannot reopen through /proc: its sender has
+// exited (or closed the Conn) since it sent the frame, or the receiver may
+// not look into the sender's descriptors (another user, another host).
+var ErrSharedMemoryGone = errors.New("ipc: the segment of a shared-memory frame over a pipe cannot be reopened through /proc (its sender is gone, or is another user's process)")
+
 // SharedMemory makes the Conn send payloads larger than threshold bytes
 // (DefaultSharedMemoryThreshold when threshold <= 0) through an anonymous
 // memfd passed with a small frame, and accept such frames. It is a
@@ -70,7 +88,7 @@ func (c *Conn) SharedMemoryThreshold() int64 { return c.opts.shm }
 
 // useShm reports whether a payload of n bytes goes through a memfd.
 func (c *Conn) useShm(n int) bool {
-	return c.opts.shm > 0 && int64(n) > c.opts.shm && c.wsocket
+	return c.opts.shm > 0 && int64(n) > c.opts.shm && (c.wsocket || c.pipeW)
 }
 
 // sendShm copies b into a segment and sends the segment with a
@@ -99,9 +117,19 @@ func (c *Conn) fillSegment(ctx context.Context, b []byte) (*segment, error) {
 // in seg, with seg's descriptor. Called with wmu held.
 func (c *Conn) writeShmLocked(ctx context.Context, seg *segment, n int) error {
 	err := c.werr
-	if err == nil {
+	if err == nil && c.wsocket {
 		var hdr [12]byte
 		err = c.write(ctx, unix.UnixRights(seg.fd), appendShmHeader(hdr[:0], n))
+	} else if err == nil {
+		// A pipe: the segment's locator instead of its descriptor.
+		var hdr [12 + procLocator]byte
+		b := binary.BigEndian.AppendUint32(hdr[:0], procHeader)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		b = binary.BigEndian.AppendUint32(b, uint32(os.Getpid()))
+		b = binary.BigEndian.AppendUint32(b, uint32(seg.fd))
+		b = binary.BigEndian.AppendUint64(b, seg.dev)
+		b = binary.BigEndian.AppendUint64(b, seg.ino)
+		err = c.write(ctx, nil, b)
 	}
 	if err != nil {
 		atomic.StoreUint32(seg.busy(), segFree) // never sent: free again
@@ -174,6 +202,47 @@ func (c *Conn) recvShmFrame(start int64, n uint64, max int64, sf *shmFrame) erro
 		return c.rerr
 	}
 	sf.f, sf.n = files[0], int64(n)
+	return nil
+}
+
+// recvProcFrame consumes a shared-memory frame over a pipe (procHeader)
+// of n bytes whose locator is buffered, and reopens its segment into sf.
+// Called with rmu held.
+func (c *Conn) recvProcFrame(n uint64, max int64, sf *shmFrame) error {
+	if n > uint64(max) {
+		c.rerr = &FrameTooLargeError{Size: int64(min(n, 1<<62)), Max: max}
+		return c.rerr
+	}
+	loc := c.rbuf[c.rpos+12 : c.rpos+12+procLocator]
+	pid := binary.BigEndian.Uint32(loc)
+	fd := binary.BigEndian.Uint32(loc[4:])
+	dev := binary.BigEndian.Uint64(loc[8:])
+	ino := binary.BigEndian.Uint64(loc[16:])
+	c.rpos += 12 + procLocator
+	if pid == 0 || pid > 1<<22 || fd > 1<<30 {
+		c.rerr = fmt.Errorf("%w: shared-memory frame locating pid %d, fd %d", ErrBadFrame, pid, fd)
+		return c.rerr
+	}
+	// Not a terminal to adopt, not an open to block in: only a memfd is
+	// accepted, checked before anything is read.
+	path := "/proc/" + strconv.FormatUint(uint64(pid), 10) + "/fd/" + strconv.FormatUint(uint64(fd), 10)
+	nfd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		// Frames that follow may still be readable: only this one is lost.
+		return fmt.Errorf("%w: %w", ErrSharedMemoryGone, os.NewSyscallError("open", err))
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(nfd, &st); err != nil || st.Dev != dev || st.Ino != ino {
+		unix.Close(nfd)
+		if err == nil {
+			// The number now names another file: the sender closed the
+			// segment (it exited, or its Conn closed) after sending.
+			return fmt.Errorf("%w: the descriptor names another file", ErrSharedMemoryGone)
+		}
+		c.rerr = fmt.Errorf("ipc: shared-memory frame: %w", os.NewSyscallError("fstat", err))
+		return c.rerr
+	}
+	sf.f, sf.n = os.NewFile(uintptr(nfd), "ipc-shm-frame"), int64(n)
 	return nil
 }
 

@@ -565,13 +565,18 @@ func BenchmarkSharedMemory(b *testing.B) {
 
 // FuzzSharedMemoryFrames: a Conn with SharedMemory reading random bytes
 // (no descriptors) never panics, refuses every shared-memory header (none
-// brings its memfd) with ErrBadFrame, and reads ordinary frames as a Conn
+// brings its memfd, no locator names one of its segments) with
+// ErrBadFrame or ErrSharedMemoryGone, and reads ordinary frames as a Conn
 // without the option does.
 func FuzzSharedMemoryFrames(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 4, 'p', 'i', 'n', 'g'})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 2})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 2})
 	f.Add([]byte{0, 0, 0, 1, 'x', 0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0})
+	// Over-a-pipe headers (procHeader) with locators: nothing of them is
+	// one of this test's segments.
+	f.Add([]byte{0xff, 0xff, 0xff, 0xfd, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 4})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xfd, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx := context.Background()
 		a, b, err := Pipe(true, SharedMemory(16), MaxFrameSize(fuzzMax))
@@ -589,7 +594,7 @@ func FuzzSharedMemoryFrames(f *testing.F) {
 		sawShm := false
 		for rest := data; len(rest) >= 4; {
 			n := int64(int32(binary.BigEndian.Uint32(rest)))
-			if n == -2 {
+			if n == -2 || n == -3 {
 				sawShm = true
 				break
 			}
@@ -605,7 +610,7 @@ func FuzzSharedMemoryFrames(f *testing.F) {
 				break
 			}
 		}
-		if sawShm && !errors.Is(rerr, ErrBadFrame) && !errors.Is(rerr, ErrTruncated) {
+		if sawShm && !errors.Is(rerr, ErrBadFrame) && !errors.Is(rerr, ErrTruncated) && !errors.Is(rerr, ErrSharedMemoryGone) {
 			var tl *FrameTooLargeError
 			if !errors.As(rerr, &tl) {
 				t.Fatalf("a shared-memory header without its memfd: got %v", rerr)
@@ -749,4 +754,186 @@ func TestSendFramesLazy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSharedMemoryOverPipes: with SharedMemoryOverPipes a Pipe stays a
+// pair of pipes and large frames still go through shared memory, the
+// receiver reopening the sender's segment through /proc: bytes in = bytes
+// out at and one byte over the threshold, lazy frames in place, a child
+// echoing both ways; a sender SIGKILLed mid-stream leaves whole frames,
+// ErrSharedMemoryGone for frames whose segment died with it, then the end
+// of the stream; bad locators are refused, and a frame whose segment is
+// gone does not break the frames after it.
+func TestSharedMemoryOverPipes(t *testing.T) {
+	mptest.CheckFDs(t)
+	mptest.CheckChildren(t)
+	mptest.CheckShm(t)
+	const th = 4096
+	ctx := ctxTimeout(t)
+	t.Run("roundtrip", func(t *testing.T) {
+		a, b, err := Pipe(true, SharedMemory(th), SharedMemoryOverPipes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		defer b.Close()
+		if a.wsocket || b.wsocket || !a.pipeW {
+			t.Fatal("SharedMemoryOverPipes made a socketpair")
+		}
+		for _, n := range []int{0, th - 1, th, th + 1, 3<<20 + 5} {
+			want := pattern(n, byte(n))
+			if err := a.SendBytes(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			got, release, err := b.RecvShared(ctx, nil)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%d bytes: %v", n, err)
+			}
+			if (release != nil) != (n > th) {
+				t.Fatalf("%d bytes: in shared memory %v", n, release != nil)
+			}
+			if release != nil {
+				release()
+			}
+			if err := b.SendFramesLazy(ctx, nil, []LazyFrame{{Size: n, Fill: func(dst []byte) error { copy(dst, want); return nil }}}); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := a.RecvBytes(ctx); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("lazy %d bytes back: %v", n, err)
+			}
+		}
+	})
+	t.Run("child", func(t *testing.T) {
+		a, b, err := Pipe(true, SharedMemory(8192), SharedMemoryOverPipes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		cmd := startChild(t, "echo", nil, b)
+		for _, n := range []int{8192, 8193, 4 << 20} {
+			want := pattern(n, 9)
+			if err := a.SendBytes(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			got, err := a.RecvBytes(ctx)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%d bytes: echo: %v", n, err)
+			}
+		}
+		a.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("killed", func(t *testing.T) {
+		const n = 8 << 20
+		a, b, err := Pipe(true, SharedMemory(0), SharedMemoryOverPipes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		cmd := startChild(t, "shm-flood", []string{strconv.Itoa(n)}, b)
+		want := pattern(n, 3)
+		for i := range 3 {
+			got, err := a.RecvBytes(ctx)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("frame %d: %v", i, err)
+			}
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		for {
+			got, err := a.RecvBytes(ctx)
+			if err == io.EOF {
+				break
+			}
+			if errors.Is(err, ErrSharedMemoryGone) {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("after the kill: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("a frame received after the kill changed")
+			}
+		}
+		a.Close()
+		if k := frameMappings(t); k != 0 {
+			t.Fatalf("%d segments still mapped after Close", k)
+		}
+	})
+	t.Run("locators", func(t *testing.T) {
+		w, r0, err := Pipe(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		r, err := ConnFromHandleOf(t, r0, SharedMemory(16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		f, err := os.CreateTemp(t.TempDir(), "notseg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var st unix.Stat_t
+		unix.Fstat(int(f.Fd()), &st)
+		memfd, err := unix.MemfdCreate("not-a-segment", unix.MFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(memfd)
+		unix.Ftruncate(memfd, 1<<16)
+		var mst unix.Stat_t
+		unix.Fstat(memfd, &mst)
+		frame := func(pid, fd uint32, dev, ino uint64) []byte {
+			b := binary.BigEndian.AppendUint32(nil, procHeader)
+			b = binary.BigEndian.AppendUint64(b, 100)
+			b = binary.BigEndian.AppendUint32(b, pid)
+			b = binary.BigEndian.AppendUint32(b, fd)
+			b = binary.BigEndian.AppendUint64(b, dev)
+			return binary.BigEndian.AppendUint64(b, ino)
+		}
+		raw := func(b []byte) {
+			w.wmu.Lock()
+			defer w.wmu.Unlock()
+			if err := w.write(ctx, nil, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		self := uint32(os.Getpid())
+		for _, tc := range []struct {
+			name  string
+			frame []byte
+			gone  bool // ErrSharedMemoryGone, and the Conn goes on
+		}{
+			{"another file", frame(self, uint32(f.Fd()), st.Dev, st.Ino+1), true},
+			{"not open", frame(self, 1<<20, 1, 1), true},
+			{"not a segment", frame(self, uint32(memfd), mst.Dev, mst.Ino), false},
+		} {
+			raw(tc.frame)
+			_, err := r.RecvBytes(ctx)
+			if tc.gone != errors.Is(err, ErrSharedMemoryGone) || err == nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if tc.gone {
+				if err := w.SendBytes(ctx, []byte("next")); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := r.RecvBytes(ctx); err != nil || string(got) != "next" {
+					t.Fatalf("%s: the frame after: %q, %v", tc.name, got, err)
+				}
+			}
+		}
+		// pid 0 is malformed: the Conn is broken from then on.
+		w2, r2 := shmPipe(t, 16)
+		w2.wmu.Lock()
+		w2.write(ctx, nil, frame(0, 3, 1, 1))
+		w2.wmu.Unlock()
+		if _, err := r2.RecvBytes(ctx); !errors.Is(err, ErrBadFrame) {
+			t.Fatalf("pid 0: %v", err)
+		}
+	})
 }

@@ -64,6 +64,8 @@ const shmSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
 // A segment is one memfd and its read-write mapping, on the sending side.
 type segment struct {
 	fd   int
+	dev  uint64 // the memfd's identity, for a receiver that reopens it (procHeader)
+	ino  uint64
 	mem  []byte
 	sent uint64 // when it was last taken (shmState.sent), to wait on the oldest
 }
@@ -91,9 +93,14 @@ func newSegment(size int) (*segment, error) {
 	if err != nil {
 		return fail("mmap", err)
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Munmap(mem)
+		return fail("fstat", err)
+	}
 	binary.LittleEndian.PutUint32(mem, segMagic)
 	binary.LittleEndian.PutUint64(mem[offID:], rand.Uint64())
-	return &segment{fd: fd, mem: mem}, nil
+	return &segment{fd: fd, dev: st.Dev, ino: st.Ino, mem: mem}, nil
 }
 
 func (s *segment) close() {

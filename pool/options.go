@@ -34,7 +34,7 @@ type options struct {
 	taskTimeout time.Duration
 	killGrace   time.Duration
 	env         []string
-	shm         int64 // SharedMemory's threshold; 0: off
+	shm         int64 // SharedMemory's threshold; 0: off (on by default)
 }
 
 // Workers sets the number of worker processes (goroutines for a
@@ -137,23 +137,24 @@ func MaxWorkerAge(d time.Duration) Option {
 	}
 }
 
-// SharedMemory makes a task's arguments or results above threshold bytes
-// (a chunk's, encoded) travel between the pool and a worker through
-// shared memory instead of the worker's connection: they are copied once
-// into a memfd segment that the sender keeps for reuse and the receiver
-// reads in place (ipc.SharedMemory; docs/performance.md, "Big data").
-// Threshold 0 means ipc.DefaultSharedMemoryThreshold (256 KiB); a
-// threshold < 0 turns it off, as it is by default.
+// SharedMemory sets the threshold above which a task's arguments or
+// results (a chunk's, encoded) travel between the pool and a worker
+// through shared memory instead of the worker's connection: they are
+// copied once into a memfd segment that the sender keeps for reuse and the
+// receiver reads in place (ipc.SharedMemory; docs/performance.md, "Big
+// data"). It is on by default, at ipc.DefaultSharedMemoryThreshold
+// (256 KiB), which threshold 0 also means; a threshold < 0 turns it off.
 //
-// It is off by default because it needs each worker's connection to be a
-// unix socket (the segments travel as descriptors), and a round trip on a
-// socketpair costs about twice one on a pair of pipes (19 against 9.5 µs
-// on the reference machine): a pool of small tasks would pay that on every
-// call, pool.apply_async.rtt 26 µs instead of 15 in one measurement. Turn
-// it on for pools that move megabytes per task. A task's []byte argument
-// that travels through shared memory is lent from the segment: valid
-// until the task returns (copy what it keeps; see the package
-// documentation). Results are the caller's own memory, as without it.
+// The worker connections stay pipes, whose round trip is about half a
+// socketpair's: the pool and its workers reopen each other's segments
+// through /proc/PID/fd (ipc.SharedMemoryOverPipes), so small tasks pay
+// nothing for it. (It was opt-in while it needed socketpairs:
+// pool.apply_async.rtt 26 µs against 15.) A task's []byte argument that
+// travels through shared memory is lent from the segment: valid until the
+// task returns (copy what it keeps; see the package documentation).
+// Results are the caller's own memory. Turn it off for a pool whose
+// workers cannot look into the parent's descriptors (see
+// ipc.SharedMemoryOverPipes) or whose tasks keep their []byte arguments.
 // ThreadPool ignores it.
 func SharedMemory(threshold int64) Option {
 	return func(o *options) error {

@@ -34,9 +34,11 @@ func (b *procBackend) startWorker(ctx context.Context) (w *workerHandle, err err
 	}()
 	var connOpts []ipc.Option
 	if p.o.shm > 0 {
-		// Large chunks and results through shared memory (a socketpair,
-		// which passes the segments' descriptors).
-		connOpts = append(connOpts, ipc.SharedMemory(p.o.shm))
+		// Large chunks and results through shared memory, over the pipes
+		// (the worker and the pool reopen each other's segments through
+		// /proc): a socketpair, which would carry the descriptors, costs
+		// twice a pipe's round trip on every small task.
+		connOpts = append(connOpts, ipc.SharedMemory(p.o.shm), ipc.SharedMemoryOverPipes())
 	}
 	mine, theirs, err := ipc.Pipe(true, connOpts...)
 	if err != nil {

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/multiproc/multiproc/internal/base/spin"
+	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/process"
 	pb "github.com/multiproc/multiproc/proto/pool/v1"
 )
@@ -136,6 +137,7 @@ func newPool(opts []Option) (*Pool, error) {
 		starter:   process.DefaultStarter(),
 		log:       zap.NewNop(),
 		killGrace: time.Second,
+		shm:       ipc.DefaultSharedMemoryThreshold, // SharedMemory
 	}
 	for _, f := range opts {
 		if err := f(&o); err != nil {
