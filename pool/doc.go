@@ -27,13 +27,14 @@
 // Arguments and results travel as their memory image when they hold no
 // pointers (numbers, bools, arrays and structs of them), length-prefixed
 // for strings and []byte, and with encoding/gob otherwise, one value per
-// chunk of tasks. With the SharedMemory option (off by default: it makes
-// each worker's connection a unix socket, whose round trip is about twice
-// a pipe's), a chunk whose arguments or results encode to more than its
-// threshold (256 KiB by default) travels through shared memory instead of
-// the worker's connection: written once into a memfd segment that is
-// reused, read by the other side from its mapping, and a worker killed in
-// the middle leaves nothing behind (docs/performance.md, "Big data").
+// chunk of tasks. A chunk whose arguments or results encode to more than
+// the SharedMemory threshold (256 KiB by default; SharedMemory(-1) turns
+// it off) travels through shared memory instead of the worker's
+// connection: written once into a memfd segment that is reused, read by
+// the other side from its mapping (the worker connections stay pipes: the
+// two sides reopen each other's segments through /proc, so small tasks
+// pay nothing for it), and a worker killed in the middle leaves nothing
+// behind (docs/performance.md, "Big data").
 // Map's large byte slices, strings and plain data are encoded when their
 // chunk is sent, straight into the segment (the caller must not change
 // them while Map runs, which it waits for anyway); other calls and types
