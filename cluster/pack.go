@@ -168,7 +168,7 @@ func (p *Pool) unpackLocked(s *sent) {
 // again alone (the task that killed its agents then fails alone). It
 // reports whether it did so.
 func (p *Pool) poisonPart(s *sent, r *pb.Result) bool {
-	if s.pack == nil || r.GetAll() == nil {
+	if r.GetAll() == nil {
 		return false
 	}
 	var pe *PoisonError
@@ -176,7 +176,13 @@ func (p *Pool) poisonPart(s *sent, r *pb.Result) bool {
 		return false
 	}
 	p.mu.Lock()
-	if p.chunks[s.id] != s || s.pack == nil {
+	if p.chunks[s.id] != s {
+		p.mu.Unlock()
+		return true // answered meanwhile
+	}
+	if s.pack == nil {
+		// Split meanwhile (its pack's message was lost): the poison
+		// answer is for the pack, not for this chunk alone.
 		p.mu.Unlock()
 		return true
 	}

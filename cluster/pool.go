@@ -342,8 +342,13 @@ func (c *call) Send(start, n int, inputs []byte) error {
 	return nil
 }
 
+// publish publishes a chunk's message (or its pack's). Called without
+// p.mu, under which it reads what unpacking or republishing changes.
 func (p *Pool) publish(s *sent) {
-	_, err := p.js.PublishAsync(s.subject, s.data, jetstream.WithMsgID(p.id+"."+u64(s.id)+"."+strconv.Itoa(s.gen)))
+	p.mu.Lock()
+	subject, data, msgID := s.subject, s.data, p.id+"."+u64(s.id)+"."+strconv.Itoa(s.gen)
+	p.mu.Unlock()
+	_, err := p.js.PublishAsync(subject, data, jetstream.WithMsgID(msgID))
 	if err != nil {
 		// Too many publishes waiting for their acknowledgement, or the
 		// connection is down: the tracker publishes it again.
@@ -634,22 +639,29 @@ const maxChecksPerRound = 256
 
 func (p *Pool) track(ctx context.Context) {
 	now := time.Now()
-	var due []*sent
+	// What is due, read under p.mu: results, claims and the splitting of
+	// packs change it meanwhile.
+	type check struct {
+		s       *sent
+		lost    bool // its publish failed
+		subject string
+	}
+	var due []check
 	p.mu.Lock()
 	for _, s := range p.chunks {
 		if now.Sub(s.last) >= p.o.republish && !s.reading {
-			due = append(due, s)
+			due = append(due, check{s, s.last.IsZero(), s.subject})
 			if len(due) == maxChecksPerRound {
 				break
 			}
 		}
 	}
 	p.mu.Unlock()
-	for _, s := range due {
-		lost := s.last.IsZero() // its publish failed
+	for _, d := range due {
+		s, lost := d.s, d.lost
 		if !lost {
 			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err := p.stream.GetLastMsgForSubject(gctx, s.subject)
+			_, err := p.stream.GetLastMsgForSubject(gctx, d.subject)
 			cancel()
 			switch {
 			case err == nil:
@@ -673,10 +685,11 @@ func (p *Pool) track(ctx context.Context) {
 			}
 			p.stats.republished++
 		}
+		gen := s.gen
 		p.mu.Unlock()
 		if lost {
 			p.log.Info("a chunk's message is gone from the stream without a result; publishing it again",
-				zap.String("task", s.c.task), zap.Int("start", s.start), zap.Int("count", s.n), zap.Int("generation", s.gen))
+				zap.String("task", s.c.task), zap.Int("start", s.start), zap.Int("count", s.n), zap.Int("generation", gen))
 			p.publish(s)
 		}
 	}
