@@ -29,8 +29,8 @@ type backend interface {
 	// discard stops a started worker that the pool did not add.
 	discard(w *workerHandle)
 	// runLocked starts the goroutines of a worker just added to the
-	// pool, each counted in Pool.wg. The last of them to end removes the
-	// worker from the pool.
+	// pool, each counted in Pool.wg. One of them removes the worker from
+	// the pool (Pool.ws) once it is gone.
 	runLocked(w *workerHandle)
 
 	// jobContext returns the context a job's tasks run with, derived
@@ -49,8 +49,8 @@ type backend interface {
 	// query, not a method that makes the frame: a chunkMaker passed
 	// through an interface would escape, one allocation more per Submit.)
 	frames() bool
-	// prepareSent readies c, a chunk of n tasks that arrived encoded
-	// (Pool.StartCall), to be sent to a worker.
+	// prepareSent readies c, a chunk whose inputs arrived encoded
+	// (Call.Send of Pool.StartCall), to be sent to a worker.
 	prepareSent(c *chunk, inputs []byte) error
 
 	// sendLocked gives c to w, which already counts it as held. It

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// The Pool type and its lifecycle: New, NewThreadPool, Close, Terminate,
-// Join. Where the rest lives, by the side of the pipe it runs on:
+// The Pool type and its lifecycle: New, Close, Terminate, Join
+// (NewThreadPool is in thread_pool.go). Where the rest lives, by the side
+// of the pipe it runs on:
 //
 //   - the parent (the pool's process), files parent_*: parent_dispatch.go
 //     (calls, chunks, the queue, handing chunks out), parent_worker.go (the
