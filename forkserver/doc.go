@@ -35,7 +35,11 @@
 // and every package's initialisation, then main calls process.Init
 // (which the program does first anyway), and there, through a hook this
 // package registers at initialisation (starter.RegisterInitHook), it
-// sends a Ready frame and blocks for its request. No user code beyond
+// does what a child's start needs that does not depend on the request
+// (starter.PrepareChild: the SIGTERM watcher; the protobuf coders), sends
+// a Ready frame, and blocks for its request in one recvmsg(2) on its own
+// thread. The program makes the next child's status socketpair ahead too
+// (starter.StatusSockets). No user code beyond
 // package initialisation runs before the request: exactly what runs in a
 // spawned child before its function.
 //
