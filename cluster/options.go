@@ -168,7 +168,9 @@ func MaxDeliveries(n int) Option {
 // publishes it again under the same chunk id if it is not (default
 // 30s). Completeness therefore does not rest on the broker's durability:
 // a lost message costs at most this delay, and a duplicate result is
-// dropped.
+// dropped. A publish whose acknowledgement does not come within a tenth
+// of it (between 1s and 5s: 3s by default), as when the server that had
+// it is killed, is published again at once, without waiting this long.
 func RepublishAfter(d time.Duration) Option {
 	return func(o *options) error {
 		if d < 100*time.Millisecond {

@@ -143,7 +143,8 @@ func (p *Pool) start(ctx context.Context) error {
 	}
 	p.nc = nc
 	p.js, err = jetstream.New(nc, jetstream.WithPublishAsyncErrHandler(p.onPublishError),
-		jetstream.WithPublishAsyncMaxPending(o.maxInFlight+64))
+		jetstream.WithPublishAsyncMaxPending(o.maxInFlight+64),
+		jetstream.WithPublishAsyncTimeout(publishAckTimeout(o.republish)))
 	if err != nil {
 		return err
 	}
@@ -388,12 +389,34 @@ func (p *Pool) publishFailed(id uint64, err error) {
 	}
 }
 
-// onPublishError marks a chunk whose publish was refused for the tracker.
+// onPublishError marks a chunk whose publish was refused, or whose
+// acknowledgement did not come within publishAckTimeout (the server
+// that had it was killed, the connection stalled), for the tracker,
+// which publishes it again at its next round rather than after
+// RepublishAfter.
 func (p *Pool) onPublishError(_ jetstream.JetStream, m *nats.Msg, err error) {
-	if id, ok := chunkOfMsgID(m.Header.Get(jetstream.MsgIDHeader)); ok {
-		p.log.Debug("publish refused; retrying", zap.Uint64("chunk", id), zap.Error(err))
-		p.publishFailed(id, err)
+	id, ok := chunkOfMsgID(m.Header.Get(jetstream.MsgIDHeader))
+	if !ok {
+		return
 	}
+	p.log.Debug("publish refused or not acknowledged; retrying", zap.Uint64("chunk", id), zap.Error(err))
+	if errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+		// nats.go calls this under its publisher's lock: what
+		// publishFailed may set off (a chunk's failure delivered, a call
+		// sending more) must not publish on this goroutine.
+		go p.publishFailed(id, err)
+		return
+	}
+	p.publishFailed(id, err)
+}
+
+// publishAckTimeout is how long the caller waits for the acknowledgement
+// of a chunk's publish before publishing it again (under the same chunk
+// id): a tenth of RepublishAfter, between 1s and 5s (3s by default).
+// Without it, a publish in flight when its server is killed may never be
+// answered, and its chunk would wait for RepublishAfter.
+func publishAckTimeout(republish time.Duration) time.Duration {
+	return min(max(republish/10, time.Second), 5*time.Second)
 }
 
 func chunkOfMsgID(s string) (uint64, bool) {
