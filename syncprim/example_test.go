@@ -147,18 +147,25 @@ func ExampleEvent() {
 
 // A Condition's Notify(n) wakes exactly n waiters; WaitFor waits for a
 // predicate over state changed under the lock.
+//
+// Goroutines of one process share an RLock's ownership (its owner is the
+// process), so between goroutines, as here, the Condition is built on a
+// Lock, which excludes them. Across processes NewCondition(nil), with its
+// own RLock as in Python, works the same way.
 func ExampleCondition() {
 	ctx := context.Background()
-	c, _ := syncprim.NewCondition(nil) // with its own RLock, as in Python
+	l, _ := syncprim.NewLock()
+	defer l.Close()
+	c, _ := syncprim.NewCondition(l)
 	defer c.Close()
 	var ready atomic.Int32
 	done := make(chan struct{})
 	go func() {
+		defer close(done) // after Unlock: the deferred calls run last-in first-out
 		c.Lock()
 		defer c.Unlock()
 		c.WaitFor(ctx, func() bool { return ready.Load() == 3 })
 		fmt.Println("ready:", ready.Load())
-		close(done)
 	}()
 	for i := 0; i < 3; i++ {
 		c.Lock()
