@@ -222,6 +222,12 @@ func (p *Pool) Terminate() error {
 	var jobs []*job
 	for _, j := range p.jobs {
 		j.ended = true
+		if j.args != nil {
+			// As endJobWith does: a job ended here is never ended there,
+			// even when its caller already has its results (Map returns
+			// before its sink ends the job).
+			j.args.close()
+		}
 		jobs = append(jobs, j)
 	}
 	clear(p.jobs)
