@@ -214,6 +214,12 @@ func TestStdoutRedirectedAfterWarm(t *testing.T) {
 	if err := p.Wait(); err != nil {
 		t.Fatal(err)
 	}
+	// The refill may have started the next warm process while fd 1 was
+	// still the pipe, and it holds the write end open: close the Starter
+	// (it kills its warm processes) so that the read ends.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	got := readAll(t, ctx, r)
 	if want := fmt.Sprintln("hello from", p.Pid()); got != want {
 		t.Fatalf("the child wrote %q on the program's redirected stdout, want %q", got, want)
