@@ -547,6 +547,18 @@ func pyIndexArg(v any) (*pb.Value, error) {
 	return nil, pyExc("TypeError", "list indices must be integers (a Go manager's list takes no slices)")
 }
 
+// bindIndex binds a list method's arguments (req required, the first one
+// the index) and converts the index: the shared head of the list methods
+// that take one.
+func (pc *pyCallCtx) bindIndex(req int, names ...string) (*pb.Value, []any, error) {
+	a, err := pc.bind(req, names...)
+	if err != nil {
+		return nil, nil, err
+	}
+	i, err := pyIndexArg(a[0])
+	return i, a, err
+}
+
 func pyIndexErr(err error) error {
 	if errors.Is(err, ErrIndexOutOfRange) {
 		return pyExc("IndexError", "list index out of range")
@@ -575,11 +587,7 @@ func pyValueArg(pc *pyCallCtx, n int, names ...string) ([]*pb.Value, error) {
 
 var pyListMethods = map[string]pyMethod{
 	"__getitem__": func(pc *pyCallCtx) (any, error) {
-		a, err := pc.bind(1, "index")
-		if err != nil {
-			return nil, err
-		}
-		i, err := pyIndexArg(a[0])
+		i, _, err := pc.bindIndex(1, "index")
 		if err != nil {
 			return nil, err
 		}
@@ -587,11 +595,7 @@ var pyListMethods = map[string]pyMethod{
 		return v, pyIndexErr(err)
 	},
 	"__setitem__": func(pc *pyCallCtx) (any, error) {
-		a, err := pc.bind(2, "index", "value")
-		if err != nil {
-			return nil, err
-		}
-		i, err := pyIndexArg(a[0])
+		i, a, err := pc.bindIndex(2, "index", "value")
 		if err != nil {
 			return nil, err
 		}
@@ -603,11 +607,7 @@ var pyListMethods = map[string]pyMethod{
 		return nil, pyIndexErr(err)
 	},
 	"__delitem__": func(pc *pyCallCtx) (any, error) {
-		a, err := pc.bind(1, "index")
-		if err != nil {
-			return nil, err
-		}
-		i, err := pyIndexArg(a[0])
+		i, _, err := pc.bindIndex(1, "index")
 		if err != nil {
 			return nil, err
 		}
@@ -630,11 +630,7 @@ var pyListMethods = map[string]pyMethod{
 		return v, err
 	},
 	"insert": func(pc *pyCallCtx) (any, error) {
-		a, err := pc.bind(2, "index", "object")
-		if err != nil {
-			return nil, err
-		}
-		i, err := pyIndexArg(a[0])
+		i, a, err := pc.bindIndex(2, "index", "object")
 		if err != nil {
 			return nil, err
 		}
