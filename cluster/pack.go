@@ -96,13 +96,10 @@ func (c *call) sendPack(chunks []pool.ChunkIn) error {
 		}
 	}
 	p.mu.Lock()
-	if p.closed || c.ended {
+	if stop, err := p.stoppedLocked(c); stop {
 		p.mu.Unlock()
 		release()
-		if p.closed {
-			return pool.ErrClosed
-		}
-		return c.ctx.Err()
+		return err
 	}
 	first := p.chunkSeq + 1
 	p.chunkSeq += uint64(len(chunks))
@@ -122,13 +119,10 @@ func (c *call) sendPack(chunks []pool.ChunkIn) error {
 	}
 	subject, now := taskSubject(p.ns, p.id, c.job, first), time.Now()
 	p.mu.Lock()
-	if p.closed || c.ended {
+	if stop, err := p.stoppedLocked(c); stop {
 		p.mu.Unlock()
 		release()
-		if p.closed {
-			return pool.ErrClosed
-		}
-		return c.ctx.Err()
+		return err
 	}
 	for _, s := range pk.parts {
 		s.subject, s.data, s.last = subject, data, now

@@ -298,6 +298,19 @@ type call struct {
 	ended   bool             // under p.mu
 }
 
+// stoppedLocked reports whether c's chunks must no longer be sent, because
+// the pool closed (pool.ErrClosed) or the call ended (its context's
+// error, nil when it ended with its results). Called with p.mu held.
+func (p *Pool) stoppedLocked(c *call) (bool, error) {
+	switch {
+	case p.closed:
+		return true, pool.ErrClosed
+	case c.ended:
+		return true, c.ctx.Err()
+	}
+	return false, nil
+}
+
 // Send publishes a chunk; it waits while MaxInFlight chunks are out.
 func (c *call) Send(start, n int, inputs []byte) error {
 	p := c.p
@@ -309,13 +322,10 @@ func (c *call) Send(start, n int, inputs []byte) error {
 		return pool.ErrClosed
 	}
 	p.mu.Lock()
-	if p.closed || c.ended {
+	if stop, err := p.stoppedLocked(c); stop {
 		p.mu.Unlock()
 		<-p.slots
-		if p.closed {
-			return pool.ErrClosed
-		}
-		return c.ctx.Err()
+		return err
 	}
 	p.chunkSeq++
 	id := p.chunkSeq
@@ -327,14 +337,11 @@ func (c *call) Send(start, n int, inputs []byte) error {
 	}
 	s := &sent{c: c, id: id, start: start, n: n, subject: taskSubject(p.ns, p.id, c.job, id), data: data, last: time.Now(), object: object}
 	p.mu.Lock()
-	if p.closed || c.ended {
+	if stop, err := p.stoppedLocked(c); stop {
 		p.mu.Unlock()
 		<-p.slots
 		p.removeObjects(object)
-		if p.closed {
-			return pool.ErrClosed
-		}
-		return c.ctx.Err()
+		return err
 	}
 	p.chunks[id] = s
 	c.sent[id] = s
