@@ -5,6 +5,8 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -21,6 +23,19 @@ const long = 10 * time.Minute
 // busy gives the only worker of p as many sleeping tasks as the pool
 // sends a worker ahead (128 tasks), so that what is submitted next stays
 // in the pool's queue.
+// waitFile waits until path exists.
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+	}
+}
+
 func busy(ctx context.Context, p *pool.Pool, d time.Duration) []*pool.Future[int] {
 	fs := make([]*pool.Future[int], 128)
 	for i := range fs {
@@ -180,13 +195,32 @@ func TestShutdownCancelPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Terminate()
-	running := busy(ctx, p, time.Millisecond)
-	queued := square.Submit(ctx, p, 7)
-	if err := p.Shutdown(ctx, true); err != nil {
-		t.Fatal(err)
+	// The worker runs a task the test holds, and holds as many
+	// tasks behind it as it takes (minHeldTasks); the task submitted
+	// after them stays in the pool's queue until the test lets the first go. No
+	// timing decides which is which.
+	open := filepath.Join(t.TempDir(), "open")
+	running := []*pool.Future[int]{held.Submit(ctx, p, open)}
+	waitFile(t, open+".running")
+	for range 127 {
+		running = append(running, square.Submit(ctx, p, 2))
 	}
+	queued := square.Submit(ctx, p, 7)
+	shut := make(chan error, 1)
+	go func() { shut <- p.Shutdown(ctx, true) }()
 	if _, err := queued.Get(ctx); !errors.Is(err, pool.ErrCancelled) {
 		t.Fatalf("queued future after Shutdown: %v, want ErrCancelled", err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a task still ran", err)
+	default:
+	}
+	if err := os.WriteFile(open, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
 	}
 	for _, f := range running {
 		if _, err := f.Get(ctx); err != nil {
