@@ -9,8 +9,6 @@ package pool
 import (
 	"context"
 	"sync/atomic"
-
-	"github.com/multiproc/multiproc/internal/base/spin"
 )
 
 // readToken says who receives from a worker's connection (under
@@ -132,12 +130,14 @@ func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool)
 // become readable before a direct reader blocks in a receive: an answer
 // that comes back that soon is picked up without this thread sleeping
 // and being woken (10-20 µs on a virtual machine), which dominates the
-// round trip of a short task. With a single CPU it does not spin at all
-// (the receive yields to the worker by itself). A spin that runs out
+// round trip of a short task. The worker being another process, it
+// spins whatever the caller's GOMAXPROCS (spin.Bounded.SpinReadable);
+// with a single CPU it does not spin at all (the receive yields to the
+// worker by itself). A spin that runs out
 // turns spinning off for the pool's next spin.SkipAfterMiss waits, so a
 // caller of long tasks burns at most futureSpin per that many waits.
 func (p *Pool) spinReadable(w *workerHandle) {
 	if fd := w.tok.fd; fd >= 0 && !w.conn.Buffered() {
-		p.spin.Spin(futureSpin, func() bool { return spin.Readable(fd) })
+		p.spin.SpinReadable(fd, futureSpin)
 	}
 }

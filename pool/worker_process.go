@@ -275,13 +275,15 @@ const workerSpin = 50 * time.Microsecond
 // spinRecv waits up to workerSpin for the next request, so that a caller
 // that sends its next task within that time (a loop of Apply or Submit
 // and Get) finds the worker awake: no sleep and wake-up (10-20 µs on a
-// virtual machine) per task. It does not spin with a single CPU (the
-// caller must run), nor for the next spin.SkipAfterMiss receives after a
-// spin that ran out, so an idle worker burns at most workerSpin per that
-// many requests.
+// virtual machine) per task. The worker runs with GOMAXPROCS=1, but its
+// peer is the parent process, so it spins whenever more than one CPU is
+// usable (spin.Bounded.SpinReadable); not with a single CPU (the caller
+// must run), nor for the next spin.SkipAfterMiss receives after a spin
+// that ran out, so an idle worker burns at most workerSpin per that many
+// requests.
 func (w *workerProcess) spinRecv() {
 	if fd := w.rfd; fd >= 0 && !w.conn.Buffered() {
-		w.spin.Spin(workerSpin, func() bool { return spin.Readable(fd) })
+		w.spin.SpinReadable(fd, workerSpin)
 	}
 }
 

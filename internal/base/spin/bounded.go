@@ -29,11 +29,31 @@ type Bounded struct {
 
 // Spin calls done, yielding the CPU before each call after the first,
 // until it returns true or d has passed, and reports whether it did. It
-// returns false at once when spinning cannot help or is being skipped.
+// returns false at once when spinning cannot help (Enabled: done may wait
+// for a goroutine of this process) or is being skipped.
 func (b *Bounded) Spin(d time.Duration, done func() bool) bool {
 	if !Enabled() {
 		return false
 	}
+	return b.spin(d, done)
+}
+
+// SpinReadable is Spin until fd is readable (or hung up), for a descriptor
+// whose writer is another process (a pipe or socket to a worker process
+// or to its parent): that peer runs on another CPU whatever this
+// process's GOMAXPROCS, so SpinReadable spins whenever more than one CPU
+// is usable (EnabledAcross), also in a process that runs with
+// GOMAXPROCS=1, such as a pool's worker. Its attempts are raw system
+// calls, so the goroutine keeps its P: with GOMAXPROCS=1 the process's
+// other goroutines wait for at most d.
+func (b *Bounded) SpinReadable(fd int, d time.Duration) bool {
+	if !EnabledAcross() {
+		return false
+	}
+	return b.spin(d, func() bool { return Readable(fd) })
+}
+
+func (b *Bounded) spin(d time.Duration, done func() bool) bool {
 	if b.skip.Load() > 0 {
 		b.skip.Add(-1)
 		return false

@@ -5,11 +5,16 @@
 // (a lock's holder about to release, a queue's producer, a worker about
 // to answer), may spin before it sleeps in the kernel, by one rule:
 //
-//   - spin only where it can help: with more than one usable CPU (the
-//     affinity mask at start-up and GOMAXPROCS), unless MULTIPROC_SPIN
-//     says "on" or "off" (Enabled). With one usable CPU a Spinner yields
-//     instead: up to YieldTries sched_yield-and-check attempts, which
-//     hand the CPU to the peer (see Spinner.Spin);
+//   - spin only where it can help: where the peer can run while this
+//     goroutine spins, unless MULTIPROC_SPIN says "on" or "off". A peer
+//     that may be a goroutine of this process (a Spinner's lock holder,
+//     the pool's reader goroutine behind a Future) needs more than one
+//     usable CPU (the affinity mask at start-up) and GOMAXPROCS > 1
+//     (Enabled); a peer that is another process (the writer of a pipe to
+//     a worker: Bounded.SpinReadable) needs more than one usable CPU only,
+//     whatever this process's GOMAXPROCS (EnabledAcross). With one usable
+//     CPU a Spinner yields instead: up to YieldTries sched_yield-and-check
+//     attempts, which hand the CPU to the peer (see Spinner.Spin);
 //   - never without bound: a Spinner spins at most MaxSpin iterations of
 //     a CPU pause hint (about 50 µs), a Bounded spin at most its duration,
 //     yielding the CPU between attempts;
@@ -76,14 +81,28 @@ var spinMode = func() int {
 // (see the package doc).
 func Disabled() bool { return spinMode < 0 }
 
-// Enabled reports whether spinning can ever help: never with one usable
-// CPU (taskset to one CPU, or GOMAXPROCS=1), where the peer cannot run
-// while we spin; MULTIPROC_SPIN overrides it.
+// Enabled reports whether spinning can help a wait whose peer may be a
+// goroutine of this process: never with one usable CPU (taskset to one
+// CPU) or GOMAXPROCS=1, where the peer cannot run while we spin;
+// MULTIPROC_SPIN overrides it.
 func Enabled() bool {
 	if spinMode != 0 {
 		return spinMode > 0
 	}
 	return numCPU > 1 && runtime.GOMAXPROCS(0) > 1
+}
+
+// EnabledAcross reports whether spinning can help a wait whose peer is
+// another process: with more than one usable CPU, whatever this process's
+// GOMAXPROCS, because the peer's threads need none of this process's Ps.
+// A pool's workers run with GOMAXPROCS=1 and wait for their next task
+// this way; with Enabled's rule they would sleep and be woken for every
+// task of a caller's Submit-and-Get loop. MULTIPROC_SPIN overrides it.
+func EnabledAcross() bool {
+	if spinMode != 0 {
+		return spinMode > 0
+	}
+	return numCPU > 1
 }
 
 // A Spinner decides how long a waiter spins before it sleeps in the kernel,

@@ -3,6 +3,9 @@
 package spin
 
 import (
+	"os"
+	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 
@@ -74,6 +77,45 @@ func TestBounded(t *testing.T) {
 	}
 	if !b.Spin(time.Millisecond, func() bool { return true }) {
 		t.Fatal("spinning did not resume after the skips")
+	}
+}
+
+// TestSpinReadableAcross: a process that runs with GOMAXPROCS=1 (a pool's
+// worker) still spins for a descriptor whose writer is another process,
+// when more than one CPU is usable, while Spin, whose condition may wait
+// for a goroutine of this process, does not spin there.
+func TestSpinReadableAcross(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd := int(r.Fd())
+	var b Bounded
+	if !EnabledAcross() {
+		if b.SpinReadable(fd, time.Millisecond) {
+			t.Fatal("SpinReadable spun with one CPU or MULTIPROC_SPIN=off")
+		}
+		w.Close()
+		t.Skip("one usable CPU or MULTIPROC_SPIN=off: no spinning")
+	}
+	if spinMode == 0 && b.Spin(time.Millisecond, func() bool { t.Fatal("Spin called its condition with GOMAXPROCS=1"); return true }) {
+		t.Fatal("Spin spun with GOMAXPROCS=1")
+	}
+	// The writer: another process, started before the spin; it writes
+	// one byte and exits.
+	cmd := exec.Command("sh", "-c", "printf x")
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer cmd.Wait()
+	// The bound is a ceiling that proves the spin ends, not a measure:
+	// SpinReadable returns as soon as the byte is there.
+	if !b.SpinReadable(fd, 30*time.Second) {
+		t.Fatal("SpinReadable did not see the other process's byte")
 	}
 }
 
