@@ -606,7 +606,11 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, r Runner, a A, onSuccess fu
 		c.direct = true
 		f.c = c
 	}
-	e.submit(c)
+	if p != nil {
+		p.submit(c) // not through engine, whose variadic call allocates
+	} else {
+		e.submit(c)
+	}
 	return f
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/pool"
 )
@@ -259,5 +260,27 @@ func TestDirectReadRetiring(t *testing.T) {
 	}
 	if err := p.Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A Submit and its Get, read directly by the caller, allocate three
+// objects in the caller's process: the submission (future, job, chunk and
+// input together), the input boxed as the chunk's inputs, and the
+// chunk's frame, made in place in one buffer of its size.
+func TestSubmitGetAllocs(t *testing.T) {
+	if race.Enabled {
+		t.Skip("the race detector allocates")
+	}
+	p := newPool(t, pool.Workers(1))
+	get := func() {
+		if v, err := square.Submit(bg, p, 3).Get(bg); v != 9 || err != nil {
+			t.Fatalf("Submit(3).Get = %d, %v", v, err)
+		}
+	}
+	for range 10 {
+		get() // the worker started, buffers grown
+	}
+	if n := testing.AllocsPerRun(200, get); n > 3 {
+		t.Errorf("a Submit and its Get allocate %.2f objects, want at most 3", n)
 	}
 }

@@ -288,8 +288,18 @@ func (m *chunkMaker) frame(c *chunk, left int) error {
 	// The inputs are encoded after room for the rest of the frame, so
 	// that a large chunk's frame is made in place.
 	room := chunkHeadroom(j.task.name)
+	// The last chunk m makes (a Submit's lone one) gets its frame made in
+	// place, in a buffer of its size when that is known up front: one
+	// allocation, not a scratch buffer and a frame.
+	last := left <= 1
 	if cap(m.scratch) < room {
-		m.scratch = make([]byte, room, max(room, 512))
+		size := 512
+		if last {
+			if n, ok := j.task.sizeIn(c.in, c.inOff, c.inOff+c.n); ok {
+				size = room + n
+			}
+		}
+		m.scratch = make([]byte, room, max(room, size))
 	}
 	var enc []byte
 	var err error
@@ -303,7 +313,7 @@ func (m *chunkMaker) frame(c *chunk, left int) error {
 	}
 	data := enc[room:]
 	need := len(data) + len(j.task.name) + 32
-	if need > frameBlock/4 {
+	if need > frameBlock/4 || last {
 		var head [128]byte
 		if h := appendChunkHead(head[:0], c.seq, j.id, j.task.name, c.n, len(data)); len(h) <= room {
 			// In place: the head ends where the inputs start.
