@@ -116,6 +116,7 @@ func (c *Conn) fillSegment(ctx context.Context, b []byte) (*segment, error) {
 // writeShmLocked sends the header of a shared-memory frame of n bytes
 // in seg, with seg's descriptor. Called with wmu held.
 func (c *Conn) writeShmLocked(ctx context.Context, seg *segment, n int) error {
+	seg.n.Store(int64(n))
 	err := c.werr
 	if err == nil && c.wsocket {
 		var hdr [12]byte
@@ -162,10 +163,18 @@ func (c *Conn) openShm(sf shmFrame) (*mapping, []byte, error) {
 // done marks the segment of a consumed payload free for its sender and
 // drops the caller's reference.
 func (m *mapping) done() {
-	if atomic.SwapUint32(m.busy(), segFree) == segBusyWaited {
-		futex.WakeAll(m.busy())
+	if !m.handedBack.Swap(false) {
+		freeBusy(m.busy())
 	}
 	m.unref()
+}
+
+// freeBusy stores segFree in a segment's busy word, waking a sender that
+// sleeps on it.
+func freeBusy(w *uint32) {
+	if atomic.SwapUint32(w, segFree) == segBusyWaited {
+		futex.WakeAll(w)
+	}
 }
 
 // copyShm copies a shared-memory frame's payload into into (when it has

@@ -66,8 +66,15 @@ type segment struct {
 	fd   int
 	dev  uint64 // the memfd's identity, for a receiver that reopens it (procHeader)
 	ino  uint64
+	id   uint64 // the random id in its header (offID)
 	mem  []byte
-	sent uint64 // when it was last taken (shmState.sent), to wait on the oldest
+	n    atomic.Int64 // the length of the payload last sent in it (HandBack)
+	sent uint64       // when it was last taken (shmState.sent), to wait on the oldest
+	// Under shmState.mu: how many HandedBack payloads in it are not yet
+	// freed, and whether the Conn closed meanwhile (the last free then
+	// unmaps it).
+	takers int
+	gone   bool
 }
 
 func (s *segment) busy() *uint32 { return (*uint32)(unsafe.Pointer(&s.mem[offBusy])) }
@@ -98,9 +105,10 @@ func newSegment(size int) (*segment, error) {
 		unix.Munmap(mem)
 		return fail("fstat", err)
 	}
+	id := rand.Uint64()
 	binary.LittleEndian.PutUint32(mem, segMagic)
-	binary.LittleEndian.PutUint64(mem[offID:], rand.Uint64())
-	return &segment{fd: fd, dev: st.Dev, ino: st.Ino, mem: mem}, nil
+	binary.LittleEndian.PutUint64(mem[offID:], id)
+	return &segment{fd: fd, dev: st.Dev, ino: st.Ino, id: id, mem: mem}, nil
 }
 
 func (s *segment) close() {
@@ -115,6 +123,9 @@ type mapping struct {
 	id   uint64
 	mem  []byte
 	refs atomic.Int32 // the cache's reference + one per user
+	// handedBack is set by HandBack: the release of the payload then
+	// leaves the segment busy, for its sender to free (FreeHandedBack).
+	handedBack atomic.Bool
 }
 
 func (m *mapping) busy() *uint32 { return (*uint32)(unsafe.Pointer(&m.mem[offBusy])) }
@@ -312,6 +323,10 @@ func (st *shmState) close() {
 	defer st.mu.Unlock()
 	st.closed = true
 	for _, s := range st.send {
+		if s.takers > 0 {
+			s.gone = true // unmapped by the last HandedBack free
+			continue
+		}
 		s.close()
 	}
 	st.send = nil

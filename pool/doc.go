@@ -44,7 +44,11 @@
 // longer must copy it (bytes.Clone). Writing into it is allowed and
 // changes only the worker's copy. Results over the threshold are encoded
 // straight into a segment too, and the caller gets them in its own
-// memory (one copy out of the segment).
+// memory (one copy out of the segment). A []byte result that lies in the
+// task's lent argument (the argument itself, changed in place or not, or
+// a part of it) is not copied by the worker at all: the pool copies it
+// out of the segment it wrote the argument into, which the worker hands
+// back (its one copy).
 //
 // # Calls
 //

@@ -234,6 +234,19 @@ const readBuf = 4 << 10
 // of order) is a protocol error: false, and the worker is killed.
 func (w *workerHandle) onResult(r *resultMsg) bool {
 	p := w.p
+	var lent []byte // the chunk's frame, handed back (lend.go)
+	if len(r.lentSpans) > 0 {
+		frame, free, ok := w.conn.HandedBack(r.lentSeg)
+		if !ok || r.count != 0 {
+			p.log.Error("a worker's result names a segment the pool did not send it; killing it", zap.Int("pid", w.pid))
+			w.proc.Kill()
+			return false
+		}
+		// Whatever becomes of the result, the segment is the pool's
+		// again once it is read.
+		defer free()
+		lent = frame
+	}
 	p.mu.Lock()
 	c := w.held[r.seq]
 	if c == nil {
@@ -299,7 +312,9 @@ func (w *workerHandle) onResult(r *resultMsg) bool {
 	}
 	var out any
 	var err error
-	if es, ok := c.job.sink.(encodedSink); ok {
+	if lent != nil {
+		out, err = c.job.task.decodeLent(r.outputs, n, lent, r.lentSpans)
+	} else if es, ok := c.job.sink.(encodedSink); ok {
 		if err = es.deliverEncoded(v, r.outputs, errs); err == nil {
 			return true
 		}

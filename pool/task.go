@@ -26,6 +26,9 @@ type Task[A, R any] struct {
 	fn   func(context.Context, A) (R, error)
 	in   valenc.Run[A]
 	out  valenc.Run[R]
+	// outBytes says that R is a byte slice: results may be lent from
+	// their chunk's frame (lend.go).
+	outBytes bool
 }
 
 // Name returns the name the task was registered under.
@@ -51,6 +54,9 @@ type taskInfo struct {
 	sliceIn func(in any, i, j int) any
 	// decodeOut decodes n results ([]R).
 	decodeOut func(b []byte, n int) (any, error)
+	// decodeLent is decodeOut for results some of which were lent from
+	// their chunk's frame (lend.go).
+	decodeLent func(b []byte, n int, frame []byte, spans []uint64) (any, error)
 	// decodeIn decodes n inputs ([]A); encodeOut appends the encoding of
 	// out (a []R) to dst. Used by Pool.StartCall.
 	decodeIn  func(b []byte, n int) (any, error)
@@ -88,6 +94,14 @@ type sharedIO struct {
 	// their segment when they are sent.
 	over int64
 	lazy *lazyOut
+	// frame is the chunk's whole frame when lend is set, and handBack
+	// hands its segment back to the pool (ipc.Conn.HandBack) and returns
+	// the token naming it, or false. When both are set, results that lie
+	// in frame are lent (lend.go): runEncoded sets lentSeg and lentSpans.
+	frame     []byte
+	handBack  func() (uint64, bool)
+	lentSeg   uint64
+	lentSpans []uint64
 }
 
 // lazyOut is a chunk's results to encode later: size bytes, appended by
@@ -165,7 +179,7 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 	if fn == nil {
 		panic(fmt.Sprintf("pool: Register(%q): nil function", name))
 	}
-	t := &Task[A, R]{fn: fn, in: valenc.RunOf[A](), out: valenc.RunOf[R]()}
+	t := &Task[A, R]{fn: fn, in: valenc.RunOf[A](), out: valenc.RunOf[R](), outBytes: valenc.ClassOf(reflect.TypeFor[R]()) == valenc.Bytes}
 	t.info = &taskInfo{
 		name: name,
 		encodeIn: func(dst []byte, in any, i, j int) ([]byte, error) {
@@ -178,7 +192,8 @@ func Register[A, R any](name string, fn func(ctx context.Context, arg A) (R, err
 		decodeOut: func(b []byte, n int) (any, error) {
 			return t.out.Decode(b, n)
 		},
-		decodeIn: func(b []byte, n int) (any, error) { return t.in.Decode(b, n) },
+		decodeLent: t.decodeLent,
+		decodeIn:   func(b []byte, n int) (any, error) { return t.in.Decode(b, n) },
 		encodeOut: func(dst []byte, out any) ([]byte, error) {
 			return t.out.Append(dst, out.([]R))
 		},
@@ -369,6 +384,9 @@ func (t *Task[A, R]) runEncoded(ctx context.Context, data []byte, n int, h *runH
 		h.first = from
 	}
 	outs, errs = outs[from:], errs[efrom:]
+	if sio != nil && sio.lend && sio.handBack != nil && t.outBytes {
+		lendResults(outs, sio)
+	}
 	if sio != nil && sio.over > 0 {
 		if size, ok := t.out.Size(outs); ok && int64(size) > sio.over {
 			sio.lazy = &lazyOut{size: size, appendTo: func(dst []byte) []byte {

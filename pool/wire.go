@@ -41,6 +41,8 @@ const (
 	fResultCancelled  = 4
 	fResultOffset     = 5
 	fResultCount      = 6
+	fResultLentSeg    = 7
+	fResultLentSpans  = 8
 )
 
 var errBadMessage = errors.New("pool: malformed message")
@@ -91,6 +93,7 @@ type chunkMsg struct {
 	inputs   []byte
 	order    uint32 // set by the worker: the chunk's number among those it received
 	shared   bool   // set by the worker: inputs is in a shared-memory segment (see sharedIO)
+	frame    []byte // set by the worker when shared: the whole frame (see sharedIO.frame)
 }
 
 // parseToWorker decodes a ToWorker frame: a chunk by hand (ok true), any
@@ -164,10 +167,17 @@ func parseChunk(b []byte) (c chunkMsg, err error) {
 // tasks of the chunk from offset on: count of them (a partial result), or
 // all the rest when count is 0.
 func appendResult(b []byte, seq uint64, off, count uint32, outputs []byte, errs []*pb.TaskError, cancelled bool) ([]byte, error) {
+	return appendFinalResult(b, seq, off, count, outputs, errs, cancelled, 0, nil)
+}
+
+// appendFinalResult is appendResult with results lent from the chunk's
+// frame (resultFrame.lend; a final result only, count 0).
+func appendFinalResult(b []byte, seq uint64, off, count uint32, outputs []byte, errs []*pb.TaskError, cancelled bool, lentSeg uint64, lentSpans []uint64) ([]byte, error) {
 	r, err := newResultFrame(seq, off, count, len(outputs), errs, cancelled)
 	if err != nil {
 		return b, err
 	}
+	r.lend(lentSeg, lentSpans)
 	return r.appendTo(b, func(b []byte) []byte { return append(b, outputs...) }), nil
 }
 
@@ -180,7 +190,9 @@ type resultFrame struct {
 	nout       int // the outputs' size
 	errBytes   [][]byte
 	cancelled  bool
-	body       int // the Result message's size
+	lentSeg    uint64   // see lend
+	lentSpans  []uint64 // see lend
+	body       int      // the Result message's size
 }
 
 func newResultFrame(seq uint64, off, count uint32, nout int, errs []*pb.TaskError, cancelled bool) (resultFrame, error) {
@@ -208,6 +220,22 @@ func newResultFrame(seq uint64, off, count uint32, nout int, errs []*pb.TaskErro
 	}
 	r.body = n
 	return r, nil
+}
+
+// lend adds results lent from the chunk's frame (see lendResults): the
+// token naming the segment the worker handed back, and three numbers per
+// result (index, offset, length). Nothing when spans is empty.
+func (r *resultFrame) lend(token uint64, spans []uint64) {
+	if len(spans) == 0 {
+		return
+	}
+	r.lentSeg, r.lentSpans = token, spans
+	n := 0
+	for _, v := range spans {
+		n += protowire.SizeVarint(v)
+	}
+	r.body += protowire.SizeTag(fResultLentSeg) + protowire.SizeFixed64() +
+		protowire.SizeTag(fResultLentSpans) + protowire.SizeBytes(n)
 }
 
 // size is the length of the encoded frame.
@@ -243,6 +271,19 @@ func (r *resultFrame) appendTo(b []byte, outputs func([]byte) []byte) []byte {
 		b = protowire.AppendTag(b, fResultCount, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(r.count))
 	}
+	if len(r.lentSpans) > 0 {
+		b = protowire.AppendTag(b, fResultLentSeg, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, r.lentSeg)
+		n := 0
+		for _, v := range r.lentSpans {
+			n += protowire.SizeVarint(v)
+		}
+		b = protowire.AppendTag(b, fResultLentSpans, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(n))
+		for _, v := range r.lentSpans {
+			b = protowire.AppendVarint(b, v)
+		}
+	}
 	return b
 }
 
@@ -254,6 +295,9 @@ type resultMsg struct {
 	cancelled bool
 	off       uint32 // the first task covered
 	count     uint32 // tasks covered by a partial result; 0 for the final one
+	// Results lent from the chunk's frame (see resultFrame.lend).
+	lentSeg   uint64
+	lentSpans []uint64
 }
 
 // parseFromWorker decodes a FromWorker frame: a result by hand (isResult
@@ -273,7 +317,8 @@ func parseFromWorker(b []byte) (r resultMsg, isResult bool, m *pb.FromWorker, er
 		return r, false, nil, err
 	}
 	if res := m.GetResult(); res != nil {
-		return resultMsg{seq: res.Seq, outputs: res.Outputs, errs: res.Errors, cancelled: res.Cancelled, off: res.Offset, count: res.Count}, true, nil, nil
+		return resultMsg{seq: res.Seq, outputs: res.Outputs, errs: res.Errors, cancelled: res.Cancelled, off: res.Offset, count: res.Count,
+			lentSeg: res.LentSegment, lentSpans: res.LentSpans}, true, nil, nil
 	}
 	return r, false, m, nil
 }
@@ -315,6 +360,27 @@ func parseResult(b []byte) (r resultMsg, err error) {
 					return r, err
 				}
 				r.errs = append(r.errs, te)
+			}
+			b = b[k:]
+		case typ == protowire.Fixed64Type && num == fResultLentSeg:
+			v, k := protowire.ConsumeFixed64(b)
+			if k < 0 {
+				return r, errBadMessage
+			}
+			r.lentSeg = v
+			b = b[k:]
+		case typ == protowire.BytesType && num == fResultLentSpans:
+			v, k := protowire.ConsumeBytes(b)
+			if k < 0 {
+				return r, errBadMessage
+			}
+			for len(v) > 0 {
+				x, j := protowire.ConsumeVarint(v)
+				if j < 0 {
+					return r, errBadMessage
+				}
+				r.lentSpans = append(r.lentSpans, x)
+				v = v[j:]
 			}
 			b = b[k:]
 		default:

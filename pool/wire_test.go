@@ -3,6 +3,7 @@
 package pool
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -36,6 +37,34 @@ func TestWireMatchesGenerated(t *testing.T) {
 	if diff := cmp.Diff(wantR, &r, protocmp.Transform()); diff != "" {
 		t.Errorf("result (-want +got):\n%s", diff)
 	}
+	b = lentResult(t, 6, []byte{0, 0}, 0xfedcba9876543210, []uint64{0, 70, 1 << 24, 1, 300, 0})
+	r.Reset()
+	if err := proto.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	wantR = &pb.FromWorker{Msg: &pb.FromWorker_Result{Result: &pb.Result{Seq: 6, Outputs: []byte{0, 0},
+		LentSegment: 0xfedcba9876543210, LentSpans: []uint64{0, 70, 1 << 24, 1, 300, 0}}}}
+	if diff := cmp.Diff(wantR, &r, protocmp.Transform()); diff != "" {
+		t.Errorf("lent result (-want +got):\n%s", diff)
+	}
+	got, ok, _, err := parseFromWorker(b)
+	if err != nil || !ok || got.lentSeg != 0xfedcba9876543210 || !cmp.Equal(got.lentSpans, []uint64{0, 70, 1 << 24, 1, 300, 0}) {
+		t.Errorf("lent result decoded by hand: %+v, %v", got, err)
+	}
+}
+
+// lentResult encodes a final result with lent results (resultFrame.lend).
+func lentResult(t testing.TB, seq uint64, outputs []byte, token uint64, spans []uint64) []byte {
+	r, err := newResultFrame(seq, 0, 0, len(outputs), nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.lend(token, spans)
+	b := r.appendTo(nil, func(b []byte) []byte { return append(b, outputs...) })
+	if len(b) != r.size() {
+		t.Fatalf("lent result of %d bytes, size says %d", len(b), r.size())
+	}
+	return b
 }
 
 func TestControlAndConfig(t *testing.T) {
@@ -67,6 +96,7 @@ func FuzzWire(f *testing.F) {
 	f.Add(b)
 	b, _ = proto.Marshal(&pb.ToWorker{Msg: &pb.ToWorker_Cancel{Cancel: &pb.Cancel{Job: 4}}})
 	f.Add(b)
+	f.Add(lentResult(f, 8, []byte{0}, 77, []uint64{0, 64, 1 << 20}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if c, ok, _, err := parseToWorker(b); err == nil && ok {
 			var m pb.ToWorker
@@ -97,7 +127,7 @@ func FuzzWire(f *testing.F) {
 			}
 			g := m.GetResult()
 			if g == nil || g.Seq != r.seq || string(g.Outputs) != string(r.outputs) || g.Cancelled != r.cancelled || len(g.Errors) != len(r.errs) ||
-				g.Offset != r.off || g.Count != r.count {
+				g.Offset != r.off || g.Count != r.count || g.LentSegment != r.lentSeg || !slices.Equal(g.LentSpans, r.lentSpans) {
 				t.Fatalf("result %+v, generated %v", r, &m)
 			}
 		}

@@ -87,6 +87,9 @@ type workerProcess struct {
 	fbuf    []byte       // a result frame
 	over    int64        // the connection's shared-memory threshold (0: none)
 	sio     sharedIO     // the running chunk's (reused: no allocation per chunk)
+	// handBack is sio.handBack: it hands the running chunk's frame back
+	// to the pool (lend.go). Made once.
+	handBack func() (uint64, bool)
 }
 
 const (
@@ -182,6 +185,9 @@ func (w *workerProcess) handle(b []byte, shared bool) {
 		w.received++
 		c.order = w.received
 		c.shared = shared
+		if shared {
+			c.frame = b
+		}
 		w.q = append(w.q, c)
 		return
 	}
@@ -452,6 +458,11 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 	var outputs []byte
 	var errs []*pb.TaskError
 	var lazy *lazyOut
+	// Results lent from the chunk's frame, whose segment was handed back
+	// (lend.go): every final result of the chunk must name it, for the
+	// pool to free it.
+	var lentSeg uint64
+	var lentSpans []uint64
 	first := 0 // the first task whose results go in the final result
 	t := lookupTask(c.task)
 	w.mu.Lock()
@@ -497,9 +508,17 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 		if w.mark != nil {
 			*w.mark = uint64(c.order)<<32 | markChunk
 		}
-		w.sio = sharedIO{lend: c.shared, over: w.over}
+		if w.handBack == nil {
+			w.handBack = func() (uint64, bool) {
+				token, err := w.conn.HandBack(w.sio.frame)
+				return token, err == nil
+			}
+		}
+		w.sio = sharedIO{lend: c.shared, over: w.over, frame: c.frame, handBack: w.handBack}
 		outputs, errs = t.runEncoded(cctx, c.inputs, int(c.count), h, w.obuf[:0], &w.sio)
 		lazy, w.sio.lazy = w.sio.lazy, nil
+		lentSeg, lentSpans = w.sio.lentSeg, w.sio.lentSpans
+		w.sio.frame, w.sio.lentSpans = nil, nil
 		if w.mark != nil {
 			*w.mark = uint64(c.order)<<32 | markFinishing
 		}
@@ -535,7 +554,7 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 		return 0
 	}
 	if lazy != nil {
-		if n, ok := w.queueLazyResult(c.seq, uint32(first), lazy, errs, cancelled); ok {
+		if n, ok := w.queueLazyResult(c.seq, uint32(first), lazy, errs, cancelled, lentSeg, lentSpans); ok {
 			if w.mark != nil {
 				*w.mark = uint64(c.order) << 32 // done with it
 			}
@@ -543,9 +562,9 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 		}
 		outputs = lazy.appendTo(nil)
 	}
-	f, err := appendResult(w.fbuf[:0], c.seq, uint32(first), 0, outputs, errs, cancelled)
+	f, err := appendFinalResult(w.fbuf[:0], c.seq, uint32(first), 0, outputs, errs, cancelled, lentSeg, lentSpans)
 	if err != nil {
-		f, _ = appendResult(w.fbuf[:0], c.seq, uint32(first), 0, nil, nil, true)
+		f, _ = appendFinalResult(w.fbuf[:0], c.seq, uint32(first), 0, nil, nil, true, lentSeg, lentSpans)
 	}
 	w.fbuf = f[:0]
 	n := w.queueResult(f)
@@ -558,11 +577,12 @@ func (w *workerProcess) run(ctx context.Context, c *chunkMsg) int {
 // queueLazyResult queues a result frame whose outputs (lazy) are encoded
 // when it is sent, straight into shared memory; false if its errors
 // cannot be encoded (the caller then encodes it as usual).
-func (w *workerProcess) queueLazyResult(seq uint64, first uint32, lazy *lazyOut, errs []*pb.TaskError, cancelled bool) (int, bool) {
+func (w *workerProcess) queueLazyResult(seq uint64, first uint32, lazy *lazyOut, errs []*pb.TaskError, cancelled bool, lentSeg uint64, lentSpans []uint64) (int, bool) {
 	r, err := newResultFrame(seq, first, 0, lazy.size, errs, cancelled)
 	if err != nil {
 		return 0, false
 	}
+	r.lend(lentSeg, lentSpans)
 	size := r.size()
 	return w.queueLazy(size, func(dst []byte) error {
 		if f := r.appendTo(dst[:0], lazy.appendTo); len(f) != size || &f[0] != &dst[0] {

@@ -484,7 +484,18 @@ type Result struct {
 	Offset uint32 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Count, when set, is how many tasks a partial Result covers; 0 means
 	// every task from offset to the end of the chunk (the final Result).
-	Count         uint32 `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
+	Count uint32 `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
+	// Lent_segment and lent_spans: results that are byte slices lying in
+	// the shared-memory frame of their chunk (a task that returns its
+	// argument, or a part of it, read in place) are not in outputs (their
+	// place there holds an empty value) but in that frame, which the
+	// worker handed back to the pool (ipc.Conn.HandBack): lent_segment is
+	// the token naming it, and lent_spans holds three numbers per such
+	// result: its index among the results of this message, its offset in
+	// the frame's payload, its length. The pool copies them out, then frees
+	// the segment. Only a final Result carries them.
+	LentSegment   uint64   `protobuf:"fixed64,7,opt,name=lent_segment,json=lentSegment,proto3" json:"lent_segment,omitempty"`
+	LentSpans     []uint64 `protobuf:"varint,8,rep,packed,name=lent_spans,json=lentSpans,proto3" json:"lent_spans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,6 +570,20 @@ func (x *Result) GetCount() uint32 {
 		return x.Count
 	}
 	return 0
+}
+
+func (x *Result) GetLentSegment() uint64 {
+	if x != nil {
+		return x.LentSegment
+	}
+	return 0
+}
+
+func (x *Result) GetLentSpans() []uint64 {
+	if x != nil {
+		return x.LentSpans
+	}
+	return nil
 }
 
 // Started announces that task index of chunk seq has started (only when
@@ -742,14 +767,17 @@ const file_pool_v1_pool_proto_rawDesc = "" +
 	"init_error\x18\x02 \x01(\v2 .multiproc.common.v1.RemoteErrorR\tinitError\"Y\n" +
 	"\tTaskError\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x126\n" +
-	"\x05error\x18\x02 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\xb6\x01\n" +
+	"\x05error\x18\x02 \x01(\v2 .multiproc.common.v1.RemoteErrorR\x05error\"\xf8\x01\n" +
 	"\x06Result\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
 	"\aoutputs\x18\x02 \x01(\fR\aoutputs\x124\n" +
 	"\x06errors\x18\x03 \x03(\v2\x1c.multiproc.pool.v1.TaskErrorR\x06errors\x12\x1c\n" +
 	"\tcancelled\x18\x04 \x01(\bR\tcancelled\x12\x16\n" +
 	"\x06offset\x18\x05 \x01(\rR\x06offset\x12\x14\n" +
-	"\x05count\x18\x06 \x01(\rR\x05count\"1\n" +
+	"\x05count\x18\x06 \x01(\rR\x05count\x12!\n" +
+	"\flent_segment\x18\a \x01(\x06R\vlentSegment\x12\x1d\n" +
+	"\n" +
+	"lent_spans\x18\b \x03(\x04R\tlentSpans\"1\n" +
 	"\aStarted\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\"\xb2\x01\n" +

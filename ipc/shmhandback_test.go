@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package ipc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/multiproc/multiproc/internal/mptest"
+)
+
+// TestHandBack: a receiver hands a segment back; the sender reads the
+// payload there as it sent it (the receiver's answer could point into
+// it), does not reuse the segment meanwhile, however many frames follow,
+// and reuses it once freed.
+func TestHandBack(t *testing.T) {
+	mptest.CheckFDs(t)
+	const th = 4096
+	a, b := shmPipe(t, th)
+	ctx := ctxTimeout(t)
+	first := pattern(3*th, 1)
+	if err := a.SendBytes(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	data, release, err := b.RecvShared(ctx, nil)
+	if err != nil || release == nil {
+		t.Fatalf("RecvShared: %v (release %v)", err, release != nil)
+	}
+	if _, err := b.HandBack(pattern(10, 0)); !errors.Is(err, ErrNotShared) {
+		t.Fatalf("HandBack of the receiver's own memory: %v, want ErrNotShared", err)
+	}
+	token, err := b.HandBack(data[100:200])
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	for i := range 20 {
+		want := pattern(3*th, byte(i+2))
+		if err := a.SendBytes(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.RecvBytes(ctx); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	if _, _, ok := a.HandedBack(token + 1); ok {
+		t.Fatal("HandedBack of a token that names no segment: ok")
+	}
+	payload, free, ok := a.HandedBack(token)
+	if !ok || !bytes.Equal(payload, first) {
+		t.Fatalf("HandedBack: ok %v, payload equal %v", ok, bytes.Equal(payload, first))
+	}
+	// Held back: of the 4 segments, 3 remain for sending.
+	for range 3 {
+		if err := a.SendBytes(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if err := a.SendBytes(short, first); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("send with the handed-back segment not freed: %v, want DeadlineExceeded", err)
+	}
+	cancel()
+	free()
+	free() // only the first call acts
+	if err := a.SendBytes(ctx, first); err != nil {
+		t.Fatalf("send once the handed-back segment is freed: %v", err)
+	}
+	for range 4 {
+		if got, err := b.RecvBytes(ctx); err != nil || !bytes.Equal(got, first) {
+			t.Fatal(err)
+		}
+	}
+	if k := frameMappings(t); k != 8 {
+		t.Fatalf("%d segments mapped, want 8 (4 sending, 4 received)", k)
+	}
+}
+
+// TestHandBackClosed: a payload from HandedBack stays readable when the
+// Conn closes before it is freed; the free then unmaps the segment.
+func TestHandBackClosed(t *testing.T) {
+	mptest.CheckFDs(t)
+	a, b := shmPipe(t, 4096)
+	ctx := ctxTimeout(t)
+	want := pattern(20000, 9)
+	if err := a.SendBytes(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	data, release, err := b.RecvShared(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := b.HandBack(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	b.Close()
+	payload, free, ok := a.HandedBack(token)
+	if !ok {
+		t.Fatal("HandedBack: not found")
+	}
+	a.Close()
+	if _, _, ok := a.HandedBack(token); ok {
+		t.Fatal("HandedBack after Close: ok")
+	}
+	if !bytes.Equal(payload, want) {
+		t.Fatal("payload changed")
+	}
+	if k := frameMappings(t); k != 1 {
+		m, _ := os.ReadFile("/proc/self/maps")
+		t.Fatalf("%d segments mapped before free, want 1\n%s", k, m)
+	}
+	free()
+	if k := frameMappings(t); k != 0 {
+		t.Fatalf("%d segments mapped after free, want 0", k)
+	}
+}
