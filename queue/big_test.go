@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/multiproc/multiproc/internal/base/cachecopy"
 	"github.com/multiproc/multiproc/process"
 )
 
@@ -26,8 +27,9 @@ func bigPattern(n int, seed byte) []byte {
 }
 
 // bigSizes are item sizes around the 16-byte line between payloads held
-// inline by a Get and payloads that the item takes over, and large ones.
-var bigSizes = []int{0, 1, 15, 16, 17, 4096, 1 << 20, 3<<20 + 5}
+// inline by a Get and payloads that the item takes over, and large ones,
+// some at the edges of the pieces the ring's copies are made of.
+var bigSizes = []int{0, 1, 15, 16, 17, 4096, cachecopy.Piece - 1, cachecopy.Piece, cachecopy.Piece + 1, 1 << 20, 3<<20 + 5}
 
 type bigStruct struct {
 	Name   string

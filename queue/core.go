@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/multiproc/multiproc/internal/base/cachecopy"
 	"github.com/multiproc/multiproc/internal/base/futex"
 	"github.com/multiproc/multiproc/internal/base/race"
 	"github.com/multiproc/multiproc/internal/base/spin"
@@ -585,19 +586,22 @@ func (q *core) writeFrame(e *encoded, need uint64) {
 	atomic.StoreUint64(q.jValidP, 0)
 }
 
+// copyIn and copyOut copy a payload into and out of the ring as
+// cachecopy does: an item put is read soon by a process on the other
+// CPU, and an item taken by its taker, both from the caches.
 func (q *core) copyIn(pos, capa uint64, p []byte) {
 	off := pos & (capa - 1)
-	n := copy(q.data[off:capa], p)
+	n := cachecopy.Copy(q.data[off:capa], p)
 	if n < len(p) {
-		copy(q.data, p[n:])
+		cachecopy.Copy(q.data, p[n:])
 	}
 }
 
 func (q *core) copyOut(pos, capa uint64, p []byte) {
 	off := pos & (capa - 1)
-	n := copy(p, q.data[off:capa])
+	n := cachecopy.Copy(p, q.data[off:capa])
 	if n < len(p) {
-		copy(p[n:], q.data)
+		cachecopy.Copy(p[n:], q.data)
 	}
 }
 
@@ -612,8 +616,13 @@ func (q *core) cloneOut(pos, capa uint64, n int) []byte {
 	sb.Grow(n)
 	off := pos & (capa - 1)
 	end := min(capa, off+uint64(n))
-	sb.Write(q.data[off:end])
-	sb.Write(q.data[:n-int(end-off)])
+	for _, part := range [2][]byte{q.data[off:end], q.data[:n-int(end-off)]} {
+		for len(part) > 0 { // in pieces, as cachecopy copies
+			k := min(len(part), cachecopy.Piece)
+			sb.Write(part[:k])
+			part = part[k:]
+		}
+	}
 	s := sb.String()
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
