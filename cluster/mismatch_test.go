@@ -101,14 +101,23 @@ func TestIdleLocalPoolStopped(t *testing.T) {
 		cmd.Wait()
 	}()
 	waitWorkers(t, p, 1)
-	if v, err := square.Apply(context.Background(), p, 3); err != nil || v != 9 {
-		t.Fatalf("Apply = %d, %v", v, err)
-	}
-	// The default pool's worker and the TaskTimeout pool's worker; then
-	// the latter is stopped.
+	// The default pool's worker and the TaskTimeout pool's worker, while
+	// a task the test holds runs on the latter (counted while it runs: a
+	// count after the task returned would race the idle bound); then,
+	// once it returned, the latter is stopped.
+	open := tmpFile(t, "open")
+	f := held.Submit(context.Background(), p, open)
+	waitFile(t, open+".running")
 	kids := func() int { return len(childrenOf(cmd.Process.Pid)) }
 	if n := kids(); n != 2 {
-		t.Fatalf("the agent has %d worker processes, want 2", n)
+		os.WriteFile(open, nil, 0o600)
+		t.Fatalf("the agent has %d worker processes while a task runs, want 2", n)
+	}
+	if err := os.WriteFile(open, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Get(context.Background()); err != nil {
+		t.Fatalf("the held task: %v", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for kids() != 1 {
