@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/shm"
@@ -259,18 +260,40 @@ func TestConditionMaxWaiters(t *testing.T) {
 	if err := ready.Acquire(bg); err != nil {
 		t.Fatal(err)
 	}
-	c.Lock()
-	ctx, cancel := context.WithTimeout(bg, 10*time.Millisecond)
+	// Wait checks its context before it looks for a slot: a context
+	// that may have ended (a short timeout on a loaded machine) would
+	// make it return ctx.Err() without looking. This one ends only if
+	// Wait wrongly waits.
+	ctx, cancel := context.WithTimeout(bg, time.Minute)
 	defer cancel()
+	c.Lock()
 	if err := c.Wait(ctx); !errors.Is(err, ErrTooManyWaiters) {
 		t.Fatalf("Wait with every slot taken: %v", err)
 	}
 	c.Unlock()
 	p.kill()
 	p.reap()
+	// The dead waiter's slot is reclaimed: Wait sleeps in it (seen
+	// from /proc, not assumed after a timeout) until its context is
+	// cancelled.
+	wctx, wcancel := context.WithCancel(bg)
+	defer wcancel()
+	waited := make(chan struct{})
+	go func() {
+		defer wcancel()
+		for futexSleepers(unsafe.Pointer(&c.slots[0].state)) == 0 {
+			select {
+			case <-waited:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
 	c.Lock()
-	if err := c.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Wait after the waiter died: %v", err)
+	err = c.Wait(wctx)
+	close(waited)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait after the waiter died: %v, want it to sleep in the reclaimed slot until cancelled", err)
 	}
 	c.Unlock()
 }
