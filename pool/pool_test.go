@@ -788,7 +788,7 @@ func TestMaxWorkerAge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
+	ctx, cancel := context.WithTimeout(bg, time.Minute)
 	defer cancel()
 	for {
 		v, err := sleep.Apply(ctx, p, time.Millisecond)
