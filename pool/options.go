@@ -35,6 +35,11 @@ type options struct {
 	killGrace   time.Duration
 	env         []string
 	shm         int64 // SharedMemory's threshold; 0: off (on by default)
+
+	// timeoutSlack is how long after a task's deadline its worker is
+	// stopped (the constant timeoutSlack; tests lengthen it through
+	// export_test.go so a loaded machine cannot outrun it).
+	timeoutSlack time.Duration
 }
 
 // Workers sets the number of worker processes (goroutines for a

@@ -45,7 +45,7 @@ func (w *workerHandle) onStarted(s *pb.Started) {
 	}
 	// A little slack lets a task that honours its context's deadline
 	// return on its own first.
-	w.deadline.timer = time.AfterFunc(p.o.taskTimeout+timeoutSlack, func() {
+	w.deadline.timer = time.AfterFunc(p.o.taskTimeout+p.o.timeoutSlack, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if w.deadline.gen != gen || w.gone || w.kill != killNone || w.held[seq] == nil {

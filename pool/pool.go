@@ -139,6 +139,8 @@ func newPool(opts []Option) (*Pool, error) {
 		log:       zap.NewNop(),
 		killGrace: time.Second,
 		shm:       ipc.DefaultSharedMemoryThreshold, // SharedMemory
+
+		timeoutSlack: timeoutSlack,
 	}
 	for _, f := range opts {
 		if err := f(&o); err != nil {

@@ -511,9 +511,16 @@ func TestChaos(t *testing.T) {
 // A task that runs past its deadline is killed with its worker; the pool
 // goes on. A task that honours its context returns the deadline error
 // itself and its worker lives.
+//
+// The pool stops a worker 100ms (TimeoutSlack) after its task's deadline:
+// on a loaded machine a worker whose task returned at its deadline, or a
+// quick task of the same chunk, can take longer than that to be heard,
+// and was killed (seen under -race). Here the slack is 2s for the task
+// that must be killed, and a minute where no task may be.
 func TestTaskTimeout(t *testing.T) {
 	mptest.CheckChildren(t)
-	p := newPool(t, pool.Workers(2), pool.TaskTimeout(200*time.Millisecond), pool.KillGrace(100*time.Millisecond))
+	p := newPool(t, pool.Workers(2), pool.TaskTimeout(200*time.Millisecond), pool.KillGrace(100*time.Millisecond),
+		pool.TimeoutSlack(2*time.Second))
 	pids := p.Pids()
 	got, err := stubborn.Map(bg, p, []time.Duration{0, time.Hour, 0}, pool.Chunksize(3))
 	var te *pool.TimeoutError
@@ -529,6 +536,11 @@ func TestTaskTimeout(t *testing.T) {
 	if slices.Contains(p.Pids(), te.Pid) {
 		t.Errorf("worker %d still in the pool", te.Pid)
 	}
+	if v, err := square.Apply(bg, p, 3); v != 9 || err != nil {
+		t.Errorf("after the timeout: %d, %v", v, err)
+	}
+	p = newPool(t, pool.Workers(1), pool.TaskTimeout(200*time.Millisecond), pool.KillGrace(100*time.Millisecond),
+		pool.TimeoutSlack(time.Minute))
 	_, err = sleep.Apply(bg, p, time.Hour)
 	var re *pool.RemoteError
 	if !errors.As(err, &re) || !errors.Is(err, context.DeadlineExceeded) {

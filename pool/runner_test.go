@@ -75,9 +75,11 @@ func TestRunnerCalls(t *testing.T) {
 }
 
 // A task timeout splits a chunk in the pool: StartCall still answers the
-// chunk once, whole.
+// chunk once, whole. (The quick tasks must not time out: a slack of 2s,
+// not 100ms, after their deadline, as in TestTaskTimeout.)
 func TestRunnerTimeoutSplitsChunk(t *testing.T) {
-	r := loopback{newPool(t, pool.Workers(1), pool.TaskTimeout(300*time.Millisecond), pool.KillGrace(100*time.Millisecond))}
+	r := loopback{newPool(t, pool.Workers(1), pool.TaskTimeout(300*time.Millisecond), pool.KillGrace(100*time.Millisecond),
+		pool.TimeoutSlack(2*time.Second))}
 	in := []time.Duration{0, 0, time.Hour, 0, 0}
 	res, err := stubborn.Map(context.Background(), r, in, pool.Chunksize(5))
 	var te *pool.TimeoutError
