@@ -190,7 +190,9 @@ func TestBigPayloadAgentKilled(t *testing.T) {
 		t.Fatal("the agent was never seen holding a chunk")
 	}
 	waitObjectsGone(t, p, 30*time.Second)
-	deadline := time.Now().Add(20 * time.Second)
+	// Its status entry says so once refreshed (every third of the TTL,
+	// 5s): a generous ceiling.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var redelivered uint64
 		for _, ag := range p.Agents() {

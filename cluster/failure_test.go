@@ -111,8 +111,9 @@ func TestAgentKilledMidMap(t *testing.T) {
 	}
 	checkDurations(t, in, got)
 	// The chunks the killed agent held were redelivered to the other one
-	// (its status entry says so once refreshed).
-	deadline := time.Now().Add(20 * time.Second)
+	// (its status entry says so once refreshed, every third of the TTL,
+	// 5s: a generous ceiling).
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var redelivered uint64
 		for _, ag := range p.Agents() {

@@ -101,11 +101,19 @@ var errBoom = remote.Register(errors.New("ctest: boom"))
 
 // newPool starts an embedded cluster pool with short timings and checks,
 // at the end of the test, that it leaves no child, fd or store behind.
+//
+// The ack wait and the republish delay are short: when a loaded machine
+// outruns them, a chunk runs twice and the duplicate result is dropped,
+// which every test tolerates. The callers' TTL is not: a caller whose
+// heartbeat is late by the TTL is declared dead, its chunks purged and
+// its big payloads' objects removed, and its call fails (seen under
+// -race with a 2s TTL: ErrPayloadLost in TestBigPayloadAgentKilled).
+// Only the tests of a caller's death shorten it.
 func newPool(t testing.TB, opts ...Option) *Pool {
 	t.Helper()
 	mptest.CheckChildren(t)
 	mptest.CheckFDs(t)
-	base := []Option{Agents(2), AckWait(time.Second), CallerTTL(2 * time.Second), RepublishAfter(3 * time.Second)}
+	base := []Option{Agents(2), AckWait(time.Second), CallerTTL(15 * time.Second), RepublishAfter(3 * time.Second)}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	p, err := New(ctx, append(base, opts...)...)
