@@ -54,7 +54,11 @@ func TestFutureCancel(t *testing.T) {
 		if thread {
 			p, err = pool.NewThreadPool(ctx, pool.Workers(1))
 		} else {
-			p, err = pool.New(ctx, pool.Workers(1))
+			// Every task here honours its context: none may be killed,
+			// and the worker must stay the same. The default kill grace
+			// (1s for the worker to answer the cancellations of all the
+			// tasks it holds) is a bound a loaded machine can outrun.
+			p, err = pool.New(ctx, pool.Workers(1), pool.KillGrace(time.Minute))
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -113,7 +113,10 @@ func testErrorAndPanic(t *testing.T, e *env) {
 // exit code, and a function that ignores its ctx dies after TermGrace.
 func testTerminateGrace(t *testing.T, e *env) {
 	a, b := pipe(t)
-	p := e.start(t, &process.Process{Func: fnCleanup, Args: []any{b}})
+	// The function returns as soon as its ctx ends: the grace only bounds
+	// a hang, so it is generous (the default second could run out on a
+	// loaded machine, and SIGKILL would replace the exit code 7).
+	p := e.start(t, &process.Process{Func: fnCleanup, Args: []any{b}, TermGrace: time.Minute})
 	b.Close()
 	var s string
 	recv(t, a, &s)
