@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -606,25 +605,12 @@ func (q *core) copyOut(pos, capa uint64, p []byte) {
 }
 
 // cloneOut returns a copy of the n bytes at ring position pos in memory
-// of its own, which it allocates without zeroing it first: for a large
-// item, clearing the new memory (make) costs as much as the copy itself.
-// strings.Builder is the standard library's way to such memory; the
-// string it returns is never used as one, only its bytes (the caller's
-// to keep and to change).
+// of its own, not cleared first (cachecopy.Clone): for a large item,
+// clearing new memory (make) costs as much as the copy itself.
 func (q *core) cloneOut(pos, capa uint64, n int) []byte {
-	var sb strings.Builder
-	sb.Grow(n)
 	off := pos & (capa - 1)
 	end := min(capa, off+uint64(n))
-	for _, part := range [2][]byte{q.data[off:end], q.data[:n-int(end-off)]} {
-		for len(part) > 0 { // in pieces, as cachecopy copies
-			k := min(len(part), cachecopy.Piece)
-			sb.Write(part[:k])
-			part = part[k:]
-		}
-	}
-	s := sb.String()
-	return unsafe.Slice(unsafe.StringData(s), len(s))
+	return cachecopy.Clone(q.data[off:end], q.data[:n-int(end-off)])
 }
 
 // frame is one item taken off the ring: payloads of up to 16 bytes are

@@ -16,7 +16,8 @@ func pattern(n int) []byte {
 }
 
 // TestCopy: bytes in = bytes out at the edges of the pieces, with dst
-// shorter, as long as and longer than src, and Append onto a prefix.
+// shorter, as long as and longer than src, Append onto a prefix, and
+// Clone of two parts into memory of its own.
 func TestCopy(t *testing.T) {
 	for _, n := range []int{0, 1, Piece - 1, Piece, Piece + 1, 3*Piece + 7} {
 		src := pattern(n)
@@ -36,6 +37,17 @@ func TestCopy(t *testing.T) {
 		got := Append([]byte("head"), src)
 		if !bytes.Equal(got, append([]byte("head"), src...)) {
 			t.Fatalf("Append of %d bytes", n)
+		}
+		half := n / 2
+		c := Clone(src[:half], src[half:])
+		if !bytes.Equal(c, src) || c == nil {
+			t.Fatalf("Clone of %d bytes in two parts", n)
+		}
+		if n > 0 {
+			c[0] ^= 0xff // the caller's own memory
+			if src[0] == c[0] {
+				t.Fatalf("Clone of %d bytes shares memory with its source", n)
+			}
 		}
 	}
 }
