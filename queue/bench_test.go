@@ -160,12 +160,13 @@ var (
 	fnBenchProduceBig = process.Register("queue.bench.produce.big", func(ctx context.Context, q *Queue[[]byte], n int, bar *syncprim.Barrier) error {
 		defer q.Close()
 		defer bar.Close()
-		if _, err := bar.Wait(ctx); err != nil {
-			return err
-		}
+		// The item is made before the start: not part of the stream.
 		item := make([]byte, bigItem)
 		for i := range item {
 			item[i] = byte(i)
+		}
+		if _, err := bar.Wait(ctx); err != nil {
+			return err
 		}
 		for i := range n {
 			item[0] = byte(i)
