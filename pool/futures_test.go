@@ -20,10 +20,8 @@ var volume = pool.Register3("test.volume", func(ctx context.Context, a, b, c int
 // only when cancelled.
 const long = 10 * time.Minute
 
-// busy gives the only worker of p as many sleeping tasks as the pool
-// sends a worker ahead (128 tasks), so that what is submitted next stays
-// in the pool's queue.
-// waitFile waits until path exists.
+// waitFile waits until path exists (a generous ceiling, not a timing
+// condition).
 func waitFile(t *testing.T, path string) {
 	t.Helper()
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
@@ -36,6 +34,9 @@ func waitFile(t *testing.T, path string) {
 	}
 }
 
+// busy gives the only worker of p as many sleeping tasks as the pool
+// sends a worker ahead (128 tasks), so that what is submitted next stays
+// in the pool's queue.
 func busy(ctx context.Context, p *pool.Pool, d time.Duration) []*pool.Future[int] {
 	fs := make([]*pool.Future[int], 128)
 	for i := range fs {
