@@ -28,11 +28,52 @@ import (
 // run.
 var clusterSquare = pool.Register("mp.e2e.cluster.square", func(ctx context.Context, x int) (int, error) { return x * x, nil })
 
-// clusterSlowSquare takes 20ms a task.
-var clusterSlowSquare = pool.Register("mp.e2e.cluster.slowsquare", func(ctx context.Context, x int) (int, error) {
+// gatedArg is the argument of clusterGatedSquare.
+type gatedArg struct {
+	X    int
+	Gate string
+}
+
+// gateFrom is the first X whose clusterGatedSquare waits for its gate.
+const gateFrom = 50
+
+// clusterGatedSquare takes 20ms a task; from X = gateFrom on, it then
+// waits until the file Gate exists (or its context ends). A Map over
+// gatedArgs(100) cannot end before the test opens the gate, and gets
+// past 20 results whatever the machine's speed: a kill that must come in
+// the middle of the Map does, with no timing in it.
+var clusterGatedSquare = pool.Register("mp.e2e.cluster.gatedsquare", func(ctx context.Context, a gatedArg) (int, error) {
 	time.Sleep(20 * time.Millisecond)
-	return x * x, nil
+	for a.X >= gateFrom {
+		if _, err := os.Stat(a.Gate); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return a.X * a.X, nil
 })
+
+// gatedArgs returns n arguments of clusterGatedSquare (X = 0..n-1) and
+// the gate the test opens with openGate.
+func gatedArgs(t *testing.T, n int) ([]gatedArg, string) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	in := make([]gatedArg, n)
+	for i := range in {
+		in[i] = gatedArg{X: i, Gate: gate}
+	}
+	return in, gate
+}
+
+func openGate(t *testing.T, gate string) {
+	t.Helper()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // clusterServe starts mp cluster serve with args and returns it, its
 // client URL and the rest of its standard output.
@@ -230,10 +271,11 @@ func testClusterThree(t *testing.T, bin string) {
 		v   []int
 		err error
 	}
+	gin, gate := gatedArgs(t, len(xs))
 	done := make(chan res, 1)
 	progress := make(chan int, 1024)
 	go func() {
-		v, err := clusterSlowSquare.Map(ctx, p, xs, pool.Chunksize(1), pool.OnProgress(func(pr pool.Progress) {
+		v, err := clusterGatedSquare.Map(ctx, p, gin, pool.Chunksize(1), pool.OnProgress(func(pr pool.Progress) {
 			select {
 			case progress <- pr.Done:
 			default:
@@ -265,6 +307,7 @@ func testClusterThree(t *testing.T, bin string) {
 	servers[killed].cmd.Process.Kill()
 	servers[killed].cmd.Wait()
 	killedAt := time.Now()
+	openGate(t, gate)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("Map after the stream leader %s was killed: %v", leader, r.err)
@@ -346,10 +389,11 @@ func testClusterRestart(t *testing.T, bin string) {
 		v   []int
 		err error
 	}
+	gin, gate := gatedArgs(t, len(xs))
 	done := make(chan res, 1)
 	progress := make(chan int, 1024)
 	go func() {
-		v, err := clusterSlowSquare.Map(ctx, p, xs, pool.Chunksize(1), pool.OnProgress(func(pr pool.Progress) {
+		v, err := clusterGatedSquare.Map(ctx, p, gin, pool.Chunksize(1), pool.OnProgress(func(pr pool.Progress) {
 			select {
 			case progress <- pr.Done:
 			default:
@@ -367,6 +411,7 @@ func testClusterRestart(t *testing.T, bin string) {
 	srv.Process.Kill()
 	srv.Wait()
 	killedAt := time.Now()
+	openGate(t, gate) // the held tasks finish while the server is down
 	time.Sleep(500 * time.Millisecond)
 	srv2, _, rest2 := clusterServe(t, bin, nil, args...)
 	r := <-done
