@@ -5,13 +5,80 @@ package ipc
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/multiproc/multiproc/internal/mptest"
 )
+
+// handback hands back every shared-memory frame it receives and answers
+// with the token, until killed.
+var _ = mptest.RegisterHelper("handback", func() {
+	conns, _ := childConns()
+	c := conns[0]
+	ctx := context.Background()
+	for {
+		data, release, err := c.RecvShared(ctx, nil)
+		if err != nil {
+			fail(err)
+		}
+		token, err := c.HandBack(data)
+		if err != nil {
+			fail(err)
+		}
+		release()
+		if err := c.SendBytes(ctx, binary.LittleEndian.AppendUint64(nil, token)); err != nil {
+			fail(err)
+		}
+	}
+})
+
+// TestHandBackKilledReceiver: a child hands segments back and is
+// SIGKILLed; a payload taken back stays whole (it is the sender's own
+// memory), and once it is freed and the Conn closed, no descriptor,
+// mapping or /dev/shm entry is left, whether or not the sender took back
+// the last segment handed to it.
+func TestHandBackKilledReceiver(t *testing.T) {
+	mptest.CheckFDs(t)
+	mptest.CheckChildren(t)
+	mptest.CheckShm(t)
+	a, b, err := Pipe(true, SharedMemory(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	cmd := startChild(t, "handback", nil, b)
+	ctx := ctxTimeout(t)
+	var tokens []uint64
+	for i := range 2 {
+		if err := a.SendBytes(ctx, pattern(1<<20, byte(i))); err != nil {
+			t.Fatal(err)
+		}
+		ans, err := a.RecvBytes(ctx)
+		if err != nil || len(ans) != 8 {
+			t.Fatalf("answer %d: %d bytes, %v", i, len(ans), err)
+		}
+		tokens = append(tokens, binary.LittleEndian.Uint64(ans))
+	}
+	payload, free, ok := a.HandedBack(tokens[0])
+	if !ok {
+		t.Fatal("HandedBack: not found")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if !bytes.Equal(payload, pattern(1<<20, 0)) {
+		t.Fatal("a payload taken back changed when its receiver was killed")
+	}
+	free()
+	a.Close()
+	if k := frameMappings(t); k != 0 {
+		t.Fatalf("%d segments still mapped after Close", k)
+	}
+}
 
 // TestHandBack: a receiver hands a segment back; the sender reads the
 // payload there as it sent it (the receiver's answer could point into
