@@ -26,6 +26,13 @@ import (
 // EnvHelper names the helper a re-executed test binary should run.
 const EnvHelper = "MPTEST_HELPER"
 
+// LeakCeiling bounds how long the leak checks wait for goroutines, file
+// descriptors and child processes to go away after a test (a pool's
+// reader goroutines, a reaped worker): a generous ceiling, so that a slow,
+// loaded machine does not turn cleanup that is merely late into a leak.
+// It costs nothing when nothing leaks.
+const LeakCeiling = 30 * time.Second
+
 var helpers = map[string]func(){}
 
 // RegisterHelper registers fn to run in a child started by HelperCmd. Call
@@ -42,11 +49,26 @@ func RegisterHelper(name string, fn func()) bool {
 // tests and checks that they leaked no goroutine. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { mptest.Main(m) }
+//
+// It is goleak.VerifyTestMain with a longer wait: goleak alone gives
+// goroutines that are still ending about a second, LeakCeiling here.
 func Main(m *testing.M, opts ...goleak.Option) {
 	if name := os.Getenv(EnvHelper); name != "" {
 		RunHelper(name)
 	}
-	goleak.VerifyTestMain(m, opts...)
+	code := m.Run()
+	if code == 0 {
+		err := goleak.Find(opts...)
+		for deadline := time.Now().Add(LeakCeiling); err != nil && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			err = goleak.Find(opts...)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: Errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // RunHelper runs the named helper and exits 0 when it returns.
@@ -108,7 +130,7 @@ func CheckFDs(t testing.TB) {
 	before := openFDs()
 	t.Cleanup(func() {
 		var leaked []string
-		deadline := time.Now().Add(2 * time.Second)
+		deadline := time.Now().Add(LeakCeiling)
 		for {
 			leaked = leaked[:0]
 			for fd, target := range openFDs() {
@@ -170,7 +192,7 @@ func CheckChildren(t testing.TB) {
 	before := Children()
 	t.Cleanup(func() {
 		var extra []int
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(LeakCeiling)
 		for {
 			extra = extra[:0]
 			for _, pid := range Children() {
