@@ -133,9 +133,9 @@ func (p *Pool) waitDirect(ctx, jctx context.Context, c *chunk, fin *atomic.Bool)
 // round trip of a short task. The worker being another process, it
 // spins whatever the caller's GOMAXPROCS (spin.Bounded.SpinReadable);
 // with a single CPU it does not spin at all (the receive yields to the
-// worker by itself). A spin that runs out
-// turns spinning off for the pool's next spin.SkipAfterMiss waits, so a
-// caller of long tasks burns at most futureSpin per that many waits.
+// worker by itself). A spin that runs out turns spinning off for the
+// pool's next spin.SkipAfterMiss waits, so a caller of long tasks burns
+// at most futureSpin per that many waits.
 func (p *Pool) spinReadable(w *workerHandle) {
 	if fd := w.tok.fd; fd >= 0 && !w.conn.Buffered() {
 		p.spin.SpinReadable(fd, futureSpin)
