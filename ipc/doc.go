@@ -56,7 +56,10 @@
 // 12-byte frame, and the receiver copies ([Conn.RecvBytes],
 // [Conn.RecvBytesInto]) or decodes ([Conn.Recv]) straight from its
 // mapping, or takes the mapping itself ([Conn.RecvShared], which says who
-// owns it and until when). It needs a unix socket and is a multiproc
+// owns it and until when). A receiver whose answer is bytes of such a
+// payload can hand the segment back instead of copying them
+// ([Conn.HandBack]); the sender reads them in its own mapping and frees
+// the segment ([Conn.HandedBack]). It needs a unix socket and is a multiproc
 // extension: never give such a Conn to a CPython peer. Nothing outlives
 // the processes that hold a segment, whoever is killed when.
 //
