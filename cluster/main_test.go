@@ -47,19 +47,7 @@ var (
 	// path exists or its context ends: a task the test holds and
 	// releases, with no timing in it.
 	held = pool.Register("ctest.held", func(ctx context.Context, path string) (int, error) {
-		if err := os.WriteFile(path+".running", nil, 0o600); err != nil {
-			return 0, err
-		}
-		for {
-			if _, err := os.Stat(path); err == nil {
-				return os.Getpid(), nil
-			}
-			select {
-			case <-time.After(time.Millisecond):
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			}
-		}
+		return os.Getpid(), mptest.Hold(ctx, path)
 	})
 	// stubborn ignores its context.
 	stubborn = pool.Register("ctest.stubborn", func(ctx context.Context, d time.Duration) (int, error) {
@@ -144,17 +132,3 @@ func ints(n int) []int {
 }
 
 func tmpFile(t testing.TB, name string) string { return filepath.Join(t.TempDir(), name) }
-
-// waitFile waits until path exists (a generous ceiling, not a timing
-// condition).
-func waitFile(t testing.TB, path string) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never appeared", path)
-		}
-	}
-}

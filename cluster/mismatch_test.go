@@ -107,15 +107,13 @@ func TestIdleLocalPoolStopped(t *testing.T) {
 	// once it returned, the latter is stopped.
 	open := tmpFile(t, "open")
 	f := held.Submit(context.Background(), p, open)
-	waitFile(t, open+".running")
+	mptest.WaitFile(t, open+".running")
 	kids := func() int { return len(childrenOf(cmd.Process.Pid)) }
 	if n := kids(); n != 2 {
 		os.WriteFile(open, nil, 0o600)
 		t.Fatalf("the agent has %d worker processes while a task runs, want 2", n)
 	}
-	if err := os.WriteFile(open, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mptest.OpenGate(t, open)
 	if _, err := f.Get(context.Background()); err != nil {
 		t.Fatalf("the held task: %v", err)
 	}

@@ -5,12 +5,12 @@ package pool_test
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/multiproc/multiproc/internal/mptest"
 	"github.com/multiproc/multiproc/pool"
 )
 
@@ -19,20 +19,6 @@ var volume = pool.Register3("test.volume", func(ctx context.Context, a, b, c int
 // long is longer than any test may take: a task that sleeps for it ends
 // only when cancelled.
 const long = 10 * time.Minute
-
-// waitFile waits until path exists (a generous ceiling, not a timing
-// condition).
-func waitFile(t *testing.T, path string) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never appeared", path)
-		}
-	}
-}
 
 // busy gives the only worker of p as many sleeping tasks as the pool
 // sends a worker ahead (128 tasks), so that what is submitted next stays
@@ -206,7 +192,7 @@ func TestShutdownCancelPending(t *testing.T) {
 	// timing decides which is which.
 	open := filepath.Join(t.TempDir(), "open")
 	running := []*pool.Future[int]{held.Submit(ctx, p, open)}
-	waitFile(t, open+".running")
+	mptest.WaitFile(t, open+".running")
 	for range 127 {
 		running = append(running, square.Submit(ctx, p, 2))
 	}
@@ -221,9 +207,7 @@ func TestShutdownCancelPending(t *testing.T) {
 		t.Fatalf("Shutdown returned (%v) while a task still ran", err)
 	default:
 	}
-	if err := os.WriteFile(open, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mptest.OpenGate(t, open)
 	if err := <-shut; err != nil {
 		t.Fatal(err)
 	}

@@ -51,19 +51,7 @@ var (
 	// path exists or its context ends: a task the test holds and
 	// releases, with no timing in it.
 	held = pool.Register("test.held", func(ctx context.Context, path string) (int, error) {
-		if err := os.WriteFile(path+".running", nil, 0o600); err != nil {
-			return 0, err
-		}
-		for {
-			if _, err := os.Stat(path); err == nil {
-				return os.Getpid(), nil
-			}
-			select {
-			case <-time.After(time.Millisecond):
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			}
-		}
+		return os.Getpid(), mptest.Hold(ctx, path)
 	})
 	// stubborn ignores its context.
 	stubborn = pool.Register("test.stubborn", func(ctx context.Context, d time.Duration) (int, error) {

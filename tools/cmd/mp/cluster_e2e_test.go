@@ -44,21 +44,16 @@ const gateFrom = 50
 // the middle of the Map does, with no timing in it.
 var clusterGatedSquare = pool.Register("mp.e2e.cluster.gatedsquare", func(ctx context.Context, a gatedArg) (int, error) {
 	time.Sleep(20 * time.Millisecond)
-	for a.X >= gateFrom {
-		if _, err := os.Stat(a.Gate); err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(time.Millisecond):
+	if a.X >= gateFrom {
+		if err := mptest.WaitGate(ctx, a.Gate); err != nil {
+			return 0, err
 		}
 	}
 	return a.X * a.X, nil
 })
 
 // gatedArgs returns n arguments of clusterGatedSquare (X = 0..n-1) and
-// the gate the test opens with openGate.
+// the gate the test opens with mptest.OpenGate.
 func gatedArgs(t *testing.T, n int) ([]gatedArg, string) {
 	gate := filepath.Join(t.TempDir(), "gate")
 	in := make([]gatedArg, n)
@@ -66,13 +61,6 @@ func gatedArgs(t *testing.T, n int) ([]gatedArg, string) {
 		in[i] = gatedArg{X: i, Gate: gate}
 	}
 	return in, gate
-}
-
-func openGate(t *testing.T, gate string) {
-	t.Helper()
-	if err := os.WriteFile(gate, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // clusterServe starts mp cluster serve with args and returns it, its
@@ -307,7 +295,7 @@ func testClusterThree(t *testing.T, bin string) {
 	servers[killed].cmd.Process.Kill()
 	servers[killed].cmd.Wait()
 	killedAt := time.Now()
-	openGate(t, gate)
+	mptest.OpenGate(t, gate)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("Map after the stream leader %s was killed: %v", leader, r.err)
@@ -411,7 +399,7 @@ func testClusterRestart(t *testing.T, bin string) {
 	srv.Process.Kill()
 	srv.Wait()
 	killedAt := time.Now()
-	openGate(t, gate) // the held tasks finish while the server is down
+	mptest.OpenGate(t, gate) // the held tasks finish while the server is down
 	time.Sleep(500 * time.Millisecond)
 	srv2, _, rest2 := clusterServe(t, bin, nil, args...)
 	r := <-done
