@@ -606,11 +606,8 @@ func (t *Task[A, R]) ApplyAsync(ctx context.Context, r Runner, a A, onSuccess fu
 		c.direct = true
 		f.c = c
 	}
-	if p != nil {
-		p.submit(c) // not through engine, whose variadic call allocates
-	} else {
-		e.submit(c)
-	}
+	s.cs[0] = c
+	e.submit(s.cs[:]...) // a slice of s: the variadic call allocates nothing
 	return f
 }
 
@@ -620,6 +617,7 @@ type submission[A, R any] struct {
 	f  Future[R]
 	j  job
 	c  chunk
+	cs [1]*chunk // c, as engine.submit takes it
 	in [1]A
 }
 
