@@ -192,6 +192,7 @@ type resultFrame struct {
 	cancelled  bool
 	lentSeg    uint64   // see lend
 	lentSpans  []uint64 // see lend
+	lentSize   int      // lentSpans packed, in bytes
 	body       int      // the Result message's size
 }
 
@@ -229,13 +230,12 @@ func (r *resultFrame) lend(token uint64, spans []uint64) {
 	if len(spans) == 0 {
 		return
 	}
-	r.lentSeg, r.lentSpans = token, spans
-	n := 0
+	r.lentSeg, r.lentSpans, r.lentSize = token, spans, 0
 	for _, v := range spans {
-		n += protowire.SizeVarint(v)
+		r.lentSize += protowire.SizeVarint(v)
 	}
 	r.body += protowire.SizeTag(fResultLentSeg) + protowire.SizeFixed64() +
-		protowire.SizeTag(fResultLentSpans) + protowire.SizeBytes(n)
+		protowire.SizeTag(fResultLentSpans) + protowire.SizeBytes(r.lentSize)
 }
 
 // size is the length of the encoded frame.
@@ -274,12 +274,8 @@ func (r *resultFrame) appendTo(b []byte, outputs func([]byte) []byte) []byte {
 	if len(r.lentSpans) > 0 {
 		b = protowire.AppendTag(b, fResultLentSeg, protowire.Fixed64Type)
 		b = protowire.AppendFixed64(b, r.lentSeg)
-		n := 0
-		for _, v := range r.lentSpans {
-			n += protowire.SizeVarint(v)
-		}
 		b = protowire.AppendTag(b, fResultLentSpans, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(n))
+		b = protowire.AppendVarint(b, uint64(r.lentSize))
 		for _, v := range r.lentSpans {
 			b = protowire.AppendVarint(b, v)
 		}
