@@ -3,6 +3,8 @@
 package syncprim
 
 import (
+	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,27 +14,113 @@ import (
 	"github.com/multiproc/multiproc/shm"
 )
 
-// Shared block of the contended benchmark (64-bit words): 0 the counter,
-// 8 the stop flag, 16 the child's increments.
+// The contended benchmark is the baseline kit's workload: two processes,
+// each making incrPerRound increments of one shared counter under the lock
+// per round, timed from the round's start until both are done. Its shared
+// block (byte offsets): 0 the counter, 64 the floor mutex's word, 128 the
+// round number (a futex word), 132 the stop flag, 192 the number of
+// processes done (a futex word), 256 the number ready.
+const (
+	incrPerRound = 500000 // the kit's lock.futex.contended2: 500k each
+	incrBlock    = 512
+)
+
+// incrWords are the harness's words in a contended benchmark's block.
+type incrWords struct {
+	counter                         *uint64
+	floor, round, stop, done, ready *uint32
+}
+
+func incrWordsOf(b *shm.Block) incrWords {
+	return incrWords{counter: word64(b, 0), floor: word32(b, 16), round: word32(b, 32),
+		stop: word32(b, 33), done: word32(b, 48), ready: word32(b, 64)}
+}
 
 var _ = mptest.RegisterHelper("bench-incr", func() {
-	// Increments the shared counter under the lock until told to stop,
-	// after signalling "ready" on the event.
-	l, blk, ready := new(Lock), new(shm.Block), new(Event)
-	attach(0, l)
-	attach(1, blk)
-	attach(2, ready)
-	counter, stop := word64(blk, 0), word64(blk, 8)
-	must(ready.Set(), "ready")
-	n := uint64(0)
-	for atomic.LoadUint64(stop) == 0 {
-		l.Lock()
-		*counter++
-		l.Unlock()
-		n++
+	// Makes incrPerRound increments under a Lock (handles: the Lock,
+	// then the block) or the floor mutex (handle: the block) each round,
+	// until the stop flag is set.
+	var blk shm.Block
+	var l *Lock
+	if os.Args[len(os.Args)-1] == "floor" {
+		attach(0, &blk)
+	} else {
+		l = new(Lock)
+		attach(0, l)
+		attach(1, &blk)
 	}
-	atomic.StoreUint64(word64(blk, 16), n)
+	w := incrWordsOf(&blk)
+	atomic.AddUint32(w.ready, 1)
+	futex.Wake(w.ready, 1)
+	seen := uint32(0)
+	for {
+		r := atomic.LoadUint32(w.round)
+		if r == seen {
+			futex.Wait(w.round, r, futex.Forever)
+			continue
+		}
+		seen = r
+		if atomic.LoadUint32(w.stop) != 0 {
+			return
+		}
+		if l != nil {
+			for range incrPerRound {
+				l.Lock()
+				*w.counter++
+				l.Unlock()
+			}
+		} else {
+			for range incrPerRound {
+				floorLock(w.floor)
+				*w.counter++
+				floorUnlock(w.floor)
+			}
+		}
+		atomic.AddUint32(w.done, 1)
+		futex.Wake(w.done, 1)
+	}
 })
+
+// benchIncr runs the contended benchmark with the two processes c1 and c2,
+// started on blk, and reports the rate of both processes' increments in
+// the median round: each round is one measurement of the kit's, whose
+// figure is the median of its repeats.
+func benchIncr(b *testing.B, blk *shm.Block, c1, c2 *proc) {
+	w := incrWordsOf(blk)
+	waitWord := func(word *uint32, want uint32, what string) {
+		deadline := time.Now().Add(time.Minute) // a ceiling: a child died
+		for {
+			v := atomic.LoadUint32(word)
+			if v >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: %d of %d after a minute", what, v, want)
+			}
+			futex.Wait(word, v, 100*time.Millisecond)
+		}
+	}
+	waitWord(w.ready, 2, "children ready")
+	var rounds []time.Duration
+	for b.Loop() {
+		d := atomic.LoadUint32(w.done)
+		t0 := time.Now()
+		atomic.AddUint32(w.round, 1)
+		futex.WakeAll(w.round)
+		waitWord(w.done, d+2, "children done")
+		rounds = append(rounds, time.Since(t0))
+	}
+	atomic.StoreUint32(w.stop, 1)
+	atomic.AddUint32(w.round, 1)
+	futex.WakeAll(w.round)
+	c1.wait()
+	c2.wait()
+	if got, want := atomic.LoadUint64(w.counter), uint64(2*incrPerRound*len(rounds)); got != want {
+		b.Fatalf("counter %d, want %d", got, want)
+	}
+	slices.Sort(rounds)
+	b.ReportMetric(2*incrPerRound/rounds[len(rounds)/2].Seconds(), "ops/s")
+}
 
 // floorLock and floorUnlock are the kit's futex mutex (Drepper's
 // "Futexes are tricky", mutex 2: no spinning, no owner), the floor of
@@ -125,70 +213,23 @@ func BenchmarkKit(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns")
 	})
 	b.Run("lock.contended2", func(b *testing.B) {
-		// This process and a child increment one shared counter under
-		// the lock; the rate counts both processes' increments.
+		// Two child processes increment one shared counter under the
+		// lock, 500k increments each per round, as in the kit.
 		l, err := NewLock()
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer l.Close()
-		ready, err := NewEvent()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ready.Close()
-		blk := newBlock(b, 64)
-		c := start(b, "bench-incr", nil, l, blk, ready)
-		if err := ready.Wait(bg); err != nil {
-			b.Fatal(err)
-		}
-		counter := word64(blk, 0)
-		b.ReportAllocs()
-		t0 := time.Now()
-		for b.Loop() {
-			l.Lock()
-			*counter++
-			l.Unlock()
-		}
-		atomic.StoreUint64(word64(blk, 8), 1)
-		c.wait()
-		el := time.Since(t0)
-		total := atomic.LoadUint64(counter)
-		if total != uint64(b.N)+atomic.LoadUint64(word64(blk, 16)) {
-			b.Fatalf("counter %d != %d + %d", total, b.N, *word64(blk, 16))
-		}
-		b.ReportMetric(float64(total)/el.Seconds(), "ops/s")
+		blk := newBlock(b, incrBlock)
+		benchIncr(b, blk, start(b, "bench-incr", []string{"lock"}, l, blk),
+			start(b, "bench-incr", []string{"lock"}, l, blk))
 	})
 	b.Run("lock.contended2.floor", func(b *testing.B) {
 		// lock.contended2 with the kit's futex mutex instead of a Lock:
-		// the same harness, so the ratio of the two compares locks only
-		// (the kit's lock.futex.contended2 runs 1M increments, a few
-		// milliseconds, against this one's second).
-		ready, err := NewEvent()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ready.Close()
-		blk := newBlock(b, 256)
-		c := start(b, "bench-incr-floor", nil, blk, ready)
-		if err := ready.Wait(bg); err != nil {
-			b.Fatal(err)
-		}
-		counter, w := word64(blk, 0), word32(blk, 32)
-		t0 := time.Now()
-		for b.Loop() {
-			floorLock(w)
-			*counter++
-			floorUnlock(w)
-		}
-		atomic.StoreUint64(word64(blk, 8), 1)
-		c.wait()
-		el := time.Since(t0)
-		total := atomic.LoadUint64(counter)
-		if total != uint64(b.N)+atomic.LoadUint64(word64(blk, 16)) {
-			b.Fatalf("counter %d != %d + %d", total, b.N, *word64(blk, 16))
-		}
-		b.ReportMetric(float64(total)/el.Seconds(), "ops/s")
+		// the floor in the same harness.
+		blk := newBlock(b, incrBlock)
+		benchIncr(b, blk, start(b, "bench-incr", []string{"floor"}, blk),
+			start(b, "bench-incr", []string{"floor"}, blk))
 	})
 	b.Run("semaphore.pingpong", func(b *testing.B) {
 		s1, err := NewSemaphore(0)

@@ -177,10 +177,10 @@ func child(args []string) int {
 				futexWake(pong)
 			}
 		}
-	case "increment": // n increments under the futex mutex at fd 3, after the go word
+	case "increment": // n increments under the futex mutex at fd 3, after the go word, then done
 		var mem []byte
 		if mem, err = unix.Mmap(3, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
-			m, counter, ready, goWord := word(mem, 0), (*uint64)(unsafe.Pointer(&mem[8])), word(mem, 16), word(mem, 20)
+			m, counter, ready, goWord, done := word(mem, 0), (*uint64)(unsafe.Pointer(&mem[8])), word(mem, 16), word(mem, 20), word(mem, 24)
 			atomic.AddUint32(ready, 1)
 			for atomic.LoadUint32(goWord) == 0 {
 				futexWait(goWord, 0)
@@ -190,6 +190,8 @@ func child(args []string) int {
 				*counter++
 				unlock(m)
 			}
+			atomic.AddUint32(done, 1)
+			futexWake(done)
 		}
 	default:
 		err = fmt.Errorf("unknown role %q", args[0])
@@ -562,19 +564,36 @@ func futexContended2(n int) (float64, error) {
 		}
 		cmds = append(cmds, cmd)
 	}
-	ready, goWord := word(mem, 16), word(mem, 20)
+	// As in the kit: timed from the go word until both children are done
+	// (their exit and reaping are not part of the figure).
+	ready, goWord, done := word(mem, 16), word(mem, 20), word(mem, 24)
 	for atomic.LoadUint32(ready) < 2 {
 		time.Sleep(100 * time.Microsecond)
 	}
 	t0 := time.Now()
 	atomic.StoreUint32(goWord, 1)
 	futexWake(goWord)
+	for deadline := t0.Add(time.Minute); ; {
+		d := atomic.LoadUint32(done)
+		if d == 2 {
+			break
+		}
+		if time.Now().After(deadline) { // a ceiling: a child died
+			for _, c := range cmds {
+				c.Process.Kill()
+				c.Wait()
+			}
+			return 0, fmt.Errorf("%d of 2 children done after a minute", d)
+		}
+		ts := unix.NsecToTimespec(int64(100 * time.Millisecond))
+		unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(done)), 0 /* FUTEX_WAIT */, uintptr(d), uintptr(unsafe.Pointer(&ts)), 0, 0)
+	}
+	d := time.Since(t0)
 	for _, c := range cmds {
 		if err := c.Wait(); err != nil {
 			return 0, err
 		}
 	}
-	d := time.Since(t0)
 	if got := *(*uint64)(unsafe.Pointer(&mem[8])); got != uint64(2*per) {
 		return 0, fmt.Errorf("counter %d, want %d", got, 2*per)
 	}
