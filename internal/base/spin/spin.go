@@ -153,13 +153,19 @@ func (s *Spinner) Spin(done func() bool) bool {
 		}
 		b, probing = MaxSpin, true
 	}
-	t0 := time.Now()
+	// The clock is read only from iteration minSpin on: a spin that ends
+	// sooner (a lock handed over at once) costs no clock reads, which
+	// would be most of its cost.
+	var t0 time.Time
 	for i := int32(0); i < b; i++ {
+		if i == minSpin {
+			t0 = time.Now()
+		}
 		if done() {
 			// A spin that took much longer than its iterations should
 			// was preempted: the peer ran on this CPU meanwhile, which
 			// says nothing good about spinning. Count it as a failure.
-			if time.Since(t0) > time.Duration(2*int64(i+1)*iterNS())+2*time.Microsecond {
+			if i > minSpin && time.Since(t0) > time.Duration(2*int64(i-minSpin)*iterNS())+2*time.Microsecond {
 				s.failure(b, probing)
 			} else {
 				s.success(i, probing)
