@@ -220,7 +220,7 @@ func NewConn(r, w *os.File, opts ...Option) (*Conn, error) {
 		return nil, errors.New("ipc: NewConn needs a file to read or to write")
 	}
 	if r != nil && r == w {
-		t, err := transportFromFile(r, false)
+		t, err := transportFromFile(r, false, false)
 		if err != nil {
 			return nil, err
 		}
@@ -230,7 +230,7 @@ func NewConn(r, w *os.File, opts ...Option) (*Conn, error) {
 	socket, pipeW := false, false
 	if r != nil {
 		socket = isSocket(r)
-		t, err := transportFromFile(r, false)
+		t, err := transportFromFile(r, false, false)
 		if err != nil {
 			return nil, err
 		}
@@ -238,7 +238,7 @@ func NewConn(r, w *os.File, opts ...Option) (*Conn, error) {
 	}
 	if w != nil {
 		pipeW = isPipe(w)
-		t, err := transportFromFile(w, false)
+		t, err := transportFromFile(w, false, false)
 		if err != nil {
 			if rt != nil {
 				rt.Close()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -163,7 +164,7 @@ func ConnFromHandle(files []*os.File, desc []byte, opts ...Option) (*Conn, error
 	}
 	ts := make([]transport, len(files))
 	for i, f := range files {
-		t, err := transportFromFile(f, flags&hSocket != 0 && (i == 0 || flags&hSame != 0))
+		t, err := transportFromFile(f, flags&hSocket != 0 && (i == 0 || flags&hSame != 0), true)
 		if err != nil {
 			for _, t := range ts[:i] {
 				t.Close()
@@ -195,8 +196,15 @@ func ConnFromHandle(files []*os.File, desc []byte, opts ...Option) (*Conn, error
 }
 
 // transportFromFile makes f pollable (non-blocking, in the runtime's
-// poller) so that receives can be cancelled, and closes f.
-func transportFromFile(f *os.File, socket bool) (transport, error) {
+// poller) so that receives can be cancelled, and closes f. With adopt
+// (ConnFromHandle, whose files no one else holds), a file that already is
+// pollable (os.NewFile of a non-blocking descriptor: a pipe end passed to
+// a child) is used as it is, made close-on-exec: a duplicate would cost a
+// dup, two fcntl, a poller registration, and the original's
+// deregistration and close, on the start-up path of every child given a
+// Conn. NewConn duplicates, so that a caller's stray Close of the file it
+// handed over cannot close the Conn's descriptor.
+func transportFromFile(f *os.File, socket, adopt bool) (transport, error) {
 	if socket || isSocket(f) {
 		return fileUnixConnAny(f)
 	}
@@ -204,6 +212,16 @@ func transportFromFile(f *os.File, socket bool) (transport, error) {
 	if err != nil {
 		f.Close()
 		return nil, err
+	}
+	if adopt && f.SetReadDeadline(time.Time{}) == nil { // in the poller already
+		var cerr error
+		if err := raw.Control(func(fd uintptr) {
+			_, cerr = unix.FcntlInt(fd, unix.F_SETFD, unix.FD_CLOEXEC)
+		}); err != nil || cerr != nil {
+			f.Close()
+			return nil, errors.Join(err, os.NewSyscallError("fcntl", cerr))
+		}
+		return f, nil
 	}
 	nfd, derr := -1, error(nil)
 	raw.Control(func(fd uintptr) {
