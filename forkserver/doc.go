@@ -36,7 +36,7 @@
 // (which the program does first anyway), and there, through a hook this
 // package registers at initialisation (starter.RegisterInitHook), it
 // does what a child's start needs that does not depend on the request
-// (starter.PrepareChild: the SIGTERM watcher; the protobuf coders), sends
+// (starter.PrepareChild: the SIGTERM watcher; the request's decoder), sends
 // a Ready frame, and blocks for its request in one recvmsg(2) on its own
 // thread. The program makes the next child's status socketpair ahead too
 // (starter.StatusSockets). No user code beyond
@@ -81,9 +81,9 @@
 //     signal all refer to the real parent;
 //   - there is no server to crash, hang or be restarted: "the forkserver
 //     died" can only mean a warm process died (killed by someone). Start
-//     then notices it (a non-blocking reap through its pidfd, or a failed
-//     send) and takes another, making one if needed, so the next start
-//     succeeds; the dead one is replaced in the background.
+//     then notices it (the hand-over's send fails; Warm reaps it through
+//     its pidfd) and takes another, making one if needed, so the next
+//     start succeeds; the dead one is replaced in the background.
 //
 // The cost is that warm processes are made by exec'ing the binary (Go has
 // no cheap fork to make them from a server). That is off the critical

@@ -224,7 +224,7 @@ func (s *Starter) Start(ctx context.Context, req *starter.Request) (starter.Chil
 		return nil, fmt.Errorf("forkserver: start %s: empty bootstrap message", req.Name)
 	}
 	var last error
-	for range maxAttempts {
+	for i := 0; i < maxAttempts; i++ {
 		w, err := s.take(ctx, false)
 		if err != nil {
 			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
@@ -238,13 +238,23 @@ func (s *Starter) Start(ctx context.Context, req *starter.Request) (starter.Chil
 		}
 		if err := w.hand(ctx, req); err != nil {
 			s.opts.log.Debug("forkserver: hand-over failed, discarding warm process", zap.Int("pid", w.pid), zap.Error(err))
+			// A warm process that died while it waited (killed by
+			// someone) is met here, by the send, rather than by a reap
+			// before every hand-over: replacing it does not use up an
+			// attempt.
+			_, werr := w.child.Wait(doneCtx)
 			w.destroy()
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			if werr == nil {
+				s.topUp()
+				i--
+			}
 			last = err
 			continue
 		}
+		s.topUpLater()
 		if ce := s.opts.log.Check(zapcore.DebugLevel, "forkserver: started"); ce != nil {
 			ce.Write(zap.String("name", req.Name), zap.Int("pid", w.pid))
 		}
@@ -367,6 +377,13 @@ func (s *Starter) take(ctx context.Context, keep bool) (*warm, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
+		if !keep {
+			// Whether it is still alive is not checked on a start's path
+			// (a reap through its pidfd, and the poller's locks): a dead
+			// one fails the hand-over's send, and Start takes another.
+			s.live.Add(-1)
+			return r.w, nil
+		}
 		if _, err := r.w.child.Wait(doneCtx); err == nil {
 			// It exited (killed by someone?) while it waited: reaped.
 			s.opts.log.Debug("forkserver: warm process found dead, replacing it", zap.Int("pid", r.w.pid))
@@ -375,10 +392,6 @@ func (s *Starter) take(ctx context.Context, keep bool) (*warm, error) {
 			s.live.Add(-1)
 			s.topUp()
 			continue
-		}
-		if !keep {
-			s.live.Add(-1)
-			s.topUpLater()
 		}
 		return r.w, nil
 	}
@@ -510,6 +523,7 @@ func (s *Starter) spawn(ctx context.Context) (*warm, error) {
 	conn, err := ipc.NewConn(pf, pf, ipc.MaxFrameSize(maxRequest))
 	if err != nil {
 		pf.Close()
+		unix.Close(childEnd)
 		return nil, fmt.Errorf("forkserver: %w", err)
 	}
 	devnull, err := os.Open(os.DevNull)
@@ -644,10 +658,7 @@ func (w *warm) hand(ctx context.Context, req *starter.Request) error {
 		msg.ReplaceEnv = true
 		msg.Env = req.Env
 	}
-	b, err := proto.Marshal(msg)
-	if err != nil {
-		return err
-	}
+	b := appendRequest(make([]byte, 0, len(req.Bootstrap)+len(req.Name)+64), msg)
 	for len(files) > 0 || b != nil {
 		n := min(len(files), maxFilesPerFrame)
 		if err := w.conn.SendFiles(ctx, b, files[:n]...); err != nil {

@@ -16,7 +16,9 @@ import (
 )
 
 // FuzzRequest: any frame a warm process receives is refused or accepted
-// without panicking, and an accepted request keeps what was sent.
+// without panicking, and an accepted request keeps what was sent. The
+// hand decoder (decodeRequest) agrees with proto.Unmarshal, and the hand
+// encoder (appendRequest) with proto.Marshal.
 func FuzzRequest(f *testing.F) {
 	for _, r := range []*fspb.Request{
 		{Bootstrap: []byte{1, 2, 3}, Files: 3},
@@ -34,7 +36,27 @@ func FuzzRequest(f *testing.F) {
 		f.Add(b, 253)
 	}
 	f.Add([]byte{0xff, 0xff, 0xff}, 0)
+	f.Add([]byte{0x10, 0x05, 0x10, 0x03, 0x0a, 0x01, 0x01, 0x2a, 0x01, 0xff}, 3) // files twice; a bad string
+	f.Add([]byte{0x12, 0x01, 0x00, 0x08, 0x01}, 3)                               // fields of the wrong wire type
 	f.Fuzz(func(t *testing.T, b []byte, nfiles int) {
+		var want fspb.Request
+		perr := proto.Unmarshal(b, &want)
+		got, err := decodeRequest(b)
+		if (perr == nil) != (err == nil) {
+			t.Fatalf("proto.Unmarshal: %v; decodeRequest: %v", perr, err)
+		}
+		if err == nil {
+			if diff := cmp.Diff(&want, got, protocmp.Transform(), protocmp.IgnoreUnknown()); diff != "" {
+				t.Fatalf("decoders disagree (-proto +hand):\n%s", diff)
+			}
+			pb, err := proto.MarshalOptions{Deterministic: true}.Marshal(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hb := appendRequest(nil, got); !bytes.Equal(pb, hb) {
+				t.Fatalf("encoders disagree: proto %x, hand %x", pb, hb)
+			}
+		}
 		req, err := parseRequest(b, nfiles)
 		if err != nil {
 			return

@@ -108,8 +108,8 @@ func warmMain(v string) {
 // parseRequest decodes and checks a Request frame that came with nfiles
 // files.
 func parseRequest(payload []byte, nfiles int) (*fspb.Request, error) {
-	req := new(fspb.Request)
-	if err := proto.Unmarshal(payload, req); err != nil {
+	req, err := decodeRequest(payload)
+	if err != nil {
 		return nil, fmt.Errorf("forkserver: warm process: bad request (%d bytes): %w", len(payload), err)
 	}
 	switch {
@@ -166,16 +166,12 @@ func warmFatal(err error) {
 	os.Exit(1)
 }
 
-// prewarm runs, while the warm process waits, the first-use
-// initialisation of what the hand-over and starter.RunChild use: the
-// protobuf coder of Request, built lazily on first use (30 to 100
-// microseconds, measured), and the child's SIGTERM watcher
-// (starter.PrepareChild), whose signal.Notify would otherwise cost the
-// started child about 70 microseconds.
+// prewarm runs, while the warm process waits, the first use of what the
+// hand-over and starter.RunChild use: the request's decoder (so that its
+// code is mapped before the request comes), and the child's SIGTERM
+// watcher (starter.PrepareChild), whose signal.Notify would otherwise
+// cost the started child about 70 microseconds.
 func prewarm() {
-	b, err := proto.Marshal(&fspb.Request{Bootstrap: []byte{1}, Files: 3, Daemon: true, ReplaceEnv: true, Env: []string{"A=B"}, Name: "x"})
-	if err == nil {
-		proto.Unmarshal(b, new(fspb.Request))
-	}
+	decodeRequest(appendRequest(nil, &fspb.Request{Bootstrap: []byte{1}, Files: 3, Daemon: true, ReplaceEnv: true, Env: []string{"A=B"}, Name: "x"}))
 	starter.PrepareChild()
 }
