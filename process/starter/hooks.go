@@ -22,9 +22,11 @@ func RunChild(bootstrap []byte, files []*os.File) {
 // PrepareChild does, in a process that will become a child with RunChild,
 // the part of the child's start-up that does not depend on the request:
 // it starts the SIGTERM watcher, whose set-up (signal.Notify) is a round
-// trip to the runtime's signal-mask thread. A Starter's warm process calls
-// it before it waits for its request, so that the child's start does not
-// pay it. From then on SIGTERM ends the process as its default action
+// trip to the runtime's signal-mask thread, and runs parts of a child's
+// start on throwaway descriptors (a status socket, a Conn handle), so that
+// their code is mapped in this process before it is needed. A Starter's
+// warm process calls it before it waits for its request, so that the
+// child's start does not pay them. From then on SIGTERM ends the process as its default action
 // would, until RunChild runs the function (which then sees its context
 // cancelled, as in any child). RunChild calls it too; it is idempotent.
 func PrepareChild() { plumbing.PrepareChild() }
