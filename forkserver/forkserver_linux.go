@@ -398,8 +398,8 @@ func (s *Starter) take(ctx context.Context, keep bool) (*warm, error) {
 }
 
 // testHookHand, set only by tests, runs in Start between taking a warm
-// process (checked alive) and handing it the request: the moment at which
-// a warm process killed by someone else is met by the hand-over itself.
+// process and handing it the request: the moment at which a warm process
+// killed by someone else is met by the hand-over itself.
 var testHookHand atomic.Pointer[func(*warm)]
 
 // doneCtx makes Child.Wait poll without blocking.

@@ -227,8 +227,8 @@ func TestStdoutRedirectedAfterWarm(t *testing.T) {
 }
 
 // A warm process SIGKILLed at the moment of the hand-over, after the
-// Starter checked it alive: the hand-over fails and Start takes another
-// (making one: the set holds only the dead one), so the start succeeds.
+// Starter took it: the hand-over fails and Start takes another (making
+// one: the set holds only the dead one), so the start succeeds.
 func TestHandOverToDeadWarmProcess(t *testing.T) {
 	mptest.CheckChildren(t)
 	s := newStarter(t, Size(1))
