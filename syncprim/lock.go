@@ -242,9 +242,8 @@ func (m *lockMem) tryLock() (bool, error) {
 // the waiters flag set, checking the holder's liveness when a sleep lasts.
 func (m *lockMem) lockSlow(ctx context.Context, sp *spin.Spinner) error {
 	me := uint64(futex.Self())
-	if sp.Spin(func() bool {
-		return atomic.LoadUint64(&m.owner) == 0 && atomic.CompareAndSwapUint64(&m.owner, 0, me)
-	}) {
+	if sp.SpinLock(func() bool { return atomic.LoadUint64(&m.owner) == 0 },
+		func() bool { return atomic.CompareAndSwapUint64(&m.owner, 0, me) }) {
 		return nil
 	}
 	var stop func() bool

@@ -104,7 +104,8 @@ func (l *RLock) Acquire(ctx context.Context) error {
 }
 
 func (m *rlockMem) acquireSlow(ctx context.Context, sp *spin.Spinner, me uint64) error {
-	if sp.Spin(func() bool { return atomic.LoadUint64(&m.owner) == 0 && m.tryTake(me, 0) }) {
+	if sp.SpinLock(func() bool { return atomic.LoadUint64(&m.owner) == 0 },
+		func() bool { return m.tryTake(me, 0) }) {
 		return nil
 	}
 	var stop func() bool

@@ -169,3 +169,31 @@ func testYieldSpin(t *testing.T, spin func(*Spinner, func() bool) bool) {
 
 // TestYieldSpin runs the one-CPU path whatever the CPU count.
 func TestYieldSpin(t *testing.T) { testYieldSpin(t, (*Spinner).yieldSpin) }
+
+func TestSpinLock(t *testing.T) {
+	if Disabled() {
+		t.Skip("MULTIPROC_SPIN=off")
+	}
+	if !Enabled() && numCPU > 1 {
+		t.Skip("spinning is disabled here (GOMAXPROCS=1)")
+	}
+	// A lock that comes free and stays free is taken.
+	var s Spinner
+	looks, takes := 0, 0
+	free := func() bool { looks++; return looks > 3 }
+	if !s.SpinLock(free, func() bool { takes++; return true }) || takes != 1 {
+		t.Fatalf("a lock left free: SpinLock false or %d takes, want true and 1", takes)
+	}
+	// A lock seen free, then held again when looked at after the delay
+	// (its holder took it back at once), is not competed for: SpinLock
+	// reports false without trying to take it.
+	var h Spinner
+	looks, takes = 0, 0
+	free = func() bool { looks++; return looks == 1 }
+	if h.SpinLock(free, func() bool { takes++; return true }) || takes != 0 {
+		t.Fatalf("a lock taken back by its holder: SpinLock true or %d takes, want false and 0", takes)
+	}
+	if looks != 2 {
+		t.Fatalf("a lock taken back by its holder: looked %d times, want 2 (no spinning on after it)", looks)
+	}
+}
