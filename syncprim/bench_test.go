@@ -14,11 +14,13 @@ import (
 	"github.com/multiproc/multiproc/shm"
 )
 
-// The contended benchmark is the baseline kit's workload: two processes,
-// each making incrPerRound increments of one shared counter under the lock
-// per round, timed from the round's start until both are done. Its shared
-// block (byte offsets): 0 the counter, 64 the floor mutex's word, 128 the
-// round number (a futex word), 132 the stop flag, 192 the number of
+// The contended benchmark is the baseline kit's workload: two new
+// processes each make incrPerRound increments of one shared counter under
+// the lock, timed from the start signal until both are done; each round
+// starts its own two processes, as each of the kit's repeats does (where
+// the scheduler puts two processes just started decides much of the
+// figure). Its shared block (byte offsets): 0 the counter, 64 the floor
+// mutex's word, 128 the start signal (a futex word), 192 the number of
 // processes done (a futex word), 256 the number ready.
 const (
 	incrPerRound = 500000 // the kit's lock.futex.contended2: 500k each
@@ -27,19 +29,19 @@ const (
 
 // incrWords are the harness's words in a contended benchmark's block.
 type incrWords struct {
-	counter                         *uint64
-	floor, round, stop, done, ready *uint32
+	counter                   *uint64
+	floor, start, done, ready *uint32
 }
 
 func incrWordsOf(b *shm.Block) incrWords {
-	return incrWords{counter: word64(b, 0), floor: word32(b, 16), round: word32(b, 32),
-		stop: word32(b, 33), done: word32(b, 48), ready: word32(b, 64)}
+	return incrWords{counter: word64(b, 0), floor: word32(b, 16), start: word32(b, 32),
+		done: word32(b, 48), ready: word32(b, 64)}
 }
 
 var _ = mptest.RegisterHelper("bench-incr", func() {
 	// Makes incrPerRound increments under a Lock (handles: the Lock,
-	// then the block) or the floor mutex (handle: the block) each round,
-	// until the stop flag is set.
+	// then the block) or the floor mutex (handle: the block) once the
+	// start signal is given, then says it is done.
 	var blk shm.Block
 	var l *Lock
 	if os.Args[len(os.Args)-1] == "floor" {
@@ -52,40 +54,31 @@ var _ = mptest.RegisterHelper("bench-incr", func() {
 	w := incrWordsOf(&blk)
 	atomic.AddUint32(w.ready, 1)
 	futex.Wake(w.ready, 1)
-	seen := uint32(0)
-	for {
-		r := atomic.LoadUint32(w.round)
-		if r == seen {
-			futex.Wait(w.round, r, futex.Forever)
-			continue
-		}
-		seen = r
-		if atomic.LoadUint32(w.stop) != 0 {
-			return
-		}
-		if l != nil {
-			for range incrPerRound {
-				l.Lock()
-				*w.counter++
-				l.Unlock()
-			}
-		} else {
-			for range incrPerRound {
-				floorLock(w.floor)
-				*w.counter++
-				floorUnlock(w.floor)
-			}
-		}
-		atomic.AddUint32(w.done, 1)
-		futex.Wake(w.done, 1)
+	for atomic.LoadUint32(w.start) == 0 {
+		futex.Wait(w.start, 0, futex.Forever)
 	}
+	if l != nil {
+		for range incrPerRound {
+			l.Lock()
+			*w.counter++
+			l.Unlock()
+		}
+	} else {
+		for range incrPerRound {
+			floorLock(w.floor)
+			*w.counter++
+			floorUnlock(w.floor)
+		}
+	}
+	atomic.AddUint32(w.done, 1)
+	futex.Wake(w.done, 1)
 })
 
-// benchIncr runs the contended benchmark with the two processes c1 and c2,
-// started on blk, and reports the rate of both processes' increments in
-// the median round: each round is one measurement of the kit's, whose
-// figure is the median of its repeats.
-func benchIncr(b *testing.B, blk *shm.Block, c1, c2 *proc) {
+// benchIncr runs the contended benchmark, a round per iteration, with two
+// processes that start starts on blk each round, and reports the rate of
+// both processes' increments in the median round, as the kit reports the
+// median of its repeats.
+func benchIncr(b *testing.B, blk *shm.Block, start func() (*proc, *proc)) {
 	w := incrWordsOf(blk)
 	waitWord := func(word *uint32, want uint32, what string) {
 		deadline := time.Now().Add(time.Minute) // a ceiling: a child died
@@ -100,21 +93,21 @@ func benchIncr(b *testing.B, blk *shm.Block, c1, c2 *proc) {
 			futex.Wait(word, v, 100*time.Millisecond)
 		}
 	}
-	waitWord(w.ready, 2, "children ready")
 	var rounds []time.Duration
 	for b.Loop() {
-		d := atomic.LoadUint32(w.done)
+		atomic.StoreUint32(w.ready, 0)
+		atomic.StoreUint32(w.start, 0)
+		atomic.StoreUint32(w.done, 0)
+		c1, c2 := start()
+		waitWord(w.ready, 2, "children ready")
 		t0 := time.Now()
-		atomic.AddUint32(w.round, 1)
-		futex.WakeAll(w.round)
-		waitWord(w.done, d+2, "children done")
+		atomic.StoreUint32(w.start, 1)
+		futex.WakeAll(w.start)
+		waitWord(w.done, 2, "children done")
 		rounds = append(rounds, time.Since(t0))
+		c1.wait()
+		c2.wait()
 	}
-	atomic.StoreUint32(w.stop, 1)
-	atomic.AddUint32(w.round, 1)
-	futex.WakeAll(w.round)
-	c1.wait()
-	c2.wait()
 	if got, want := atomic.LoadUint64(w.counter), uint64(2*incrPerRound*len(rounds)); got != want {
 		b.Fatalf("counter %d, want %d", got, want)
 	}
@@ -213,23 +206,25 @@ func BenchmarkKit(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns")
 	})
 	b.Run("lock.contended2", func(b *testing.B) {
-		// Two child processes increment one shared counter under the
-		// lock, 500k increments each per round, as in the kit.
+		// Two new processes per round increment one shared counter
+		// under the lock, 500k increments each, as in the kit.
 		l, err := NewLock()
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer l.Close()
 		blk := newBlock(b, incrBlock)
-		benchIncr(b, blk, start(b, "bench-incr", []string{"lock"}, l, blk),
-			start(b, "bench-incr", []string{"lock"}, l, blk))
+		benchIncr(b, blk, func() (*proc, *proc) {
+			return start(b, "bench-incr", []string{"lock"}, l, blk), start(b, "bench-incr", []string{"lock"}, l, blk)
+		})
 	})
 	b.Run("lock.contended2.floor", func(b *testing.B) {
 		// lock.contended2 with the kit's futex mutex instead of a Lock:
 		// the floor in the same harness.
 		blk := newBlock(b, incrBlock)
-		benchIncr(b, blk, start(b, "bench-incr", []string{"floor"}, blk),
-			start(b, "bench-incr", []string{"floor"}, blk))
+		benchIncr(b, blk, func() (*proc, *proc) {
+			return start(b, "bench-incr", []string{"floor"}, blk), start(b, "bench-incr", []string{"floor"}, blk)
+		})
 	})
 	b.Run("semaphore.pingpong", func(b *testing.B) {
 		s1, err := NewSemaphore(0)
