@@ -196,8 +196,9 @@ const PoliteDelay = 32
 // and reports false, and the waiter sleeps until a release wakes it, as a
 // futex mutex that never spins does, while the holder runs its loop
 // uncontended. A lock released and left alone is taken PoliteDelay pauses
-// later than it would be without the delay, well under a microsecond,
-// where a sleeper's wake-up costs tens.
+// later than it would be without the delay: under a microsecond (a pause
+// is about 25 ns on the reference machine), where a sleeper's wake-up
+// costs tens.
 func (s *Spinner) SpinLock(free, take func() bool) bool {
 	hot := false
 	ok := s.Spin(func() bool {
