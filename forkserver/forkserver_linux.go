@@ -45,6 +45,11 @@ const maxRequest = 1<<30 + 64<<20
 // ready).
 const maxAttempts = 3
 
+// maxDeadWarm bounds how many warm processes found dead at the hand-over
+// one Start replaces without counting them as attempts: a program whose
+// warm processes keep dying gets an error, not an endless loop.
+const maxDeadWarm = 8
+
 // DefaultSize is the number of warm processes a Starter keeps by default.
 const DefaultSize = 2
 
@@ -224,6 +229,7 @@ func (s *Starter) Start(ctx context.Context, req *starter.Request) (starter.Chil
 		return nil, fmt.Errorf("forkserver: start %s: empty bootstrap message", req.Name)
 	}
 	var last error
+	dead := 0
 	for i := 0; i < maxAttempts; i++ {
 		w, err := s.take(ctx, false)
 		if err != nil {
@@ -247,7 +253,8 @@ func (s *Starter) Start(ctx context.Context, req *starter.Request) (starter.Chil
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if werr == nil {
+			if werr == nil && dead < maxDeadWarm {
+				dead++
 				s.topUp()
 				i--
 			}
