@@ -173,8 +173,9 @@ func (s *Server) servePy(sc *sconn) {
 
 // tracebackText is the text of a '#TRACEBACK' reply, which CPython's
 // client raises as RemoteError(text).
+// The text is valid UTF-8 (a Python str) whatever bytes the error quotes.
 func tracebackText(err error) string {
-	return "Traceback (Go manager):\n" + err.Error() + "\n"
+	return strings.ToValidUTF8("Traceback (Go manager):\n"+err.Error()+"\n", "\uFFFD")
 }
 
 // pyServerRequest runs a request made with ident None.
@@ -441,7 +442,7 @@ func (s *Server) pyCall(sc *sconn, b []byte) (kind string, result any) {
 	pc := &pyCallCtx{cc: &callCtx{ctx: ctx, sc: sc, owner: 1, s: s}, e: e, req: req, cancel: cancel}
 	defer func() {
 		if r := recover(); r != nil {
-			kind, result = pyTraceback, fmt.Sprintf("manager: %s.%s panicked: %v\n%s", e.ti.name, req.method, r, debug.Stack())
+			kind, result = pyTraceback, tracebackText(fmt.Errorf("manager: %s.%s panicked: %v\n%s", e.ti.name, truncate(req.method), r, debug.Stack()))
 		}
 	}()
 	res, err := m(pc)
@@ -573,7 +574,7 @@ func pyErrorReply(err error) (string, any) {
 		return pyErrorKind, exc
 	}
 	builtin := func(name string) *pickle.Exception {
-		return &pickle.Exception{Module: "builtins", Name: name, Args: pickle.Tuple{err.Error()}}
+		return &pickle.Exception{Module: "builtins", Name: name, Args: pickle.Tuple{strings.ToValidUTF8(err.Error(), "\uFFFD")}}
 	}
 	switch {
 	case errors.Is(err, ErrKeyNotFound):

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/multiproc/multiproc/internal/base/text"
 	"github.com/multiproc/multiproc/ipc"
 	pb "github.com/multiproc/multiproc/proto/manager/v1"
 )
@@ -772,10 +773,7 @@ func (s *Server) call(cc *callCtx, id uint64, c *pb.Call, size int64) *pb.Respon
 }
 
 func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
+	return text.Clip(s, 64, "...")
 }
 
 func invoke(cc *callCtx, id uint64, e *entry, m *method, args []*pb.Value) (resp *pb.Response) {

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/multiproc/multiproc/internal/base/text"
 	"github.com/multiproc/multiproc/internal/base/valenc"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/ipc/remote"
@@ -349,10 +350,7 @@ func takeWorkingDir(boot *pb.Bootstrap, files []*os.File) error {
 const maxReport = 64 << 10
 
 func truncate(s string) string {
-	if len(s) > maxReport {
-		return s[:maxReport] + "\n... (truncated)"
-	}
-	return s
+	return text.Clip(s, maxReport, "\n... (truncated)")
 }
 
 // call runs f; a panic (or runtime.Goexit) becomes a RemoteError.

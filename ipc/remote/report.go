@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 
+	"github.com/multiproc/multiproc/internal/base/text"
 	commonpb "github.com/multiproc/multiproc/proto/common/v1"
 )
 
@@ -98,10 +99,7 @@ func Decode(re *commonpb.RemoteError) Report {
 }
 
 func truncate(s string) string {
-	if len(s) > MaxText {
-		return s[:MaxText] + "\n... (truncated)"
-	}
-	return s
+	return text.Clip(s, MaxText, "\n... (truncated)")
 }
 
 // ReportOf is the Report of an error raised in this process, for a caller
