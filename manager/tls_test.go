@@ -394,19 +394,5 @@ func TestTLSClientKilled(t *testing.T) {
 	if err := lock.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The child's two TLS connections (the lock's shared client and c)
-	// end independently, each seen through its own pumps: the dicts'
-	// connection may be seen closed after the lock's, and so after the
-	// lock was handed over. Wait for it, bounded by ctx.
-	var after []manager.ObjectInfo
-	for {
-		after, _ = c.Objects(ctx)
-		if cmp.Equal(before, after) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if diff := cmp.Diff(before, after); diff != "" {
-		t.Fatalf("objects of the killed client not freed (-before +after):\n%s", diff)
-	}
+	waitObjectsFreed(ctx, t, c, before)
 }
