@@ -158,6 +158,24 @@ func TestPanicAndBounds(t *testing.T) {
 	}
 }
 
+// A message that is not UTF-8, or that the bound cuts inside a rune,
+// still makes a RemoteError protobuf can marshal (its strings must be
+// UTF-8): the bad bytes become U+FFFD.
+func TestMessageNotUTF8(t *testing.T) {
+	for _, msg := range []string{
+		"path \xff\xfe not found",
+		strings.Repeat("x", remote.MaxText-1) + "€ and more",
+	} {
+		re := remote.Capture(errors.New(msg))
+		if _, err := proto.Marshal(re); err != nil {
+			t.Fatalf("message of %d bytes: %v", len(msg), err)
+		}
+		if got := remote.Decode(re).Message; !strings.HasPrefix(got, msg[:4]) {
+			t.Errorf("message %.20q... came back as %.20q...", msg, got)
+		}
+	}
+}
+
 func TestRegisterMistakes(t *testing.T) {
 	if remote.Register(errNotFound) != errNotFound {
 		t.Error("registering the same sentinel twice should return it")
