@@ -24,6 +24,7 @@ replace (
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/multiproc/multiproc/internal/base v0.1.0
 	github.com/multiproc/multiproc/internal/mptest v0.1.0
 	github.com/multiproc/multiproc/ipc v0.1.0
 	github.com/multiproc/multiproc/process v0.1.0
@@ -34,7 +35,6 @@ require (
 )
 
 require (
-	github.com/multiproc/multiproc/internal/base v0.1.0 // indirect
 	github.com/multiproc/multiproc/shm v0.1.0 // indirect
 	github.com/multiproc/multiproc/tracker v0.1.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
