@@ -398,6 +398,43 @@ t = threading.Thread(target=check); t.start(); t.join()
 	}
 }
 
+// Requests whose text the server quotes in its error, cut inside a
+// multi-byte character: a real CPython client gets a RemoteError that
+// reads as a str, and its connection stays usable.
+func TestPyServerErrorTextCutInsideARune(t *testing.T) {
+	mptest.Python(t)
+	s := startGoPyServer(t)
+	const script = `
+from multiprocessing.managers import dispatch
+c = m._Client(m._address, authkey=m._authkey)
+# A server request whose name the 64-byte cut falls inside (U+0734 is two bytes).
+e = expect(RemoteError, dispatch, c, None, 'y' * 63 + '\u0734' * 3, (), {})
+assert 'y' * 63 in str(e), str(e)
+# A request that is not a tuple: its repr is cut the same way. (A
+# server-level connection serves one request, as in CPython.)
+c = m._Client(m._address, authkey=m._authkey)
+c.send('0' * 62 + '\u0734' * 3)
+kind, text = c.recv()
+assert kind == '#TRACEBACK' and isinstance(text, str) and '0' * 60 in text, (kind, text)
+# The same on a connection serving an object's methods.
+d = m.dict(k=1)
+ident = d._token.id
+c = m._Client(m._address, authkey=m._authkey)
+dispatch(c, None, 'accept_connection', ('test',), {})
+e = expect(RemoteError, dispatch, c, ident, 'y' * 63 + '\u0734' * 3, (), {})
+assert 'y' * 63 in str(e), str(e)
+# A key that is not UTF-8 once pickled (a lone surrogate): an error, and
+# the connection still answers.
+e = expect(RemoteError, dispatch, c, ident, '__getitem__', ('\udcff',), {})
+assert 'not valid UTF-8' in str(e), str(e)
+assert dispatch(c, ident, '__getitem__', ('k',), {}) == 1
+print('OK', flush=True)
+`
+	if out := s.runPy(t, "", script); !strings.Contains(out, "OK") {
+		t.Fatalf("python said %q", out)
+	}
+}
+
 // A Python client SIGKILLed while holding a manager Lock that a Go
 // client made releases it: the Go client's Acquire gets the lock and
 // ErrOwnerDead.
