@@ -172,8 +172,8 @@ func (s *Server) servePy(sc *sconn) {
 }
 
 // tracebackText is the text of a '#TRACEBACK' reply, which CPython's
-// client raises as RemoteError(text).
-// The text is valid UTF-8 (a Python str) whatever bytes the error quotes.
+// client raises as RemoteError(text). It is valid UTF-8 (a Python str)
+// whatever bytes the error quotes.
 func tracebackText(err error) string {
 	return strings.ToValidUTF8("Traceback (Go manager):\n"+err.Error()+"\n", "\uFFFD")
 }

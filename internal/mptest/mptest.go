@@ -107,9 +107,9 @@ func HelperArgs() []string {
 // openFDs lists this process's open file descriptors. The listing
 // includes the descriptor that reads /proc/self/fd itself, closed by the
 // time its link is read; a descriptor whose link cannot be read is one
-// closed meanwhile and is left out. (The directory's descriptor can get a
-// different number at a test's end than at its start, when a lower one
-// was freed in between: it was once reported as a leak, "5 -> ".)
+// closed meanwhile and is left out. Recording the directory's own
+// descriptor at a test's start hid a real one that took its number later
+// (and the directory's, one higher at the end, was reported as "5 -> ").
 func openFDs() map[int]string {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
