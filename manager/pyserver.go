@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/multiproc/multiproc/internal/base/text"
 	"github.com/multiproc/multiproc/ipc"
 	"github.com/multiproc/multiproc/ipc/pickle"
 	pb "github.com/multiproc/multiproc/proto/manager/v1"
@@ -175,7 +176,7 @@ func (s *Server) servePy(sc *sconn) {
 // client raises as RemoteError(text). It is valid UTF-8 (a Python str)
 // whatever bytes the error quotes.
 func tracebackText(err error) string {
-	return strings.ToValidUTF8("Traceback (Go manager):\n"+err.Error()+"\n", "\uFFFD")
+	return text.Valid("Traceback (Go manager):\n" + err.Error() + "\n")
 }
 
 // pyServerRequest runs a request made with ident None.
@@ -574,7 +575,7 @@ func pyErrorReply(err error) (string, any) {
 		return pyErrorKind, exc
 	}
 	builtin := func(name string) *pickle.Exception {
-		return &pickle.Exception{Module: "builtins", Name: name, Args: pickle.Tuple{strings.ToValidUTF8(err.Error(), "\uFFFD")}}
+		return &pickle.Exception{Module: "builtins", Name: name, Args: pickle.Tuple{text.Valid(err.Error())}}
 	}
 	switch {
 	case errors.Is(err, ErrKeyNotFound):

@@ -24,5 +24,12 @@ func Clip(s string, max int, tail string) string {
 		}
 		s = s[:cut] + tail
 	}
+	return Valid(s)
+}
+
+// Valid returns s with every run of bytes that is not UTF-8 replaced by
+// U+FFFD: text that must reach a peer as a Python str or a protobuf
+// string, whatever bytes it quotes.
+func Valid(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -32,6 +32,14 @@ func TestClip(t *testing.T) {
 	}
 }
 
+func TestValid(t *testing.T) {
+	for in, want := range map[string]string{"ok €": "ok €", "a\xff\xfeb": "a\uFFFDb", "\xed\xb3\xbf": "\uFFFD"} {
+		if got := Valid(in); got != want {
+			t.Errorf("Valid(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func FuzzClip(f *testing.F) {
 	f.Add("abcdefghiܴ", 10)
 	f.Add("\xff\xfe", 1)
