@@ -229,6 +229,57 @@ func TestStdoutRedirectedAfterWarm(t *testing.T) {
 // A warm process SIGKILLed at the moment of the hand-over, after the
 // Starter took it: the hand-over fails and Start takes another (making
 // one: the set holds only the dead one), so the start succeeds.
+// killWarm SIGKILLs a warm process and waits until it is dead (its pidfd
+// readable), not reaped: its end of the control socket is closed when the
+// hand-over starts.
+func killWarm(t *testing.T, w *warm) {
+	if err := syscall.Kill(w.pid, syscall.SIGKILL); err != nil {
+		t.Errorf("kill warm process %d: %v", w.pid, err)
+		return
+	}
+	fd, _, err := w.child.WaitFD()
+	if err != nil {
+		t.Errorf("warm process %d: %v", w.pid, err)
+		return
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
+			break
+		}
+	}
+}
+
+// Warm processes that are all found dead at the hand-over: a Start
+// replaces maxDeadWarm of them without counting them, then spends its
+// maxAttempts and fails, instead of looping until its context ends.
+func TestEveryWarmProcessDead(t *testing.T) {
+	mptest.CheckChildren(t)
+	s := newStarter(t, Size(1))
+	ctx := testCtx(t)
+	handed := 0
+	hook := func(w *warm) {
+		handed++
+		killWarm(t, w)
+	}
+	testHookHand.Store(&hook)
+	defer testHookHand.Store(nil)
+	p := fnExit.Process(7)
+	p.Starter = s
+	err := p.Start(ctx)
+	if err == nil {
+		p.Close()
+		t.Fatal("Start succeeded with every warm process killed at its hand-over")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Start ended with its context (%v), want its own error", err)
+	}
+	if want := maxDeadWarm + maxAttempts; handed != want {
+		t.Fatalf("%d hand-overs before Start failed, want %d (%d dead replaced, then %d attempts): %v",
+			handed, want, maxDeadWarm, maxAttempts, err)
+	}
+}
+
 func TestHandOverToDeadWarmProcess(t *testing.T) {
 	mptest.CheckChildren(t)
 	s := newStarter(t, Size(1))
@@ -242,23 +293,7 @@ func TestHandOverToDeadWarmProcess(t *testing.T) {
 			return // the second warm process is handed the request
 		}
 		killed = append(killed, w.pid)
-		if err := syscall.Kill(w.pid, syscall.SIGKILL); err != nil {
-			t.Errorf("kill warm process %d: %v", w.pid, err)
-			return
-		}
-		// Wait until it is dead (its pidfd readable), not reaped: its
-		// end of the control socket is closed when the hand-over starts.
-		fd, _, err := w.child.WaitFD()
-		if err != nil {
-			t.Errorf("warm process %d: %v", w.pid, err)
-			return
-		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
-				break
-			}
-		}
+		killWarm(t, w)
 	}
 	testHookHand.Store(&hook)
 	defer testHookHand.Store(nil)
